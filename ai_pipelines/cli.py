@@ -1,0 +1,116 @@
+"""The `ai-pipelines` command: run the digest job, or fact-check any corpus.
+
+`run` executes the same job that the UI and the schedule launch, against the same
+Dagster instance (DAGSTER_HOME), so every run from the terminal shows up in the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ai_pipelines.settings import Settings, SettingsError, load_settings
+
+INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """Use DAGSTER_HOME if set, else a home under the data directory with telemetry off."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def command_run(args: argparse.Namespace, settings: Settings) -> int:
+    from dagster import DagsterInstance
+
+    from ai_pipelines.definitions import build_definitions
+    from ai_pipelines.report import RunReport
+
+    home = ensure_dagster_home(settings)
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("digest_job")
+    print(f"Running digest_job (Dagster home {home}) ...", flush=True)
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+        )
+    report = RunReport.from_result(result, settings)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
+    from ai_pipelines.fact_check import fact_check_corpus
+
+    verdicts = fact_check_corpus(
+        settings,
+        corpus=Path(args.corpus),
+        claims_path=Path(args.claims),
+        use_model=not args.no_model,
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
+        for verdict in verdicts:
+            handle.write(
+                json.dumps(
+                    {
+                        "id": verdict.id,
+                        "verdict": verdict.verdict,
+                        "score": verdict.score,
+                        "evidence": verdict.evidence,
+                        "evidence_sentence": verdict.evidence_sentence,
+                    }
+                )
+                + "\n"
+            )
+    counts = {v: sum(x.verdict == v for x in verdicts) for v in ("supported", "refuted", "not_enough_info")}
+    print(f"{len(verdicts)} claims verified -> {out} {counts}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ai-pipelines", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="Materialize the whole graph with its blocking checks.")
+    run.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING).")
+    check = commands.add_parser("fact-check", help="Verify claims (JSONL) against a folder of documents.")
+    check.add_argument("--corpus", required=True, help="Folder of UTF-8 text documents.")
+    check.add_argument("--claims", required=True, help='JSONL, one {"id", "text"} object a line.')
+    check.add_argument("--out", required=True, help="Where to write verdicts (JSONL).")
+    check.add_argument("--no-model", action="store_true", help="Decide from embeddings alone.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    handlers = {"run": command_run, "fact-check": command_fact_check}
+    try:
+        return handlers[args.command](args, settings)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

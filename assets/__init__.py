@@ -1,0 +1,13 @@
+"""Assets: one module per stage, each owning its schemas, prompts and asset checks."""
+
+from dagster import load_asset_checks_from_modules, load_assets_from_modules
+
+from assets import drafts, fact_checks, ingestion, retrieval, signals, summaries
+from assets.config import PipelineConfig
+
+STAGES = [ingestion, retrieval, signals, drafts, fact_checks, summaries]
+
+ALL_ASSETS = load_assets_from_modules(STAGES)
+ALL_ASSET_CHECKS = load_asset_checks_from_modules(STAGES)
+
+__all__ = ["ALL_ASSETS", "ALL_ASSET_CHECKS", "PipelineConfig", "STAGES"]

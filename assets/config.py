@@ -1,0 +1,39 @@
+"""What the stages are told: where documents come from, where outputs go, and the
+quality thresholds that gate publication.
+
+It is a resource so that the thresholds are visible on the Definitions in the UI and
+can be set per deployment (the code location fills it from environment variables).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+SAMPLE_CORPUS_DIR = Path(__file__).parent / "sample_corpus"
+
+
+class PipelineConfig(ConfigurableResource):
+    corpus_dir: str = Field(default=str(SAMPLE_CORPUS_DIR), description="Documents to ingest.")
+    inbox_dir: str = Field(default="data/inbox", description="Extra documents dropped by users.")
+    output_dir: str = Field(default="data/outputs", description="Where the digest is written.")
+    index_collection: str = Field(default="chunks", description="Chroma collection of the index.")
+    chunk_chars: int = Field(default=600, description="Target chunk size in characters.")
+    max_document_bytes: int = Field(default=2_000_000, description="Larger files are quarantined.")
+    topics: list[str] = Field(default=[], description="Draft topics; empty = most-cited entities.")
+    max_topics: int = 4
+    claims_per_draft: int = 4
+    max_quarantine_share: float = Field(default=0.25, description="Blocks when more documents fail to parse.")
+    min_signal_validity: float = Field(default=0.8, description="Share of documents whose signals must validate.")
+    min_claim_grounding: float = Field(default=0.75, description="Similarity a drafted claim needs to its evidence sentence.")
+    max_unsupported_share: float = Field(default=0.4, description="Share of claims allowed to be not supported before summaries are blocked.")
+
+    def inbox_path(self) -> Path:
+        return Path(self.inbox_dir)
+
+    def output_path(self) -> Path:
+        path = Path(self.output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path

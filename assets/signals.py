@@ -1,0 +1,272 @@
+"""Signals: per-document entities, events, key figures and sentiment, each with evidence.
+
+The model answers with sentence numbers, not quotes, and every item is then checked
+against the sentence it cites (an entity's name must appear in it, a figure's number
+must appear in it). Items that fail are dropped and counted, so every stored signal
+points to a real span of its document whatever the model's quality.
+"""
+
+
+from typing import Literal, Sequence
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    MetadataValue,
+    Output,
+    asset,
+    asset_check,
+)
+from pydantic import BaseModel, Field
+
+from assets.config import PipelineConfig
+from assets.frames import from_frame, table_schema, to_frame
+from assets.ingestion import Chunk, SourceDocument
+from assets.metadata import ledger_metadata
+from assets.previews import markdown_table
+from assets.prompts import load_prompt
+from assets.text import Span, normalize, numbers_in, split_sentences, words_in
+from resources import CallLedger, ModelResource
+
+GROUP = "signals"
+PROMPT = load_prompt("signals")
+CODE_VERSION = f"1-{PROMPT.version}"
+MAX_SENTENCES = 40
+
+
+# What the model is asked to return.
+class ExtractedEntity(BaseModel):
+    name: str = Field(max_length=60)
+    kind: Literal["company", "person", "place", "product", "other"]
+    sentence: int
+
+
+class ExtractedEvent(BaseModel):
+    description: str = Field(max_length=120)
+    sentence: int
+
+
+class ExtractedFigure(BaseModel):
+    label: str = Field(max_length=60)
+    value: str = Field(max_length=30)
+    sentence: int
+
+
+class ExtractedSignals(BaseModel):
+    entities: list[ExtractedEntity] = Field(max_length=4)
+    events: list[ExtractedEvent] = Field(max_length=2)
+    key_figures: list[ExtractedFigure] = Field(max_length=2)
+    sentiment: Literal["positive", "negative", "neutral", "mixed"]
+    sentiment_sentence: int
+
+
+# What is stored once every item is tied to its evidence.
+class EvidenceSpan(BaseModel):
+    quote: str
+    start: int = Field(description="Character offset in the document's text.")
+    end: int
+    chunk_id: str
+
+
+class Entity(BaseModel):
+    name: str
+    kind: str
+    evidence: EvidenceSpan
+
+
+class Event(BaseModel):
+    description: str
+    evidence: EvidenceSpan
+
+
+class KeyFigure(BaseModel):
+    label: str
+    value: str
+    evidence: EvidenceSpan
+
+
+class DocumentSignals(BaseModel):
+    doc_id: str
+    title: str
+    status: Literal["valid", "ungrounded", "failed"] = Field(
+        description="valid: schema-valid with at least one grounded item."
+    )
+    error: str = ""
+    entities: list[Entity] = []
+    events: list[Event] = []
+    key_figures: list[KeyFigure] = []
+    sentiment: str = ""
+    sentiment_evidence: EvidenceSpan | None = None
+    dropped_items: int = Field(default=0, description="Items whose evidence did not hold.")
+
+
+def extraction_messages(document: SourceDocument, sentences: Sequence[Span]) -> list[dict[str, str]]:
+    numbered = "\n".join(f"[{i}] {s.text}" for i, s in enumerate(sentences[:MAX_SENTENCES]))
+    return [{"role": "user", "content": PROMPT.render(title=document.title, numbered_sentences=numbered)}]
+
+
+class _Grounder:
+    """Ties extracted items to the sentences of one document."""
+
+    def __init__(self, sentences: Sequence[Span], chunks: Sequence[Chunk]):
+        self.sentences = list(sentences[:MAX_SENTENCES])
+        self.chunks = chunks
+
+    def span(self, index: int) -> EvidenceSpan:
+        sentence = self.sentences[index]
+        chunk_id = next(
+            (c.chunk_id for c in self.chunks if c.char_start <= sentence.start < c.char_end), ""
+        )
+        return EvidenceSpan(quote=sentence.text, start=sentence.start, end=sentence.end, chunk_id=chunk_id)
+
+    def find(self, cited: int, holds) -> int | None:
+        """The cited sentence if `holds` for it, else the first sentence for which it does."""
+        if 0 <= cited < len(self.sentences) and holds(self.sentences[cited].text):
+            return cited
+        return next((i for i, s in enumerate(self.sentences) if holds(s.text)), None)
+
+
+def _names_in(name: str):
+    target = normalize(name)
+    return lambda sentence: bool(target) and f" {target} " in f" {normalize(sentence)} "
+
+
+def _figure_in(value: str):
+    wanted = numbers_in(value)
+    return lambda sentence: bool(wanted) and wanted <= numbers_in(sentence)
+
+
+def _describes(description: str):
+    wanted = {w for w in words_in(description) if len(w) > 3}
+    return lambda sentence: bool(wanted) and len(wanted & words_in(sentence)) >= max(1, len(wanted) // 2)
+
+
+def ground(
+    document: SourceDocument, chunks: Sequence[Chunk], extracted: ExtractedSignals
+) -> DocumentSignals:
+    grounder = _Grounder(split_sentences(document.text), chunks)
+    kept: dict[str, list] = {"entities": [], "events": [], "key_figures": []}
+    dropped = 0
+    for item in extracted.entities:
+        index = grounder.find(item.sentence, _names_in(item.name))
+        if index is None:
+            dropped += 1
+        elif item.name.lower() not in {e.name.lower() for e in kept["entities"]}:
+            kept["entities"].append(Entity(name=item.name.strip(), kind=item.kind, evidence=grounder.span(index)))
+    for item in extracted.events:
+        index = grounder.find(item.sentence, _describes(item.description))
+        if index is None:
+            dropped += 1
+        else:
+            kept["events"].append(Event(description=item.description.strip(), evidence=grounder.span(index)))
+    for item in extracted.key_figures:
+        index = grounder.find(item.sentence, _figure_in(item.value))
+        if index is None:
+            dropped += 1
+        else:
+            kept["key_figures"].append(
+                KeyFigure(label=item.label.strip(), value=item.value.strip(), evidence=grounder.span(index))
+            )
+    sentiment_index = extracted.sentiment_sentence
+    sentiment_evidence = (
+        grounder.span(sentiment_index) if 0 <= sentiment_index < len(grounder.sentences) else None
+    )
+    grounded = sum(len(v) for v in kept.values())
+    return DocumentSignals(
+        doc_id=document.doc_id,
+        title=document.title,
+        status="valid" if grounded else "ungrounded",
+        error="" if grounded else "no extracted item matched its evidence sentence",
+        sentiment=extracted.sentiment,
+        sentiment_evidence=sentiment_evidence,
+        dropped_items=dropped,
+        **kept,
+    )
+
+
+@asset(
+    group_name=GROUP,
+    code_version=CODE_VERSION,
+    io_manager_key="warehouse_io_manager",
+    kinds={"openai", "duckdb"},
+    owners=["team:ai-pipelines"],
+    metadata={"dagster/column_schema": table_schema(DocumentSignals), "prompt_version": PROMPT.version},
+)
+def signals(
+    context: AssetExecutionContext,
+    model: ModelResource,
+    source_documents: pd.DataFrame,
+    chunks: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    """Per-document structured signals (entities, events, key figures, sentiment), each with an evidence span."""
+    documents = from_frame(source_documents, SourceDocument)
+    all_chunks = from_frame(chunks, Chunk)
+    by_doc: dict[str, list[Chunk]] = {}
+    for chunk in all_chunks:
+        by_doc.setdefault(chunk.doc_id, []).append(chunk)
+    ledger = CallLedger()
+    requests = [extraction_messages(d, split_sentences(d.text)) for d in documents]
+    context.log.info(f"Extracting signals from {len(documents)} documents")
+    answers = model.map_structured(requests, ExtractedSignals, tier="fast", max_tokens=512, ledger=ledger)
+    rows: list[DocumentSignals] = []
+    for document, answer in zip(documents, answers):
+        if isinstance(answer, Exception):
+            context.log.warning(f"Signals for {document.path} failed: {answer}")
+            rows.append(
+                DocumentSignals(doc_id=document.doc_id, title=document.title, status="failed", error=str(answer))
+            )
+        else:
+            rows.append(ground(document, by_doc.get(document.doc_id, []), answer))
+    valid = sum(r.status == "valid" for r in rows)
+    return Output(
+        to_frame(rows, DocumentSignals),
+        metadata={
+            "documents": len(rows),
+            "valid": valid,
+            "validity_rate": round(valid / max(1, len(rows)), 3),
+            "entities": sum(len(r.entities) for r in rows),
+            "events": sum(len(r.events) for r in rows),
+            "key_figures": sum(len(r.key_figures) for r in rows),
+            "dropped_items": sum(r.dropped_items for r in rows),
+            "prompt_version": PROMPT.version,
+            **ledger_metadata(ledger),
+            "preview": MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            "document": r.title,
+                            "status": r.status,
+                            "entities": ", ".join(e.name for e in r.entities),
+                            "figures": ", ".join(f"{f.label}: {f.value}" for f in r.key_figures),
+                            "sentiment": r.sentiment,
+                        }
+                        for r in rows[:10]
+                    ]
+                )
+            ),
+        },
+    )
+
+
+@asset_check(
+    asset=signals,
+    blocking=True,
+    description="Share of documents whose signals validated and grounded is at least min_signal_validity.",
+)
+def signal_validity(pipeline: PipelineConfig, signals: pd.DataFrame) -> AssetCheckResult:
+    total = len(signals)
+    valid = int((signals["status"] == "valid").sum()) if total else 0
+    rate = valid / total if total else 0.0
+    failures = signals[signals["status"] != "valid"][["title", "status", "error"]] if total else signals
+    return AssetCheckResult(
+        passed=rate >= pipeline.min_signal_validity,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"{valid} of {total} documents have valid, grounded signals",
+        metadata={
+            "validity_rate": round(rate, 3),
+            "min_signal_validity": pipeline.min_signal_validity,
+            "not_valid": MetadataValue.md(markdown_table(failures.head(10).to_dict(orient="records"))),
+        },
+    )

@@ -1,0 +1,23 @@
+"""Resources: the outside systems the assets use (models, embeddings, vector store).
+
+Nothing here knows about assets; the code location configures these from settings.
+"""
+
+from resources.embeddings import EmbeddingsResource
+from resources.ledger import CallLedger, CallRecord, LedgerSummary
+from resources.model import ModelCallError, ModelResource, StructuredOutputError
+from resources.vector_store import Hit, VectorStoreResource
+from resources.warehouse import WarehouseIOManager
+
+__all__ = [
+    "CallLedger",
+    "CallRecord",
+    "EmbeddingsResource",
+    "Hit",
+    "LedgerSummary",
+    "ModelCallError",
+    "ModelResource",
+    "StructuredOutputError",
+    "VectorStoreResource",
+    "WarehouseIOManager",
+]

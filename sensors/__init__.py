@@ -1,0 +1,8 @@
+"""Sensors, schedules and the jobs they launch: what starts runs."""
+
+from sensors.jobs import digest_job
+from sensors.schedules import digest_schedule
+
+ALL_JOBS = [digest_job]
+
+__all__ = ["ALL_JOBS", "digest_job", "digest_schedule"]
