@@ -84,6 +84,11 @@ def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_home(args: argparse.Namespace, settings: Settings) -> int:
+    print(ensure_dagster_home(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ai-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--claims", required=True, help='JSONL, one {"id", "text"} object a line.')
     check.add_argument("--out", required=True, help="Where to write verdicts (JSONL).")
     check.add_argument("--no-model", action="store_true", help="Decide from embeddings alone.")
+    commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
     return parser
 
 
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    handlers = {"run": command_run, "fact-check": command_fact_check}
+    handlers = {"run": command_run, "fact-check": command_fact_check, "home": command_home}
     try:
         return handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError) as exc:

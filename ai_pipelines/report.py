@@ -42,7 +42,7 @@ class RunReport(BaseModel):
     def from_result(cls, result: ExecuteInProcessResult, settings: Settings) -> "RunReport":
         outputs = []
         for event in result.get_asset_materialization_events():
-            materialization = event.asset_materialization()
+            materialization = event.materialization
             metadata = materialization.metadata
             if "location" in metadata:
                 location = str(metadata["location"].value)

@@ -8,7 +8,8 @@ as JSON text so that every table has plain SQL column types.
 from __future__ import annotations
 
 import json
-from typing import Iterable, TypeVar
+from types import UnionType
+from typing import Iterable, TypeVar, Union, get_args, get_origin
 
 import pandas as pd
 from dagster import TableColumn, TableSchema
@@ -36,11 +37,7 @@ def to_frame(rows: Iterable[BaseModel], model: type[BaseModel]) -> pd.DataFrame:
 
 
 def from_frame(frame: pd.DataFrame, model: type[M]) -> list[M]:
-    nested = {
-        name
-        for name, field in model.model_fields.items()
-        if field.annotation not in (int, float, bool, str)
-    }
+    nested = {name for name, field in model.model_fields.items() if _is_nested(field.annotation)}
     rows = []
     for record in frame.to_dict(orient="records"):
         for name in nested & record.keys():
@@ -50,13 +47,22 @@ def from_frame(frame: pd.DataFrame, model: type[M]) -> list[M]:
     return rows
 
 
+def _is_nested(annotation: object) -> bool:
+    """Lists, dicts and models (optional or not) are stored as JSON text."""
+    if get_origin(annotation) in (list, dict):
+        return True
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_is_nested(a) for a in get_args(annotation) if a is not type(None))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def table_schema(model: type[BaseModel]) -> TableSchema:
     """The column schema shown on the asset page, taken from the row model."""
     return TableSchema(
         columns=[
             TableColumn(
                 name=name,
-                type=_SQL_TYPES.get(field.annotation, "JSON"),  # type: ignore[arg-type]
+                type="JSON" if _is_nested(field.annotation) else _SQL_TYPES.get(field.annotation, "VARCHAR"),  # type: ignore[arg-type]
                 description=field.description or "",
             )
             for name, field in model.model_fields.items()

@@ -9,6 +9,7 @@ empty result (no quarantined documents, say) is a valid result, so it is stored 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -34,6 +35,10 @@ class _PandasTableHandler(DuckDBPandasTypeHandler):
 
 class WarehouseIOManager(DuckDBIOManager):
     """Stores pandas DataFrames as DuckDB tables named after their assets."""
+
+    def create_io_manager(self, context):
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        return super().create_io_manager(context)
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:

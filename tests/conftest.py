@@ -1,0 +1,37 @@
+"""Fixtures: a deterministic OpenAI-compatible server on 127.0.0.1 and settings that
+point the real code location at it and at a temporary data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from ai_pipelines.definitions import build_definitions
+from ai_pipelines.settings import Settings
+from tests.fake_openai import FakeOpenAI
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def fake_llm():
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def llm(fake_llm: FakeOpenAI) -> FakeOpenAI:
+    fake_llm.reset()
+    return fake_llm
+
+
+@pytest.fixture
+def settings(tmp_path: Path, llm: FakeOpenAI) -> Settings:
+    return Settings(data_dir=tmp_path / "data", llm_base_url=llm.base_url, llm_fast_model="fake-fast", llm_strong_model="fake-strong")
+
+
+def run_digest_job(settings: Settings, instance: DagsterInstance | None = None) -> ExecuteInProcessResult:
+    job = build_definitions(settings).resolve_job_def("digest_job")
+    return job.execute_in_process(instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)

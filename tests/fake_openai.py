@@ -1,0 +1,136 @@
+"""A deterministic OpenAI-compatible chat server for tests, over real HTTP on 127.0.0.1.
+
+Answers are derived from the prompt by per-schema scripts (the schema name comes
+from `response_format.json_schema.name`), so the product code under test takes the
+same path as with a hosted provider. Tests can replace a script, e.g. to return
+invalid answers for one document, and read how many calls were made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+Script = Callable[[list[dict[str, str]]], Any]
+_NAME = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def numbered_sentences(messages: list[dict[str, str]]) -> list[str]:
+    return re.findall(r"^\[\d+\] (.+)$", messages[0]["content"], flags=re.M)
+
+
+def extract_signals(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """Names and numbers taken from the numbered sentences, each citing its sentence."""
+    sentences = numbered_sentences(messages)
+    entities, figures = [], []
+    for index, sentence in enumerate(sentences):
+        for name in _NAME.findall(sentence)[:1]:
+            if name not in {e["name"] for e in entities} and len(entities) < 4:
+                entities.append({"name": name, "kind": "company", "sentence": index})
+        for number in _NUMBER.findall(sentence)[:1]:
+            if len(figures) < 2:
+                figures.append({"label": "figure", "value": number, "sentence": index})
+    first = sentences[0] if sentences else ""
+    return {
+        "entities": entities,
+        "events": [{"description": " ".join(first.split()[:8]), "sentence": 0}],
+        "key_figures": figures,
+        "sentiment": "neutral",
+        "sentiment_sentence": 0,
+    }
+
+
+def rewrite_claim(messages: list[dict[str, str]]) -> dict[str, Any]:
+    evidence = re.search(r"^Evidence: (.+)$", messages[0]["content"], flags=re.M)
+    return {"claim": evidence.group(1) if evidence else "No evidence given."}
+
+
+DEFAULT_SCRIPTS: dict[str, Script] = {
+    "ExtractedSignals": extract_signals,
+    "ClaimRewrite": rewrite_claim,
+    "JudgeAnswer": lambda messages: {"verdict": "supported"},
+}
+
+
+class FakeOpenAI:
+    """Start with `with FakeOpenAI() as server:`; `server.base_url` is the /v1 endpoint."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, Script] = dict(DEFAULT_SCRIPTS)
+        self.calls: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def calls_for(self, schema: str) -> int:
+        with self._lock:
+            return sum(1 for c in self.calls if c["schema"] == schema)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+        self.scripts = dict(DEFAULT_SCRIPTS)
+
+    def __enter__(self) -> "FakeOpenAI":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
+        with self._lock:
+            self.calls.append({"schema": schema, "model": body.get("model"), "messages": body["messages"]})
+        script = self.scripts.get(schema)
+        if script is None:
+            return 400, {"error": {"message": f"no script for schema {schema!r}", "type": "invalid_request_error"}}
+        answer = script(body["messages"])
+        content = answer if isinstance(answer, str) else json.dumps(answer)
+        tokens_in = sum(len(m["content"].split()) for m in body["messages"])
+        return 200, {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", "fake"),
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+            ],
+            "usage": {
+                "prompt_tokens": tokens_in,
+                "completion_tokens": len(content.split()),
+                "total_tokens": tokens_in + len(content.split()),
+            },
+        }
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.endswith("/chat/completions"):
+                    status, payload = fake._answer(body)
+                else:
+                    status, payload = 404, {"error": {"message": f"unknown path {self.path}"}}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
