@@ -84,6 +84,18 @@ def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from ai_pipelines.fact_check import calibrate
+    from assets.claim_verification import CALIBRATION_FILE
+
+    calibration = calibrate(settings, Path(args.corpus), Path(args.dev))
+    print(calibration.model_dump_json(indent=2))
+    if args.write:
+        CALIBRATION_FILE.write_text(calibration.model_dump_json() + "\n")
+        print(f"written to {CALIBRATION_FILE}")
+    return 0
+
+
 def command_home(args: argparse.Namespace, settings: Settings) -> int:
     print(ensure_dagster_home(settings))
     return 0
@@ -99,18 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--claims", required=True, help='JSONL, one {"id", "text"} object a line.')
     check.add_argument("--out", required=True, help="Where to write verdicts (JSONL).")
     check.add_argument("--no-model", action="store_true", help="Decide from embeddings alone.")
+    calibrate = commands.add_parser("calibrate", help="Fit fact-check thresholds on a labelled JSONL set.")
+    calibrate.add_argument("--corpus", default="assets/sample_corpus", help="Folder the claims are about.")
+    calibrate.add_argument("--dev", default="tests/data/fact_check_dev.jsonl", help='JSONL with "id", "text", "label".')
+    calibrate.add_argument("--write", action="store_true", help="Replace the bundled calibration file.")
     commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Dagster flags the beta APIs we rely on (data versions) on every call; say it once, here.
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    handlers = {"run": command_run, "fact-check": command_fact_check, "home": command_home}
+    handlers = {"run": command_run, "fact-check": command_fact_check, "home": command_home, "calibrate": command_calibrate}
     try:
         return handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError) as exc:

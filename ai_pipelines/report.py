@@ -44,12 +44,13 @@ class RunReport(BaseModel):
         for event in result.get_asset_materialization_events():
             materialization = event.materialization
             metadata = materialization.metadata
+            places = []
+            if "dagster/table_name" in metadata:
+                table = str(metadata["dagster/table_name"].value).rsplit(".", 2)
+                places.append(f"table {'.'.join(table[-2:])} in {settings.warehouse_path.resolve()}")
             if "location" in metadata:
-                location = str(metadata["location"].value)
-            elif "dagster/table_name" in metadata:
-                location = f"{settings.warehouse_path.resolve()} (DuckDB table {metadata['dagster/table_name'].value})"
-            else:
-                location = "Dagster IO manager storage"
+                places.append(str(metadata["location"].value))
+            location = "; ".join(places) or "Dagster IO manager storage"
             outputs.append(OutputLocation(asset=materialization.asset_key.to_user_string(), location=location))
         checks = [
             CheckOutcome(

@@ -25,6 +25,7 @@ from assets.prompts import load_prompt
 from assets.text import has_negation, numbers_in, split_sentences, words_in
 from resources import CallLedger, ModelResource, VectorStoreResource
 
+MIN_CLAIM_WORDS = 3
 Verdict = Literal["supported", "refuted", "not_enough_info"]
 PROMPT = load_prompt("verify_claim")
 CALIBRATION_FILE = Path(__file__).parent / "calibration" / "fact_check.json"
@@ -87,7 +88,7 @@ class _Sentence(BaseModel):
     text: str
 
 
-def _content_words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
     return {w for w in words_in(text) if w not in _STOPWORDS and not w.isdigit()}
 
 
@@ -97,8 +98,8 @@ def conflict_between(claim: str, sentence: str) -> str:
     Only sentences that share most of the claim's content words qualify: a different
     number in an unrelated sentence is not a contradiction.
     """
-    claim_words = _content_words(claim)
-    if not claim_words or len(claim_words & _content_words(sentence)) / len(claim_words) < 0.4:
+    claim_words = content_words(claim)
+    if not claim_words or len(claim_words & content_words(sentence)) / len(claim_words) < 0.4:
         return ""
     claim_numbers, sentence_numbers = numbers_in(claim), numbers_in(sentence)
     if claim_numbers and sentence_numbers and not claim_numbers <= sentence_numbers:
@@ -214,7 +215,8 @@ class ClaimVerifier:
         for claim, vector, sentences in zip(claims, claim_vectors, self.candidate_sentences(claims)):
             support = (0.0, None)
             refute = (0.0, None, "")
-            if sentences:
+            # A bare name or fragment asserts nothing that evidence could support or refute.
+            if sentences and len(content_words(claim.text)) >= MIN_CLAIM_WORDS:
                 similarities = self._vectors([s.text for s in sentences]) @ vector
                 for sentence, similarity in zip(sentences, similarities.tolist()):
                     conflict = conflict_between(claim.text, sentence.text)

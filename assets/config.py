@@ -27,7 +27,7 @@ class PipelineConfig(ConfigurableResource):
     claims_per_draft: int = 4
     max_quarantine_share: float = Field(default=0.25, description="Blocks when more documents fail to parse.")
     min_signal_validity: float = Field(default=0.8, description="Share of documents whose signals must validate.")
-    min_claim_grounding: float = Field(default=0.75, description="Similarity a drafted claim needs to its evidence sentence.")
+    min_claim_grounding: float = Field(default=0.9, description="Similarity a drafted claim needs to its evidence sentence.")
     max_unsupported_share: float = Field(default=0.4, description="Share of claims allowed to be not supported before summaries are blocked.")
 
     def inbox_path(self) -> Path:

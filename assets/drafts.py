@@ -25,7 +25,7 @@ from dagster import (
 )
 from pydantic import BaseModel, Field
 
-from assets.claim_verification import conflict_between
+from assets.claim_verification import conflict_between, content_words
 from assets.config import PipelineConfig
 from assets.frames import from_frame, table_schema, to_frame
 from assets.metadata import ledger_metadata
@@ -108,8 +108,14 @@ def draft_messages(topic: str, evidence: Evidence) -> list[dict[str, str]]:
 
 
 def holds_to(claim: str, evidence: str, similarity: float, minimum: float) -> bool:
+    """A rewrite may reword its evidence, not add to it or drop most of it."""
+    claim_words, evidence_words = content_words(claim), content_words(evidence)
+    added = claim_words - evidence_words
     return (
         similarity >= minimum
+        and len(claim.split()) >= 6
+        and len(added) <= max(1, len(claim_words) // 5)
+        and len(claim_words & evidence_words) >= 0.6 * len(evidence_words)
         and numbers_in(claim) <= numbers_in(evidence)
         and not conflict_between(claim, evidence)
     )

@@ -43,7 +43,7 @@ class TopicSummary(BaseModel):
 
 
 def summarize(topic: str, checks: list[FactCheck], signals_by_doc: dict[str, DocumentSignals]) -> TopicSummary:
-    kept = [c for c in checks if c.verdict == "supported" and not c.contested]
+    kept = list({c.claim: c for c in checks if c.verdict == "supported" and not c.contested}.values())
     chunk_ids = sorted({i for c in kept for i in c.evidence_chunk_ids})
     doc_ids = {i.rsplit("-", 1)[0] for i in chunk_ids}
     cited = [signals_by_doc[d] for d in sorted(doc_ids) if d in signals_by_doc]
@@ -52,7 +52,7 @@ def summarize(topic: str, checks: list[FactCheck], signals_by_doc: dict[str, Doc
         summary=" ".join(c.claim.rstrip(".") + "." for c in kept),
         claim_ids=[c.claim_id for c in kept],
         chunk_ids=chunk_ids,
-        excluded_claims=len(checks) - len(kept),
+        excluded_claims=sum(c.verdict != "supported" or c.contested for c in checks),
         sentiment_mix=dict(Counter(s.sentiment for s in cited if s.sentiment)),
         key_figures=[f"{f.label}: {f.value}" for s in cited for f in s.key_figures][:6],
         index_version=checks[0].index_version if checks else "",
