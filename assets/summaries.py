@@ -54,7 +54,7 @@ def summarize(topic: str, checks: list[FactCheck], signals_by_doc: dict[str, Doc
         chunk_ids=chunk_ids,
         excluded_claims=sum(c.verdict != "supported" or c.contested for c in checks),
         sentiment_mix=dict(Counter(s.sentiment for s in cited if s.sentiment)),
-        key_figures=[f"{f.label}: {f.value}" for s in cited for f in s.key_figures][:6],
+        key_figures=list(dict.fromkeys(f"{f.label}: {f.value}" for s in cited for f in s.key_figures))[:6],
         index_version=checks[0].index_version if checks else "",
     )
 
