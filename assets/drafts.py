@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from assets.claim_verification import conflict_between, content_words
 from assets.config import PipelineConfig
-from assets.frames import from_frame, table_schema, to_frame
+from assets.frames import from_frame, table_output, to_frame
 from assets.metadata import ledger_metadata
 from assets.prompts import load_prompt
 from assets.retrieval import IndexManifest
@@ -124,10 +124,7 @@ def holds_to(claim: str, evidence: str, similarity: float, minimum: float) -> bo
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    io_manager_key="warehouse_io_manager",
-    kinds={"openai", "chroma", "duckdb"},
-    owners=["team:ai-pipelines"],
-    metadata={"dagster/column_schema": table_schema(DraftClaim), "prompt_version": PROMPT.version},
+    **table_output(DraftClaim, "openai", "chroma", prompt_version=PROMPT.version),
 )
 def drafts(
     context: AssetExecutionContext,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from assets.claim_verification import PROMPT, Claim, ClaimVerifier, load_calibration
 from assets.config import PipelineConfig
 from assets.drafts import DraftClaim
-from assets.frames import from_frame, table_schema, to_frame
+from assets.frames import from_frame, table_output, to_frame
 from assets.metadata import ledger_metadata
 from assets.previews import markdown_table
 from assets.retrieval import IndexManifest
@@ -48,10 +48,7 @@ class FactCheck(BaseModel):
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    io_manager_key="warehouse_io_manager",
-    kinds={"openai", "chroma", "duckdb"},
-    owners=["team:ai-pipelines"],
-    metadata={"dagster/column_schema": table_schema(FactCheck)},
+    **table_output(FactCheck, "openai", "chroma"),
 )
 def fact_checks(
     context: AssetExecutionContext,

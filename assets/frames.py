@@ -72,3 +72,16 @@ def table_schema(model: type[BaseModel]) -> TableSchema:
 
 def _pandas_dtype(annotation: object) -> str:
     return {int: "int64", float: "float64", bool: "bool"}.get(annotation, "string")  # type: ignore[arg-type]
+
+
+OWNERS = ["team:ai-pipelines"]
+
+
+def table_output(model: type[BaseModel], *kinds: str, **metadata: object) -> dict[str, object]:
+    """Arguments shared by every asset stored as a warehouse table of `model` rows."""
+    return {
+        "io_manager_key": "warehouse_io_manager",
+        "kinds": {"duckdb", *kinds},
+        "owners": OWNERS,
+        "metadata": {"dagster/column_schema": table_schema(model), **metadata},
+    }

@@ -27,7 +27,7 @@ from dagster import (
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
-from assets.frames import from_frame, table_schema, to_frame
+from assets.frames import from_frame, table_output, to_frame
 from assets.previews import markdown_table
 from assets.text import split_sentences
 
@@ -178,17 +178,11 @@ def _chunk(document: SourceDocument, position: int, sentences: list) -> Chunk:
         "source_documents": AssetOut(
             description="Parsed text documents from the corpus folder and the inbox, one row each, "
             "keyed by content hash.",
-            io_manager_key="warehouse_io_manager",
-            metadata={"dagster/column_schema": table_schema(SourceDocument)},
-            kinds={"duckdb", "pandas"},
-            owners=["team:ai-pipelines"],
+            **table_output(SourceDocument, "pandas"),
         ),
         "quarantined_documents": AssetOut(
             description="Files that could not be read as text documents, each with the reason.",
-            io_manager_key="warehouse_io_manager",
-            metadata={"dagster/column_schema": table_schema(QuarantinedDocument)},
-            kinds={"duckdb", "pandas"},
-            owners=["team:ai-pipelines"],
+            **table_output(QuarantinedDocument, "pandas"),
         ),
     },
 )
@@ -226,10 +220,7 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig):
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    io_manager_key="warehouse_io_manager",
-    kinds={"duckdb", "pandas"},
-    owners=["team:ai-pipelines"],
-    metadata={"dagster/column_schema": table_schema(Chunk)},
+    **table_output(Chunk, "pandas"),
 )
 def chunks(pipeline: PipelineConfig, source_documents: pd.DataFrame) -> Output[pd.DataFrame]:
     """Sentence-aligned passages of every document: the unit the retrieval index stores."""

@@ -23,7 +23,7 @@ from dagster import (
 from pydantic import BaseModel
 
 from assets.config import PipelineConfig
-from assets.frames import from_frame
+from assets.frames import OWNERS, from_frame
 from assets.ingestion import Chunk
 from resources import VectorStoreResource
 
@@ -78,7 +78,7 @@ def sync_index(vector_store: VectorStoreResource, collection: str, rows: list[Ch
     group_name=GROUP,
     code_version=CODE_VERSION,
     kinds={"chroma"},
-    owners=["team:ai-pipelines"],
+    owners=OWNERS,
 )
 def retrieval_index(
     context: AssetExecutionContext,

@@ -22,7 +22,7 @@ from dagster import (
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
-from assets.frames import from_frame, table_schema, to_frame
+from assets.frames import from_frame, table_output, to_frame
 from assets.ingestion import Chunk, SourceDocument
 from assets.metadata import ledger_metadata
 from assets.previews import markdown_table
@@ -189,10 +189,7 @@ def ground(
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    io_manager_key="warehouse_io_manager",
-    kinds={"openai", "duckdb"},
-    owners=["team:ai-pipelines"],
-    metadata={"dagster/column_schema": table_schema(DocumentSignals), "prompt_version": PROMPT.version},
+    **table_output(DocumentSignals, "openai", prompt_version=PROMPT.version),
 )
 def signals(
     context: AssetExecutionContext,

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from assets.config import PipelineConfig
 from assets.fact_checks import FactCheck
-from assets.frames import from_frame, table_schema, to_frame
+from assets.frames import from_frame, table_output, to_frame
 from assets.signals import DocumentSignals
 
 GROUP = "summaries"
@@ -74,10 +74,7 @@ def render_digest(rows: list[TopicSummary]) -> str:
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    io_manager_key="warehouse_io_manager",
-    kinds={"duckdb", "markdown"},
-    owners=["team:ai-pipelines"],
-    metadata={"dagster/column_schema": table_schema(TopicSummary)},
+    **table_output(TopicSummary, "markdown"),
 )
 def summaries(
     context: AssetExecutionContext,
