@@ -8,7 +8,7 @@ from dagster import Definitions, EnvVar, FilesystemIOManager, in_process_executo
 
 from ai_pipelines.settings import ENV_PREFIX, Settings, load_settings
 from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig
-from resources import EmbeddingsResource, ModelResource, VectorStoreResource, WarehouseIOManager
+from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreResource, WarehouseIOManager
 from sensors import ALL_JOBS, digest_schedule
 
 
@@ -31,6 +31,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
             fast_model=settings.llm_fast_model,
             strong_model=settings.llm_strong_model,
             timeout_seconds=settings.llm_timeout_seconds,
+            fallbacks=[Endpoint.model_validate(e) for e in settings.llm_fallbacks],
+            max_retries=settings.llm_max_retries,
+            breaker_failures=settings.llm_breaker_failures,
+            breaker_cooldown_seconds=settings.llm_breaker_cooldown_seconds,
+            cache_path=str(settings.response_cache_path) if settings.llm_cache else "",
             max_concurrency=settings.llm_max_concurrency,
             input_price_per_mtok=settings.llm_input_price_per_mtok,
             output_price_per_mtok=settings.llm_output_price_per_mtok,

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     llm_strong_model: str = ""
     llm_timeout_seconds: float = 60.0
     llm_max_concurrency: int = Field(default=4, ge=1)
+    llm_fallbacks: list[dict[str, object]] = Field(
+        default=[],
+        description='JSON list of further endpoints tried in order: [{"name", "base_url", "api_key", "fast_model", "strong_model", "timeout_seconds"}].',
+    )
+    llm_max_retries: int = Field(default=3, ge=0)
+    llm_breaker_failures: int = Field(default=5, ge=1)
+    llm_breaker_cooldown_seconds: float = Field(default=30.0, ge=0)
+    llm_cache: bool = Field(default=True, description="Cache responses by request under <data_dir>/cache.")
     llm_input_price_per_mtok: float = 0.0
     llm_output_price_per_mtok: float = 0.0
 
@@ -68,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def chroma_dir(self) -> Path:
         return self.data_dir / "chroma"
+
+    @property
+    def response_cache_path(self) -> Path:
+        return self.data_dir / "cache" / "responses.sqlite"
 
     @property
     def output_dir(self) -> Path:

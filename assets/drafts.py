@@ -191,7 +191,7 @@ def drafts(
             "topics": MetadataValue.json(topics),
             "index_version": retrieval_index.version,
             "prompt_version": PROMPT.version,
-            **ledger_metadata(ledger),
+            **ledger_metadata(ledger, model),
             "preview": MetadataValue.md(preview or "_(no drafts)_"),
         },
     )

@@ -93,7 +93,7 @@ def fact_checks(
             "contested": sum(r.contested for r in rows),
             "index_version": retrieval_index.version,
             "calibration": MetadataValue.json(CALIBRATION.model_dump()),
-            **ledger_metadata(ledger),
+            **ledger_metadata(ledger, model),
             "preview": MetadataValue.md(
                 markdown_table(
                     [

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from dagster import MetadataValue
 
-from resources import CallLedger
+from resources import CallLedger, ModelResource
 
 
-def ledger_metadata(ledger: CallLedger) -> dict[str, object]:
+def ledger_metadata(ledger: CallLedger, model: ModelResource | None = None) -> dict[str, object]:
     summary = ledger.summary()
+    breakers = {"breaker_states": MetadataValue.json(model.breaker_states())} if model is not None else {}
     return {
         "model_calls": summary.calls,
         "model_reasks": summary.reasks,
+        "model_retries": summary.retries,
+        "cache_hits": summary.cache_hits,
+        "cache_hit_rate": round(summary.cache_hits / summary.calls, 3) if summary.calls else 0.0,
+        "fallbacks": summary.fallbacks,
         "model_failed_calls": summary.failed_calls,
         "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens,
@@ -20,4 +25,5 @@ def ledger_metadata(ledger: CallLedger) -> dict[str, object]:
         "latency_p95_s": summary.latency_p95_s,
         "calls_by_model": MetadataValue.json(summary.calls_by_model),
         "calls_by_tier": MetadataValue.json(summary.calls_by_tier),
+        **breakers,
     }

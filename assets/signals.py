@@ -228,7 +228,7 @@ def signals(
             "key_figures": sum(len(r.key_figures) for r in rows),
             "dropped_items": sum(r.dropped_items for r in rows),
             "prompt_version": PROMPT.version,
-            **ledger_metadata(ledger),
+            **ledger_metadata(ledger, model),
             "preview": MetadataValue.md(
                 markdown_table(
                     [

@@ -5,7 +5,7 @@ Nothing here knows about assets; the code location configures these from setting
 
 from resources.embeddings import EmbeddingsResource
 from resources.ledger import CallLedger, CallRecord, LedgerSummary
-from resources.model import ModelCallError, ModelResource, StructuredOutputError
+from resources.model import Endpoint, ModelCallError, ModelResource, StructuredOutputError
 from resources.vector_store import Hit, VectorStoreResource
 from resources.warehouse import WarehouseIOManager
 
@@ -13,6 +13,7 @@ __all__ = [
     "CallLedger",
     "CallRecord",
     "EmbeddingsResource",
+    "Endpoint",
     "Hit",
     "LedgerSummary",
     "ModelCallError",

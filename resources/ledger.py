@@ -14,12 +14,15 @@ from pydantic import BaseModel
 
 
 class CallRecord(BaseModel):
-    """One HTTP call to a model endpoint (a re-ask is a call of its own)."""
+    """One request to the gateway: served from cache, or by one endpoint after `attempt` tries."""
 
     tier: str
     model: str
     endpoint: str
     attempt: int = 1
+    reask: int = 0
+    cache_hit: bool = False
+    fallback: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
@@ -31,6 +34,9 @@ class LedgerSummary(BaseModel):
     calls: int
     failed_calls: int
     reasks: int
+    retries: int
+    cache_hits: int
+    fallbacks: int
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
@@ -56,7 +62,10 @@ class CallLedger:
         return LedgerSummary(
             calls=len(records),
             failed_calls=sum(1 for r in records if r.error),
-            reasks=sum(1 for r in records if r.attempt > 1),
+            reasks=sum(1 for r in records if r.reask > 0),
+            retries=sum(r.attempt - 1 for r in records),
+            cache_hits=sum(r.cache_hit for r in records),
+            fallbacks=sum(r.fallback for r in records),
             prompt_tokens=sum(r.prompt_tokens for r in records),
             completion_tokens=sum(r.completion_tokens for r in records),
             cost_usd=round(sum(r.cost_usd for r in records), 6),

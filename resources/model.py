@@ -1,33 +1,41 @@
-"""The model resource: every chat call of the pipeline goes through here.
+"""The model resource: the gateway every chat call of the pipeline goes through.
 
 One OpenAI-compatible code path serves OpenAI, vLLM, Ollama, llama.cpp and the
 embedded local server, so what is tested against the local or a test server is what
-runs against a hosted provider. Callers ask for a pydantic model and get a validated
-instance back, or a `StructuredOutputError` that says what was wrong; they never see
-raw model text.
+runs against a hosted provider. Around each call: a response cache, a fallback chain
+of endpoints per tier, retries with backoff that honour Retry-After (tenacity; the
+openai client's own retries are off so the two never multiply), a timeout, and a
+circuit breaker per endpoint. Callers ask for a pydantic model and get a validated
+instance back, or an error that says what was wrong; they never see raw model text.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Sequence, TypeVar
 
-from dagster import ConfigurableResource
-from openai import OpenAI, OpenAIError
+import openai
+from dagster import Config, ConfigurableResource
+from openai import OpenAI
 from pydantic import BaseModel, PrivateAttr, ValidationError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from resources.circuit_breaker import CircuitBreaker
 from resources.ledger import CallLedger, CallRecord
 from resources.local_model import EMBEDDED_SERVER, LOCAL_MODEL_NAME, LocalServerSettings
+from resources.response_cache import CachedResponse, ResponseCache, request_key
 
 Tier = Literal["fast", "strong"]
 T = TypeVar("T", bound=BaseModel)
 Messages = list[dict[str, str]]
+RETRYABLE_STATUS = {408, 409, 429}
 
 
 class ModelCallError(RuntimeError):
-    """The endpoint could not be reached or refused the request."""
+    """Every endpoint of the chain failed or was skipped; the message lists why, per endpoint."""
 
 
 class StructuredOutputError(RuntimeError):
@@ -38,37 +46,64 @@ class StructuredOutputError(RuntimeError):
         self.attempts = attempts
         self.last_error = last_error
         self.last_answer = last_answer
-        super().__init__(
-            f"{schema}: no valid answer after {attempts} attempt(s); last error: {last_error}"
-        )
+        super().__init__(f"{schema}: no valid answer after {attempts} attempt(s); last error: {last_error}")
+
+
+class Endpoint(Config):
+    """One OpenAI-compatible endpoint; an empty base_url is the embedded local model."""
+
+    name: str
+    base_url: str = ""
+    api_key: str = ""
+    fast_model: str = ""
+    strong_model: str = ""
+    timeout_seconds: float = 60.0
+
+    def model_for(self, tier: Tier) -> str:
+        name = self.fast_model if tier == "fast" else self.strong_model
+        return name or self.fast_model or self.strong_model or LOCAL_MODEL_NAME
 
 
 def response_format_for(schema: type[BaseModel]) -> dict[str, Any]:
     """The OpenAI `json_schema` response format; llama.cpp turns it into a grammar."""
     return {
         "type": "json_schema",
-        "json_schema": {
-            "name": schema.__name__,
-            "schema": schema.model_json_schema(),
-            "strict": False,
-        },
+        "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False},
     }
 
 
 def _validation_message(error: Exception) -> str:
     if isinstance(error, ValidationError):
-        parts = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}"
-            for e in error.errors()[:5]
-        ]
-        return "; ".join(parts)
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in error.errors()[:5]
+        )
     return str(error)
 
 
-class ModelResource(ConfigurableResource):
-    """An OpenAI-compatible chat endpoint with a model per task tier.
+def is_retryable(error: BaseException) -> bool:
+    """Timeouts, lost connections, 5xx and 408/409/429 are worth another try; other 4xx are not."""
+    if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code >= 500 or error.status_code in RETRYABLE_STATUS
+    return False
 
-    Leave `base_url` empty to use the embedded local model (started on first use).
+
+def retry_after_seconds(error: BaseException | None) -> float | None:
+    if isinstance(error, openai.APIStatusError):
+        value = error.response.headers.get("retry-after")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+    return None
+
+
+class ModelResource(ConfigurableResource):
+    """Chat models by task tier over a fallback chain of OpenAI-compatible endpoints.
+
+    The primary endpoint is given by the flat fields (leave `base_url` empty for the
+    embedded local model, started on first use); `fallbacks` follow it in order.
     """
 
     base_url: str = ""
@@ -76,64 +111,163 @@ class ModelResource(ConfigurableResource):
     fast_model: str = ""
     strong_model: str = ""
     timeout_seconds: float = 60.0
+    fallbacks: list[Endpoint] = []
+    max_retries: int = 3
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 30.0
+    cache_path: str = ""
     max_reasks: int = 2
     max_concurrency: int = 4
     temperature: float = 0.0
     input_price_per_mtok: float = 0.0
     output_price_per_mtok: float = 0.0
 
-    _client: OpenAI | None = PrivateAttr(default=None)
-    _endpoint: str = PrivateAttr(default="")
+    _clients: dict[str, OpenAI] = PrivateAttr(default_factory=dict)
+    _breakers: dict[str, CircuitBreaker] = PrivateAttr(default_factory=dict)
+    _cache: ResponseCache | None = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def uses_embedded_model(self) -> bool:
         return not self.base_url
 
-    def endpoint(self) -> str:
-        self._ensure_client()
-        return self._endpoint
+    def chain(self) -> list[Endpoint]:
+        primary = Endpoint(
+            name="primary",
+            base_url=self.base_url,
+            api_key=self.api_key,
+            fast_model=self.fast_model,
+            strong_model=self.strong_model,
+            timeout_seconds=self.timeout_seconds,
+        )
+        return [primary, *self.fallbacks]
 
     def model_for(self, tier: Tier) -> str:
-        name = self.fast_model if tier == "fast" else self.strong_model
-        return name or self.fast_model or self.strong_model or LOCAL_MODEL_NAME
+        return self.chain()[0].model_for(tier)
 
-    def _ensure_client(self) -> OpenAI:
-        if self._client is None:
-            if self.base_url:
-                endpoint = self.base_url.rstrip("/")
-            else:
-                endpoint = EMBEDDED_SERVER.base_url(
-                    LocalServerSettings(parallel_slots=max(1, self.max_concurrency))
+    def endpoint(self) -> str:
+        """The primary endpoint's URL (starting the embedded server if that is the primary)."""
+        return self._url(self.chain()[0])
+
+    def breaker_states(self) -> dict[str, str]:
+        with self._lock:
+            return {name: breaker.state for name, breaker in self._breakers.items()}
+
+    def _url(self, endpoint: Endpoint) -> str:
+        if endpoint.base_url:
+            return endpoint.base_url.rstrip("/")
+        return EMBEDDED_SERVER.base_url(LocalServerSettings(parallel_slots=max(1, self.max_concurrency)))
+
+    def _client(self, endpoint: Endpoint) -> OpenAI:
+        with self._lock:
+            if endpoint.name not in self._clients:
+                self._clients[endpoint.name] = OpenAI(
+                    base_url=self._url(endpoint),
+                    api_key=endpoint.api_key or "not-needed",
+                    timeout=endpoint.timeout_seconds,
+                    max_retries=0,  # tenacity retries; the client's own would multiply them
                 )
-            self._endpoint = endpoint
-            self._client = OpenAI(
-                base_url=endpoint,
-                api_key=self.api_key or "not-needed",
-                timeout=self.timeout_seconds,
-                max_retries=2,
+            return self._clients[endpoint.name]
+
+    def _breaker(self, endpoint: Endpoint) -> CircuitBreaker:
+        with self._lock:
+            return self._breakers.setdefault(
+                endpoint.name, CircuitBreaker(self.breaker_failures, self.breaker_cooldown_seconds)
             )
-        return self._client
+
+    def _response_cache(self) -> ResponseCache | None:
+        with self._lock:
+            if self._cache is None and self.cache_path:
+                self._cache = ResponseCache(self.cache_path)
+            return self._cache
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (
-            prompt_tokens * self.input_price_per_mtok
-            + completion_tokens * self.output_price_per_mtok
-        ) / 1_000_000
+        return (prompt_tokens * self.input_price_per_mtok + completion_tokens * self.output_price_per_mtok) / 1_000_000
 
-    def _complete(self, messages: Messages, schema: type[BaseModel], tier: Tier, max_tokens: int):
-        client = self._ensure_client()
-        try:
-            return client.chat.completions.create(
-                model=self.model_for(tier),
-                messages=messages,  # type: ignore[arg-type]
-                response_format=response_format_for(schema),  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=self.temperature,
+    def _wait(self, retry_state) -> float:
+        backoff = wait_exponential_jitter(initial=self.backoff_initial_seconds, max=self.backoff_max_seconds)
+        hinted = retry_after_seconds(retry_state.outcome.exception() if retry_state.outcome else None)
+        return min(hinted, self.backoff_max_seconds) if hinted is not None else backoff(retry_state)
+
+    def _call_endpoint(self, endpoint: Endpoint, request: dict[str, Any]) -> tuple[Any, int]:
+        """One endpoint, with retries; returns the response and how many attempts it took."""
+        client = self._client(endpoint)
+        attempts = 0
+        for attempt in Retrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(is_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                attempts += 1
+                return client.chat.completions.create(model=endpoint.model_for(request["tier"]), **request["body"]), attempts
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _complete(
+        self, messages: Messages, schema: type[BaseModel], tier: Tier, max_tokens: int, ledger: CallLedger | None, reask: int
+    ) -> tuple[str, CallRecord]:
+        chain = self.chain()
+        body = {
+            "messages": messages,
+            "response_format": response_format_for(schema),
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+        }
+        key = request_key({"models": [e.model_for(tier) for e in chain], **body})
+        cache = self._response_cache()
+        cached = cache.get(key) if cache else None
+        if cached is not None:
+            record = CallRecord(tier=tier, model=cached.model, endpoint=cached.endpoint, cache_hit=True, reask=reask)
+            self._record(ledger, record)
+            return cached.content, record
+        failures: list[str] = []
+        for position, endpoint in enumerate(chain):
+            breaker = self._breaker(endpoint)
+            if not breaker.allow():
+                failures.append(f"{endpoint.name}: circuit open")
+                continue
+            record = CallRecord(
+                tier=tier, model=endpoint.model_for(tier), endpoint=endpoint.name, fallback=position > 0, reask=reask
             )
-        except OpenAIError as exc:
-            raise ModelCallError(
-                f"{self._endpoint} ({self.model_for(tier)}): {type(exc).__name__}: {exc}"
-            ) from exc
+            started = time.perf_counter()
+            try:
+                response, record.attempt = self._call_endpoint(endpoint, {"tier": tier, "body": body})
+            except openai.OpenAIError as exc:
+                breaker.record_failure()
+                record.latency_s = time.perf_counter() - started
+                record.error = f"{type(exc).__name__}: {exc}"
+                self._record(ledger, record)
+                failures.append(f"{endpoint.name} ({endpoint.model_for(tier)}): {record.error}")
+                continue
+            breaker.record_success()
+            record.latency_s = time.perf_counter() - started
+            if response.usage is not None:
+                record.prompt_tokens = response.usage.prompt_tokens
+                record.completion_tokens = response.usage.completion_tokens
+            record.cost_usd = self._cost(record.prompt_tokens, record.completion_tokens)
+            self._record(ledger, record)
+            content = (response.choices[0].message.content or "") if response.choices else ""
+            if cache:
+                cache.put(
+                    key,
+                    CachedResponse(
+                        content=content,
+                        model=record.model,
+                        endpoint=endpoint.name,
+                        prompt_tokens=record.prompt_tokens,
+                        completion_tokens=record.completion_tokens,
+                    ),
+                )
+            return content, record
+        raise ModelCallError(f"all endpoints failed for tier {tier!r}: " + "; ".join(failures))
+
+    @staticmethod
+    def _record(ledger: CallLedger | None, record: CallRecord) -> None:
+        if ledger is not None:
+            ledger.add(record)
 
     def structured(
         self,
@@ -146,35 +280,14 @@ class ModelResource(ConfigurableResource):
     ) -> T:
         """Ask for a `schema` instance; re-ask with the validation error up to `max_reasks` times."""
         conversation = list(messages)
-        attempts = 0
         last_error, last_answer = "", ""
-        while attempts <= self.max_reasks:
-            attempts += 1
-            started = time.perf_counter()
-            record = CallRecord(tier=tier, model=self.model_for(tier), endpoint="", attempt=attempts)
+        for reask in range(self.max_reasks + 1):
+            last_answer, record = self._complete(conversation, schema, tier, max_tokens, ledger, reask)
             try:
-                response = self._complete(conversation, schema, tier, max_tokens)
-            except ModelCallError as exc:
-                record.endpoint = self._endpoint
-                record.latency_s = time.perf_counter() - started
-                record.error = str(exc)
-                if ledger is not None:
-                    ledger.add(record)
-                raise
-            record.endpoint = self._endpoint
-            record.latency_s = time.perf_counter() - started
-            if response.usage is not None:
-                record.prompt_tokens = response.usage.prompt_tokens
-                record.completion_tokens = response.usage.completion_tokens
-            record.cost_usd = self._cost(record.prompt_tokens, record.completion_tokens)
-            last_answer = (response.choices[0].message.content or "") if response.choices else ""
-            try:
-                value = schema.model_validate(json.loads(last_answer))
+                return schema.model_validate(json.loads(last_answer))
             except (json.JSONDecodeError, ValidationError) as exc:
                 last_error = _validation_message(exc)
                 record.error = f"invalid output: {last_error}"
-                if ledger is not None:
-                    ledger.add(record)
                 conversation += [
                     {"role": "assistant", "content": last_answer},
                     {
@@ -183,11 +296,7 @@ class ModelResource(ConfigurableResource):
                         "Answer again with JSON that matches the schema exactly.",
                     },
                 ]
-                continue
-            if ledger is not None:
-                ledger.add(record)
-            return value
-        raise StructuredOutputError(schema.__name__, attempts, last_error, last_answer)
+        raise StructuredOutputError(schema.__name__, self.max_reasks + 1, last_error, last_answer)
 
     def map_structured(
         self,
@@ -202,12 +311,9 @@ class ModelResource(ConfigurableResource):
 
         def one(messages: Messages) -> T | Exception:
             try:
-                return self.structured(
-                    messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger
-                )
+                return self.structured(messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)
             except (StructuredOutputError, ModelCallError) as exc:
                 return exc
 
-        self._ensure_client()
         with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
             return list(pool.map(one, requests))

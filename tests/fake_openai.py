@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
@@ -56,12 +58,24 @@ DEFAULT_SCRIPTS: dict[str, Script] = {
 }
 
 
+@dataclass
+class Fault:
+    """What to do to one request instead of answering it normally."""
+
+    status: int = 500
+    retry_after: float | None = None
+    delay_seconds: float = 0.0  # with status 0: answer normally, but only after the delay
+
+
 class FakeOpenAI:
     """Start with `with FakeOpenAI() as server:`; `server.base_url` is the /v1 endpoint."""
 
     def __init__(self) -> None:
         self.scripts: dict[str, Script] = dict(DEFAULT_SCRIPTS)
         self.calls: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []  # consumed one per request, first in first out
+        self.persistent_fault: Fault | None = None  # applied to every request while set
+        self.requests = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -77,7 +91,15 @@ class FakeOpenAI:
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.faults.clear()
+            self.persistent_fault = None
+            self.requests = 0
         self.scripts = dict(DEFAULT_SCRIPTS)
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            self.requests += 1
+            return self.faults.pop(0) if self.faults else self.persistent_fault
 
     def __enter__(self) -> "FakeOpenAI":
         self._thread.start()
@@ -119,16 +141,32 @@ class FakeOpenAI:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout under test)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path.endswith("/chat/completions"):
+                fault = fake._next_fault()
+                if fault is not None:
+                    time.sleep(fault.delay_seconds)
+                headers = {}
+                if fault is not None and fault.status:
+                    status, payload = fault.status, {"error": {"message": f"injected {fault.status}", "type": "server_error"}}
+                    if fault.retry_after is not None:
+                        headers["Retry-After"] = str(fault.retry_after)
+                elif self.path.endswith("/chat/completions"):
                     status, payload = fake._answer(body)
                 else:
                     status, payload = 404, {"error": {"message": f"unknown path {self.path}"}}
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

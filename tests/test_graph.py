@@ -64,7 +64,13 @@ def test_summaries_publish_only_supported_claims(run, settings):
     assert (settings.output_dir / "digest.md").read_text().startswith("# Digest")
 
 
-def test_rerun_with_unchanged_corpus_embeds_nothing_new(settings):
-    run_digest_job(settings)
+def test_rerun_with_unchanged_inputs_embeds_nothing_and_calls_no_model(settings, llm):
+    first = run_digest_job(settings)
+    assert first.success and llm.requests > 0
+    llm.reset()
     second = run_digest_job(settings)
+    assert second.success
+    assert llm.requests == 0
     assert metadata(second, "retrieval_index")["embedded_this_run"] == 0
+    signals = metadata(second, "signals")
+    assert signals["cache_hits"] == signals["model_calls"] == 30 and signals["cache_hit_rate"] == 1.0
