@@ -8,6 +8,7 @@ runs offline with no configuration at all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -41,6 +42,11 @@ class Settings(BaseSettings):
     llm_breaker_failures: int = Field(default=5, ge=1)
     llm_breaker_cooldown_seconds: float = Field(default=30.0, ge=0)
     llm_cache: bool = Field(default=True, description="Cache responses by request under <data_dir>/cache.")
+    llm_trace_redaction: Literal["full", "hash", "none"] = Field(
+        default="full", description="Keep prompts and responses in the trace table in full, as hashes, or not at all."
+    )
+    llm_budget_usd: float = Field(default=0.0, ge=0, description="Per-run spend limit; 0 = none.")
+    llm_budget_tokens: int = Field(default=0, ge=0, description="Per-run token limit; 0 = none.")
     llm_input_price_per_mtok: float = 0.0
     llm_output_price_per_mtok: float = 0.0
 
@@ -80,6 +86,10 @@ class Settings(BaseSettings):
     @property
     def response_cache_path(self) -> Path:
         return self.data_dir / "cache" / "responses.sqlite"
+
+    @property
+    def trace_path(self) -> Path:
+        return self.data_dir / "cache" / "traces.sqlite"
 
     @property
     def output_dir(self) -> Path:

@@ -54,6 +54,7 @@ class DraftClaim(BaseModel):
     evidence_sentence: str
     origin: str = Field(description="'model' when the rewrite held to its evidence, else 'extractive'.")
     grounding: float = Field(description="Similarity of the claim to its evidence sentence.")
+    trace_id: str = Field(description="The model call that wrote (or proposed) this claim, in the trace table.")
 
 
 class Evidence(BaseModel):
@@ -144,10 +145,11 @@ def drafts(
             vector_store, retrieval_index.collection, topic, pipeline.claims_per_draft
         )
     ]
-    ledger = CallLedger()
-    answers = model.map_structured(
+    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
+    traced = model.map_traced_structured(
         [draft_messages(t, e) for t, e in plan], ClaimRewrite, tier="strong", max_tokens=120, ledger=ledger
     )
+    answers = [answer for answer, _ in traced]
     proposed = [a.claim.strip() if isinstance(a, ClaimRewrite) else e.sentence for (_, e), a in zip(plan, answers)]
     embeddings = vector_store.embeddings
     similarities = (
@@ -157,7 +159,7 @@ def drafts(
     )
     rows: list[DraftClaim] = []
     positions: Counter[str] = Counter()
-    for (topic, evidence), claim, answer, similarity in zip(plan, proposed, answers, similarities):
+    for (topic, evidence), claim, (answer, trace_id), similarity in zip(plan, proposed, traced, similarities):
         kept = isinstance(answer, ClaimRewrite) and holds_to(
             claim, evidence.sentence, float(similarity), pipeline.min_claim_grounding
         )
@@ -174,6 +176,7 @@ def drafts(
                 evidence_sentence=evidence.sentence,
                 origin="model" if kept else "extractive",
                 grounding=round(float(similarity) if kept else 1.0, 4),
+                trace_id=trace_id,
             )
         )
         positions[draft_id] += 1

@@ -59,7 +59,7 @@ def fact_checks(
 ) -> Output[pd.DataFrame]:
     """A verdict for every drafted claim (supported / refuted / not enough info) with cited evidence and a score."""
     claims = from_frame(drafts, DraftClaim)
-    ledger = CallLedger()
+    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
     verifier = ClaimVerifier(
         vector_store, retrieval_index.collection, model=model, thresholds=CALIBRATION.thresholds, ledger=ledger
     )

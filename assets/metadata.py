@@ -25,5 +25,7 @@ def ledger_metadata(ledger: CallLedger, model: ModelResource | None = None) -> d
         "latency_p95_s": summary.latency_p95_s,
         "calls_by_model": MetadataValue.json(summary.calls_by_model),
         "calls_by_tier": MetadataValue.json(summary.calls_by_tier),
+        "tokens_by_model": MetadataValue.json(summary.tokens_by_model),
+        "cost_by_model": MetadataValue.json(summary.cost_by_model),
         **breakers,
     }

@@ -100,6 +100,7 @@ class DocumentSignals(BaseModel):
     sentiment: str = ""
     sentiment_evidence: EvidenceSpan | None = None
     dropped_items: int = Field(default=0, description="Items whose evidence did not hold.")
+    trace_id: str = Field(default="", description="The model call whose answer was used, in the trace table.")
 
 
 def extraction_messages(document: SourceDocument, sentences: Sequence[Span]) -> list[dict[str, str]]:
@@ -203,19 +204,19 @@ def signals(
     by_doc: dict[str, list[Chunk]] = {}
     for chunk in all_chunks:
         by_doc.setdefault(chunk.doc_id, []).append(chunk)
-    ledger = CallLedger()
+    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
     requests = [extraction_messages(d, split_sentences(d.text)) for d in documents]
     context.log.info(f"Extracting signals from {len(documents)} documents")
-    answers = model.map_structured(requests, ExtractedSignals, tier="fast", max_tokens=512, ledger=ledger)
+    answers = model.map_traced_structured(requests, ExtractedSignals, tier="fast", max_tokens=512, ledger=ledger)
     rows: list[DocumentSignals] = []
-    for document, answer in zip(documents, answers):
+    for document, (answer, trace_id) in zip(documents, answers):
         if isinstance(answer, Exception):
             context.log.warning(f"Signals for {document.path} failed: {answer}")
             rows.append(
                 DocumentSignals(doc_id=document.doc_id, title=document.title, status="failed", error=str(answer))
             )
         else:
-            rows.append(ground(document, by_doc.get(document.doc_id, []), answer))
+            rows.append(ground(document, by_doc.get(document.doc_id, []), answer).model_copy(update={"trace_id": trace_id}))
     valid = sum(r.status == "valid" for r in rows)
     return Output(
         to_frame(rows, DocumentSignals),

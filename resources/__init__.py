@@ -5,11 +5,13 @@ Nothing here knows about assets; the code location configures these from setting
 
 from resources.embeddings import EmbeddingsResource
 from resources.ledger import CallLedger, CallRecord, LedgerSummary
-from resources.model import Endpoint, ModelCallError, ModelResource, StructuredOutputError
+from resources.model import BudgetExceededError, Endpoint, ModelCallError, ModelResource, StructuredOutputError
+from resources.traces import TraceStore
 from resources.vector_store import Hit, VectorStoreResource
 from resources.warehouse import WarehouseIOManager
 
 __all__ = [
+    "BudgetExceededError",
     "CallLedger",
     "CallRecord",
     "EmbeddingsResource",
@@ -19,6 +21,7 @@ __all__ = [
     "ModelCallError",
     "ModelResource",
     "StructuredOutputError",
+    "TraceStore",
     "VectorStoreResource",
     "WarehouseIOManager",
 ]

@@ -7,15 +7,19 @@ materialization's metadata and a person can judge the cost of an asset without l
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
+from datetime import datetime, timezone
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class CallRecord(BaseModel):
     """One request to the gateway: served from cache, or by one endpoint after `attempt` tries."""
 
+    trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     tier: str
     model: str
     endpoint: str
@@ -44,10 +48,16 @@ class LedgerSummary(BaseModel):
     latency_p95_s: float
     calls_by_model: dict[str, int]
     calls_by_tier: dict[str, int]
+    tokens_by_model: dict[str, int]
+    cost_by_model: dict[str, float]
 
 
 class CallLedger:
-    def __init__(self) -> None:
+    """The calls of one asset computation; `run_id` and `asset` label its trace rows."""
+
+    def __init__(self, run_id: str = "", asset: str = "") -> None:
+        self.run_id = run_id
+        self.asset = asset
         self._lock = threading.Lock()
         self.records: list[CallRecord] = []
 
@@ -73,4 +83,13 @@ class CallLedger:
             latency_p95_s=round(float(np.percentile(latencies, 95)), 3),
             calls_by_model=dict(Counter(r.model for r in records)),
             calls_by_tier=dict(Counter(r.tier for r in records)),
+            tokens_by_model=_sum_by_model(records, lambda r: r.prompt_tokens + r.completion_tokens),
+            cost_by_model={k: round(v, 6) for k, v in _sum_by_model(records, lambda r: r.cost_usd).items()},
         )
+
+
+def _sum_by_model(records: list[CallRecord], value) -> dict:
+    totals: dict = {}
+    for record in records:
+        totals[record.model] = totals.get(record.model, 0) + value(record)
+    return totals

@@ -27,6 +27,7 @@ from resources.circuit_breaker import CircuitBreaker
 from resources.ledger import CallLedger, CallRecord
 from resources.local_model import EMBEDDED_SERVER, LOCAL_MODEL_NAME, LocalServerSettings
 from resources.response_cache import CachedResponse, ResponseCache, request_key
+from resources.traces import TraceStore
 
 Tier = Literal["fast", "strong"]
 T = TypeVar("T", bound=BaseModel)
@@ -36,6 +37,10 @@ RETRYABLE_STATUS = {408, 409, 429}
 
 class ModelCallError(RuntimeError):
     """Every endpoint of the chain failed or was skipped; the message lists why, per endpoint."""
+
+
+class BudgetExceededError(RuntimeError):
+    """The run has spent its model budget; further calls are refused and the step fails."""
 
 
 class StructuredOutputError(RuntimeError):
@@ -118,6 +123,10 @@ class ModelResource(ConfigurableResource):
     breaker_failures: int = 5
     breaker_cooldown_seconds: float = 30.0
     cache_path: str = ""
+    trace_path: str = ""
+    trace_redaction: Literal["full", "hash", "none"] = "full"
+    budget_usd: float = 0.0
+    budget_tokens: int = 0
     max_reasks: int = 2
     max_concurrency: int = 4
     temperature: float = 0.0
@@ -127,6 +136,8 @@ class ModelResource(ConfigurableResource):
     _clients: dict[str, OpenAI] = PrivateAttr(default_factory=dict)
     _breakers: dict[str, CircuitBreaker] = PrivateAttr(default_factory=dict)
     _cache: ResponseCache | None = PrivateAttr(default=None)
+    _traces: TraceStore | None = PrivateAttr(default=None)
+    _spent: dict[str, float] = PrivateAttr(default_factory=lambda: {"usd": 0.0, "tokens": 0})
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -183,6 +194,33 @@ class ModelResource(ConfigurableResource):
                 self._cache = ResponseCache(self.cache_path)
             return self._cache
 
+    def _trace_store(self) -> TraceStore | None:
+        with self._lock:
+            if self._traces is None and self.trace_path:
+                self._traces = TraceStore(self.trace_path, self.trace_redaction)
+            return self._traces
+
+    def spent(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._spent)
+
+    def _charge(self, record: CallRecord) -> None:
+        with self._lock:
+            self._spent["usd"] += record.cost_usd
+            self._spent["tokens"] += record.prompt_tokens + record.completion_tokens
+
+    def _check_budget(self) -> None:
+        """Refuse a call once this run (this resource instance) has spent its budget."""
+        with self._lock:
+            over_usd = self.budget_usd and self._spent["usd"] >= self.budget_usd
+            over_tokens = self.budget_tokens and self._spent["tokens"] >= self.budget_tokens
+            if over_usd or over_tokens:
+                raise BudgetExceededError(
+                    f"model budget exhausted: spent {self._spent['tokens']:.0f} tokens and "
+                    f"${self._spent['usd']:.4f} (budget: {self.budget_tokens or 'unlimited'} tokens, "
+                    f"${self.budget_usd or 'unlimited'}); no further model calls in this run"
+                )
+
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_price_per_mtok + completion_tokens * self.output_price_per_mtok) / 1_000_000
 
@@ -221,8 +259,9 @@ class ModelResource(ConfigurableResource):
         cached = cache.get(key) if cache else None
         if cached is not None:
             record = CallRecord(tier=tier, model=cached.model, endpoint=cached.endpoint, cache_hit=True, reask=reask)
-            self._record(ledger, record)
+            self._record(ledger, record, messages, cached.content)
             return cached.content, record
+        self._check_budget()
         failures: list[str] = []
         for position, endpoint in enumerate(chain):
             breaker = self._breaker(endpoint)
@@ -239,7 +278,7 @@ class ModelResource(ConfigurableResource):
                 breaker.record_failure()
                 record.latency_s = time.perf_counter() - started
                 record.error = f"{type(exc).__name__}: {exc}"
-                self._record(ledger, record)
+                self._record(ledger, record, messages, "")
                 failures.append(f"{endpoint.name} ({endpoint.model_for(tier)}): {record.error}")
                 continue
             breaker.record_success()
@@ -248,8 +287,9 @@ class ModelResource(ConfigurableResource):
                 record.prompt_tokens = response.usage.prompt_tokens
                 record.completion_tokens = response.usage.completion_tokens
             record.cost_usd = self._cost(record.prompt_tokens, record.completion_tokens)
-            self._record(ledger, record)
+            self._charge(record)
             content = (response.choices[0].message.content or "") if response.choices else ""
+            self._record(ledger, record, messages, content)
             if cache:
                 cache.put(
                     key,
@@ -264,10 +304,12 @@ class ModelResource(ConfigurableResource):
             return content, record
         raise ModelCallError(f"all endpoints failed for tier {tier!r}: " + "; ".join(failures))
 
-    @staticmethod
-    def _record(ledger: CallLedger | None, record: CallRecord) -> None:
+    def _record(self, ledger: CallLedger | None, record: CallRecord, messages: Messages, response: str) -> None:
         if ledger is not None:
             ledger.add(record)
+        traces = self._trace_store()
+        if traces is not None:
+            traces.add(record, messages, response, ledger.run_id if ledger else "", ledger.asset if ledger else "")
 
     def structured(
         self,
@@ -279,15 +321,30 @@ class ModelResource(ConfigurableResource):
         ledger: CallLedger | None = None,
     ) -> T:
         """Ask for a `schema` instance; re-ask with the validation error up to `max_reasks` times."""
+        return self.traced_structured(messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)[0]
+
+    def traced_structured(
+        self,
+        messages: Messages,
+        schema: type[T],
+        *,
+        tier: Tier = "fast",
+        max_tokens: int = 256,
+        ledger: CallLedger | None = None,
+    ) -> tuple[T, str]:
+        """Like `structured`, with the trace id of the call whose answer was accepted."""
         conversation = list(messages)
         last_error, last_answer = "", ""
         for reask in range(self.max_reasks + 1):
             last_answer, record = self._complete(conversation, schema, tier, max_tokens, ledger, reask)
             try:
-                return schema.model_validate(json.loads(last_answer))
+                return schema.model_validate(json.loads(last_answer)), record.trace_id
             except (json.JSONDecodeError, ValidationError) as exc:
                 last_error = _validation_message(exc)
                 record.error = f"invalid output: {last_error}"
+                traces = self._trace_store()
+                if traces is not None:  # the row was written before the answer was judged
+                    traces.add(record, conversation, last_answer, ledger.run_id if ledger else "", ledger.asset if ledger else "")
                 conversation += [
                     {"role": "assistant", "content": last_answer},
                     {
@@ -308,12 +365,28 @@ class ModelResource(ConfigurableResource):
         ledger: CallLedger | None = None,
     ) -> list[T | Exception]:
         """Run many requests at bounded concurrency; one failure never loses the others."""
+        traced = self.map_traced_structured(requests, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)
+        return [value for value, _ in traced]
 
-        def one(messages: Messages) -> T | Exception:
+    def map_traced_structured(
+        self,
+        requests: Sequence[Messages],
+        schema: type[T],
+        *,
+        tier: Tier = "fast",
+        max_tokens: int = 256,
+        ledger: CallLedger | None = None,
+    ) -> list[tuple[T | Exception, str]]:
+        """`map_structured` with each accepted answer's trace id ("" for failures).
+
+        A spent budget is not a per-item failure: it propagates and stops the step.
+        """
+
+        def one(messages: Messages) -> tuple[T | Exception, str]:
             try:
-                return self.structured(messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)
+                return self.traced_structured(messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)
             except (StructuredOutputError, ModelCallError) as exc:
-                return exc
+                return exc, ""
 
         with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
             return list(pool.map(one, requests))

@@ -39,6 +39,10 @@ def test_materializations_explain_themselves(run):
     drafts = metadata(run, "drafts")
     assert drafts["claims"] > 0 and drafts["index_version"] == metadata(run, "retrieval_index")["index_version"]
     assert "calls_by_model" in drafts and "fake-strong" in drafts["calls_by_model"]
+    assert drafts["calls_by_tier"] == {"strong": drafts["model_calls"]}
+    assert drafts["tokens_by_model"]["fake-strong"] > 0 and "fake-strong" in drafts["cost_by_model"]
+    assert drafts["cache_hits"] == 0 and drafts["fallbacks"] == 0
+    assert drafts["breaker_states"] == {"primary": "closed"}
 
 
 def test_unparseable_documents_are_quarantined_with_reasons(run, settings):
