@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from assets.claim_verification import conflict_between, content_words
 from assets.config import PipelineConfig
 from assets.frames import from_frame, table_output, to_frame
-from assets.metadata import ledger_metadata
+from assets.metadata import MODEL_POOL, ledger_metadata
 from assets.prompts import load_prompt
 from assets.retrieval import IndexManifest
 from assets.signals import DocumentSignals
@@ -125,6 +125,7 @@ def holds_to(claim: str, evidence: str, similarity: float, minimum: float) -> bo
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
+    pool=MODEL_POOL,
     **table_output(DraftClaim, "openai", "chroma", prompt_version=PROMPT.version),
 )
 def drafts(

@@ -20,7 +20,7 @@ from assets.claim_verification import PROMPT, Claim, ClaimVerifier, load_calibra
 from assets.config import PipelineConfig
 from assets.drafts import DraftClaim
 from assets.frames import from_frame, table_output, to_frame
-from assets.metadata import ledger_metadata
+from assets.metadata import MODEL_POOL, ledger_metadata
 from assets.previews import markdown_table
 from assets.retrieval import IndexManifest
 from resources import CallLedger, ModelResource, VectorStoreResource
@@ -48,6 +48,7 @@ class FactCheck(BaseModel):
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
+    pool=MODEL_POOL,
     **table_output(FactCheck, "openai", "chroma"),
 )
 def fact_checks(

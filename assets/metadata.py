@@ -6,6 +6,11 @@ from dagster import MetadataValue
 
 from resources import CallLedger, ModelResource
 
+# Assets that call models share this Dagster concurrency pool, so that across runs no more
+# of them hit the endpoints at once than `dagster instance concurrency set model_endpoints N`
+# allows (unlimited until set).
+MODEL_POOL = "model_endpoints"
+
 
 def ledger_metadata(ledger: CallLedger, model: ModelResource | None = None) -> dict[str, object]:
     summary = ledger.summary()

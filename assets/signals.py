@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from assets.config import PipelineConfig
 from assets.frames import from_frame, table_output, to_frame
 from assets.ingestion import Chunk, SourceDocument
-from assets.metadata import ledger_metadata
+from assets.metadata import MODEL_POOL, ledger_metadata
 from assets.previews import markdown_table
 from assets.prompts import load_prompt
 from assets.text import Span, normalize, numbers_in, split_sentences, words_in
@@ -190,6 +190,7 @@ def ground(
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
+    pool=MODEL_POOL,
     **table_output(DocumentSignals, "openai", prompt_version=PROMPT.version),
 )
 def signals(

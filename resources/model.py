@@ -63,6 +63,8 @@ class Endpoint(Config):
     fast_model: str = ""
     strong_model: str = ""
     timeout_seconds: float = 60.0
+    max_concurrency: int = 0  # requests in flight at once (bulkhead); 0 = the resource's max_concurrency
+    max_input_chars: int = 0  # longer prompts skip this endpoint (route them to a long-context one); 0 = no limit
 
     def model_for(self, tier: Tier) -> str:
         name = self.fast_model if tier == "fast" else self.strong_model
@@ -116,6 +118,7 @@ class ModelResource(ConfigurableResource):
     fast_model: str = ""
     strong_model: str = ""
     timeout_seconds: float = 60.0
+    max_input_chars: int = 0
     fallbacks: list[Endpoint] = []
     max_retries: int = 3
     backoff_initial_seconds: float = 0.5
@@ -135,6 +138,7 @@ class ModelResource(ConfigurableResource):
 
     _clients: dict[str, OpenAI] = PrivateAttr(default_factory=dict)
     _breakers: dict[str, CircuitBreaker] = PrivateAttr(default_factory=dict)
+    _bulkheads: dict[str, threading.BoundedSemaphore] = PrivateAttr(default_factory=dict)
     _cache: ResponseCache | None = PrivateAttr(default=None)
     _traces: TraceStore | None = PrivateAttr(default=None)
     _spent: dict[str, float] = PrivateAttr(default_factory=lambda: {"usd": 0.0, "tokens": 0})
@@ -152,6 +156,7 @@ class ModelResource(ConfigurableResource):
             fast_model=self.fast_model,
             strong_model=self.strong_model,
             timeout_seconds=self.timeout_seconds,
+            max_input_chars=self.max_input_chars,
         )
         return [primary, *self.fallbacks]
 
@@ -187,6 +192,11 @@ class ModelResource(ConfigurableResource):
             return self._breakers.setdefault(
                 endpoint.name, CircuitBreaker(self.breaker_failures, self.breaker_cooldown_seconds)
             )
+
+    def _bulkhead(self, endpoint: Endpoint) -> threading.BoundedSemaphore:
+        with self._lock:
+            limit = endpoint.max_concurrency or self.max_concurrency
+            return self._bulkheads.setdefault(endpoint.name, threading.BoundedSemaphore(max(1, limit)))
 
     def _response_cache(self) -> ResponseCache | None:
         with self._lock:
@@ -263,7 +273,11 @@ class ModelResource(ConfigurableResource):
             return cached.content, record
         self._check_budget()
         failures: list[str] = []
+        input_chars = sum(len(m["content"]) for m in messages)
         for position, endpoint in enumerate(chain):
+            if endpoint.max_input_chars and input_chars > endpoint.max_input_chars:
+                failures.append(f"{endpoint.name}: input of {input_chars} chars over its {endpoint.max_input_chars}")
+                continue
             breaker = self._breaker(endpoint)
             if not breaker.allow():
                 failures.append(f"{endpoint.name}: circuit open")
@@ -273,7 +287,8 @@ class ModelResource(ConfigurableResource):
             )
             started = time.perf_counter()
             try:
-                response, record.attempt = self._call_endpoint(endpoint, {"tier": tier, "body": body})
+                with self._bulkhead(endpoint):
+                    response, record.attempt = self._call_endpoint(endpoint, {"tier": tier, "body": body})
             except openai.OpenAIError as exc:
                 breaker.record_failure()
                 record.latency_s = time.perf_counter() - started

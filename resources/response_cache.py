@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from resources.sqlite_store import open_sqlite
 
 
 class CachedResponse(BaseModel):
@@ -33,15 +34,12 @@ def request_key(request: dict[str, Any]) -> str:
 class ResponseCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("pragma journal_mode=wal")
-        self._db.execute(
+        self._db = open_sqlite(
+            self.path,
             "create table if not exists responses (key text primary key, value text not null, "
-            "created_at text not null default current_timestamp)"
+            "created_at text not null default current_timestamp);",
         )
-        self._db.commit()
 
     def get(self, key: str) -> CachedResponse | None:
         with self._lock:

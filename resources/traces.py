@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Literal
 
 from resources.ledger import CallRecord
+from resources.sqlite_store import open_sqlite
 
 Redaction = Literal["full", "hash", "none"]
 
@@ -36,19 +36,15 @@ def _redact(text: str, redaction: Redaction) -> str:
 class TraceStore:
     def __init__(self, path: str | Path, redaction: Redaction = "full"):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.redaction = redaction
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("pragma journal_mode=wal")
-        self._db.execute(
+        self._db = open_sqlite(
+            self.path,
             "create table if not exists traces (trace_id text primary key, created_at text, run_id text, asset text, "
             "tier text, endpoint text, model text, prompt text, response text, latency_s real, prompt_tokens integer, "
             "completion_tokens integer, cost_usd real, cache_hit integer, fallback integer, attempt integer, "
-            "reask integer, error text)"
+            "reask integer, error text); create index if not exists traces_by_run on traces (run_id, asset);",
         )
-        self._db.execute("create index if not exists traces_by_run on traces (run_id, asset)")
-        self._db.commit()
 
     def add(self, record: CallRecord, messages: list[dict[str, str]], response: str, run_id: str, asset: str) -> None:
         row = {

@@ -76,6 +76,8 @@ class FakeOpenAI:
         self.faults: list[Fault] = []  # consumed one per request, first in first out
         self.persistent_fault: Fault | None = None  # applied to every request while set
         self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -94,7 +96,13 @@ class FakeOpenAI:
             self.faults.clear()
             self.persistent_fault = None
             self.requests = 0
+            self.max_in_flight = 0
         self.scripts = dict(DEFAULT_SCRIPTS)
+
+    def _enter(self, delta: int) -> None:
+        with self._lock:
+            self.in_flight += delta
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def _next_fault(self) -> Fault | None:
         with self._lock:
@@ -151,6 +159,13 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fault = fake._next_fault()
+                fake._enter(1)
+                try:
+                    self._respond(body, fault)
+                finally:
+                    fake._enter(-1)
+
+            def _respond(self, body: dict[str, Any], fault: Fault | None) -> None:
                 if fault is not None:
                     time.sleep(fault.delay_seconds)
                 headers = {}

@@ -127,3 +127,22 @@ def test_cached_responses_cost_no_call(llm, tmp_path):
     ledger = CallLedger()
     again.structured(PROMPT, ClaimRewrite, ledger=ledger)
     assert llm.requests == 1 and ledger.summary().cache_hits == 1
+
+
+def test_bulkhead_bounds_requests_in_flight_per_endpoint(llm):
+    llm.persistent_fault = Fault(status=0, delay_seconds=0.2)
+    limited = Endpoint(name="limited", base_url=llm.base_url, fast_model="first-fast", max_concurrency=2)
+    # Eight threads fan out; the endpoint's own limit of two holds (the primary refuses connections).
+    model = ModelResource(base_url="http://127.0.0.1:1/v1", max_retries=0, max_concurrency=8, fallbacks=[limited])
+    requests = [[{"role": "user", "content": f"Evidence: fact {i}."}] for i in range(8)]
+    assert all(isinstance(r, ClaimRewrite) for r in model.map_structured(requests, ClaimRewrite))
+    assert llm.requests == 8 and llm.max_in_flight == 2
+
+
+def test_long_inputs_route_to_the_long_context_endpoint(llm, second_llm):
+    model = gateway(llm, max_input_chars=100).model_copy(
+        update={"fallbacks": [Endpoint(name="long-context", base_url=second_llm.base_url, fast_model="long")]}
+    )
+    model.structured(PROMPT, ClaimRewrite)
+    model.structured([{"role": "user", "content": "Evidence: " + "word " * 100}], ClaimRewrite)
+    assert llm.requests == 1 and second_llm.requests == 1
