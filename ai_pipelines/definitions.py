@@ -38,6 +38,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             cache_path=str(settings.response_cache_path) if settings.llm_cache else "",
             trace_path=str(settings.trace_path),
             trace_redaction=settings.llm_trace_redaction,
+            otlp_endpoint=settings.otlp_endpoint,
             budget_usd=settings.llm_budget_usd,
             budget_tokens=settings.llm_budget_tokens,
             max_concurrency=settings.llm_max_concurrency,

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     llm_trace_redaction: Literal["full", "hash", "none"] = Field(
         default="full", description="Keep prompts and responses in the trace table in full, as hashes, or not at all."
     )
+    otlp_endpoint: str = Field(default="", description="OTLP/gRPC endpoint for model-call spans, e.g. http://127.0.0.1:4317.")
     llm_budget_usd: float = Field(default=0.0, ge=0, description="Per-run spend limit; 0 = none.")
     llm_budget_tokens: int = Field(default=0, ge=0, description="Per-run token limit; 0 = none.")
     llm_input_price_per_mtok: float = 0.0

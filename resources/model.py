@@ -128,6 +128,7 @@ class ModelResource(ConfigurableResource):
     cache_path: str = ""
     trace_path: str = ""
     trace_redaction: Literal["full", "hash", "none"] = "full"
+    otlp_endpoint: str = ""
     budget_usd: float = 0.0
     budget_tokens: int = 0
     max_reasks: int = 2
@@ -141,6 +142,7 @@ class ModelResource(ConfigurableResource):
     _bulkheads: dict[str, threading.BoundedSemaphore] = PrivateAttr(default_factory=dict)
     _cache: ResponseCache | None = PrivateAttr(default=None)
     _traces: TraceStore | None = PrivateAttr(default=None)
+    _spans: Any = PrivateAttr(default=None)
     _spent: dict[str, float] = PrivateAttr(default_factory=lambda: {"usd": 0.0, "tokens": 0})
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
@@ -209,6 +211,15 @@ class ModelResource(ConfigurableResource):
             if self._traces is None and self.trace_path:
                 self._traces = TraceStore(self.trace_path, self.trace_redaction)
             return self._traces
+
+    def span_exporter(self):
+        """The OpenTelemetry exporter, when an OTLP endpoint is configured."""
+        with self._lock:
+            if self._spans is None and self.otlp_endpoint:
+                from resources.telemetry import SpanExporter
+
+                self._spans = SpanExporter(self.otlp_endpoint)
+            return self._spans
 
     def spent(self) -> dict[str, float]:
         with self._lock:
@@ -322,9 +333,13 @@ class ModelResource(ConfigurableResource):
     def _record(self, ledger: CallLedger | None, record: CallRecord, messages: Messages, response: str) -> None:
         if ledger is not None:
             ledger.add(record)
+        run_id, asset = (ledger.run_id, ledger.asset) if ledger else ("", "")
         traces = self._trace_store()
         if traces is not None:
-            traces.add(record, messages, response, ledger.run_id if ledger else "", ledger.asset if ledger else "")
+            traces.add(record, messages, response, run_id, asset)
+        spans = self.span_exporter()
+        if spans is not None:
+            spans.export(record, run_id, asset)
 
     def structured(
         self,
