@@ -146,10 +146,6 @@ class ModelResource(ConfigurableResource):
     _spent: dict[str, float] = PrivateAttr(default_factory=lambda: {"usd": 0.0, "tokens": 0})
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
-    @property
-    def uses_embedded_model(self) -> bool:
-        return not self.base_url
-
     def chain(self) -> list[Endpoint]:
         primary = Endpoint(
             name="primary",
