@@ -22,7 +22,11 @@ from ai_pipelines.settings import load_settings
 def timed_run(settings) -> tuple[float, int]:
     job = build_definitions(settings).resolve_job_def("digest_job")
     started = time.perf_counter()
-    result = job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = job.execute_in_process(
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
     elapsed = time.perf_counter() - started
     calls = 0
     for event in result.get_asset_materialization_events():

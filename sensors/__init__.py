@@ -1,8 +1,8 @@
 """Sensors, schedules and the jobs they launch: what starts runs."""
 
-from sensors.jobs import digest_job
+from sensors.jobs import digest_job, publish_job
 from sensors.schedules import digest_schedule
 
-ALL_JOBS = [digest_job]
+ALL_JOBS = [digest_job, publish_job]
 
-__all__ = ["ALL_JOBS", "digest_job", "digest_schedule"]
+__all__ = ["ALL_JOBS", "digest_job", "digest_schedule", "publish_job"]

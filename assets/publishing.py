@@ -1,0 +1,101 @@
+"""Publishing: a digest leaves the pipeline only when a person approves it.
+
+Publishing is irreversible, so it is not part of the digest job: a person reads the
+latest `summaries` in the UI and materializes `published_digest` with run config
+naming themselves and their decision. An approval publishes that exact version of
+the summaries; a rejection publishes nothing and is kept with its reason. Every
+decision, either way, is a row of the approvals log.
+"""
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Literal
+
+import pandas as pd
+from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Output, asset
+from pydantic import BaseModel, Field
+
+from assets.config import PipelineConfig
+from assets.frames import OWNERS, from_frame
+from assets.summaries import TopicSummary, render_digest
+from resources.sqlite_store import open_sqlite
+
+GROUP = "summaries"
+
+
+class ApprovalConfig(Config):
+    approver: str = Field(description="Who decides (name or e-mail).")
+    decision: Literal["approve", "reject"]
+    reason: str = Field(default="", description="Required when rejecting.")
+    summaries_version: str = Field(default="", description="Optional: the version you reviewed; refused if it changed.")
+
+
+class Approval(BaseModel):
+    summaries_version: str
+    approver: str
+    decision: str
+    reason: str
+    decided_at: str
+
+
+def summaries_version(summaries: pd.DataFrame) -> str:
+    return hashlib.sha256(summaries.to_json(orient="records").encode()).hexdigest()[:16]
+
+
+class ApprovalLog:
+    """Every approval and rejection, in `<output_dir>/approvals.sqlite`."""
+
+    def __init__(self, pipeline: PipelineConfig):
+        self._db = open_sqlite(
+            pipeline.output_path() / "approvals.sqlite",
+            "create table if not exists approvals (summaries_version text, approver text, decision text, "
+            "reason text, decided_at text);",
+        )
+
+    def record(self, approval: Approval) -> None:
+        self._db.execute("insert into approvals values (?, ?, ?, ?, ?)", tuple(approval.model_dump().values()))
+        self._db.commit()
+
+    def all(self) -> list[Approval]:
+        rows = self._db.execute("select * from approvals order by decided_at").fetchall()
+        return [Approval(**dict(zip(Approval.model_fields, row))) for row in rows]
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds={"markdown"}, output_required=False)
+def published_digest(
+    context: AssetExecutionContext, config: ApprovalConfig, pipeline: PipelineConfig, summaries: pd.DataFrame
+):
+    """The digest as published, materialized only by a person's approval (run config: approver, decision, reason)."""
+    version = summaries_version(summaries)
+    if config.summaries_version and config.summaries_version != version:
+        raise Failure(
+            f"The summaries changed since version {config.summaries_version} was reviewed (now {version}); "
+            "review the latest summaries and decide again."
+        )
+    if config.decision == "reject" and not config.reason.strip():
+        raise Failure("A rejection needs a reason (config: reason).")
+    approval = Approval(
+        summaries_version=version,
+        approver=config.approver,
+        decision=config.decision,
+        reason=config.reason,
+        decided_at=datetime.now(timezone.utc).isoformat(),
+    )
+    ApprovalLog(pipeline).record(approval)
+    if config.decision == "reject":
+        context.log.warning(f"Summaries {version} rejected by {config.approver}: {config.reason}")
+        return
+    path = pipeline.output_path() / "published" / f"digest-{version}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = render_digest(from_frame(summaries, TopicSummary))
+    path.write_text(f"{digest}\nApproved by {config.approver} at {approval.decided_at}.\n", encoding="utf-8")
+    yield Output(
+        approval.model_dump(),
+        metadata={
+            "location": MetadataValue.path(str(path.resolve())),
+            "approver": config.approver,
+            "approved_at": approval.decided_at,
+            "summaries_version": version,
+            "preview": MetadataValue.md(digest),
+        },
+    )
