@@ -9,7 +9,7 @@ from dagster import Definitions, EnvVar, FilesystemIOManager, in_process_executo
 from ai_pipelines.settings import ENV_PREFIX, Settings, load_settings
 from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig
 from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreResource, WarehouseIOManager
-from sensors import ALL_JOBS, digest_schedule
+from sensors import ALL_JOBS, digest_schedule, run_failure_recorder
 
 
 def _secret(name: str, value: str):
@@ -77,6 +77,7 @@ def build_definitions(settings: Settings) -> Definitions:
         asset_checks=ALL_ASSET_CHECKS,
         jobs=ALL_JOBS,
         schedules=[digest_schedule(settings.digest_cron, settings.timezone)],
+        sensors=[run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url)],
         resources=build_resources(settings),
         executor=in_process_executor,
     )

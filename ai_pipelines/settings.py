@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     min_signal_validity: float = Field(default=0.8, ge=0, le=1)
     max_unsupported_share: float = Field(default=0.4, ge=0, le=1)
 
+    failure_webhook_url: str = Field(default="", description="POST every failed run here as JSON; empty = off.")
     digest_cron: str = "0 6 * * *"
     timezone: str = "UTC"
 
