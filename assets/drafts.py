@@ -29,6 +29,7 @@ from assets.claim_verification import conflict_between, content_words
 from assets.config import PipelineConfig
 from assets.frames import from_frame, table_output, to_frame
 from assets.metadata import MODEL_POOL, ledger_metadata
+from assets.progress import ProgressLog
 from assets.prompts import load_prompt
 from assets.retrieval import IndexManifest
 from assets.signals import DocumentSignals
@@ -148,7 +149,12 @@ def drafts(
     ]
     ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
     traced = model.map_traced_structured(
-        [draft_messages(t, e) for t, e in plan], ClaimRewrite, tier="strong", max_tokens=120, ledger=ledger
+        [draft_messages(t, e) for t, e in plan],
+        ClaimRewrite,
+        tier="strong",
+        max_tokens=120,
+        ledger=ledger,
+        on_done=ProgressLog(context.log, "drafted claims", len(plan)),
     )
     answers = [answer for answer, _ in traced]
     proposed = [a.claim.strip() if isinstance(a, ClaimRewrite) else e.sentence for (_, e), a in zip(plan, answers)]

@@ -26,6 +26,7 @@ from assets.frames import from_frame, table_output, to_frame
 from assets.ingestion import Chunk, SourceDocument
 from assets.metadata import MODEL_POOL, ledger_metadata
 from assets.previews import markdown_table
+from assets.progress import ProgressLog
 from assets.prompts import load_prompt
 from assets.text import Span, normalize, numbers_in, split_sentences, words_in
 from resources import CallLedger, ModelResource
@@ -208,7 +209,14 @@ def signals(
     ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
     requests = [extraction_messages(d, split_sentences(d.text)) for d in documents]
     context.log.info(f"Extracting signals from {len(documents)} documents")
-    answers = model.map_traced_structured(requests, ExtractedSignals, tier="fast", max_tokens=512, ledger=ledger)
+    answers = model.map_traced_structured(
+        requests,
+        ExtractedSignals,
+        tier="fast",
+        max_tokens=512,
+        ledger=ledger,
+        on_done=ProgressLog(context.log, "signals", len(requests)),
+    )
     rows: list[DocumentSignals] = []
     for document, (answer, trace_id) in zip(documents, answers):
         if isinstance(answer, Exception):

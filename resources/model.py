@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Callable, Literal, Sequence, TypeVar
 
 import openai
 from dagster import Config, ConfigurableResource
@@ -402,10 +402,12 @@ class ModelResource(ConfigurableResource):
         tier: Tier = "fast",
         max_tokens: int = 256,
         ledger: CallLedger | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> list[tuple[T | Exception, str]]:
         """`map_structured` with each accepted answer's trace id ("" for failures).
 
-        A spent budget is not a per-item failure: it propagates and stops the step.
+        `on_done` is called as each request finishes (for progress). A spent budget is
+        not a per-item failure: it propagates and stops the step.
         """
 
         def one(messages: Messages) -> tuple[T | Exception, str]:
@@ -413,6 +415,9 @@ class ModelResource(ConfigurableResource):
                 return self.traced_structured(messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)
             except (StructuredOutputError, ModelCallError) as exc:
                 return exc, ""
+            finally:
+                if on_done is not None:
+                    on_done()
 
         with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
             return list(pool.map(one, requests))

@@ -2,7 +2,7 @@
 
 import duckdb
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, DagsterInstance
 
 from ai_pipelines.report import RunReport
 from tests.conftest import run_digest_job
@@ -78,3 +78,11 @@ def test_rerun_with_unchanged_inputs_embeds_nothing_and_calls_no_model(settings,
     assert metadata(second, "retrieval_index")["embedded_this_run"] == 0
     signals = metadata(second, "signals")
     assert signals["cache_hits"] == signals["model_calls"] == 30 and signals["cache_hit_rate"] == 1.0
+
+
+def test_long_fan_outs_log_progress(settings):
+    instance = DagsterInstance.ephemeral()
+    result = run_digest_job(settings, instance)
+    messages = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message.startswith("signals: ")]
+    assert messages and messages[-1].startswith("signals: 30 of 30 (")
+    assert "s left)" in messages[-1]
