@@ -337,17 +337,9 @@ class ModelResource(ConfigurableResource):
         if spans is not None:
             spans.export(record, run_id, asset)
 
-    def structured(
-        self,
-        messages: Messages,
-        schema: type[T],
-        *,
-        tier: Tier = "fast",
-        max_tokens: int = 256,
-        ledger: CallLedger | None = None,
-    ) -> T:
-        """Ask for a `schema` instance; re-ask with the validation error up to `max_reasks` times."""
-        return self.traced_structured(messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)[0]
+    def structured(self, messages: Messages, schema: type[T], **options: Any) -> T:
+        """Ask for a `schema` instance (options as for `traced_structured`)."""
+        return self.traced_structured(messages, schema, **options)[0]
 
     def traced_structured(
         self,
@@ -358,7 +350,10 @@ class ModelResource(ConfigurableResource):
         max_tokens: int = 256,
         ledger: CallLedger | None = None,
     ) -> tuple[T, str]:
-        """Like `structured`, with the trace id of the call whose answer was accepted."""
+        """A validated `schema` instance and the trace id of the call that produced it.
+
+        An invalid answer is re-asked with its validation error, up to `max_reasks` times.
+        """
         conversation = list(messages)
         last_error, last_answer = "", ""
         for reask in range(self.max_reasks + 1):
@@ -381,18 +376,9 @@ class ModelResource(ConfigurableResource):
                 ]
         raise StructuredOutputError(schema.__name__, self.max_reasks + 1, last_error, last_answer)
 
-    def map_structured(
-        self,
-        requests: Sequence[Messages],
-        schema: type[T],
-        *,
-        tier: Tier = "fast",
-        max_tokens: int = 256,
-        ledger: CallLedger | None = None,
-    ) -> list[T | Exception]:
-        """Run many requests at bounded concurrency; one failure never loses the others."""
-        traced = self.map_traced_structured(requests, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)
-        return [value for value, _ in traced]
+    def map_structured(self, requests: Sequence[Messages], schema: type[T], **options: Any) -> list[T | Exception]:
+        """Many requests at bounded concurrency; one failure never loses the others."""
+        return [value for value, _ in self.map_traced_structured(requests, schema, **options)]
 
     def map_traced_structured(
         self,
