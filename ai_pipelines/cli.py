@@ -36,19 +36,26 @@ def ensure_dagster_home(settings: Settings) -> Path:
 def command_run(args: argparse.Namespace, settings: Settings) -> int:
     from dagster import DagsterInstance
 
-    from ai_pipelines.definitions import build_definitions
+    from ai_pipelines.backfill import NoDocumentsError, run_over_all_documents
+    from ai_pipelines.definitions import build_definitions, build_resources
     from ai_pipelines.report import RunReport
 
     home = ensure_dagster_home(settings)
     defs = build_definitions(settings)
     job = defs.resolve_job_def("digest_job")
-    print(f"Running digest_job (Dagster home {home}) ...", flush=True)
+    print(f"Running digest_job over every document (Dagster home {home}) ...", flush=True)
     with DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-        )
+        try:
+            result = run_over_all_documents(
+                job,
+                instance,
+                build_resources(settings)["pipeline"],
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+            )
+        except NoDocumentsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     report = RunReport.from_result(result, settings)
     print(report.render())
     return 0 if report.ok else 1

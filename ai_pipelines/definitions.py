@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
-from dagster import Definitions, EnvVar, FilesystemIOManager, in_process_executor
+from dagster import AssetsDefinition, Definitions, EnvVar, FilesystemIOManager, in_process_executor
 
 from ai_pipelines.settings import ENV_PREFIX, Settings, load_settings
 from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig
 from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreResource, WarehouseIOManager
-from sensors import ALL_JOBS, digest_schedule, run_failure_recorder
+from sensors import ALL_JOBS, digest_schedule, inbox_sensor, index_automation, run_failure_recorder
 
 
 def _secret(name: str, value: str):
@@ -70,14 +72,44 @@ def build_resources(settings: Settings) -> dict[str, object]:
     }
 
 
+def _fingerprint(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def model_fingerprints(settings: Settings) -> dict[str, str]:
+    """Per resource, the model configuration its users' outputs depend on."""
+    return {
+        "model": _fingerprint(
+            [settings.llm_fast_model, settings.llm_strong_model]
+            + [[e.get("fast_model"), e.get("strong_model")] for e in settings.llm_fallbacks]
+        ),
+        "vector_store": _fingerprint(settings.embeddings_model),
+    }
+
+
+def with_model_versions(assets: list[AssetsDefinition], settings: Settings) -> list[AssetsDefinition]:
+    """Appends the model fingerprints of the resources an asset uses to its code version,
+    so that switching a model marks exactly the assets whose outputs it shapes stale."""
+    fingerprints = model_fingerprints(settings)
+    versioned = []
+    for asset in assets:
+        suffix = "".join(f"-{fingerprints[k]}" for k in sorted(fingerprints.keys() & asset.required_resource_keys))
+        versioned.append(
+            asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}{suffix}"))
+            if suffix
+            else asset
+        )
+    return versioned
+
+
 def build_definitions(settings: Settings) -> Definitions:
     # One process runs every step, so every step shares one embedded model server.
     return Definitions(
-        assets=ALL_ASSETS,
+        assets=with_model_versions(ALL_ASSETS, settings),
         asset_checks=ALL_ASSET_CHECKS,
         jobs=ALL_JOBS,
         schedules=[digest_schedule(settings.digest_cron, settings.timezone)],
-        sensors=[run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url)],
+        sensors=[inbox_sensor, index_automation, run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url)],
         resources=build_resources(settings),
         executor=in_process_executor,
     )

@@ -12,6 +12,7 @@ from ai_pipelines.settings import Settings
 class OutputLocation(BaseModel):
     asset: str
     location: str
+    partitions: int = 0  # documents partitions written by the run; 0 for unpartitioned assets
 
 
 class CheckOutcome(BaseModel):
@@ -40,9 +41,13 @@ class RunReport(BaseModel):
 
     @classmethod
     def from_result(cls, result: ExecuteInProcessResult, settings: Settings) -> "RunReport":
-        outputs = []
+        outputs: dict[str, OutputLocation] = {}
         for event in result.get_asset_materialization_events():
             materialization = event.materialization
+            asset = materialization.asset_key.to_user_string()
+            if asset in outputs:  # one event per partition; the location is the same table
+                outputs[asset].partitions += 1
+                continue
             metadata = materialization.metadata
             places = []
             if "dagster/table_name" in metadata:
@@ -51,7 +56,7 @@ class RunReport(BaseModel):
             if "location" in metadata:
                 places.append(str(metadata["location"].value))
             location = "; ".join(places) or "Dagster IO manager storage"
-            outputs.append(OutputLocation(asset=materialization.asset_key.to_user_string(), location=location))
+            outputs[asset] = OutputLocation(asset=asset, location=location, partitions=int(bool(materialization.partition)))
         checks = [
             CheckOutcome(
                 asset=evaluation.asset_key.to_user_string(),
@@ -63,12 +68,12 @@ class RunReport(BaseModel):
             for evaluation in result.get_asset_check_evaluations()
         ]
         planned = {key.to_user_string() for key in result.job_def.asset_layer.executable_asset_keys}
-        materialized = {o.asset for o in outputs}
+        materialized = set(outputs)
         failed = [e.step_key for e in result.get_step_failure_events() if e.step_key]
         return cls(
             run_id=result.run_id,
             success=result.success,
-            outputs=outputs,
+            outputs=list(outputs.values()),
             checks=checks,
             not_materialized=sorted(planned - materialized),
             failed_steps=failed,
@@ -77,7 +82,10 @@ class RunReport(BaseModel):
     def render(self) -> str:
         lines = [f"Run {self.run_id}: {'succeeded' if self.ok else 'FAILED'}", "", "Outputs:"]
         width = max((len(o.asset) for o in self.outputs), default=0)
-        lines += [f"  {o.asset.ljust(width)}  {o.location}" for o in self.outputs] or ["  (none)"]
+        lines += [
+            f"  {o.asset.ljust(width)}  {o.location}" + (f" ({o.partitions} documents)" if o.partitions else "")
+            for o in self.outputs
+        ] or ["  (none)"]
         lines += ["", "Checks:"]
         lines += [
             f"  [{'pass' if c.passed else 'FAIL'}] {c.asset}:{c.check}  {c.description}" for c in self.checks

@@ -16,6 +16,7 @@ from dagster import (
 )
 from pydantic import BaseModel, Field
 
+from assets.automation import when_index_changes
 from assets.claim_verification import PROMPT, Claim, ClaimVerifier, load_calibration
 from assets.config import PipelineConfig
 from assets.drafts import DraftClaim
@@ -49,6 +50,7 @@ class FactCheck(BaseModel):
     group_name=GROUP,
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
+    automation_condition=when_index_changes("retrieval_index"),
     **table_output(FactCheck, "openai", "chroma"),
 )
 def fact_checks(

@@ -1,7 +1,8 @@
 """Ingestion: files on disk become source documents with stable ids, then chunks.
 
-A document's id is the hash of its bytes, so the same content keeps its id wherever
-it lives and a changed file is a new document. A file that cannot be read as text is
+Both are partitioned by document (one partition per file). A document's id is the
+hash of its bytes, so the same content keeps its id wherever it lives and an edited
+file gets a new id and new chunk ids. A file that cannot be read as text is
 quarantined with its reason; it never stops the rest of the corpus.
 """
 
@@ -9,7 +10,7 @@ quarantined with its reason; it never stops the rest of the corpus.
 import hashlib
 import re
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 import pandas as pd
 from dagster import (
@@ -27,18 +28,23 @@ from dagster import (
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
+from assets.documents import DOCUMENTS, PARTITION_COLUMN, discover_files, path_for, per_document, sha256_of
 from assets.frames import from_frame, table_output, to_frame
 from assets.previews import markdown_table
 from assets.text import split_sentences
 
 GROUP = "ingestion"
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 TEXT_SUFFIXES = {".md", ".txt", ".markdown", ".text", ""}
 
 QuarantineKind = Literal["empty", "binary", "encoding", "too_large", "unreadable", "duplicate"]
 
 
+_PARTITION = Field(default="", description="The documents partition: the file's key in its watched folder.")
+
+
 class SourceDocument(BaseModel):
+    document: str = _PARTITION
     doc_id: str = Field(description="First 16 hex digits of the SHA-256 of the file's bytes.")
     path: str = Field(description="Where the file was read from.")
     title: str
@@ -48,6 +54,7 @@ class SourceDocument(BaseModel):
 
 
 class QuarantinedDocument(BaseModel):
+    document: str = _PARTITION
     path: str
     kind: QuarantineKind
     reason: str
@@ -56,6 +63,7 @@ class QuarantinedDocument(BaseModel):
 
 
 class Chunk(BaseModel):
+    document: str = _PARTITION
     chunk_id: str = Field(description="<doc_id>-<position>: stable while the document is unchanged.")
     doc_id: str
     position: int
@@ -64,18 +72,21 @@ class Chunk(BaseModel):
     char_end: int
 
 
-def parse_document(path: Path, max_bytes: int) -> SourceDocument | QuarantinedDocument:
+def parse_document(path: Path, max_bytes: int, document: str = "") -> SourceDocument | QuarantinedDocument:
     """Read one file as a UTF-8 text document, or say precisely why it cannot be."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         return QuarantinedDocument(
-            path=str(path), kind="unreadable", reason=f"cannot read file: {exc}", n_bytes=0, content_sha256=""
+            document=document, path=str(path), kind="unreadable", reason=f"cannot read file: {exc}",
+            n_bytes=0, content_sha256="",
         )
     digest = hashlib.sha256(raw).hexdigest()
 
     def quarantine(kind: QuarantineKind, reason: str) -> QuarantinedDocument:
-        return QuarantinedDocument(path=str(path), kind=kind, reason=reason, n_bytes=len(raw), content_sha256=digest)
+        return QuarantinedDocument(
+            document=document, path=str(path), kind=kind, reason=reason, n_bytes=len(raw), content_sha256=digest
+        )
 
     if len(raw) > max_bytes:
         return quarantine("too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
@@ -93,7 +104,7 @@ def parse_document(path: Path, max_bytes: int) -> SourceDocument | QuarantinedDo
     if not body.strip():
         return quarantine("empty", "header only, no body text")
     return SourceDocument(
-        doc_id=digest[:16], path=str(path), title=title, published=published, text=body, n_chars=len(body)
+        document=document, doc_id=digest[:16], path=str(path), title=title, published=published, text=body, n_chars=len(body)
     )
 
 
@@ -108,16 +119,6 @@ def _split_header(text: str, fallback_title: str) -> tuple[str, str, str]:
         published = match.group(1)
         lines.pop(0)
     return title, published, "\n".join(lines).strip()
-
-
-def discover_files(directories: Iterable[Path]) -> list[Path]:
-    files: list[Path] = []
-    for directory in directories:
-        if directory.is_dir():
-            files.extend(
-                p for p in sorted(directory.rglob("*")) if p.is_file() and not p.name.startswith(".")
-            )
-    return files
 
 
 def load_corpus(
@@ -162,6 +163,7 @@ def chunk_document(document: SourceDocument, target_chars: int) -> list[Chunk]:
 def _chunk(document: SourceDocument, position: int, sentences: list) -> Chunk:
     start, end = sentences[0].start, sentences[-1].end
     return Chunk(
+        document=document.document,
         chunk_id=f"{document.doc_id}-{position:03d}",
         doc_id=document.doc_id,
         position=position,
@@ -171,36 +173,101 @@ def _chunk(document: SourceDocument, position: int, sentences: list) -> Chunk:
     )
 
 
+def ingest_documents(
+    pipeline: PipelineConfig, keys: Sequence[str], registered: Sequence[str]
+) -> tuple[list[SourceDocument], list[QuarantinedDocument]]:
+    """Parse the files of `keys`. A file whose content an earlier registered partition
+    holds is quarantined as a duplicate, so one text never yields two sets of chunk ids."""
+    earlier = _EarlierCopies(pipeline, registered)
+    documents: list[SourceDocument] = []
+    quarantined: list[QuarantinedDocument] = []
+    for key in keys:
+        try:
+            path = path_for(pipeline, key)
+        except ValueError as exc:
+            quarantined.append(
+                QuarantinedDocument(document=key, path=key, kind="unreadable", reason=str(exc), n_bytes=0, content_sha256="")
+            )
+            continue
+        parsed = parse_document(path, pipeline.max_document_bytes, key)
+        if isinstance(parsed, SourceDocument) and (original := earlier.find(key, path)):
+            parsed = QuarantinedDocument(
+                document=key,
+                path=str(path),
+                kind="duplicate",
+                reason=f"same content as {original}",
+                n_bytes=path.stat().st_size,
+                content_sha256=sha256_of(path),
+            )
+        (quarantined if isinstance(parsed, QuarantinedDocument) else documents).append(parsed)
+    return documents, quarantined
+
+
+class _EarlierCopies:
+    """Finds a registered partition, earlier in partition order, with the same bytes.
+
+    Only files of equal size are hashed, so a run over one document in a corpus of
+    thousands reads one file's worth of candidates, not the corpus.
+    """
+
+    def __init__(self, pipeline: PipelineConfig, registered: Sequence[str]):
+        self.order = {key: i for i, key in enumerate(registered)}
+        self.sizes: dict[str, tuple[Path, int]] = {}
+        for key in registered:
+            try:
+                path = path_for(pipeline, key)
+                self.sizes[key] = (path, path.stat().st_size)
+            except (ValueError, OSError):
+                continue
+        self.hashes: dict[Path, str] = {}
+
+    def _hash(self, path: Path) -> str:
+        if path not in self.hashes:
+            self.hashes[path] = sha256_of(path)
+        return self.hashes[path]
+
+    def find(self, key: str, path: Path) -> str | None:
+        size = path.stat().st_size
+        position = self.order.get(key, len(self.order))
+        for other, (other_path, other_size) in self.sizes.items():
+            if other_size == size and self.order[other] < position and self._hash(other_path) == self._hash(path):
+                return other
+        return None
+
+
 @multi_asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
+    **per_document(),
     outs={
         "source_documents": AssetOut(
-            description="Parsed text documents from the corpus folder and the inbox, one row each, "
+            description="Parsed text documents, one row per documents partition (file), "
             "keyed by content hash.",
-            **table_output(SourceDocument, "pandas"),
+            **table_output(SourceDocument, "pandas", partition_expr=PARTITION_COLUMN),
         ),
         "quarantined_documents": AssetOut(
             description="Files that could not be read as text documents, each with the reason.",
-            **table_output(QuarantinedDocument, "pandas"),
+            **table_output(QuarantinedDocument, "pandas", partition_expr=PARTITION_COLUMN),
         ),
     },
 )
 def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig):
-    directories = [Path(pipeline.corpus_dir), pipeline.inbox_path()]
-    documents, quarantined = load_corpus(directories, pipeline.max_document_bytes)
+    keys = context.partition_keys
+    registered = context.instance.get_dynamic_partitions(DOCUMENTS.name)
+    documents, quarantined = ingest_documents(pipeline, keys, registered)
     for bad in quarantined:
-        context.log.warning(f"Quarantined {bad.path}: {bad.reason}")
+        context.log.warning(f"Quarantined {bad.document}: {bad.reason}")
     yield Output(
         to_frame(documents, SourceDocument),
         output_name="source_documents",
         metadata={
             "documents": len(documents),
             "quarantined": len(quarantined),
-            "sources": MetadataValue.json([str(d) for d in directories]),
+            "partitions_in_run": len(keys),
+            "sources": MetadataValue.json(sorted({k.partition("/")[0] for k in keys})),
             "preview": MetadataValue.md(
                 markdown_table(
-                    [{"title": d.title, "date": d.published, "chars": d.n_chars} for d in documents[:10]]
+                    [{"document": d.document, "title": d.title, "date": d.published, "chars": d.n_chars} for d in documents[:10]]
                 )
             ),
         },
@@ -211,7 +278,7 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig):
         metadata={
             "quarantined": len(quarantined),
             "preview": MetadataValue.md(
-                markdown_table([{"file": Path(q.path).name, "reason": q.reason} for q in quarantined])
+                markdown_table([{"document": q.document, "reason": q.reason} for q in quarantined])
             ),
         },
     )
@@ -220,10 +287,11 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig):
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    **table_output(Chunk, "pandas"),
+    **per_document(),
+    **table_output(Chunk, "pandas", partition_expr=PARTITION_COLUMN),
 )
 def chunks(pipeline: PipelineConfig, source_documents: pd.DataFrame) -> Output[pd.DataFrame]:
-    """Sentence-aligned passages of every document: the unit the retrieval index stores."""
+    """Sentence-aligned passages of each document: the unit the retrieval index stores."""
     documents = from_frame(source_documents, SourceDocument)
     rows = [c for d in documents for c in chunk_document(d, pipeline.chunk_chars)]
     return Output(

@@ -22,6 +22,7 @@ from dagster import (
 )
 from pydantic import BaseModel
 
+from assets.automation import when_documents_change
 from assets.config import PipelineConfig
 from assets.frames import OWNERS, from_frame
 from assets.ingestion import Chunk
@@ -79,6 +80,7 @@ def sync_index(vector_store: VectorStoreResource, collection: str, rows: list[Ch
     code_version=CODE_VERSION,
     kinds={"chroma"},
     owners=OWNERS,
+    automation_condition=when_documents_change(),
 )
 def retrieval_index(
     context: AssetExecutionContext,
@@ -86,7 +88,11 @@ def retrieval_index(
     vector_store: VectorStoreResource,
     chunks: pd.DataFrame,
 ) -> Output[IndexManifest]:
-    """Chroma collection of every chunk, embedded in passage mode; versioned by chunk ids and model."""
+    """Chroma collection of every document's chunks, embedded in passage mode; versioned by chunk ids and model.
+
+    Reads the chunks of every registered document partition: a removed document's
+    partition is gone, so its chunks leave the collection here.
+    """
     rows = from_frame(chunks, Chunk)
     model_id = vector_store.embeddings.model_id
     name = collection_name(pipeline.index_collection, model_id)

@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
+from assets.documents import PARTITION_COLUMN, per_document
 from assets.frames import from_frame, table_output, to_frame
 from assets.ingestion import Chunk, SourceDocument
 from assets.metadata import MODEL_POOL, ledger_metadata
@@ -33,7 +34,7 @@ from resources import CallLedger, ModelResource
 
 GROUP = "signals"
 PROMPT = load_prompt("signals")
-CODE_VERSION = f"1-{PROMPT.version}"
+CODE_VERSION = f"2-{PROMPT.version}"
 MAX_SENTENCES = 40
 
 
@@ -89,6 +90,7 @@ class KeyFigure(BaseModel):
 
 
 class DocumentSignals(BaseModel):
+    document: str = Field(default="", description="The documents partition this row belongs to.")
     doc_id: str
     title: str
     status: Literal["valid", "ungrounded", "failed"] = Field(
@@ -177,6 +179,7 @@ def ground(
     )
     grounded = sum(len(v) for v in kept.values())
     return DocumentSignals(
+        document=document.document,
         doc_id=document.doc_id,
         title=document.title,
         status="valid" if grounded else "ungrounded",
@@ -192,7 +195,8 @@ def ground(
     group_name=GROUP,
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
-    **table_output(DocumentSignals, "openai", prompt_version=PROMPT.version),
+    **per_document(),
+    **table_output(DocumentSignals, "openai", prompt_version=PROMPT.version, partition_expr=PARTITION_COLUMN),
 )
 def signals(
     context: AssetExecutionContext,
@@ -222,7 +226,10 @@ def signals(
         if isinstance(answer, Exception):
             context.log.warning(f"Signals for {document.path} failed: {answer}")
             rows.append(
-                DocumentSignals(doc_id=document.doc_id, title=document.title, status="failed", error=str(answer))
+                DocumentSignals(
+                    document=document.document, doc_id=document.doc_id, title=document.title,
+                    status="failed", error=str(answer),
+                )
             )
         else:
             rows.append(ground(document, by_doc.get(document.doc_id, []), answer).model_copy(update={"trace_id": trace_id}))

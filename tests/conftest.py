@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from ai_pipelines.definitions import build_definitions
+from ai_pipelines.backfill import run_over_all_documents
+from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.settings import Settings
 from tests.fake_openai import FakeOpenAI
 
@@ -34,4 +35,5 @@ def settings(tmp_path: Path, llm: FakeOpenAI) -> Settings:
 
 def run_digest_job(settings: Settings, instance: DagsterInstance | None = None) -> ExecuteInProcessResult:
     job = build_definitions(settings).resolve_job_def("digest_job")
-    return job.execute_in_process(instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
+    pipeline = build_resources(settings)["pipeline"]
+    return run_over_all_documents(job, instance or DagsterInstance.ephemeral(), pipeline, raise_on_error=False)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dagster import BackfillPolicy
+
 from ai_pipelines.definitions import defs
 
 ROOT = Path(__file__).parent.parent
@@ -29,3 +31,17 @@ def test_six_groups_with_descriptions_and_blocking_checks():
     checks = list(graph.asset_check_keys)
     assert len(checks) == 7
     assert all(graph.get_check_spec(key).blocking for key in checks)
+
+
+def test_per_document_assets_share_the_documents_partitions_and_backfill_in_one_run():
+    from assets.documents import DOCUMENTS
+
+    graph = defs.resolve_asset_graph()
+    partitioned = {
+        key.to_user_string(): graph.get(key).backfill_policy
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).partitions_def == DOCUMENTS
+    }
+    assert set(partitioned) == {"source_documents", "quarantined_documents", "chunks", "signals"}
+    assert all(policy == BackfillPolicy.single_run() for policy in partitioned.values())
+    assert {"inbox_sensor", "index_automation", "record_run_failures"} <= {s.name for s in defs.sensors}

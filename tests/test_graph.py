@@ -16,7 +16,8 @@ def run(settings):
 
 
 def metadata(result, asset):
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset)]
+    # A partitioned asset has one event per document, each with the output's metadata.
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset))
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 

@@ -1,0 +1,142 @@
+"""The inbox sensor: documents dropped into a watched folder become partitions and runs.
+
+Its cursor is the content hash of every file it has handed to a run, so a file seen
+twice is processed once, an edited file is processed again (for that document only),
+and a removed file has its partition deleted and the index brought in line. New
+files found in one tick are registered together, which puts them next to each other
+at the end of the partition order, and go to one run over that range: a thousand
+files dropped at once are one run with bounded fan-out, not a thousand processes.
+"""
+
+import hashlib
+
+from dagster import (
+    AddDynamicPartitionsRequest,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from pydantic import BaseModel
+
+from assets.config import PipelineConfig
+from assets.documents import DOCUMENTS, FileState, is_valid_key, scan
+from sensors.jobs import document_job, index_job
+
+
+class InboxCursor(BaseModel):
+    files: dict[str, FileState] = {}
+    requests: int = 0  # numbers run keys, so a file that returns to earlier content still runs
+
+
+class InboxChanges(BaseModel):
+    new: list[str]
+    changed: list[str]
+    removed: list[str]
+
+
+def compare(previous: dict[str, FileState], current: dict[str, FileState]) -> InboxChanges:
+    return InboxChanges(
+        new=sorted(current.keys() - previous.keys()),
+        changed=sorted(k for k in current.keys() & previous.keys() if current[k].sha256 != previous[k].sha256),
+        removed=sorted(previous.keys() - current.keys()),
+    )
+
+
+def _run_key(cursor: InboxCursor, *parts: str) -> str:
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return f"{cursor.requests}:{digest}"
+
+
+def materialized_after_edit(instance: DagsterInstance, keys: list[str], current: dict[str, FileState]) -> set[str]:
+    """Registered documents ingested after their file was last modified (by the run command,
+    or before this sensor's cursor was reset): adopting them spares a run each."""
+    if not keys:
+        return set()
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("source_documents"), asset_partitions=keys),
+        limit=10 * len(keys) + 100,
+        ascending=False,
+    ).records
+    latest: dict[str, float] = {}
+    for record in records:
+        if record.partition_key and record.partition_key not in latest:
+            latest[record.partition_key] = record.timestamp
+    return {k for k in keys if k in latest and latest[k] * 1e9 >= current[k].mtime_ns}
+
+
+def plan_runs(
+    changes: InboxChanges, current: dict[str, FileState], registered: set[str], cursor: InboxCursor
+) -> tuple[list[RunRequest], list[str]]:
+    """The run requests for one tick, and the keys to register as partitions."""
+    unregistered = [k for k in changes.new if k not in registered]
+    # Known partitions whose content is new to this sensor: one run each.
+    rerun = sorted(set(changes.changed) | (set(changes.new) & registered))
+    requests = []
+    if len(unregistered) == 1:
+        [key] = unregistered
+        requests.append(RunRequest(job_name=document_job.name, partition_key=key,
+                                   run_key=_run_key(cursor, key, current[key].sha256)))
+    elif unregistered:
+        requests.append(
+            RunRequest(
+                job_name=document_job.name,
+                run_key=_run_key(cursor, *(f"{k}@{current[k].sha256}" for k in unregistered)),
+                tags={ASSET_PARTITION_RANGE_START_TAG: unregistered[0], ASSET_PARTITION_RANGE_END_TAG: unregistered[-1]},
+            )
+        )
+    for key in rerun:
+        requests.append(RunRequest(job_name=document_job.name, partition_key=key,
+                                   run_key=_run_key(cursor, key, current[key].sha256)))
+    if changes.removed:
+        requests.append(RunRequest(job_name=index_job.name, run_key=_run_key(cursor, "removed", *changes.removed)))
+    return requests, unregistered
+
+
+@sensor(
+    name="inbox_sensor",
+    jobs=[document_job, index_job],
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Registers new and edited files in the corpus and inbox folders as documents partitions "
+    "and runs document_job for exactly those; deletes the partitions of removed files and refreshes the index.",
+)
+def inbox_sensor(context: SensorEvaluationContext, pipeline: PipelineConfig):
+    cursor = InboxCursor.model_validate_json(context.cursor) if context.cursor else InboxCursor()
+    found = scan(pipeline, cursor.files)
+    invalid = sorted(k for k in found if not is_valid_key(k))
+    for key in invalid:
+        context.log.warning(f"Skipping {key!r}: Dagster partition keys cannot contain '...' or control characters")
+    current = {k: v for k, v in found.items() if k not in invalid}
+    changes = compare(cursor.files, current)
+    if not (changes.new or changes.changed or changes.removed):
+        return SensorResult(
+            skip_reason=SkipReason(f"No new, changed or removed documents among {len(current)} files"),
+            cursor=InboxCursor(files=current, requests=cursor.requests).model_dump_json(),
+        )
+    registered = set(context.instance.get_dynamic_partitions(DOCUMENTS.name))
+    adopted = materialized_after_edit(context.instance, [k for k in changes.new if k in registered], current)
+    changes.new = [k for k in changes.new if k not in adopted]
+    requests, to_register = plan_runs(changes, current, registered, cursor)
+    gone = [k for k in changes.removed if k in registered]
+    context.log.info(
+        f"{len(changes.new)} new, {len(changes.changed)} changed, {len(changes.removed)} removed documents, "
+        f"{len(adopted)} already ingested; {len(requests)} run requests"
+    )
+    partition_requests = []
+    if to_register:
+        partition_requests.append(AddDynamicPartitionsRequest(DOCUMENTS.name, to_register))
+    if gone:
+        partition_requests.append(DeleteDynamicPartitionsRequest(DOCUMENTS.name, gone))
+    return SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=partition_requests,
+        cursor=InboxCursor(files=current, requests=cursor.requests + len(requests)).model_dump_json(),
+    )

@@ -1,0 +1,181 @@
+"""The inbox sensor, evaluated with build_sensor_context against a real instance, and its
+run requests executed in process: new, unchanged, edited and removed files."""
+
+import os
+from pathlib import Path
+
+import pytest
+from dagster import (
+    AddDynamicPartitionsRequest,
+    AssetKey,
+    DagsterInstance,
+    DeleteDynamicPartitionsRequest,
+    RunRequest,
+    SensorResult,
+    build_sensor_context,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from ai_pipelines.definitions import build_definitions, build_resources
+from assets.documents import DOCUMENTS
+from sensors import inbox_sensor
+
+
+class Inbox:
+    """Ticks the sensor the way the daemon does: same instance, cursor carried over,
+    partition requests applied before the run requests are launched."""
+
+    def __init__(self, settings, instance: DagsterInstance):
+        self.settings = settings
+        self.instance = instance
+        self.cursor: str | None = None
+        self.defs = build_definitions(settings)
+
+    def tick(self) -> SensorResult:
+        context = build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            resources={"pipeline": build_resources(self.settings)["pipeline"]},
+        )
+        result = inbox_sensor(context)
+        assert isinstance(result, SensorResult)
+        self.cursor = result.cursor or self.cursor
+        for request in result.dynamic_partitions_requests or []:
+            if isinstance(request, AddDynamicPartitionsRequest):
+                self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            elif isinstance(request, DeleteDynamicPartitionsRequest):
+                for key in request.partition_keys:
+                    self.instance.delete_dynamic_partition(request.partitions_def_name, key)
+        return result
+
+    def execute(self, request: RunRequest):
+        job = self.defs.resolve_job_def(request.job_name)
+        result = job.execute_in_process(
+            instance=self.instance, partition_key=request.partition_key, tags=dict(request.tags), raise_on_error=False
+        )
+        assert result.success
+        return result
+
+
+def added(result: SensorResult) -> list[str]:
+    return [k for r in result.dynamic_partitions_requests or [] if isinstance(r, AddDynamicPartitionsRequest) for k in r.partition_keys]
+
+
+def deleted(result: SensorResult) -> list[str]:
+    return [k for r in result.dynamic_partitions_requests or [] if isinstance(r, DeleteDynamicPartitionsRequest) for k in r.partition_keys]
+
+
+def materialized_partitions(result, asset: str) -> list[str]:
+    return sorted(e.partition for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset))
+
+
+def metadata(result, asset: str) -> dict:
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset))
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def write(path: Path, title: str, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {title}\n\nDate: 2026-11-01\n\n{body}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def folders(settings, tmp_path):
+    corpus, inbox = tmp_path / "corpus", tmp_path / "inbox"
+    corpus.mkdir()
+    inbox.mkdir()
+    return settings.model_copy(update={"corpus_dir": corpus, "inbox_dir": inbox}), corpus, inbox
+
+
+def test_new_file_once_then_only_when_changed(folders):
+    settings, _, inbox_dir = folders
+    inbox = Inbox(settings, DagsterInstance.ephemeral())
+    assert not inbox.tick().run_requests
+
+    memo = write(inbox_dir / "memo.md", "Memo", "Orion Freight opened a depot in Leeds. It employs 40 people.")
+    first = inbox.tick()
+    assert added(first) == ["inbox/memo.md"]
+    [request] = first.run_requests
+    assert (request.job_name, request.partition_key) == ("document_job", "inbox/memo.md")
+
+    # Seen twice, processed once: no partition, no run, even when only its mtime moves.
+    assert not inbox.tick().run_requests
+    os.utime(memo, ns=(memo.stat().st_atime_ns, memo.stat().st_mtime_ns + 5_000_000_000))
+    again = inbox.tick()
+    assert not again.run_requests and not added(again)
+
+    write(inbox_dir / "memo.md", "Memo", "Orion Freight opened a depot in York. It employs 55 people.")
+    changed = inbox.tick()
+    assert not added(changed)
+    [rerun] = changed.run_requests
+    assert rerun.partition_key == "inbox/memo.md" and rerun.run_key != request.run_key
+
+    # Back to the first content: processed again, under a run key not used before.
+    write(inbox_dir / "memo.md", "Memo", "Orion Freight opened a depot in Leeds. It employs 40 people.")
+    [reverted] = inbox.tick().run_requests
+    assert reverted.run_key not in {request.run_key, rerun.run_key}
+
+
+def test_files_arriving_together_are_one_run_over_their_range(folders):
+    settings, _, inbox_dir = folders
+    inbox = Inbox(settings, DagsterInstance.ephemeral())
+    for name in ["a.md", "b.md", "c.md"]:
+        write(inbox_dir / name, name, f"Report {name} says Kestrel Labs shipped {len(name)} units.")
+    result = inbox.tick()
+    assert added(result) == ["inbox/a.md", "inbox/b.md", "inbox/c.md"]
+    [request] = result.run_requests
+    assert request.partition_key is None
+    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
+        "inbox/a.md", "inbox/c.md"
+    )
+    run = inbox.execute(request)
+    assert materialized_partitions(run, "signals") == ["inbox/a.md", "inbox/b.md", "inbox/c.md"]
+
+
+def test_removed_file_leaves_the_partitions_and_the_index(folders):
+    settings, corpus_dir, _ = folders
+    write(corpus_dir / "keep.md", "Keep", "Harbor Bank raised its dividend to 3 percent in March.")
+    gone = write(corpus_dir / "gone.md", "Gone", "Tallis Mining closed its Perth office after 12 years.")
+    instance = DagsterInstance.ephemeral()
+    inbox = Inbox(settings, instance)
+    [ingest] = inbox.tick().run_requests
+    inbox.execute(ingest)
+    index = inbox.defs.resolve_job_def("index_job").execute_in_process(instance=instance)
+    assert metadata(index, "retrieval_index")["chunks"] == 2
+
+    gone.unlink()
+    result = inbox.tick()
+    assert deleted(result) == ["corpus/gone.md"]
+    [refresh] = result.run_requests
+    assert refresh.job_name == "index_job"
+    assert instance.get_dynamic_partitions(DOCUMENTS.name) == ["corpus/keep.md"]
+    refreshed = metadata(inbox.execute(refresh), "retrieval_index")
+    assert (refreshed["chunks"], refreshed["removed_this_run"]) == (1, 1)
+
+
+def test_one_new_document_in_a_corpus_of_500_is_the_only_one_processed(folders, llm):
+    settings, corpus_dir, inbox_dir = folders
+    for i in range(500):
+        write(corpus_dir / f"note-{i:03d}.md", f"Note {i}", f"Ledger entry {i} records {i * 7 + 3} crates shipped by Quill Transport.")
+    instance = DagsterInstance.ephemeral()
+    inbox = Inbox(settings, instance)
+    [backfill] = inbox.tick().run_requests  # the initial corpus: one run over 500 partitions
+    first = inbox.execute(backfill)
+    assert llm.calls_for("ExtractedSignals") == 500
+    assert len(materialized_partitions(first, "chunks")) == 500
+    inbox.defs.resolve_job_def("index_job").execute_in_process(instance=instance)
+
+    write(inbox_dir / "late.md", "Late", "Quill Transport hired 30 drivers. The hires start in May. They cover Leeds.")
+    llm.reset()
+    result = inbox.tick()
+    assert added(result) == ["inbox/late.md"]
+    [request] = result.run_requests
+    run = inbox.execute(request)
+    assert llm.calls_for("ExtractedSignals") == 1
+    assert materialized_partitions(run, "chunks") == ["inbox/late.md"]
+    assert metadata(run, "chunks")["chunks"] == 1 and metadata(run, "signals")["documents"] == 1
+    assert metadata(run, "signals")["model_calls"] == 1
+
+    index = metadata(inbox.defs.resolve_job_def("index_job").execute_in_process(instance=instance), "retrieval_index")
+    assert (index["chunks"], index["embedded_this_run"], index["removed_this_run"]) == (501, 1, 0)
