@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run dev test bench clean
+.PHONY: setup run dev prod celery-worker test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ run: setup
 dev: setup
 	DAGSTER_HOME="$$($(BIN)/ai-pipelines home)" env --default-signal=INT,TERM \
 		$(BIN)/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml
+
+# The production stack (deploy/dagster.yaml): webserver and daemon on Postgres. Needs
+# AI_PIPELINES_POSTGRES_URL; CELERY_WORKERS=n also starts celery workers.
+prod: setup
+	$(BIN)/ai-pipelines stack --port $${PORT:-3000} --celery-workers $${CELERY_WORKERS:-0}
+
+# One more celery worker (AI_PIPELINES_EXECUTOR=celery), e.g. on another host sharing the code and Postgres.
+celery-worker: setup
+	DAGSTER_HOME="$$($(BIN)/ai-pipelines home)" $(BIN)/dagster-celery worker start -A dagster_celery.app \
+		-y "$$($(BIN)/ai-pipelines home)/celery.yaml"
 
 test: setup
 	$(BIN)/python -m pytest

@@ -108,6 +108,19 @@ def command_home(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from ai_pipelines.stack import Stack, StackError
+
+    try:
+        stack = Stack(settings, port=args.port, celery_workers=args.celery_workers, drain_seconds=args.drain_seconds)
+        stack.start()
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Webserver on http://127.0.0.1:{args.port}, daemon running (Dagster home {stack.home}); Ctrl-C stops.", flush=True)
+    return stack.wait()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ai-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--dev", default="tests/data/fact_check_dev.jsonl", help='JSONL with "id", "text", "label".')
     calibrate.add_argument("--write", action="store_true", help="Replace the bundled calibration file.")
     commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
+    stack = commands.add_parser("stack", help="Production stack: webserver and daemon on Postgres (deploy/dagster.yaml).")
+    stack.add_argument("--port", type=int, default=3000)
+    stack.add_argument("--celery-workers", type=int, default=0, help="Celery workers to start alongside (executor celery).")
+    stack.add_argument("--drain-seconds", type=float, default=300, help="On stop, how long runs in progress may finish.")
     return parser
 
 
@@ -140,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    handlers = {"run": command_run, "fact-check": command_fact_check, "home": command_home, "calibrate": command_calibrate}
+    handlers = {"run": command_run, "fact-check": command_fact_check, "home": command_home, "calibrate": command_calibrate,
+                "stack": command_stack}
     try:
         return handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError) as exc:

@@ -6,7 +6,15 @@ import hashlib
 import json
 import os
 
-from dagster import AssetsDefinition, Definitions, EnvVar, FilesystemIOManager, in_process_executor
+from dagster import (
+    AssetsDefinition,
+    Definitions,
+    EnvVar,
+    ExecutorDefinition,
+    FilesystemIOManager,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from ai_pipelines.settings import ENV_PREFIX, Settings, load_settings
 from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig
@@ -37,8 +45,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             max_retries=settings.llm_max_retries,
             breaker_failures=settings.llm_breaker_failures,
             breaker_cooldown_seconds=settings.llm_breaker_cooldown_seconds,
-            cache_path=str(settings.response_cache_path) if settings.llm_cache else "",
-            trace_path=str(settings.trace_path),
+            cache_path=settings.response_cache_location if settings.llm_cache else "",
+            trace_path=settings.trace_location,
             trace_redaction=settings.llm_trace_redaction,
             otlp_endpoint=settings.otlp_endpoint,
             budget_usd=settings.llm_budget_usd,
@@ -58,6 +66,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             corpus_dir=str(settings.corpus_dir) if settings.corpus_dir else PipelineConfig().corpus_dir,
             inbox_dir=str(settings.inbox_dir or settings.data_dir / "inbox"),
             output_dir=str(settings.output_dir),
+            state_url=settings.postgres_url,
             topics=settings.topics,
             max_topics=settings.max_topics,
             claims_per_draft=settings.claims_per_draft,
@@ -102,8 +111,19 @@ def with_model_versions(assets: list[AssetsDefinition], settings: Settings) -> l
     return versioned
 
 
+def build_executor(settings: Settings) -> ExecutorDefinition:
+    """In process by default, so every step shares one embedded model server. Celery and
+    multiprocess give each step its own process: meant for remote model endpoints."""
+    if settings.executor == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured({"broker": settings.celery_broker, "backend": settings.celery_backend})
+    if settings.executor == "multiprocess":
+        return multiprocess_executor
+    return in_process_executor
+
+
 def build_definitions(settings: Settings) -> Definitions:
-    # One process runs every step, so every step shares one embedded model server.
     return Definitions(
         assets=with_model_versions(ALL_ASSETS, settings),
         asset_checks=ALL_ASSET_CHECKS,
@@ -111,7 +131,7 @@ def build_definitions(settings: Settings) -> Definitions:
         schedules=[digest_schedule(settings.digest_cron, settings.timezone)],
         sensors=[inbox_sensor, index_automation, run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url)],
         resources=build_resources(settings),
-        executor=in_process_executor,
+        executor=build_executor(settings),
     )
 
 

@@ -83,7 +83,7 @@ class RunReport(BaseModel):
         lines = [f"Run {self.run_id}: {'succeeded' if self.ok else 'FAILED'}", "", "Outputs:"]
         width = max((len(o.asset) for o in self.outputs), default=0)
         lines += [
-            f"  {o.asset.ljust(width)}  {o.location}" + (f" ({o.partitions} documents)" if o.partitions else "")
+            f"  {o.asset.ljust(width)}  {o.location}" + (f" ({o.partitions} partitions)" if o.partitions else "")
             for o in self.outputs
         ] or ["  (none)"]
         lines += ["", "Checks:"]

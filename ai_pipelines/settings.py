@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     min_signal_validity: float = Field(default=0.8, ge=0, le=1)
     max_unsupported_share: float = Field(default=0.4, ge=0, le=1)
 
+    postgres_url: str = Field(
+        default="",
+        description="Production: postgresql+psycopg2://user:password@host:5432/db of the Dagster instance; when set, "
+        "the response cache, trace table and approval log live there too (schema ai_pipelines).",
+    )
+    executor: Literal["in_process", "multiprocess", "celery"] = Field(
+        default="in_process",
+        description="in_process shares one embedded model across steps; celery sends steps to workers.",
+    )
+    celery_broker: str = Field(default="pyamqp://guest:guest@127.0.0.1:5672//", description="Celery broker URL.")
+    celery_backend: str = Field(default="rpc://", description="Celery result backend URL.")
+    max_concurrent_runs: int = Field(default=4, ge=1, description="Production: runs in progress at once; the rest queue.")
+    model_pool_limit: int = Field(default=4, ge=1, description="Production: model-calling steps in progress at once, across runs.")
+
     failure_webhook_url: str = Field(default="", description="POST every failed run here as JSON; empty = off.")
     digest_cron: str = "0 6 * * *"
     timezone: str = "UTC"
@@ -86,12 +100,12 @@ class Settings(BaseSettings):
         return self.data_dir / "chroma"
 
     @property
-    def response_cache_path(self) -> Path:
-        return self.data_dir / "cache" / "responses.sqlite"
+    def response_cache_location(self) -> str:
+        return self.postgres_url or str(self.data_dir / "cache" / "responses.sqlite")
 
     @property
-    def trace_path(self) -> Path:
-        return self.data_dir / "cache" / "traces.sqlite"
+    def trace_location(self) -> str:
+        return self.postgres_url or str(self.data_dir / "cache" / "traces.sqlite")
 
     @property
     def output_dir(self) -> Path:

@@ -19,6 +19,7 @@ class PipelineConfig(ConfigurableResource):
     corpus_dir: str = Field(default=str(SAMPLE_CORPUS_DIR), description="Documents to ingest.")
     inbox_dir: str = Field(default="data/inbox", description="Extra documents dropped by users.")
     output_dir: str = Field(default="data/outputs", description="Where the digest is written.")
+    state_url: str = Field(default="", description="Postgres URL for the approval log; empty = a SQLite file in output_dir.")
     index_collection: str = Field(default="chunks", description="Chroma collection of the index.")
     chunk_chars: int = Field(default=600, description="Target chunk size in characters.")
     max_document_bytes: int = Field(default=2_000_000, description="Larger files are quarantined.")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from assets.config import PipelineConfig
 from assets.frames import OWNERS, from_frame
 from assets.summaries import TopicSummary, render_digest
-from resources.sqlite_store import open_sqlite
+from resources.state_store import StateStore
 
 GROUP = "summaries"
 
@@ -43,21 +43,20 @@ def summaries_version(summaries: pd.DataFrame) -> str:
 
 
 class ApprovalLog:
-    """Every approval and rejection, in `<output_dir>/approvals.sqlite`."""
+    """Every approval and rejection, in `<output_dir>/approvals.sqlite` (or the state database)."""
 
     def __init__(self, pipeline: PipelineConfig):
-        self._db = open_sqlite(
-            pipeline.output_path() / "approvals.sqlite",
+        self._db = StateStore(
+            pipeline.state_url or pipeline.output_path() / "approvals.sqlite",
             "create table if not exists approvals (summaries_version text, approver text, decision text, "
             "reason text, decided_at text);",
         )
 
     def record(self, approval: Approval) -> None:
         self._db.execute("insert into approvals values (?, ?, ?, ?, ?)", tuple(approval.model_dump().values()))
-        self._db.commit()
 
     def all(self) -> list[Approval]:
-        rows = self._db.execute("select * from approvals order by decided_at").fetchall()
+        rows = self._db.fetchall("select * from approvals order by decided_at")
         return [Approval(**dict(zip(Approval.model_fields, row))) for row in rows]
 
 

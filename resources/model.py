@@ -208,6 +208,11 @@ class ModelResource(ConfigurableResource):
                 self._traces = TraceStore(self.trace_path, self.trace_redaction)
             return self._traces
 
+    def trace_records(self, trace_ids: list[str]) -> list[dict[str, object]]:
+        """The trace table rows of these calls (those the table still holds)."""
+        store = self._trace_store()
+        return store.get_many(trace_ids) if store else []
+
     def span_exporter(self):
         """The OpenTelemetry exporter, when an OTLP endpoint is configured."""
         with self._lock:

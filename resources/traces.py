@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from pathlib import Path
 from typing import Literal
 
 from resources.ledger import CallRecord
-from resources.sqlite_store import open_sqlite
+from resources.state_store import StateStore, upsert_sql
 
 Redaction = Literal["full", "hash", "none"]
 
@@ -34,12 +33,10 @@ def _redact(text: str, redaction: Redaction) -> str:
 
 
 class TraceStore:
-    def __init__(self, path: str | Path, redaction: Redaction = "full"):
-        self.path = Path(path)
+    def __init__(self, location: str | Path, redaction: Redaction = "full"):
         self.redaction = redaction
-        self._lock = threading.Lock()
-        self._db = open_sqlite(
-            self.path,
+        self._db = StateStore(
+            location,
             "create table if not exists traces (trace_id text primary key, created_at text, run_id text, asset text, "
             "tier text, endpoint text, model text, prompt text, response text, latency_s real, prompt_tokens integer, "
             "completion_tokens integer, cost_usd real, cache_hit integer, fallback integer, attempt integer, "
@@ -54,15 +51,19 @@ class TraceStore:
             "prompt": _redact(json.dumps(messages, ensure_ascii=False), self.redaction),
             "response": _redact(response, self.redaction),
         }
-        with self._lock:
-            self._db.execute(
-                f"insert or replace into traces ({', '.join(COLUMNS)}) values ({', '.join('?' * len(COLUMNS))})",
-                [row.get(c) for c in COLUMNS],
+        values = [int(v) if isinstance(v, bool) else v for v in (row.get(c) for c in COLUMNS)]  # integer columns
+        self._db.execute(upsert_sql("traces", COLUMNS, "trace_id"), values)
+
+    def get_many(self, trace_ids: list[str], batch: int = 500) -> list[dict[str, object]]:
+        rows: list[tuple] = []
+        unique = list(dict.fromkeys(trace_ids))
+        for start in range(0, len(unique), batch):
+            ids = unique[start : start + batch]
+            rows += self._db.fetchall(
+                f"select {', '.join(COLUMNS)} from traces where trace_id in ({', '.join('?' * len(ids))})", ids
             )
-            self._db.commit()
+        return [dict(zip(COLUMNS, row)) for row in rows]
 
     def get(self, trace_id: str) -> dict[str, object] | None:
-        with self._lock:
-            cursor = self._db.execute(f"select {', '.join(COLUMNS)} from traces where trace_id = ?", (trace_id,))
-            row = cursor.fetchone()
+        row = self._db.fetchone(f"select {', '.join(COLUMNS)} from traces where trace_id = ?", (trace_id,))
         return dict(zip(COLUMNS, row)) if row else None

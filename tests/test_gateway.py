@@ -111,7 +111,7 @@ def test_trace_table_names_prompt_and_model_of_every_draft_claim(settings, llm):
     assert run_digest_job(settings).success
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as db:
         drafts = db.execute("select claim_id, trace_id, evidence_sentence from ai_pipelines.drafts").fetchall()
-    traces = TraceStore(settings.trace_path)
+    traces = TraceStore(settings.trace_location)
     assert drafts
     for claim_id, trace_id, evidence in drafts:
         trace = traces.get(trace_id)
