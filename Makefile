@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run dev prod celery-worker test bench clean
+.PHONY: setup browser run dev prod celery-worker test check bench clean
+
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Debian's Chromium for the browser test; Playwright's own browser download cannot work here.
+browser:
+	@command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq chromium \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 run: setup
 	$(BIN)/ai-pipelines run
@@ -34,8 +41,13 @@ celery-worker: setup
 	DAGSTER_HOME="$$($(BIN)/ai-pipelines home)" $(BIN)/dagster-celery worker start -A dagster_celery.app \
 		-y "$$($(BIN)/ai-pipelines home)/celery.yaml"
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# The CI gate: materialize the graph on the bundled corpus (offline, embedded models), run every
+# asset check, fail on a blocking one.
+check: setup
+	$(BIN)/ai-pipelines check --materialize
 
 bench: setup
 	$(BIN)/python bench/gateway_cache.py

@@ -44,6 +44,11 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     defs = build_definitions(settings)
     job = defs.resolve_job_def("digest_job")
     print(f"Running digest_job over every document (Dagster home {home}) ...", flush=True)
+    if sys.stderr.isatty():
+        from ai_pipelines.progress_bar import TerminalProgressBar
+        from assets.progress import add_listener
+
+        add_listener(TerminalProgressBar(sys.stderr))
     with DagsterInstance.get() as instance:
         try:
             result = run_over_all_documents(
@@ -121,6 +126,22 @@ def command_stack(args: argparse.Namespace, settings: Settings) -> int:
     return stack.wait()
 
 
+def command_check(args: argparse.Namespace, settings: Settings) -> int:
+    from dagster import DagsterInstance
+
+    from ai_pipelines.checks import CheckSelectionError, run_checks
+
+    ensure_dagster_home(settings)
+    with DagsterInstance.get() as instance:
+        try:
+            checks = run_checks(settings, instance, select=args.select, materialize=args.materialize)
+        except CheckSelectionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(checks.render())
+    return 0 if checks.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ai-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--dev", default="tests/data/fact_check_dev.jsonl", help='JSONL with "id", "text", "label".')
     calibrate.add_argument("--write", action="store_true", help="Replace the bundled calibration file.")
     commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
+    checks = commands.add_parser(
+        "check", help="Run asset checks (latest materializations, or --materialize first); exit 1 on a blocking failure."
+    )
+    checks.add_argument("--select", default="", help="Comma-separated asset keys or group:<name>; default every asset.")
+    checks.add_argument("--materialize", action="store_true", help="Materialize the selection (all documents) first.")
     stack = commands.add_parser("stack", help="Production stack: webserver and daemon on Postgres (deploy/dagster.yaml).")
     stack.add_argument("--port", type=int, default=3000)
     stack.add_argument("--celery-workers", type=int, default=0, help="Celery workers to start alongside (executor celery).")
@@ -158,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     handlers = {"run": command_run, "fact-check": command_fact_check, "home": command_home, "calibrate": command_calibrate,
-                "stack": command_stack}
+                "stack": command_stack, "check": command_check}
     try:
         return handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError) as exc:

@@ -1,7 +1,34 @@
-"""Progress of a long fan-out, in the run's logs: n of N, rate and time left."""
+"""Progress of a long fan-out, in the run's logs: n of N, rate and time left.
+
+Whoever runs the job in this process (the `run` command in a terminal) can also
+listen to every step of it, to draw a progress bar.
+"""
 
 import threading
 import time
+from typing import Callable
+
+from pydantic import BaseModel
+
+
+class Progress(BaseModel):
+    label: str
+    done: int
+    total: int
+    rate: float  # items per second so far
+    remaining_s: float
+
+
+_listeners: list[Callable[[Progress], None]] = []
+
+
+def add_listener(listener: Callable[[Progress], None]) -> None:
+    _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[Progress], None]) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
 
 
 class ProgressLog:
@@ -18,9 +45,16 @@ class ProgressLog:
         with self._lock:
             self._done += 1
             done = self._done
-        if done % self._step and done != self._total:
-            return
         elapsed = max(time.monotonic() - self._started, 1e-9)
         rate = done / elapsed
-        remaining = (self._total - done) / rate if rate else 0.0
-        self._log.info(f"{self._label}: {done} of {self._total} ({rate:.1f}/s, about {remaining:.0f}s left)")
+        progress = Progress(
+            label=self._label, done=done, total=self._total, rate=rate,
+            remaining_s=(self._total - done) / rate if rate else 0.0,
+        )
+        for listener in list(_listeners):
+            listener(progress)
+        if done % self._step and done != self._total:
+            return
+        self._log.info(
+            f"{self._label}: {done} of {self._total} ({rate:.1f}/s, about {progress.remaining_s:.0f}s left)"
+        )

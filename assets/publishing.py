@@ -60,7 +60,7 @@ class ApprovalLog:
         return [Approval(**dict(zip(Approval.model_fields, row))) for row in rows]
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds={"markdown"}, output_required=False)
+@asset(group_name=GROUP, owners=OWNERS, kinds={"markdown"}, code_version="1", output_required=False)
 def published_digest(
     context: AssetExecutionContext, config: ApprovalConfig, pipeline: PipelineConfig, summaries: pd.DataFrame
 ):

@@ -1,16 +1,18 @@
 """`ai-pipelines run`, as a person runs it: exit code, output locations, and what blocked."""
 
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from tests.fake_openai import extract_signals
 
 ROOT = Path(__file__).parent.parent
 
 
-def run_cli(tmp_path, llm, **env):
+def run_cli(tmp_path, llm, tty: bool = False, **env):
     cli = Path(sys.executable).parent / "ai-pipelines"
     environment = {
         **os.environ,
@@ -19,12 +21,31 @@ def run_cli(tmp_path, llm, **env):
         **env,
     }
     environment.pop("DAGSTER_HOME", None)
-    return subprocess.run([str(cli), "run"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
+    if not tty:
+        return subprocess.run([str(cli), "run"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
+    # As in a terminal: stdout and stderr are a pseudo-terminal.
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([str(cli), "run"], cwd=tmp_path, env=environment, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(primary)
+    text = output.decode(errors="replace").replace("\r\n", "\n")
+    return SimpleNamespace(returncode=process.wait(timeout=600), stdout=text, stderr=text)
 
 
 def test_run_names_where_every_output_lives(tmp_path, llm):
-    result = run_cli(tmp_path, llm)
+    result = run_cli(tmp_path, llm, tty=True)
     assert result.returncode == 0, result.stdout + result.stderr
+    # In a terminal, each fan-out draws a progress bar that ends full.
+    assert "\rsignals      [" in result.stdout and "] 30/30 " in result.stdout
     data = (tmp_path / "data").resolve()
     for asset in ["source_documents", "chunks", "signals", "drafts", "fact_checks", "summaries"]:
         assert f"table ai_pipelines.{asset} in {data / 'warehouse.duckdb'}" in result.stdout
@@ -36,5 +57,6 @@ def test_run_exits_non_zero_and_says_which_check_blocked_what(tmp_path, llm):
     llm.scripts["ExtractedSignals"] = lambda m: "{" if "Helios Grid" in m[0]["content"] else extract_signals(m)
     result = run_cli(tmp_path, llm, AI_PIPELINES_MIN_SIGNAL_VALIDITY="0.9")
     assert result.returncode == 1
+    assert "\r" not in result.stderr  # no progress bar when the output is not a terminal
     assert "BLOCKED: check 'signal_validity' failed on asset 'signals'" in result.stdout
-    assert "Not materialized: drafts, fact_checks, summaries" in result.stdout
+    assert "Not materialized: digest_report, drafts, fact_checks, summaries" in result.stdout

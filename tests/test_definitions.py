@@ -45,3 +45,14 @@ def test_per_document_assets_share_the_documents_partitions_and_backfill_in_one_
     assert set(partitioned) == {"source_documents", "quarantined_documents", "chunks", "signals"}
     assert all(policy == BackfillPolicy.single_run() for policy in partitioned.values())
     assert {"inbox_sensor", "index_automation", "record_run_failures"} <= {s.name for s in defs.sensors}
+
+
+def test_every_asset_presents_owners_kinds_code_version_and_table_schema():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        spec = graph.get(key)
+        name = key.to_user_string()
+        assert spec.owners and spec.code_version, name
+        assert any(tag.startswith("dagster/kind/") for tag in spec.tags), name
+        if "duckdb" in {t.removeprefix("dagster/kind/") for t in spec.tags}:
+            assert "dagster/column_schema" in spec.metadata, name

@@ -7,7 +7,7 @@ from dagster import AssetKey, DagsterInstance
 from ai_pipelines.report import RunReport
 from tests.conftest import run_digest_job
 
-STAGES = ["source_documents", "quarantined_documents", "chunks", "retrieval_index", "signals", "drafts", "fact_checks", "summaries"]
+STAGES = ["source_documents", "quarantined_documents", "chunks", "retrieval_index", "signals", "drafts", "fact_checks", "summaries", "digest_report"]
 
 
 @pytest.fixture

@@ -54,6 +54,8 @@ def dagster_dev(tmp_path, settings):
         "TMPDIR": str(tmp_path),
         "AI_PIPELINES_DATA_DIR": str(settings.data_dir),
         "AI_PIPELINES_LLM_BASE_URL": settings.llm_base_url,
+        "AI_PIPELINES_LLM_FAST_MODEL": settings.llm_fast_model,
+        "AI_PIPELINES_LLM_STRONG_MODEL": settings.llm_strong_model,
     }
     dagster = Path(sys.executable).parent / "dagster"
     process = subprocess.Popen(

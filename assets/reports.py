@@ -1,0 +1,176 @@
+"""The digest report: one self-contained HTML file a person reads instead of tables.
+
+It shows the digest, every claim with its verdict and the evidence it was judged
+against, and charts where looking beats reading: what the signals say across
+documents and over time, and what each stage cost in calls, tokens and money. The
+costs come from the trace table rows of the calls behind the rows shown, so the
+report accounts for exactly this digest, whichever runs produced its parts.
+"""
+
+
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+
+from assets.charts import stacked_bars
+from assets.config import PipelineConfig
+from assets.drafts import DraftClaim
+from assets.fact_checks import FactCheck
+from assets.frames import OWNERS, from_frame
+from assets.ingestion import SourceDocument
+from assets.signals import DocumentSignals
+from assets.summaries import TopicSummary
+from resources import ModelResource
+
+GROUP = "summaries"
+CODE_VERSION = "1"
+VERDICT_COLOURS = {"supported": "#2e7d32", "refuted": "#c62828", "not_enough_info": "#8d6e63"}
+SENTIMENTS = ["positive", "neutral", "mixed", "negative"]
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2rem; } .meta { color: #666; margin-bottom: 1.5rem; }
+section { margin-bottom: 2rem; } .charts { display: flex; flex-wrap: wrap; gap: 2rem; }
+table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.4rem; text-align: left; vertical-align: top; }
+.verdict { color: white; border-radius: 3px; padding: 0.1rem 0.4rem; white-space: nowrap; }
+.evidence { color: #444; font-style: italic; } .ids { color: #777; font-family: monospace; font-size: 0.8rem; }
+"""
+
+
+def signals_over_time(signals: list[DocumentSignals], published: dict[str, str]) -> str:
+    by_month: dict[str, Counter] = defaultdict(Counter)
+    for row in signals:
+        by_month[(published.get(row.doc_id) or "undated")[:7]][row.sentiment or "unknown"] += 1
+    rows = [(month, dict(counts)) for month, counts in sorted(by_month.items())]
+    series = SENTIMENTS + sorted({s for _, c in rows for s in c} - set(SENTIMENTS))
+    return stacked_bars("Documents by month and tone", rows, series)
+
+
+def signals_per_document(signals: list[DocumentSignals], limit: int = 25) -> str:
+    ranked = sorted(signals, key=lambda r: -(len(r.entities) + len(r.events) + len(r.key_figures)))[:limit]
+    rows = [
+        (r.title, {"entities": len(r.entities), "events": len(r.events), "key figures": len(r.key_figures)})
+        for r in ranked
+    ]
+    return stacked_bars(f"Grounded signals per document (top {len(rows)})", rows, ["entities", "events", "key figures"])
+
+
+def usage_per_stage(traces_by_stage: dict[str, list[dict]]) -> tuple[str, str]:
+    tokens = [
+        (stage, {"prompt": sum(t["prompt_tokens"] or 0 for t in rows), "completion": sum(t["completion_tokens"] or 0 for t in rows)})
+        for stage, rows in traces_by_stage.items()
+    ]
+    cost = [(stage, {"cost": sum(t["cost_usd"] or 0.0 for t in rows)}) for stage, rows in traces_by_stage.items()]
+    return (
+        stacked_bars("Tokens per stage", tokens, ["prompt", "completion"]),
+        stacked_bars("Cost per stage", cost, ["cost"], unit=" USD"),
+    )
+
+
+def claims_table(checks: list[FactCheck]) -> str:
+    lines = ["<table><tr><th>Claim</th><th>Verdict</th><th>Score</th><th>Evidence</th></tr>"]
+    for check in checks:
+        colour = VERDICT_COLOURS.get(check.verdict, "#555")
+        contested = f"<br>contested: {escape(check.conflict)}" if check.contested else ""
+        lines.append(
+            f"<tr><td>{escape(check.claim)}<div class='ids'>{escape(check.topic)} · {escape(check.claim_id)}</div></td>"
+            f"<td><span class='verdict' style='background:{colour}'>{escape(check.verdict)}</span></td>"
+            f"<td>{check.score:.3f}</td>"
+            f"<td><span class='evidence'>{escape(check.evidence_sentence)}</span>{contested}"
+            f"<div class='ids'>{escape(', '.join(check.evidence_chunk_ids))}</div></td></tr>"
+        )
+    lines.append("</table>")
+    return "".join(lines)
+
+
+def topics_section(summaries: list[TopicSummary]) -> str:
+    parts = []
+    for row in summaries:
+        figures = f"<p><b>Key figures:</b> {escape('; '.join(row.key_figures))}</p>" if row.key_figures else ""
+        tone = ", ".join(f"{k} {v}" for k, v in sorted(row.sentiment_mix.items()))
+        parts.append(
+            f"<h3>{escape(row.topic)}</h3><p>{escape(row.summary) or '<i>No supported claims.</i>'}</p>{figures}"
+            f"<p class='ids'>tone of sources: {escape(tone) or 'n/a'} · evidence: {escape(', '.join(row.chunk_ids))}</p>"
+        )
+    return "".join(parts)
+
+
+def render_report(
+    summaries: list[TopicSummary],
+    checks: list[FactCheck],
+    signals: list[DocumentSignals],
+    published: dict[str, str],
+    traces_by_stage: dict[str, list[dict]],
+    run_id: str,
+) -> str:
+    verdicts = Counter(c.verdict for c in checks)
+    tokens_chart, cost_chart = usage_per_stage(traces_by_stage)
+    index_version = checks[0].index_version if checks else "n/a"
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Digest report</title>"
+        f"<style>{STYLE}</style></head><body>"
+        "<h1>Digest report</h1>"
+        f"<div class='meta'>generated {generated} · run {escape(run_id)} · index {escape(index_version)} · "
+        f"{len(signals)} documents · {len(checks)} claims: "
+        + ", ".join(f"{v} {escape(k)}" for k, v in sorted(verdicts.items()))
+        + "</div>"
+        f"<section><h2>Summary</h2>{topics_section(summaries)}</section>"
+        f"<section><h2>Signals</h2><div class='charts'>{signals_over_time(signals, published)}"
+        f"{signals_per_document(signals)}</div></section>"
+        f"<section><h2>Claims and evidence</h2>{claims_table(checks)}</section>"
+        f"<section><h2>Model usage behind this digest</h2><div class='charts'>{tokens_chart}{cost_chart}</div>"
+        "<p class='ids'>Costs use AI_PIPELINES_LLM_INPUT_PRICE_PER_MTOK and _OUTPUT_PRICE_PER_MTOK (0 for local models).</p>"
+        "</section>"
+        "</body></html>"
+    )
+
+
+@asset(
+    group_name=GROUP,
+    code_version=CODE_VERSION,
+    owners=OWNERS,
+    kinds={"html"},
+)
+def digest_report(
+    context: AssetExecutionContext,
+    pipeline: PipelineConfig,
+    model: ModelResource,
+    summaries: pd.DataFrame,
+    fact_checks: pd.DataFrame,
+    drafts: pd.DataFrame,
+    signals: pd.DataFrame,
+    source_documents: pd.DataFrame,
+) -> Output[dict]:
+    """The digest as a self-contained HTML report: summary, every claim with its verdict and evidence, charts."""
+    checks = from_frame(fact_checks, FactCheck)
+    signal_rows = from_frame(signals, DocumentSignals)
+    published = {d.doc_id: d.published for d in from_frame(source_documents, SourceDocument)}
+    trace_ids = {
+        "signals": [r.trace_id for r in signal_rows if r.trace_id],
+        "drafts": [c.trace_id for c in from_frame(drafts, DraftClaim) if c.trace_id],
+    }
+    traces_by_stage = {stage: model.trace_records(ids) for stage, ids in trace_ids.items()}
+    html = render_report(
+        from_frame(summaries, TopicSummary), checks, signal_rows, published, traces_by_stage, context.run_id
+    )
+    path = pipeline.output_path() / "digest.html"
+    path.write_text(html, encoding="utf-8")
+    context.log.info(f"Digest report written to {path.resolve()}")
+    location = str(Path(path).resolve())
+    return Output(
+        {"path": location},
+        metadata={
+            "location": MetadataValue.path(location),
+            "report": MetadataValue.url(f"file://{location}"),
+            "claims": len(checks),
+            "documents": len(signal_rows),
+            "traced_calls": sum(len(v) for v in traces_by_stage.values()),
+            "bytes": len(html.encode()),
+        },
+    )
