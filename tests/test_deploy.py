@@ -21,7 +21,7 @@ from ai_pipelines.stack import prepare_home
 from assets.documents import DOCUMENTS
 from tests.conftest import run_digest_job
 from tests.fake_openai import Fault
-from tests.test_webserver import free_port
+from tests.test_webserver import free_port, graphql
 
 SERVER = "postgres@127.0.0.1:5432"
 DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -270,3 +270,41 @@ def test_stack_names_what_it_is_missing(tmp_path):
     env["AI_PIPELINES_POSTGRES_URL"] = "postgresql+psycopg2://postgres@127.0.0.1:1/nowhere"
     unreachable = subprocess.run([str(cli), "stack"], env=env, capture_output=True, text=True, timeout=120)
     assert unreachable.returncode == 2 and "cannot reach Postgres at 127.0.0.1:1" in unreachable.stderr
+
+
+def test_inbox_sensor_under_the_daemon_turns_new_files_into_one_run(prod, tmp_path, llm):
+    settings, home = prod
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(3):
+        (inbox / f"note-{i}.md").write_text(f"# Note {i}\n\nOrion Freight opened depot {i} in Leeds. It employs {40 + i} people.\n")
+    stack = StackProcess(settings, home, tmp_path, max_concurrent_runs=2)
+    stack.env.update({"AI_PIPELINES_INBOX_DIR": str(inbox), "AI_PIPELINES_CORPUS_DIR": str(tmp_path / "no-corpus")})
+    stack.start()
+    try:
+        selector = {"repositoryLocationName": "ai_pipelines", "repositoryName": "__repository__", "sensorName": "inbox_sensor"}
+        started = graphql(stack.port, START_SENSOR, {"s": selector})
+        assert started["data"]["startSensor"]["__typename"] == "Sensor", started
+        with DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + 240
+            while not instance.get_run_records():
+                assert time.monotonic() < deadline, "the sensor requested no run"
+                time.sleep(1)
+            watch(instance, [r.dagster_run.run_id for r in instance.get_run_records()])
+            [run] = [r.dagster_run for r in instance.get_run_records()]
+            partitions = instance.get_dynamic_partitions(DOCUMENTS.name)
+    finally:
+        assert stack.stop() == 0
+    assert run.status == DagsterRunStatus.SUCCESS and run.job_name == "document_job"
+    assert partitions == ["inbox/note-0.md", "inbox/note-1.md", "inbox/note-2.md"]
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
+        "inbox/note-0.md", "inbox/note-2.md"
+    )
+    assert llm.calls_for("ExtractedSignals") == 3
+
+
+START_SENSOR = (
+    "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) "
+    "{ __typename ... on PythonError { message } } }"
+)
+
