@@ -70,15 +70,20 @@ def resolve_selection(defs: Definitions, select: str) -> list[AssetKey]:
     return sorted(selection.resolve(graph) & everything)
 
 
-def run_checks(settings: Settings, instance: DagsterInstance, select: str = "", materialize: bool = False) -> CheckRun:
+def run_checks(
+    settings: Settings, instance: DagsterInstance, select: str = "", materialize: bool = False, log_level: str = "WARNING"
+) -> CheckRun:
     from ai_pipelines.definitions import build_definitions, build_resources
 
     defs = build_definitions(settings)
     keys = resolve_selection(defs, select)
     pipeline = build_resources(settings)["pipeline"]
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     if materialize:
         job = defs.resolve_job_def("digest_job")
-        result = run_over_all_documents(job, instance, pipeline, raise_on_error=False, asset_selection=keys)
+        result = run_over_all_documents(
+            job, instance, pipeline, raise_on_error=False, asset_selection=keys, run_config=run_config
+        )
     else:
         never = [k.to_user_string() for k in keys if instance.get_latest_materialization_event(k) is None]
         if never:
@@ -87,7 +92,9 @@ def run_checks(settings: Settings, instance: DagsterInstance, select: str = "", 
             )
         checks_job = define_asset_job(CHECKS_JOB, selection=AssetSelection.checks_for_assets(*keys))
         job = Definitions.merge(defs, Definitions(jobs=[checks_job])).resolve_job_def(CHECKS_JOB)
-        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=all_documents_tags(instance))
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, tags=all_documents_tags(instance), run_config=run_config
+        )
     report = RunReport.from_result(result, settings)
     planned = {f"{k.asset_key.to_user_string()}:{k.name}" for k in result.job_def.asset_layer.asset_graph.asset_check_keys
                if k.asset_key in set(keys)}

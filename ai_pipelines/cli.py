@@ -134,7 +134,9 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
     ensure_dagster_home(settings)
     with DagsterInstance.get() as instance:
         try:
-            checks = run_checks(settings, instance, select=args.select, materialize=args.materialize)
+            checks = run_checks(
+                settings, instance, select=args.select, materialize=args.materialize, log_level=args.log_level
+            )
         except CheckSelectionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checks.add_argument("--select", default="", help="Comma-separated asset keys or group:<name>; default every asset.")
     checks.add_argument("--materialize", action="store_true", help="Materialize the selection (all documents) first.")
+    checks.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING).")
     stack = commands.add_parser("stack", help="Production stack: webserver and daemon on Postgres (deploy/dagster.yaml).")
     stack.add_argument("--port", type=int, default=3000)
     stack.add_argument("--celery-workers", type=int, default=0, help="Celery workers to start alongside (executor celery).")
