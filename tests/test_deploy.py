@@ -21,7 +21,7 @@ from ai_pipelines.stack import prepare_home
 from assets.documents import DOCUMENTS
 from tests.conftest import run_digest_job
 from tests.fake_openai import Fault
-from tests.test_webserver import free_port, graphql
+from tests.test_webserver import free_port, graphql, server_environment
 
 SERVER = "postgres@127.0.0.1:5432"
 DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -82,13 +82,7 @@ class StackProcess:
         self.port = free_port()
         self.celery_workers = celery_workers
         self.env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            "TMPDIR": str(tmp_path),
-            "AI_PIPELINES_DATA_DIR": str(settings.data_dir),
-            "AI_PIPELINES_LLM_BASE_URL": settings.llm_base_url,
-            "AI_PIPELINES_LLM_FAST_MODEL": settings.llm_fast_model,
-            "AI_PIPELINES_LLM_STRONG_MODEL": settings.llm_strong_model,
+            **server_environment(settings, home, tmp_path),
             "AI_PIPELINES_POSTGRES_URL": settings.postgres_url,
             "AI_PIPELINES_MAX_CONCURRENT_RUNS": str(max_concurrent_runs),
             "AI_PIPELINES_EXECUTOR": "celery" if celery_workers else "in_process",

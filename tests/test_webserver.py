@@ -30,6 +30,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def server_environment(settings, home: Path, tmp_path: Path) -> dict[str, str]:
+    """What a Dagster process started by a test needs to load this code location as the test configured it."""
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "TMPDIR": str(tmp_path),
+        "AI_PIPELINES_DATA_DIR": str(settings.data_dir),
+        "AI_PIPELINES_LLM_BASE_URL": settings.llm_base_url,
+        "AI_PIPELINES_LLM_FAST_MODEL": settings.llm_fast_model,
+        "AI_PIPELINES_LLM_STRONG_MODEL": settings.llm_strong_model,
+    }
+
+
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
@@ -48,15 +61,7 @@ def dagster_dev(tmp_path, settings):
     with DagsterInstance.from_config(str(home)) as instance:
         assert run_digest_job(settings, instance).success
     port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "TMPDIR": str(tmp_path),
-        "AI_PIPELINES_DATA_DIR": str(settings.data_dir),
-        "AI_PIPELINES_LLM_BASE_URL": settings.llm_base_url,
-        "AI_PIPELINES_LLM_FAST_MODEL": settings.llm_fast_model,
-        "AI_PIPELINES_LLM_STRONG_MODEL": settings.llm_strong_model,
-    }
+    env = server_environment(settings, home, tmp_path)
     dagster = Path(sys.executable).parent / "dagster"
     process = subprocess.Popen(
         [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(ROOT / "workspace.yaml")],
