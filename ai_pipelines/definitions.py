@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 from dagster import (
     AssetsDefinition,
@@ -22,31 +23,68 @@ from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreRe
 from sensors import ALL_JOBS, digest_schedule, inbox_sensor, index_automation, run_failure_recorder
 
 
-def _secret(name: str, value: str):
-    """Keys set in the environment stay EnvVars, so the UI never displays them."""
-    variable = ENV_PREFIX + name
-    return EnvVar(variable) if os.environ.get(variable) else value
+def _secret(variable: str, value: str) -> EnvVar | str:
+    """A secret as a Dagster `EnvVar`, so that snapshots in the instance database and the
+    UI's resource config hold the variable's name, never its value.
+
+    A value that is not in the process environment under `variable` (read from `.env`,
+    given in the fallbacks JSON, or passed to `Settings` directly) is exported there first.
+    Every Dagster process that runs this code location (webserver, daemon, code server,
+    run and step workers) loads these definitions, so each one can resolve it.
+    """
+    if not value:
+        return ""
+    if os.environ.get(variable) != value:
+        os.environ[variable] = value
+    return EnvVar(variable)
+
+
+def fallback_key_variable(name: str) -> str:
+    """Where a fallback endpoint's literal `api_key` is exported: AI_PIPELINES_LLM_FALLBACK_<NAME>_API_KEY."""
+    return f"{ENV_PREFIX}LLM_FALLBACK_{re.sub(r'[^A-Z0-9]+', '_', name.upper()).strip('_')}_API_KEY"
+
+
+def _fallback(options: dict[str, object]) -> Endpoint:
+    """One fallback endpoint from the JSON setting, its key given as `api_key_env` (the name of
+    a variable that holds it, resolved by Dagster in each process) or `api_key` (a literal, exported).
+
+    Dagster keeps an `EnvVar` inside the nested `fallbacks: list[Endpoint]` config (pythonic
+    config restores them after pydantic validation, `ensure_env_vars_set_post_init`, and
+    snapshots them as {"env": name}); tests/test_secrets.py holds it to that.
+    """
+    fields = dict(options)
+    variable = str(fields.pop("api_key_env", "") or "")
+    if variable:
+        fields["api_key"] = EnvVar(variable)
+    elif fields.get("api_key"):
+        fields["api_key"] = _secret(fallback_key_variable(str(fields.get("name", ""))), str(fields["api_key"]))
+    return Endpoint(**fields)
+
+
+def _state_location(settings: Settings, location: str) -> EnvVar | str:
+    """The Postgres URL (it may hold a password) as a secret; a file path as it is."""
+    return _secret(ENV_PREFIX + "POSTGRES_URL", location) if settings.postgres_url and location == settings.postgres_url else location
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
     embeddings = EmbeddingsResource(
         base_url=settings.embeddings_base_url,
-        api_key=_secret("EMBEDDINGS_API_KEY", settings.embeddings_api_key),
+        api_key=_secret(ENV_PREFIX + "EMBEDDINGS_API_KEY", settings.embeddings_api_key),
         model=settings.embeddings_model,
     )
     return {
         "model": ModelResource(
             base_url=settings.llm_base_url,
-            api_key=_secret("LLM_API_KEY", settings.llm_api_key),
+            api_key=_secret(ENV_PREFIX + "LLM_API_KEY", settings.llm_api_key),
             fast_model=settings.llm_fast_model,
             strong_model=settings.llm_strong_model,
             timeout_seconds=settings.llm_timeout_seconds,
-            fallbacks=[Endpoint.model_validate(e) for e in settings.llm_fallbacks],
+            fallbacks=[_fallback(e) for e in settings.llm_fallbacks],
             max_retries=settings.llm_max_retries,
             breaker_failures=settings.llm_breaker_failures,
             breaker_cooldown_seconds=settings.llm_breaker_cooldown_seconds,
-            cache_path=settings.response_cache_location if settings.llm_cache else "",
-            trace_path=settings.trace_location,
+            cache_path=_state_location(settings, settings.response_cache_location) if settings.llm_cache else "",
+            trace_path=_state_location(settings, settings.trace_location),
             trace_redaction=settings.llm_trace_redaction,
             otlp_endpoint=settings.otlp_endpoint,
             budget_usd=settings.llm_budget_usd,
@@ -66,13 +104,18 @@ def build_resources(settings: Settings) -> dict[str, object]:
             corpus_dir=str(settings.corpus_dir) if settings.corpus_dir else PipelineConfig().corpus_dir,
             inbox_dir=str(settings.inbox_dir or settings.data_dir / "inbox"),
             output_dir=str(settings.output_dir),
-            state_url=settings.postgres_url,
+            state_url=_state_location(settings, settings.postgres_url),
+            max_document_bytes=settings.max_document_bytes,
+            max_document_chars=settings.max_document_chars,
+            max_chunk_chars=settings.max_chunk_chars,
+            screen_with_model=settings.screens_with_model,
             topics=settings.topics,
             max_topics=settings.max_topics,
             claims_per_draft=settings.claims_per_draft,
             max_quarantine_share=settings.max_quarantine_share,
             min_signal_validity=settings.min_signal_validity,
             max_unsupported_share=settings.max_unsupported_share,
+            max_failed_request_share=settings.max_failed_request_share,
         ),
         "warehouse_io_manager": WarehouseIOManager(
             database=str(settings.warehouse_path), schema="ai_pipelines"

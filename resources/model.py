@@ -7,6 +7,11 @@ of endpoints per tier, retries with backoff that honour Retry-After (tenacity; t
 openai client's own retries are off so the two never multiply), a timeout, and a
 circuit breaker per endpoint. Callers ask for a pydantic model and get a validated
 instance back, or an error that says what was wrong; they never see raw model text.
+
+Validation belongs to the endpoint that answered: an invalid answer is re-asked on the
+same endpoint, an endpoint whose answers stay invalid counts as failed (its breaker
+too) and the chain moves on, and only an answer that validated is ever cached. Error
+text passes through `redact` before it is stored or raised, since providers echo keys.
 """
 
 from __future__ import annotations
@@ -14,44 +19,89 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Literal, Sequence, TypeVar
 
 import openai
 from dagster import Config, ConfigurableResource
 from openai import OpenAI
-from pydantic import BaseModel, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from resources.circuit_breaker import CircuitBreaker
-from resources.ledger import CallLedger, CallRecord
+from resources.ledger import RETRYABLE_STATUS, CallLedger, CallRecord, is_outage
 from resources.local_model import EMBEDDED_SERVER, LOCAL_MODEL_NAME, LocalServerSettings
+from resources.secrets import redact, reveal
 from resources.response_cache import CachedResponse, ResponseCache, request_key
 from resources.traces import TraceStore
 
 Tier = Literal["fast", "strong"]
 T = TypeVar("T", bound=BaseModel)
 Messages = list[dict[str, str]]
-RETRYABLE_STATUS = {408, 409, 429}
+INVALID_OUTPUT = "invalid output"
+
+
+class EndpointFailure(BaseModel):
+    """Why one endpoint of the chain gave no valid answer to one request."""
+
+    endpoint: str
+    model: str
+    kind: str  # as `CallRecord.error_kind`: "503", "timeout", "circuit open", "invalid output", ...
+    detail: str  # redacted
+    attempts: int = 0  # requests sent to the endpoint (retries and re-asks included)
+    last_answer: str = Field(default="", repr=False)
+
+    @property
+    def outage(self) -> bool:
+        return is_outage(self.kind)
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} ({self.model}): {self.detail}"
 
 
 class ModelCallError(RuntimeError):
-    """Every endpoint of the chain failed or was skipped; the message lists why, per endpoint."""
+    """No endpoint of the chain gave a valid answer; `failures` says why, per endpoint, and
+    `outage` whether none answered at all (which a run report should name as an outage)."""
+
+    def __init__(self, tier: str, failures: Sequence[EndpointFailure], subject: str = ""):
+        self.tier = tier
+        self.failures = list(failures)
+        what = "outage" if self.outage else "invalid output" if self.invalid_output else "failed"
+        reasons = "; ".join(str(f) for f in self.failures) or "no endpoint configured"
+        super().__init__(f"{subject}all endpoints failed for tier {tier!r} ({what}): {reasons}")
+
+    @property
+    def outage(self) -> bool:
+        """No endpoint answered: transport errors, 5xx, timeouts, exhausted 429s, open circuits."""
+        return bool(self.failures) and all(f.outage for f in self.failures)
+
+    @property
+    def invalid_output(self) -> bool:
+        """Some endpoint answered, but its answers stayed invalid after every re-ask."""
+        return any(f.kind == INVALID_OUTPUT for f in self.failures)
+
+    def __reduce__(self):
+        return (type(self), (self.tier, self.failures))
 
 
 class BudgetExceededError(RuntimeError):
     """The run has spent its model budget; further calls are refused and the step fails."""
 
 
-class StructuredOutputError(RuntimeError):
-    """The model's answers stayed invalid for the schema after every re-ask."""
+class StructuredOutputError(ModelCallError):
+    """No valid answer, and at least one endpoint answered but stayed invalid for the schema after every re-ask."""
 
-    def __init__(self, schema: str, attempts: int, last_error: str, last_answer: str):
+    def __init__(self, tier: str, failures: Sequence[EndpointFailure], schema: str = ""):
+        super().__init__(tier, failures, subject=f"{schema}: no valid answer; " if schema else "")
         self.schema = schema
-        self.attempts = attempts
-        self.last_error = last_error
-        self.last_answer = last_answer
-        super().__init__(f"{schema}: no valid answer after {attempts} attempt(s); last error: {last_error}")
+        invalid = [f for f in self.failures if f.kind == INVALID_OUTPUT]
+        self.attempts = sum(f.attempts for f in invalid)
+        self.last_error = invalid[-1].detail if invalid else ""
+        self.last_answer = invalid[-1].last_answer if invalid else ""
+
+    def __reduce__(self):
+        return (type(self), (self.tier, self.failures, self.schema))
 
 
 class Endpoint(Config):
@@ -85,6 +135,17 @@ def _validation_message(error: Exception) -> str:
             f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in error.errors()[:5]
         )
     return str(error)
+
+
+def error_kind(error: BaseException) -> str:
+    """How a call failed, in the words a run report uses: the status code, or the transport failure."""
+    if isinstance(error, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(error, openai.APIConnectionError):
+        return "connection error"
+    if isinstance(error, openai.APIStatusError):
+        return str(error.status_code)
+    return type(error).__name__
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -179,7 +240,7 @@ class ModelResource(ConfigurableResource):
             if endpoint.name not in self._clients:
                 self._clients[endpoint.name] = OpenAI(
                     base_url=self._url(endpoint),
-                    api_key=endpoint.api_key or "not-needed",
+                    api_key=reveal(endpoint.api_key) or "not-needed",
                     timeout=endpoint.timeout_seconds,
                     max_retries=0,  # tenacity retries; the client's own would multiply them
                 )
@@ -199,13 +260,13 @@ class ModelResource(ConfigurableResource):
     def _response_cache(self) -> ResponseCache | None:
         with self._lock:
             if self._cache is None and self.cache_path:
-                self._cache = ResponseCache(self.cache_path)
+                self._cache = ResponseCache(reveal(self.cache_path))
             return self._cache
 
     def _trace_store(self) -> TraceStore | None:
         with self._lock:
             if self._traces is None and self.trace_path:
-                self._traces = TraceStore(self.trace_path, self.trace_redaction)
+                self._traces = TraceStore(reveal(self.trace_path), self.trace_redaction)
             return self._traces
 
     def trace_records(self, trace_ids: list[str]) -> list[dict[str, object]]:
@@ -251,10 +312,10 @@ class ModelResource(ConfigurableResource):
         hinted = retry_after_seconds(retry_state.outcome.exception() if retry_state.outcome else None)
         return min(hinted, self.backoff_max_seconds) if hinted is not None else backoff(retry_state)
 
-    def _call_endpoint(self, endpoint: Endpoint, request: dict[str, Any]) -> tuple[Any, int]:
-        """One endpoint, with retries; returns the response and how many attempts it took."""
+    def _call_endpoint(self, endpoint: Endpoint, body: dict[str, Any], record: CallRecord) -> Any:
+        """One call to one endpoint, with retries; `record.attempt` counts the tries, failed or not."""
         client = self._client(endpoint)
-        attempts = 0
+        record.attempt = 0
         for attempt in Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
@@ -262,53 +323,44 @@ class ModelResource(ConfigurableResource):
             reraise=True,
         ):
             with attempt:
-                attempts += 1
-                return client.chat.completions.create(model=endpoint.model_for(request["tier"]), **request["body"]), attempts
+                record.attempt += 1
+                return client.chat.completions.create(model=record.model, **body)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _complete(
-        self, messages: Messages, schema: type[BaseModel], tier: Tier, max_tokens: int, ledger: CallLedger | None, reask: int
-    ) -> tuple[str, CallRecord]:
-        chain = self.chain()
-        body = {
-            "messages": messages,
-            "response_format": response_format_for(schema),
-            "max_tokens": max_tokens,
-            "temperature": self.temperature,
-        }
-        key = request_key({"models": [e.model_for(tier) for e in chain], **body})
-        cache = self._response_cache()
-        cached = cache.get(key) if cache else None
-        if cached is not None:
-            record = CallRecord(tier=tier, model=cached.model, endpoint=cached.endpoint, cache_hit=True, reask=reask)
-            self._record(ledger, record, messages, cached.content)
-            return cached.content, record
-        self._check_budget()
-        failures: list[str] = []
-        input_chars = sum(len(m["content"]) for m in messages)
-        for position, endpoint in enumerate(chain):
-            if endpoint.max_input_chars and input_chars > endpoint.max_input_chars:
-                failures.append(f"{endpoint.name}: input of {input_chars} chars over its {endpoint.max_input_chars}")
-                continue
-            breaker = self._breaker(endpoint)
-            if not breaker.allow():
-                failures.append(f"{endpoint.name}: circuit open")
-                continue
-            record = CallRecord(
-                tier=tier, model=endpoint.model_for(tier), endpoint=endpoint.name, fallback=position > 0, reask=reask
-            )
+    def _secrets(self) -> list[str]:
+        return [self.api_key, *(e.api_key for e in self.fallbacks)]
+
+    def _ask(
+        self,
+        endpoint: Endpoint,
+        messages: Messages,
+        schema: type[T],
+        parameters: dict[str, Any],
+        ledger: CallLedger | None,
+        label: dict[str, Any],
+    ) -> tuple[T, CallRecord, str] | EndpointFailure:
+        """One endpoint: a validated answer, re-asking it with the validation error up to
+        `max_reasks` times, or why it gave none (its calls are recorded either way)."""
+        conversation = list(messages)
+        sent = 0
+        for reask in range(self.max_reasks + 1):
+            self._check_budget()
+            record = CallRecord(model=endpoint.model_for(label["tier"]), endpoint=endpoint.name, reask=reask, **label)
             started = time.perf_counter()
             try:
                 with self._bulkhead(endpoint):
-                    response, record.attempt = self._call_endpoint(endpoint, {"tier": tier, "body": body})
+                    response = self._call_endpoint(endpoint, {"messages": conversation, **parameters}, record)
             except openai.OpenAIError as exc:
-                breaker.record_failure()
+                sent += record.attempt
                 record.latency_s = time.perf_counter() - started
-                record.error = f"{type(exc).__name__}: {exc}"
-                self._record(ledger, record, messages, "")
-                failures.append(f"{endpoint.name} ({endpoint.model_for(tier)}): {record.error}")
-                continue
-            breaker.record_success()
+                record.error_kind = error_kind(exc)
+                record.error = redact(f"{type(exc).__name__}: {exc}", self._secrets())
+                self._record(ledger, record, conversation, "")
+                return EndpointFailure(
+                    endpoint=endpoint.name, model=record.model, kind=record.error_kind, detail=record.error,
+                    attempts=sent,
+                )
+            sent += record.attempt
             record.latency_s = time.perf_counter() - started
             if response.usage is not None:
                 record.prompt_tokens = response.usage.prompt_tokens
@@ -316,20 +368,42 @@ class ModelResource(ConfigurableResource):
             record.cost_usd = self._cost(record.prompt_tokens, record.completion_tokens)
             self._charge(record)
             content = (response.choices[0].message.content or "") if response.choices else ""
-            self._record(ledger, record, messages, content)
-            if cache:
-                cache.put(
-                    key,
-                    CachedResponse(
-                        content=content,
-                        model=record.model,
-                        endpoint=endpoint.name,
-                        prompt_tokens=record.prompt_tokens,
-                        completion_tokens=record.completion_tokens,
-                    ),
-                )
-            return content, record
-        raise ModelCallError(f"all endpoints failed for tier {tier!r}: " + "; ".join(failures))
+            try:
+                value = schema.model_validate(json.loads(content))
+            except (json.JSONDecodeError, ValidationError) as exc:
+                problem = redact(_validation_message(exc), self._secrets())
+                last = reask == self.max_reasks
+                record.error_kind = INVALID_OUTPUT
+                record.error = f"invalid output after {reask + 1} attempts: {problem}" if last else f"invalid output: {problem}"
+                self._record(ledger, record, conversation, content)
+                if last:
+                    return EndpointFailure(
+                        endpoint=endpoint.name, model=record.model, kind=INVALID_OUTPUT, detail=record.error,
+                        attempts=sent, last_answer=content,
+                    )
+                conversation = conversation + [
+                    {"role": "assistant", "content": content},
+                    {
+                        "role": "user",
+                        "content": f"That answer was invalid ({problem}). "
+                        "Answer again with JSON that matches the schema exactly.",
+                    },
+                ]
+                continue
+            self._record(ledger, record, conversation, content)
+            return value, record, content
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _valid_cached(cache: ResponseCache | None, key: str, schema: type[T]) -> tuple[T, CachedResponse] | None:
+        """A cached answer that still validates; anything else is ignored (and overwritten by the next valid one)."""
+        cached = cache.get(key) if cache else None
+        if cached is None:
+            return None
+        try:
+            return schema.model_validate(json.loads(cached.content)), cached
+        except (json.JSONDecodeError, ValidationError):
+            return None
 
     def _record(self, ledger: CallLedger | None, record: CallRecord, messages: Messages, response: str) -> None:
         if ledger is not None:
@@ -354,32 +428,72 @@ class ModelResource(ConfigurableResource):
         tier: Tier = "fast",
         max_tokens: int = 256,
         ledger: CallLedger | None = None,
+        partition: str = "",
     ) -> tuple[T, str]:
         """A validated `schema` instance and the trace id of the call that produced it.
 
-        An invalid answer is re-asked with its validation error, up to `max_reasks` times.
+        Each endpoint of the chain in turn: an invalid answer is re-asked there with its
+        validation error, up to `max_reasks` times; an endpoint that failed (errors after
+        retries, or answers that stayed invalid) counts against its breaker and the next
+        one is tried. Raises `ModelCallError` (`StructuredOutputError` when some endpoint
+        answered invalidly) with the reason per endpoint.
         """
-        conversation = list(messages)
-        last_error, last_answer = "", ""
-        for reask in range(self.max_reasks + 1):
-            last_answer, record = self._complete(conversation, schema, tier, max_tokens, ledger, reask)
-            try:
-                return schema.model_validate(json.loads(last_answer)), record.trace_id
-            except (json.JSONDecodeError, ValidationError) as exc:
-                last_error = _validation_message(exc)
-                record.error = f"invalid output: {last_error}"
-                traces = self._trace_store()
-                if traces is not None:  # the row was written before the answer was judged
-                    traces.add(record, conversation, last_answer, ledger.run_id if ledger else "", ledger.asset if ledger else "")
-                conversation += [
-                    {"role": "assistant", "content": last_answer},
-                    {
-                        "role": "user",
-                        "content": f"That answer was invalid ({last_error}). "
-                        "Answer again with JSON that matches the schema exactly.",
-                    },
-                ]
-        raise StructuredOutputError(schema.__name__, self.max_reasks + 1, last_error, last_answer)
+        chain = self.chain()
+        parameters = {"response_format": response_format_for(schema), "max_tokens": max_tokens, "temperature": self.temperature}
+        key = request_key({"models": [e.model_for(tier) for e in chain], "messages": messages, **parameters})
+        label = {"tier": tier, "request_id": uuid.uuid4().hex, "partition": partition}
+        cache = self._response_cache()
+        hit = self._valid_cached(cache, key, schema)
+        if hit is not None:
+            value, cached = hit
+            record = CallRecord(model=cached.model, endpoint=cached.endpoint, cache_hit=True, **label)
+            self._record(ledger, record, messages, cached.content)
+            return value, record.trace_id
+        failures: list[EndpointFailure] = []
+        input_chars = sum(len(m["content"]) for m in messages)
+        for position, endpoint in enumerate(chain):
+            model_name = endpoint.model_for(tier)
+            if endpoint.max_input_chars and input_chars > endpoint.max_input_chars:
+                failures.append(EndpointFailure(
+                    endpoint=endpoint.name, model=model_name, kind="input too long",
+                    detail=f"input of {input_chars} chars over its {endpoint.max_input_chars}",
+                ))
+                continue
+            breaker = self._breaker(endpoint)
+            if not breaker.allow():
+                skipped = CallRecord(
+                    model=model_name, endpoint=endpoint.name, fallback=position > 0, attempt=0,
+                    error="circuit open", error_kind="circuit open", **label,
+                )
+                self._record(ledger, skipped, messages, "")
+                failures.append(EndpointFailure(endpoint=endpoint.name, model=model_name, kind="circuit open", detail="circuit open"))
+                continue
+            outcome = self._ask(endpoint, messages, schema, parameters, ledger, {**label, "fallback": position > 0})
+            if isinstance(outcome, EndpointFailure):
+                # An endpoint that answers, however badly, is not down: invalid answers count
+                # against its breaker only when a later endpoint can take its requests, so a
+                # lone small model is never shut off for a run of bad answers.
+                if outcome.kind != INVALID_OUTPUT or position < len(chain) - 1:
+                    breaker.record_failure()
+                failures.append(outcome)
+                continue
+            breaker.record_success()
+            value, record, content = outcome
+            if cache:
+                cache.put(
+                    key,
+                    CachedResponse(
+                        content=content,
+                        model=record.model,
+                        endpoint=endpoint.name,
+                        prompt_tokens=record.prompt_tokens,
+                        completion_tokens=record.completion_tokens,
+                    ),
+                )
+            return value, record.trace_id
+        if any(f.kind == INVALID_OUTPUT for f in failures):
+            raise StructuredOutputError(tier, failures, schema.__name__)
+        raise ModelCallError(tier, failures)
 
     def map_structured(self, requests: Sequence[Messages], schema: type[T], **options: Any) -> list[T | Exception]:
         """Many requests at bounded concurrency; one failure never loses the others."""
@@ -394,21 +508,30 @@ class ModelResource(ConfigurableResource):
         max_tokens: int = 256,
         ledger: CallLedger | None = None,
         on_done: Callable[[], None] | None = None,
+        partitions: Sequence[str] | None = None,
     ) -> list[tuple[T | Exception, str]]:
         """`map_structured` with each accepted answer's trace id ("" for failures).
 
+        `partitions`, parallel to `requests`, labels each request's records, so that
+        `ledger.summary(partition=...)` gives one partition's own figures.
         `on_done` is called as each request finishes (for progress). A spent budget is
         not a per-item failure: it propagates and stops the step.
         """
+        labels = list(partitions) if partitions is not None else [""] * len(requests)
+        if len(labels) != len(requests):
+            raise ValueError(f"{len(labels)} partitions for {len(requests)} requests")
 
-        def one(messages: Messages) -> tuple[T | Exception, str]:
+        def one(item: tuple[Messages, str]) -> tuple[T | Exception, str]:
+            messages, partition = item
             try:
-                return self.traced_structured(messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger)
-            except (StructuredOutputError, ModelCallError) as exc:
+                return self.traced_structured(
+                    messages, schema, tier=tier, max_tokens=max_tokens, ledger=ledger, partition=partition
+                )
+            except ModelCallError as exc:
                 return exc, ""
             finally:
                 if on_done is not None:
                     on_done()
 
         with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
-            return list(pool.map(one, requests))
+            return list(pool.map(one, zip(requests, labels)))

@@ -4,6 +4,10 @@ The key covers the model chain, the messages, the response schema and the sampli
 parameters, so an unchanged input costs no call on re-materialization, and a run that
 crashed half-way does not pay again for the calls it completed. A SQLite file on one
 machine, Postgres in production (see state_store).
+
+Only answers that validated against their schema are put here, under the original
+request's key (whichever endpoint or re-ask produced them), and the gateway validates
+an entry again on read: a cache must never make a failure permanent.
 """
 
 from __future__ import annotations

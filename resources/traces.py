@@ -3,7 +3,9 @@
 It answers "which prompt and which model produced this output": assets store the
 trace id next to what a call produced, and the row holds the run, the asset, the
 endpoint, the model, the prompt and the response (or their hashes, when content must
-not be kept), latency, tokens, cost, cache hit, attempts and error.
+not be kept), latency, tokens, cost, cache hit, attempts and error. Failed and skipped
+calls have rows too, so a run's outage can be named afterwards ("primary 503 x12,
+circuit open x40") from `failures_by_endpoint`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,32 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from resources.ledger import CallRecord
-from resources.state_store import StateStore, upsert_sql
+from pydantic import BaseModel
+
+from resources.ledger import CallRecord, is_outage
+from resources.state_store import POSTGRES_SCHEMA, StateStore, is_postgres, upsert_sql
 
 Redaction = Literal["full", "hash", "none"]
 
 COLUMNS = (
     "trace_id", "created_at", "run_id", "asset", "tier", "endpoint", "model", "prompt", "response",
     "latency_s", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hit", "fallback", "attempt", "reask", "error",
+    "request_id", "partition", "error_kind",
 )
+ADDED_COLUMNS = {"request_id": "text", "partition": "text", "error_kind": "text"}  # tables made before they existed
+
+
+class EndpointFailures(BaseModel):
+    """How often one endpoint failed one way in a run: `count` failed or skipped calls, `attempts` requests sent."""
+
+    endpoint: str
+    kind: str
+    count: int
+    attempts: int
+
+    @property
+    def outage(self) -> bool:
+        return is_outage(self.kind)
 
 
 def _redact(text: str, redaction: Redaction) -> str:
@@ -40,8 +59,20 @@ class TraceStore:
             "create table if not exists traces (trace_id text primary key, created_at text, run_id text, asset text, "
             "tier text, endpoint text, model text, prompt text, response text, latency_s real, prompt_tokens integer, "
             "completion_tokens integer, cost_usd real, cache_hit integer, fallback integer, attempt integer, "
-            "reask integer, error text); create index if not exists traces_by_run on traces (run_id, asset);",
+            "reask integer, error text, request_id text, partition text, error_kind text); "
+            "create index if not exists traces_by_run on traces (run_id, asset);",
         )
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        if is_postgres(self._db.location):
+            query = "select column_name from information_schema.columns where table_schema = ? and table_name = 'traces'"
+            existing = {row[0] for row in self._db.fetchall(query, (POSTGRES_SCHEMA,))}
+        else:
+            existing = {row[0] for row in self._db.fetchall("select name from pragma_table_info('traces')")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in existing:
+                self._db.execute(f"alter table traces add column {column} {kind}")
 
     def add(self, record: CallRecord, messages: list[dict[str, str]], response: str, run_id: str, asset: str) -> None:
         row = {
@@ -67,3 +98,15 @@ class TraceStore:
     def get(self, trace_id: str) -> dict[str, object] | None:
         row = self._db.fetchone(f"select {', '.join(COLUMNS)} from traces where trace_id = ?", (trace_id,))
         return dict(zip(COLUMNS, row)) if row else None
+
+    def failures_by_endpoint(self, run_id: str, asset: str | None = None) -> list[EndpointFailures]:
+        """A run's failed and skipped calls grouped by endpoint and error kind, most frequent first."""
+        where, params = "run_id = ? and error is not null and error != ''", [run_id]
+        if asset is not None:
+            where, params = where + " and asset = ?", params + [asset]
+        rows = self._db.fetchall(
+            f"select endpoint, coalesce(error_kind, ''), count(*), coalesce(sum(attempt), 0) from traces where {where} "
+            "group by endpoint, coalesce(error_kind, '') order by endpoint, count(*) desc, coalesce(error_kind, '')",
+            params,
+        )
+        return [EndpointFailures(endpoint=e, kind=k or "error", count=c, attempts=a) for e, k, c, a in rows]

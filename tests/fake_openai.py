@@ -8,7 +8,9 @@ invalid answers for one document, and read how many calls were made.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -46,15 +48,32 @@ def extract_signals(messages: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
+def data_block(messages: list[dict[str, str]], tag: str) -> str | None:
+    """The text of the prompt's <tag>...</tag> data block (the product's delimited evidence)."""
+    match = re.search(rf"^<{tag}>\n(.*?)\n</{tag}>$", messages[0]["content"], flags=re.M | re.S)
+    return match.group(1) if match else None
+
+
 def rewrite_claim(messages: list[dict[str, str]]) -> dict[str, Any]:
-    evidence = re.search(r"^Evidence: (.+)$", messages[0]["content"], flags=re.M)
-    return {"claim": evidence.group(1) if evidence else "No evidence given."}
+    evidence = data_block(messages, "evidence")
+    return {"claim": evidence if evidence else "No evidence given."}
+
+
+_INSTRUCTION_CUE = re.compile(r"\b(?:ignore|disregard|assistant|you must|instructions?|prompt|say|write that|mark|label)\b", re.I)
+
+
+def judge_injection(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """Flags the screened text when it holds an instruction cue, as a real classifier would."""
+    text = data_block(messages, "text") or ""
+    cue = _INSTRUCTION_CUE.search(text)
+    return {"flagged": bool(cue), "reason": f"addresses a model ({cue.group()!r})" if cue else ""}
 
 
 DEFAULT_SCRIPTS: dict[str, Script] = {
     "ExtractedSignals": extract_signals,
     "ClaimRewrite": rewrite_claim,
     "JudgeAnswer": lambda messages: {"verdict": "supported"},
+    "InjectionVerdict": judge_injection,
 }
 
 
@@ -65,6 +84,42 @@ class Fault:
     status: int = 500
     retry_after: float | None = None
     delay_seconds: float = 0.0  # with status 0: answer normally, but only after the delay
+    message: str = ""  # the error message; "{api_key}" is replaced by the request's bearer token, as some providers echo it
+    content: str | None = None  # with status 0: answer 200 with this text instead of the script's (malformed or invalid)
+
+
+def random_faults(rate: float, seed: int = 0, timeout_delay: float = 1.0) -> Callable[[], Fault | None]:
+    """A seeded mix of what providers do wrong, hitting `rate` of the requests: 429 with
+    Retry-After, 500, a stall past the client's timeout, malformed JSON, and JSON that
+    does not match the schema. Returns the fault for the next request, or None."""
+    rng = random.Random(seed)
+    kinds = [
+        Fault(status=429, retry_after=0.01),
+        Fault(status=500),
+        Fault(status=0, delay_seconds=timeout_delay),
+        Fault(status=0, content='{"entities": [ {"name": '),
+        Fault(status=0, content='{"unexpected": "shape"}'),
+    ]
+
+    def next_fault() -> Fault | None:
+        return rng.choice(kinds) if rng.random() < rate else None
+
+    return next_fault
+
+
+def messages_hash(messages: list[dict[str, str]]) -> str:
+    """Names a request by its messages, so a test can tell whether the same call was made twice."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request as the server saw it: when it arrived, or when its answer was fully sent."""
+
+    at: float  # time.monotonic()
+    schema: str
+    messages_hash: str
+    status: int = 0  # of the answer; 0 in the log of arrivals
 
 
 class FakeOpenAI:
@@ -75,9 +130,14 @@ class FakeOpenAI:
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []  # consumed one per request, first in first out
         self.persistent_fault: Fault | None = None  # applied to every request while set
+        self.fault_source: Callable[[], Fault | None] | None = None  # e.g. random_faults(0.3): a fault per request, or None
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.received: list[Exchange] = []  # every request, as it arrived
+        self.answered: list[Exchange] = []  # every answer, once fully sent
+        self.answering = threading.Event()  # cleared: answers are held (requests stay in flight) until set
+        self.answering.set()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -95,9 +155,18 @@ class FakeOpenAI:
             self.calls.clear()
             self.faults.clear()
             self.persistent_fault = None
+            self.fault_source = None
             self.requests = 0
             self.max_in_flight = 0
+            self.received.clear()
+            self.answered.clear()
+        self.answering.set()
         self.scripts = dict(DEFAULT_SCRIPTS)
+
+    def _log(self, log: list[Exchange], body: dict[str, Any], status: int = 0) -> None:
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
+        with self._lock:
+            log.append(Exchange(time.monotonic(), schema, messages_hash(body.get("messages", [])), status))
 
     def _enter(self, delta: int) -> None:
         with self._lock:
@@ -107,7 +176,9 @@ class FakeOpenAI:
     def _next_fault(self) -> Fault | None:
         with self._lock:
             self.requests += 1
-            return self.faults.pop(0) if self.faults else self.persistent_fault
+            if self.faults:
+                return self.faults.pop(0)
+            return self.fault_source() if self.fault_source is not None else self.persistent_fault
 
     def __enter__(self) -> "FakeOpenAI":
         self._thread.start()
@@ -117,15 +188,16 @@ class FakeOpenAI:
         self._server.shutdown()
         self._server.server_close()
 
-    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _answer(self, body: dict[str, Any], content: str | None = None) -> tuple[int, dict[str, Any]]:
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
         with self._lock:
             self.calls.append({"schema": schema, "model": body.get("model"), "messages": body["messages"]})
         script = self.scripts.get(schema)
         if script is None:
             return 400, {"error": {"message": f"no script for schema {schema!r}", "type": "invalid_request_error"}}
-        answer = script(body["messages"])
-        content = answer if isinstance(answer, str) else json.dumps(answer)
+        if content is None:
+            answer = script(body["messages"])
+            content = answer if isinstance(answer, str) else json.dumps(answer)
         tokens_in = sum(len(m["content"].split()) for m in body["messages"])
         return 200, {
             "id": "chatcmpl-fake",
@@ -158,6 +230,7 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                fake._log(fake.received, body)
                 fault = fake._next_fault()
                 fake._enter(1)
                 try:
@@ -170,13 +243,16 @@ class FakeOpenAI:
                     time.sleep(fault.delay_seconds)
                 headers = {}
                 if fault is not None and fault.status:
-                    status, payload = fault.status, {"error": {"message": f"injected {fault.status}", "type": "server_error"}}
+                    token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    message = fault.message.replace("{api_key}", token) or f"injected {fault.status}"
+                    status, payload = fault.status, {"error": {"message": message, "type": "server_error"}}
                     if fault.retry_after is not None:
                         headers["Retry-After"] = str(fault.retry_after)
                 elif self.path.endswith("/chat/completions"):
-                    status, payload = fake._answer(body)
+                    status, payload = fake._answer(body, fault.content if fault is not None else None)
                 else:
                     status, payload = 404, {"error": {"message": f"unknown path {self.path}"}}
+                fake.answering.wait()
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -185,5 +261,6 @@ class FakeOpenAI:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                fake._log(fake.answered, body, status)
 
         return Handler

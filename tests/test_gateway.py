@@ -8,7 +8,16 @@ import duckdb
 import pytest
 from pydantic import BaseModel
 
-from resources import BudgetExceededError, CallLedger, Endpoint, ModelCallError, ModelResource, TraceStore
+from resources import (
+    BudgetExceededError,
+    CallLedger,
+    Endpoint,
+    ModelCallError,
+    ModelResource,
+    StructuredOutputError,
+    TraceStore,
+)
+from resources.response_cache import CachedResponse, ResponseCache
 from tests.conftest import run_digest_job
 from tests.fake_openai import FakeOpenAI, Fault
 
@@ -17,7 +26,12 @@ class ClaimRewrite(BaseModel):
     claim: str
 
 
-PROMPT = [{"role": "user", "content": "Evidence: Acme hired 12 people."}]
+def evidence(text: str) -> list[dict[str, str]]:
+    """A request as the product phrases it: the evidence in a delimited data block."""
+    return [{"role": "user", "content": f"Rewrite the evidence as a claim.\n<evidence>\n{text}\n</evidence>"}]
+
+
+PROMPT = evidence("Acme hired 12 people.")
 
 
 @pytest.fixture
@@ -146,3 +160,136 @@ def test_long_inputs_route_to_the_long_context_endpoint(llm, second_llm):
     model.structured(PROMPT, ClaimRewrite)
     model.structured([{"role": "user", "content": "Evidence: " + "word " * 100}], ClaimRewrite)
     assert llm.requests == 1 and second_llm.requests == 1
+
+
+def numbered(count: int, word: str = "fact") -> list[list[dict[str, str]]]:
+    return [evidence(f"{word} {i}.") for i in range(count)]
+
+
+def test_an_endpoint_answering_invalid_json_fails_over_and_nothing_invalid_is_cached(llm, second_llm, tmp_path):
+    """Issue 10, defect 4: a primary that always answers malformed JSON took every request
+    (138 calls), the fallback none, and the cached failures were replayed after recovery."""
+    llm.scripts["ClaimRewrite"] = lambda messages: '{"claim": '
+    cache = str(tmp_path / "cache.sqlite")
+    requests = numbered(12)
+    model = gateway(llm, second_llm, max_reasks=2, breaker_failures=3, breaker_cooldown_seconds=600, cache_path=cache)
+    ledger = CallLedger()
+    answers = [model.structured(r, ClaimRewrite, ledger=ledger) for r in requests]
+    assert [a.claim for a in answers] == [f"fact {i}." for i in range(12)]
+    assert second_llm.requests == 12  # every request answered by the fallback
+    assert llm.requests == 3 * 3  # 1 + max_reasks per request, until its breaker opened after 3 requests
+    assert model.breaker_states()["primary"] == "open"
+    failed = [r for r in ledger.records if r.endpoint == "primary" and r.sent]
+    assert len(failed) == 9 and all(r.error_kind == "invalid output" for r in failed)
+    assert "invalid output after 3 attempts" in failed[-1].error
+    assert ledger.summary().failures_by_endpoint == {"primary": {"invalid output": 9, "circuit open": 9}}
+
+    # The primary recovers: every answer comes from the cache, and it is the valid one.
+    llm.reset()
+    second_llm.reset()
+    again = gateway(llm, second_llm, cache_path=cache)
+    ledger = CallLedger()
+    assert [again.structured(r, ClaimRewrite, ledger=ledger).claim for r in requests] == [a.claim for a in answers]
+    assert llm.requests == 0 and second_llm.requests == 0 and ledger.summary().cache_hits == 12
+
+
+def test_invalid_answers_are_never_replayed_after_the_endpoint_recovers(llm, tmp_path):
+    llm.scripts["ClaimRewrite"] = lambda messages: '{"claim": '
+    cache = str(tmp_path / "cache.sqlite")
+    with pytest.raises(StructuredOutputError):
+        gateway(llm, cache_path=cache).structured(PROMPT, ClaimRewrite)
+    assert llm.requests == 3
+    llm.reset()
+    assert gateway(llm, cache_path=cache).structured(PROMPT, ClaimRewrite).claim == "Acme hired 12 people."
+    assert llm.requests == 1
+
+
+def test_an_invalid_cached_entry_is_ignored_and_overwritten(llm, tmp_path):
+    cache = str(tmp_path / "cache.sqlite")
+    model = gateway(llm, cache_path=cache)
+    model.structured(PROMPT, ClaimRewrite)
+    store = ResponseCache(cache)
+    [(key,)] = store._db.fetchall("select key from responses")
+    store.put(key, CachedResponse(content='{"nope": 1}', model="m", endpoint="primary", prompt_tokens=0, completion_tokens=0))
+    assert gateway(llm, cache_path=cache).structured(PROMPT, ClaimRewrite).claim == "Acme hired 12 people."
+    assert llm.requests == 2
+    assert ClaimRewrite.model_validate_json(store.get(key).content).claim == "Acme hired 12 people."
+
+
+def test_retries_of_failed_calls_are_counted_and_the_error_names_the_outage(llm, second_llm, tmp_path):
+    """Issue 10, defect 7: the drafts metadata said 0 retries where 12 happened."""
+    llm.persistent_fault = Fault(status=503, retry_after=0)  # Retry-After 0: retry at once, no backoff to sit out
+    second_llm.persistent_fault = Fault(status=503, retry_after=0)
+    model = gateway(llm, second_llm, max_retries=2, breaker_failures=2, max_concurrency=1,
+                    trace_path=str(tmp_path / "traces.sqlite"))
+    ledger = CallLedger(run_id="run-outage", asset="drafts")
+    results = model.map_structured(numbered(4), ClaimRewrite, ledger=ledger)
+    assert all(isinstance(r, ModelCallError) and r.outage and not r.invalid_output for r in results)
+    assert [(f.endpoint, f.kind, f.attempts) for f in results[0].failures] == [("primary", "503", 3), ("secondary", "503", 3)]
+    assert [(f.endpoint, f.kind) for f in results[3].failures] == [("primary", "circuit open"), ("secondary", "circuit open")]
+    assert "(outage): primary (first-fast): InternalServerError: Error code: 503" in str(results[0])
+    assert llm.requests == second_llm.requests == 6  # two requests, 1 try + 2 retries each; then both circuits open
+    summary = ledger.summary()
+    assert (summary.calls, summary.retries, summary.failed_calls) == (4, 8, 4)
+    assert (summary.requests, summary.failed_requests, summary.outage_requests) == (4, 4, 4)
+    assert summary.failures_by_endpoint["primary"] == {"503": 2, "circuit open": 2}
+    counts = TraceStore(str(tmp_path / "traces.sqlite")).failures_by_endpoint("run-outage")
+    assert [(c.endpoint, c.kind, c.count, c.attempts, c.outage) for c in counts] == [
+        ("primary", "503", 2, 6, True), ("primary", "circuit open", 2, 0, True),
+        ("secondary", "503", 2, 6, True), ("secondary", "circuit open", 2, 0, True),
+    ]
+
+
+def test_invalid_output_is_not_called_an_outage(llm):
+    llm.scripts["ClaimRewrite"] = lambda messages: "not json"
+    ledger = CallLedger()
+    [result] = gateway(llm).map_structured([PROMPT], ClaimRewrite, ledger=ledger)
+    assert isinstance(result, ModelCallError) and result.invalid_output and not result.outage
+    summary = ledger.summary()
+    assert summary.failed_requests == 1 and summary.outage_requests == 0 and summary.requests == 1
+
+
+def test_ledger_summarizes_one_partition(llm):
+    """Issue 10, defect 9: each partition's metadata held the whole run's totals."""
+    ledger = CallLedger()
+    requests = numbered(5)
+    partitions = ["doc-a", "doc-a", "doc-b", "doc-c", "doc-c"]
+    gateway(llm).map_traced_structured(requests, ClaimRewrite, ledger=ledger, partitions=partitions)
+    assert ledger.summary().requests == 5
+    assert ledger.summary(partition="doc-a").requests == 2 and ledger.summary(partition="doc-b").calls == 1
+    assert sum(ledger.summary(partition=p).prompt_tokens for p in set(partitions)) == ledger.summary().prompt_tokens
+
+
+def test_a_provider_echoing_the_key_never_puts_it_in_errors_traces_or_ledgers(llm, second_llm, tmp_path):
+    """Issue 10, defect 3: a 401 message can carry the key into traces, ledgers and logs."""
+    secret = "sk-planted-gateway-0123456789"
+    llm.persistent_fault = Fault(status=401, message="Incorrect API key provided: {api_key}")
+    second_llm.persistent_fault = Fault(status=401, message="Incorrect API key provided: {api_key}")
+    fallbacks = [Endpoint(name="secondary", base_url=second_llm.base_url, api_key=secret + "-2")]
+    model = gateway(llm, api_key=secret, fallbacks=fallbacks, trace_path=str(tmp_path / "traces.sqlite"))
+    ledger = CallLedger(run_id="run-401")
+    with pytest.raises(ModelCallError) as raised:
+        model.structured(PROMPT, ClaimRewrite, ledger=ledger)
+    assert "Incorrect API key provided" in str(raised.value)
+    assert secret not in str(raised.value) and secret not in repr(raised.value.failures)
+    assert all(secret not in r.error for r in ledger.records) and ledger.records
+    rows = TraceStore(str(tmp_path / "traces.sqlite"))._db.fetchall("select * from traces")
+    assert rows and secret not in repr(rows)
+
+
+def test_a_lone_endpoint_answering_badly_is_not_shut_off(llm):
+    """With nowhere to fall back to, a run of invalid answers (a small local model) must not
+    open the breaker: later requests still reach the endpoint and succeed."""
+    bad = {"left": 6}
+
+    def sometimes_invalid(messages):
+        if bad["left"] > 0:
+            bad["left"] -= 1
+            return "not json"
+        return {"claim": "Acme opened a plant in Porto with 120 staff."}
+
+    llm.scripts["ClaimRewrite"] = sometimes_invalid
+    model = gateway(llm, breaker_failures=1, max_reasks=1)
+    results = [model.map_structured([p], ClaimRewrite)[0] for p in numbered(5)]
+    assert [isinstance(r, ClaimRewrite) for r in results] == [False, False, False, True, True]
+    assert model.breaker_states() == {"primary": "closed"}
