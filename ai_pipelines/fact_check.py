@@ -41,7 +41,8 @@ def corpus_verifier(settings: Settings, corpus: Path, use_model: bool = True, th
         raise ValueError(f"no readable documents in {corpus}")
     resources = build_resources(settings)
     vector_store = resources["vector_store"]
-    chunks = [c for d in documents for c in chunk_document(d, resources["pipeline"].chunk_chars)]
+    pipeline = resources["pipeline"]
+    chunks = [c for d in documents for c in chunk_document(d, pipeline.chunk_chars, pipeline.max_chunk_chars)]
     corpus_id = hashlib.sha256("".join(sorted(d.doc_id for d in documents)).encode()).hexdigest()[:12]
     collection = collection_name(f"corpus-{corpus_id}", vector_store.embeddings.model_id)
     sync_index(vector_store, collection, chunks)

@@ -21,6 +21,7 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
+from assets.guardrails import neutralize
 from assets.prompts import load_prompt
 from assets.text import has_negation, numbers_in, split_sentences, words_in
 from resources import CallLedger, ModelResource, VectorStoreResource
@@ -242,7 +243,7 @@ class ClaimVerifier:
         assert self.model is not None
         answers = self.model.map_structured(
             [
-                [{"role": "user", "content": PROMPT.render(claim=c.text, evidence=f.support_sentence.text)}]  # type: ignore[union-attr]
+                [{"role": "user", "content": PROMPT.render(claim=neutralize(c.text), evidence=neutralize(f.support_sentence.text))}]  # type: ignore[union-attr]
                 for c, f in pending
             ],
             JudgeAnswer,

@@ -23,6 +23,12 @@ class PipelineConfig(ConfigurableResource):
     index_collection: str = Field(default="chunks", description="Chroma collection of the index.")
     chunk_chars: int = Field(default=600, description="Target chunk size in characters.")
     max_document_bytes: int = Field(default=2_000_000, description="Larger files are quarantined.")
+    max_document_chars: int = Field(default=100_000, description="A document's text is cut here; the cut is recorded.")
+    max_chunk_chars: int = Field(default=1_500, description="Hard cap on a chunk; longer sentences are split at whitespace.")
+    screen_with_model: bool = Field(
+        default=False,
+        description="Send sentences with weak prompt-injection cues to the fast tier; the heuristics always run.",
+    )
     topics: list[str] = Field(default=[], description="Draft topics; empty = most-cited entities.")
     max_topics: int = 4
     claims_per_draft: int = 4
@@ -30,6 +36,9 @@ class PipelineConfig(ConfigurableResource):
     min_signal_validity: float = Field(default=0.8, description="Share of documents whose signals must validate.")
     min_claim_grounding: float = Field(default=0.9, description="Similarity a drafted claim needs to its evidence sentence.")
     max_unsupported_share: float = Field(default=0.4, description="Share of claims allowed to be not supported before summaries are blocked.")
+    max_failed_request_share: float = Field(
+        default=0.1, description="Share of a stage's model requests that may fail before its warning check fails."
+    )
 
     def inbox_path(self) -> Path:
         return Path(self.inbox_dir)

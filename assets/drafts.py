@@ -28,7 +28,8 @@ from pydantic import BaseModel, Field
 from assets.claim_verification import conflict_between, content_words
 from assets.config import PipelineConfig
 from assets.frames import from_frame, table_output, to_frame
-from assets.metadata import MODEL_POOL, ledger_metadata
+from assets.guardrails import neutralize
+from assets.metadata import MODEL_POOL, failed_requests_check_result, ledger_metadata
 from assets.progress import ProgressLog
 from assets.prompts import load_prompt
 from assets.retrieval import IndexManifest
@@ -56,6 +57,7 @@ class DraftClaim(BaseModel):
     origin: str = Field(description="'model' when the rewrite held to its evidence, else 'extractive'.")
     grounding: float = Field(description="Similarity of the claim to its evidence sentence.")
     trace_id: str = Field(description="The model call that wrote (or proposed) this claim, in the trace table.")
+    model_error: str = Field(default="", description="Why the model call failed, when the evidence sentence stood in for it.")
 
 
 class Evidence(BaseModel):
@@ -106,7 +108,8 @@ def gather_evidence(
 
 
 def draft_messages(topic: str, evidence: Evidence) -> list[dict[str, str]]:
-    return [{"role": "user", "content": PROMPT.render(topic=topic, evidence=evidence.sentence)}]
+    """The rewrite prompt: the evidence sentence sits in a delimited data block."""
+    return [{"role": "user", "content": PROMPT.render(topic=neutralize(topic), evidence=neutralize(evidence.sentence))}]
 
 
 def holds_to(claim: str, evidence: str, similarity: float, minimum: float) -> bool:
@@ -184,6 +187,7 @@ def drafts(
                 origin="model" if kept else "extractive",
                 grounding=round(float(similarity) if kept else 1.0, 4),
                 trace_id=trace_id,
+                model_error=str(answer) if isinstance(answer, Exception) else "",
             )
         )
         positions[draft_id] += 1
@@ -230,3 +234,14 @@ def drafts_cite_indexed_chunks(
             "unknown_chunk_ids": MetadataValue.json(unknown[:20]),
         },
     )
+
+
+@asset_check(
+    asset=drafts,
+    blocking=False,
+    description="Warns when more than max_failed_request_share of the claims' model requests failed, so "
+    "that an outage hidden behind extractive fallbacks is seen.",
+)
+def draft_requests_succeeded(pipeline: PipelineConfig, drafts: pd.DataFrame) -> AssetCheckResult:
+    failed = drafts["model_error"].fillna("") != ""
+    return failed_requests_check_result(drafts, failed, ["topic", "model_error"], pipeline.max_failed_request_share)

@@ -4,10 +4,18 @@ Both are partitioned by document (one partition per file). A document's id is th
 hash of its bytes, so the same content keeps its id wherever it lives and an edited
 file gets a new id and new chunk ids. A file that cannot be read as text is
 quarantined with its reason; it never stops the rest of the corpus.
+
+Only prose is ingested: the file type is decided by extension and by content (a `.md`
+holding JSON is data, not prose), and structured formats are quarantined rather than
+read as sentences. Text is cut at `max_document_chars` and chunks at
+`max_chunk_chars`, with what was cut recorded. Text that reads as instructions to a
+model is flagged (assets/guardrails.py) and left out of the chunks, so it never becomes
+evidence.
 """
 
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -28,16 +36,34 @@ from dagster import (
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
-from assets.documents import DOCUMENTS, PARTITION_COLUMN, discover_files, path_for, per_document, sha256_of
+from assets.documents import (
+    DOCUMENTS,
+    PARTITION_COLUMN,
+    UnsafeFile,
+    check_entry,
+    discover_files,
+    locate,
+    per_document,
+    read_regular_file,
+    sha256_of,
+)
 from assets.frames import from_frame, table_output, to_frame
+from assets.metadata import ledger_metadata
+from assets.guardrails import FlaggedSpan, screen, screen_title, screen_with_model, unflagged
 from assets.previews import markdown_table
-from assets.text import split_sentences
+from assets.text import Span, split_sentences
+from resources import CallLedger, ModelResource
 
 GROUP = "ingestion"
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 TEXT_SUFFIXES = {".md", ".txt", ".markdown", ".text", ""}
+MAX_DOCUMENT_CHARS = 100_000
+MAX_CHUNK_CHARS = 1_500
 
-QuarantineKind = Literal["empty", "binary", "encoding", "too_large", "unreadable", "duplicate"]
+QuarantineKind = Literal[
+    "empty", "binary", "encoding", "too_large", "unreadable", "duplicate",
+    "unsafe_path", "not_regular_file", "unsupported_type", "injection",
+]
 
 
 _PARTITION = Field(default="", description="The documents partition: the file's key in its watched folder.")
@@ -51,6 +77,11 @@ class SourceDocument(BaseModel):
     published: str = Field(description="Date from the document's 'Date:' line, or empty.")
     text: str = Field(description="Body text; evidence offsets point into it.")
     n_chars: int
+    cut_chars: int = Field(default=0, description="Characters cut off the end at max_document_chars.")
+    flagged: list[FlaggedSpan] = Field(
+        default=[], description="Text that reads as instructions to a model: kept out of chunks and signals."
+    )
+    screening_error: str = Field(default="", description="Why the injection classifier could not screen a suspect.")
 
 
 class QuarantinedDocument(BaseModel):
@@ -72,26 +103,38 @@ class Chunk(BaseModel):
     char_end: int
 
 
-def parse_document(path: Path, max_bytes: int, document: str = "") -> SourceDocument | QuarantinedDocument:
-    """Read one file as a UTF-8 text document, or say precisely why it cannot be."""
+def parse_document(
+    path: Path,
+    max_bytes: int,
+    document: str = "",
+    *,
+    root: Path | None = None,
+    max_chars: int = MAX_DOCUMENT_CHARS,
+) -> SourceDocument | QuarantinedDocument:
+    """Read one file inside `root` (default: its own folder) as a UTF-8 prose document,
+    or say precisely why it cannot be; text that instructs a model is flagged."""
+    root = root if root is not None else path.parent
+
+    def refuse(kind: QuarantineKind, reason: str, n_bytes: int = 0, digest: str = "") -> QuarantinedDocument:
+        return QuarantinedDocument(document=document, path=str(path), kind=kind, reason=reason, n_bytes=n_bytes, content_sha256=digest)
+
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return QuarantinedDocument(
-            document=document, path=str(path), kind="unreadable", reason=f"cannot read file: {exc}",
-            n_bytes=0, content_sha256="",
-        )
+        raw, size = read_regular_file(root, path, max_bytes)
+    except UnsafeFile as unsafe:
+        return refuse(unsafe.kind, unsafe.reason)  # type: ignore[arg-type]
+    if size > max_bytes or len(raw) > max_bytes:
+        return refuse("too_large", f"{max(size, len(raw))} bytes exceeds the limit of {max_bytes}", max(size, len(raw)))
     digest = hashlib.sha256(raw).hexdigest()
 
     def quarantine(kind: QuarantineKind, reason: str) -> QuarantinedDocument:
-        return QuarantinedDocument(
-            document=document, path=str(path), kind=kind, reason=reason, n_bytes=len(raw), content_sha256=digest
-        )
+        return refuse(kind, reason, len(raw), digest)
 
-    if len(raw) > max_bytes:
-        return quarantine("too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    suffix = path.suffix.lower()
     if b"\x00" in raw[:8192]:
-        return quarantine("binary", "binary content (NUL bytes); only UTF-8 text is supported")
+        kind = f" in a {suffix} file" if suffix else ""
+        return quarantine("binary", f"binary content (NUL bytes){kind}; only UTF-8 text is supported")
+    if suffix not in TEXT_SUFFIXES:
+        return quarantine("unsupported_type", f"{suffix} files are not ingested: only prose ({', '.join(sorted(s for s in TEXT_SUFFIXES if s))} or no extension)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -100,12 +143,37 @@ def parse_document(path: Path, max_bytes: int, document: str = "") -> SourceDocu
         )
     if not text.strip():
         return quarantine("empty", "no text in file")
+    if structured := _structured_content(text):
+        return quarantine("unsupported_type", f"{structured} in a {suffix or 'extensionless'} file: structured data, not prose")
     title, published, body = _split_header(text, fallback_title=path.stem)
     if not body.strip():
         return quarantine("empty", "header only, no body text")
-    return SourceDocument(
-        document=document, doc_id=digest[:16], path=str(path), title=title, published=published, text=body, n_chars=len(body)
+    cut = max(0, len(body) - max_chars)
+    body = body[:max_chars] if cut else body
+    flagged = screen(body).flagged
+    if bad_title := screen_title(title):
+        flagged, title = [bad_title, *flagged], path.stem
+    parsed = SourceDocument(
+        document=document, doc_id=digest[:16], path=str(path), title=title, published=published, text=body,
+        n_chars=len(body), cut_chars=cut, flagged=flagged,
     )
+    if not evidence_sentences(parsed):
+        return quarantine("injection", f"every sentence reads as instructions to a model ({flagged[-1].reason})")
+    return parsed
+
+
+def _structured_content(text: str) -> str:
+    """"JSON" when prose-named text is really a JSON document, else ""."""
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "[{":
+        return ""
+    try:
+        json.loads(stripped)
+    except RecursionError:
+        return "deeply nested JSON"
+    except ValueError:
+        return ""
+    return "JSON"
 
 
 def _split_header(text: str, fallback_title: str) -> tuple[str, str, str]:
@@ -127,8 +195,8 @@ def load_corpus(
     """Every file under the directories, parsed; identical contents are kept once."""
     documents: dict[str, SourceDocument] = {}
     quarantined: list[QuarantinedDocument] = []
-    for path in discover_files(directories):
-        parsed = parse_document(path, max_bytes)
+    for root, path in discover_files(directories):
+        parsed = parse_document(path, max_bytes, root=root)
         if isinstance(parsed, QuarantinedDocument):
             quarantined.append(parsed)
         elif parsed.doc_id in documents:
@@ -146,15 +214,53 @@ def load_corpus(
     return list(documents.values()), quarantined
 
 
-def chunk_document(document: SourceDocument, target_chars: int) -> list[Chunk]:
-    """Whole sentences grouped up to `target_chars`, so evidence never straddles a cut."""
+def evidence_sentences(document: SourceDocument, max_chars: int = MAX_CHUNK_CHARS) -> list[Span]:
+    """The sentences that may be evidence: unflagged, and none longer than `max_chars`
+    (a longer one is split at whitespace, or hard-split where there is none)."""
+    return [piece for s in unflagged(split_sentences(document.text), document.flagged) for piece in _pieces(s, max_chars)]
+
+
+def _pieces(sentence: Span, limit: int) -> list[Span]:
+    if len(sentence.text) <= limit:
+        return [sentence]
+    text, pieces, position = sentence.text, [], 0
+    while position < len(text):
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            break
+        end = len(text)
+        if end - position > limit:
+            window = text[position : position + limit + 1]
+            cut = max(window.rfind(" "), window.rfind("\n"), window.rfind("\t"))
+            end = position + (cut if cut > 0 else limit)
+        piece = text[position:end].rstrip()
+        pieces.append(Span(piece, sentence.start + position, sentence.start + position + len(piece)))
+        position = end
+    return pieces
+
+
+def chunk_document(document: SourceDocument, target_chars: int, max_chars: int = MAX_CHUNK_CHARS) -> list[Chunk]:
+    """Whole sentences grouped up to `target_chars`, so evidence never straddles a cut.
+
+    Only evidence sentences are chunked: a flagged span ends the group before it, so no
+    chunk holds flagged text, and no chunk is longer than `max_chars`.
+    """
+    limit = min(target_chars, max_chars)
+    allowed = {(s.start, s.end) for s in unflagged(split_sentences(document.text), document.flagged)}
     chunks: list[Chunk] = []
     group: list = []
     for sentence in split_sentences(document.text):
-        if group and sentence.end - group[0].start > target_chars:
-            chunks.append(_chunk(document, len(chunks), group))
-            group = []
-        group.append(sentence)
+        if (sentence.start, sentence.end) not in allowed:
+            if group:
+                chunks.append(_chunk(document, len(chunks), group))
+                group = []
+            continue
+        for piece in _pieces(sentence, max_chars):
+            if group and piece.end - group[0].start > limit:
+                chunks.append(_chunk(document, len(chunks), group))
+                group = []
+            group.append(piece)
     if group:
         chunks.append(_chunk(document, len(chunks), group))
     return chunks
@@ -183,21 +289,23 @@ def ingest_documents(
     quarantined: list[QuarantinedDocument] = []
     for key in keys:
         try:
-            path = path_for(pipeline, key)
+            root, path = locate(pipeline, key)
         except ValueError as exc:
             quarantined.append(
-                QuarantinedDocument(document=key, path=key, kind="unreadable", reason=str(exc), n_bytes=0, content_sha256="")
+                QuarantinedDocument(document=key, path=key, kind="unsafe_path", reason=str(exc), n_bytes=0, content_sha256="")
             )
             continue
-        parsed = parse_document(path, pipeline.max_document_bytes, key)
-        if isinstance(parsed, SourceDocument) and (original := earlier.find(key, path)):
+        parsed = parse_document(
+            path, pipeline.max_document_bytes, key, root=root, max_chars=pipeline.max_document_chars
+        )
+        if isinstance(parsed, SourceDocument) and (original := earlier.find(key, root, path)):
             parsed = QuarantinedDocument(
                 document=key,
                 path=str(path),
                 kind="duplicate",
                 reason=f"same content as {original}",
-                n_bytes=path.stat().st_size,
-                content_sha256=sha256_of(path),
+                n_bytes=earlier.size(root, path),
+                content_sha256=earlier.hash(root, path),
             )
         (quarantined if isinstance(parsed, QuarantinedDocument) else documents).append(parsed)
     return documents, quarantined
@@ -206,33 +314,69 @@ def ingest_documents(
 class _EarlierCopies:
     """Finds a registered partition, earlier in partition order, with the same bytes.
 
-    Only files of equal size are hashed, so a run over one document in a corpus of
-    thousands reads one file's worth of candidates, not the corpus.
+    Only regular files inside their folders and of equal size are hashed, so a run over
+    one document in a corpus of thousands reads one file's worth of candidates, not the
+    corpus, and never opens a FIFO or follows a link out of a folder.
     """
 
     def __init__(self, pipeline: PipelineConfig, registered: Sequence[str]):
         self.order = {key: i for i, key in enumerate(registered)}
-        self.sizes: dict[str, tuple[Path, int]] = {}
+        self.sizes: dict[str, tuple[Path, Path, int]] = {}
         for key in registered:
             try:
-                path = path_for(pipeline, key)
-                self.sizes[key] = (path, path.stat().st_size)
-            except (ValueError, OSError):
+                root, path = locate(pipeline, key)
+                self.sizes[key] = (root, path, check_entry(root, path).st_size)
+            except (ValueError, UnsafeFile):
                 continue
         self.hashes: dict[Path, str] = {}
 
-    def _hash(self, path: Path) -> str:
+    def hash(self, root: Path, path: Path) -> str:
         if path not in self.hashes:
-            self.hashes[path] = sha256_of(path)
+            try:
+                self.hashes[path] = sha256_of(root, path)
+            except UnsafeFile as unsafe:
+                self.hashes[path] = unsafe.marker
         return self.hashes[path]
 
-    def find(self, key: str, path: Path) -> str | None:
-        size = path.stat().st_size
+    def size(self, root: Path, path: Path) -> int:
+        try:
+            return check_entry(root, path).st_size
+        except UnsafeFile:
+            return 0
+
+    def find(self, key: str, root: Path, path: Path) -> str | None:
+        size = self.size(root, path)
         position = self.order.get(key, len(self.order))
-        for other, (other_path, other_size) in self.sizes.items():
-            if other_size == size and self.order[other] < position and self._hash(other_path) == self._hash(path):
+        for other, (other_root, other_path, other_size) in self.sizes.items():
+            if (
+                other_size == size
+                and self.order[other] < position
+                and self.hash(other_root, other_path) == self.hash(root, path)
+            ):
                 return other
         return None
+
+
+def _screen_with_model(
+    pipeline: PipelineConfig, model: ModelResource, documents: list[SourceDocument], ledger: CallLedger
+) -> tuple[list[SourceDocument], list[QuarantinedDocument], list[str]]:
+    """The classifier pass over suspect sentences, when screening with a model is on."""
+    if not pipeline.screen_with_model or not documents:
+        return documents, [], []
+    screened, errors = screen_with_model(model, documents, ledger)
+    kept, injected = [], []
+    for document in screened:
+        if evidence_sentences(document):
+            kept.append(document)
+        else:
+            injected.append(
+                QuarantinedDocument(
+                    document=document.document, path=document.path, kind="injection",
+                    reason="every sentence reads as instructions to a model (classifier)",
+                    n_bytes=len(document.text.encode()), content_sha256="",
+                )
+            )
+    return kept, injected, errors
 
 
 @multi_asset(
@@ -251,37 +395,68 @@ class _EarlierCopies:
         ),
     },
 )
-def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig):
+def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig, model: ModelResource):
     keys = context.partition_keys
     registered = context.instance.get_dynamic_partitions(DOCUMENTS.name)
     documents, quarantined = ingest_documents(pipeline, keys, registered)
+    ledger = CallLedger(run_id=context.run_id, asset="source_documents")
+    documents, injected, screening_errors = _screen_with_model(pipeline, model, documents, ledger)
+    quarantined = sorted([*quarantined, *injected], key=lambda q: q.document)
     for bad in quarantined:
         context.log.warning(f"Quarantined {bad.document}: {bad.reason}")
-    yield Output(
-        to_frame(documents, SourceDocument),
-        output_name="source_documents",
-        metadata={
-            "documents": len(documents),
-            "quarantined": len(quarantined),
-            "partitions_in_run": len(keys),
-            "sources": MetadataValue.json(sorted({k.partition("/")[0] for k in keys})),
-            "preview": MetadataValue.md(
-                markdown_table(
-                    [{"document": d.document, "title": d.title, "date": d.published, "chars": d.n_chars} for d in documents[:10]]
-                )
-            ),
-        },
+    for document in documents:
+        if document.cut_chars:
+            context.log.warning(f"Cut {document.document}: {document.cut_chars} characters beyond max_document_chars={pipeline.max_document_chars}")
+        for span in document.flagged:
+            context.log.warning(f"Flagged in {document.document} [{span.start}:{span.end}] {span.reason}")
+    for error in screening_errors:
+        context.log.warning(f"Injection screening failed, heuristics stand: {error}")
+    # Each partition's materializations describe that file alone, so that what the UI shows
+    # for a document (and any sum over documents) is that document's, not the run's.
+    by_key = {d.document: d for d in documents}
+    quarantined_by_key = {q.document: q for q in quarantined}
+    for key in keys:
+        screening = ledger_metadata(ledger, partition=key) if ledger.summary(partition=key).requests else {}
+        context.add_asset_metadata(
+            {**document_metadata(by_key.get(key), quarantined_by_key.get(key)), **screening},
+            asset_key="source_documents",
+            partition_key=key,
+        )
+        context.add_asset_metadata(
+            quarantine_metadata(quarantined_by_key.get(key)), asset_key="quarantined_documents", partition_key=key
+        )
+    context.log.info(
+        f"Ingested {len(documents)} of {len(keys)} files; {len(quarantined)} quarantined, "
+        f"{sum(len(d.flagged) for d in documents)} spans flagged as instructions to a model"
     )
-    yield Output(
-        to_frame(quarantined, QuarantinedDocument),
-        output_name="quarantined_documents",
-        metadata={
-            "quarantined": len(quarantined),
-            "preview": MetadataValue.md(
-                markdown_table([{"document": q.document, "reason": q.reason} for q in quarantined])
-            ),
-        },
-    )
+    yield Output(to_frame(documents, SourceDocument), output_name="source_documents")
+    yield Output(to_frame(quarantined, QuarantinedDocument), output_name="quarantined_documents")
+
+
+def document_metadata(document: SourceDocument | None, quarantined: QuarantinedDocument | None) -> dict[str, object]:
+    if document is None:
+        return {"documents": 0, "status": f"quarantined: {quarantined.kind}" if quarantined else "no file"}
+    return {
+        "documents": 1,
+        "status": "ingested",
+        "title": document.title,
+        "published": document.published or "(no date)",
+        "chars": document.n_chars,
+        "cut_chars": document.cut_chars,
+        "flagged_spans": len(document.flagged),
+        "flagged": MetadataValue.md(
+            markdown_table([{"start": f.start, "end": f.end, "reason": f.reason, "text": f.text[:160]} for f in document.flagged])
+            if document.flagged
+            else "_(no text flagged as instructions to a model)_"
+        ),
+        "screening_error": document.screening_error,
+    }
+
+
+def quarantine_metadata(quarantined: QuarantinedDocument | None) -> dict[str, object]:
+    if quarantined is None:
+        return {"quarantined": 0}
+    return {"quarantined": 1, "kind": quarantined.kind, "reason": quarantined.reason, "bytes": quarantined.n_bytes}
 
 
 @asset(
@@ -290,21 +465,22 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig):
     **per_document(),
     **table_output(Chunk, "pandas", partition_expr=PARTITION_COLUMN),
 )
-def chunks(pipeline: PipelineConfig, source_documents: pd.DataFrame) -> Output[pd.DataFrame]:
+def chunks(context: AssetExecutionContext, pipeline: PipelineConfig, source_documents: pd.DataFrame) -> Output[pd.DataFrame]:
     """Sentence-aligned passages of each document: the unit the retrieval index stores."""
     documents = from_frame(source_documents, SourceDocument)
-    rows = [c for d in documents for c in chunk_document(d, pipeline.chunk_chars)]
-    return Output(
-        to_frame(rows, Chunk),
-        metadata={
-            "chunks": len(rows),
-            "documents": len(documents),
-            "mean_chars": round(sum(len(c.text) for c in rows) / max(1, len(rows)), 1),
-            "preview": MetadataValue.md(
-                markdown_table([{"chunk_id": c.chunk_id, "text": c.text} for c in rows[:5]])
-            ),
-        },
-    )
+    per_key: dict[str, list[Chunk]] = {key: [] for key in context.partition_keys}
+    for document in documents:
+        per_key[document.document] = chunk_document(document, pipeline.chunk_chars, pipeline.max_chunk_chars)
+    for key, rows in per_key.items():
+        context.add_asset_metadata(
+            {
+                "chunks": len(rows),
+                "mean_chars": round(sum(len(c.text) for c in rows) / max(1, len(rows)), 1),
+                "preview": MetadataValue.md(markdown_table([{"chunk_id": c.chunk_id, "text": c.text} for c in rows[:5]])),
+            },
+            partition_key=key,
+        )
+    return Output(to_frame([c for rows in per_key.values() for c in rows], Chunk))
 
 
 @asset_check(

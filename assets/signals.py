@@ -24,18 +24,22 @@ from pydantic import BaseModel, Field
 from assets.config import PipelineConfig
 from assets.documents import PARTITION_COLUMN, per_document
 from assets.frames import from_frame, table_output, to_frame
-from assets.ingestion import Chunk, SourceDocument
-from assets.metadata import MODEL_POOL, ledger_metadata
+from assets.guardrails import neutralize, unflagged
+from assets.ingestion import Chunk, SourceDocument, evidence_sentences
+from assets.metadata import MODEL_POOL, failed_requests_check_result, ledger_metadata
 from assets.previews import markdown_table
 from assets.progress import ProgressLog
 from assets.prompts import load_prompt
-from assets.text import Span, normalize, numbers_in, split_sentences, words_in
+from assets.text import Span, normalize, numbers_in, words_in
 from resources import CallLedger, ModelResource
 
 GROUP = "signals"
 PROMPT = load_prompt("signals")
 CODE_VERSION = f"2-{PROMPT.version}"
 MAX_SENTENCES = 40
+# Hard caps on what one extraction prompt shows of a document; what they cut is recorded.
+MAX_PROMPT_SENTENCE_CHARS = 400
+MAX_PROMPT_CHARS = 12_000
 
 
 # What the model is asked to return.
@@ -104,11 +108,41 @@ class DocumentSignals(BaseModel):
     sentiment_evidence: EvidenceSpan | None = None
     dropped_items: int = Field(default=0, description="Items whose evidence did not hold.")
     trace_id: str = Field(default="", description="The model call whose answer was used, in the trace table.")
+    prompt_cut_chars: int = Field(
+        default=0, description="Characters of the first MAX_SENTENCES evidence sentences the prompt caps left out."
+    )
+
+    @property
+    def grounded_sentiment(self) -> str:
+        """The tone, only when the signals held up against their evidence; a failed or
+        ungrounded extraction says nothing reliable about its document's tone."""
+        return self.sentiment if self.status == "valid" and self.sentiment_evidence is not None else ""
 
 
-def extraction_messages(document: SourceDocument, sentences: Sequence[Span]) -> list[dict[str, str]]:
-    numbered = "\n".join(f"[{i}] {s.text}" for i, s in enumerate(sentences[:MAX_SENTENCES]))
-    return [{"role": "user", "content": PROMPT.render(title=document.title, numbered_sentences=numbered)}]
+def prompt_sentences(sentences: Sequence[Span]) -> tuple[list[str], int]:
+    """The numbered lines one prompt shows, within MAX_PROMPT_SENTENCE_CHARS per sentence and
+    MAX_PROMPT_CHARS in all, and how many characters of the first MAX_SENTENCES were cut."""
+    lines: list[str] = []
+    cut, total = 0, 0
+    for index, sentence in enumerate(sentences[:MAX_SENTENCES]):
+        text = " ".join(sentence.text.split())
+        shown = text if len(text) <= MAX_PROMPT_SENTENCE_CHARS else text[: MAX_PROMPT_SENTENCE_CHARS - 1] + "…"
+        line = f"[{index}] {neutralize(shown)}"
+        if total + len(line) + 1 > MAX_PROMPT_CHARS:
+            cut += sum(len(s.text) for s in sentences[index:MAX_SENTENCES])
+            break
+        cut += len(text) - len(shown.rstrip("…"))
+        lines.append(line)
+        total += len(line) + 1
+    return lines, cut
+
+
+def extraction_messages(document: SourceDocument, sentences: Sequence[Span] | None = None) -> list[dict[str, str]]:
+    """The extraction prompt; the document's sentences sit in a delimited data block, and
+    flagged sentences are never among them."""
+    shown = evidence_sentences(document) if sentences is None else unflagged(sentences, document.flagged)
+    lines, _ = prompt_sentences(shown)
+    return [{"role": "user", "content": PROMPT.render(title=neutralize(document.title), numbered_sentences="\n".join(lines))}]
 
 
 class _Grounder:
@@ -150,7 +184,7 @@ def _describes(description: str):
 def ground(
     document: SourceDocument, chunks: Sequence[Chunk], extracted: ExtractedSignals
 ) -> DocumentSignals:
-    grounder = _Grounder(split_sentences(document.text), chunks)
+    grounder = _Grounder(evidence_sentences(document), chunks)
     kept: dict[str, list] = {"entities": [], "events": [], "key_figures": []}
     dropped = 0
     for item in extracted.entities:
@@ -211,7 +245,8 @@ def signals(
     for chunk in all_chunks:
         by_doc.setdefault(chunk.doc_id, []).append(chunk)
     ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    requests = [extraction_messages(d, split_sentences(d.text)) for d in documents]
+    requests = [extraction_messages(d, evidence_sentences(d)) for d in documents]
+    prompt_cuts = {d.doc_id: prompt_sentences(evidence_sentences(d))[1] for d in documents}
     context.log.info(f"Extracting signals from {len(documents)} documents")
     answers = model.map_traced_structured(
         requests,
@@ -219,6 +254,7 @@ def signals(
         tier="fast",
         max_tokens=512,
         ledger=ledger,
+        partitions=[d.document for d in documents],
         on_done=ProgressLog(context.log, "signals", len(requests)),
     )
     rows: list[DocumentSignals] = []
@@ -232,36 +268,54 @@ def signals(
                 )
             )
         else:
-            rows.append(ground(document, by_doc.get(document.doc_id, []), answer).model_copy(update={"trace_id": trace_id}))
-    valid = sum(r.status == "valid" for r in rows)
-    return Output(
-        to_frame(rows, DocumentSignals),
-        metadata={
-            "documents": len(rows),
-            "valid": valid,
-            "validity_rate": round(valid / max(1, len(rows)), 3),
-            "entities": sum(len(r.entities) for r in rows),
-            "events": sum(len(r.events) for r in rows),
-            "key_figures": sum(len(r.key_figures) for r in rows),
-            "dropped_items": sum(r.dropped_items for r in rows),
-            "prompt_version": PROMPT.version,
-            **ledger_metadata(ledger, model),
-            "preview": MetadataValue.md(
-                markdown_table(
-                    [
-                        {
-                            "document": r.title,
-                            "status": r.status,
-                            "entities": ", ".join(e.name for e in r.entities),
-                            "figures": ", ".join(f"{f.label}: {f.value}" for f in r.key_figures),
-                            "sentiment": r.sentiment,
-                        }
-                        for r in rows[:10]
-                    ]
+            rows.append(
+                ground(document, by_doc.get(document.doc_id, []), answer).model_copy(
+                    update={"trace_id": trace_id, "prompt_cut_chars": prompt_cuts[document.doc_id]}
                 )
-            ),
-        },
+            )
+    # Each partition's materialization describes its own document and its own calls, so
+    # that adding them up over partitions gives the run's totals.
+    for row in rows:
+        context.add_asset_metadata(signals_metadata([row], ledger, model, row.document), partition_key=row.document)
+    for key in sorted(set(context.partition_keys) - {r.document for r in rows}):
+        context.add_asset_metadata({"documents": 0, "note": "no text document (see quarantined_documents)"}, partition_key=key)
+    summary = ledger.summary()
+    context.log.info(
+        f"Signals: {sum(r.status == 'valid' for r in rows)} of {len(rows)} documents valid; "
+        f"{summary.requests} model requests, {summary.failed_requests} failed, {summary.cache_hits} from cache"
     )
+    return Output(to_frame(rows, DocumentSignals), metadata={"prompt_version": PROMPT.version})
+
+
+def signals_metadata(
+    rows: list[DocumentSignals], ledger: CallLedger, model: ModelResource, partition: str | None = None
+) -> dict[str, object]:
+    valid = sum(r.status == "valid" for r in rows)
+    return {
+        "documents": len(rows),
+        "valid": valid,
+        "validity_rate": round(valid / max(1, len(rows)), 3),
+        "entities": sum(len(r.entities) for r in rows),
+        "events": sum(len(r.events) for r in rows),
+        "key_figures": sum(len(r.key_figures) for r in rows),
+        "dropped_items": sum(r.dropped_items for r in rows),
+        **ledger_metadata(ledger, model, partition=partition),
+        "preview": MetadataValue.md(
+            markdown_table(
+                [
+                    {
+                        "document": r.title,
+                        "status": r.status,
+                        "entities": ", ".join(e.name for e in r.entities),
+                        "figures": ", ".join(f"{f.label}: {f.value}" for f in r.key_figures),
+                        "sentiment": r.sentiment,
+                        "error": r.error,
+                    }
+                    for r in rows[:10]
+                ]
+            )
+        ),
+    }
 
 
 @asset_check(
@@ -284,3 +338,14 @@ def signal_validity(pipeline: PipelineConfig, signals: pd.DataFrame) -> AssetChe
             "not_valid": MetadataValue.md(markdown_table(failures.head(10).to_dict(orient="records"))),
         },
     )
+
+
+@asset_check(
+    asset=signals,
+    blocking=False,
+    description="Warns when more than max_failed_request_share of the documents' extraction requests failed "
+    "(endpoints down, or answers that stayed invalid): the outage is named in the failures.",
+)
+def signal_requests_succeeded(pipeline: PipelineConfig, signals: pd.DataFrame) -> AssetCheckResult:
+    failed = signals["status"] == "failed"
+    return failed_requests_check_result(signals, failed, ["document", "error"], pipeline.max_failed_request_share)

@@ -62,5 +62,8 @@ def test_switching_models_changes_the_code_version_of_model_assets_only(settings
 
     # The report only reads the trace table through the model resource, yet carries the fingerprint:
     # its cost figures come from the models that answered.
-    assert changed_by(llm_fast_model="another-fast-model") == {"signals", "drafts", "fact_checks", "digest_report"}
+    # Ingestion carries it too: the fast tier screens suspect text for prompt injection.
+    assert changed_by(llm_fast_model="another-fast-model") == {
+        "source_documents", "quarantined_documents", "signals", "drafts", "fact_checks", "digest_report"
+    }
     assert changed_by(embeddings_model="another-embedder") == {"retrieval_index", "drafts", "fact_checks"}
