@@ -1,5 +1,8 @@
-"""What a finished run tells the person who started it: where each output lives, and
-which blocking check stopped which asset, and why."""
+"""What a finished run tells the person who started it: where each output lives,
+which blocking check stopped which asset and why, and whether the model endpoints
+held up. A run that completed on fallbacks because no endpoint answered is not a
+success to keep quiet about: the outage is named (endpoint, error, count) and the
+run counts as degraded."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from dagster import AssetCheckSeverity, ExecuteInProcessResult
 from pydantic import BaseModel
 
 from ai_pipelines.settings import Settings
+from resources.traces import EndpointFailures, TraceStore
 
 
 class OutputLocation(BaseModel):
@@ -23,6 +27,41 @@ class CheckOutcome(BaseModel):
     description: str
 
 
+class ModelUsage(BaseModel):
+    """The run's model requests, added up over every materialization (partitions included)."""
+
+    requests: int = 0
+    failed_requests: int = 0
+    outage_requests: int = 0
+    retries: int = 0
+    reasks: int = 0
+    fallbacks: int = 0
+    cache_hits: int = 0
+    failures: list[EndpointFailures] = []
+
+    @property
+    def outage(self) -> bool:
+        """Requests failed because no endpoint answered (not merely invalid answers)."""
+        return self.outage_requests > 0
+
+    def describe_failures(self) -> str:
+        return ", ".join(
+            f"{f.endpoint} {f.kind} x{f.count}" + (f" ({f.attempts} attempts)" if f.attempts > f.count else "")
+            for f in self.failures
+        )
+
+
+_USAGE_KEYS = {
+    "model_requests": "requests",
+    "model_failed_requests": "failed_requests",
+    "model_outage_requests": "outage_requests",
+    "model_retries": "retries",
+    "model_reasks": "reasks",
+    "fallbacks": "fallbacks",
+    "cache_hits": "cache_hits",
+}
+
+
 class RunReport(BaseModel):
     run_id: str
     success: bool
@@ -30,21 +69,31 @@ class RunReport(BaseModel):
     checks: list[CheckOutcome]
     not_materialized: list[str]
     failed_steps: list[str]
+    model_usage: ModelUsage = ModelUsage()
 
     @property
     def blocked_by(self) -> list[CheckOutcome]:
         return [c for c in self.checks if c.blocking and not c.passed]
 
     @property
+    def warnings(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if not c.blocking and not c.passed]
+
+    @property
     def ok(self) -> bool:
-        return self.success and not self.blocked_by and not self.not_materialized
+        return self.success and not self.blocked_by and not self.not_materialized and not self.model_usage.outage
 
     @classmethod
     def from_result(cls, result: ExecuteInProcessResult, settings: Settings) -> "RunReport":
         outputs: dict[str, OutputLocation] = {}
+        usage = ModelUsage()
         for event in result.get_asset_materialization_events():
             materialization = event.materialization
             asset = materialization.asset_key.to_user_string()
+            for key, field in _USAGE_KEYS.items():
+                value = materialization.metadata.get(key)
+                if value is not None and isinstance(value.value, (int, float)):
+                    setattr(usage, field, getattr(usage, field) + int(value.value))
             if asset in outputs:  # one event per partition; the location is the same table
                 outputs[asset].partitions += 1
                 continue
@@ -70,6 +119,7 @@ class RunReport(BaseModel):
         planned = {key.to_user_string() for key in result.job_def.asset_layer.executable_asset_keys}
         materialized = set(outputs)
         failed = [e.step_key for e in result.get_step_failure_events() if e.step_key]
+        usage.failures = TraceStore(settings.trace_location).failures_by_endpoint(result.run_id)
         return cls(
             run_id=result.run_id,
             success=result.success,
@@ -77,10 +127,21 @@ class RunReport(BaseModel):
             checks=checks,
             not_materialized=sorted(planned - materialized),
             failed_steps=failed,
+            model_usage=usage,
         )
 
     def render(self) -> str:
-        lines = [f"Run {self.run_id}: {'succeeded' if self.ok else 'FAILED'}", "", "Outputs:"]
+        state = "succeeded" if self.ok else "DEGRADED: model outage" if self.success and self.model_usage.outage and not self.blocked_by else "FAILED"
+        lines = [f"Run {self.run_id}: {state}", ""]
+        usage = self.model_usage
+        if usage.outage:
+            lines += [
+                f"MODEL OUTAGE: {usage.outage_requests} of {usage.requests} model requests got no answer from any "
+                f"endpoint ({usage.describe_failures()}). Outputs that depend on them fell back or were not produced; "
+                "check the endpoints (AI_PIPELINES_LLM_BASE_URL, AI_PIPELINES_LLM_FALLBACKS) and run again.",
+                "",
+            ]
+        lines += ["Outputs:"]
         width = max((len(o.asset) for o in self.outputs), default=0)
         lines += [
             f"  {o.asset.ljust(width)}  {o.location}" + (f" ({o.partitions} partitions)" if o.partitions else "")
@@ -88,8 +149,18 @@ class RunReport(BaseModel):
         ] or ["  (none)"]
         lines += ["", "Checks:"]
         lines += [
-            f"  [{'pass' if c.passed else 'FAIL'}] {c.asset}:{c.check}  {c.description}" for c in self.checks
+            f"  [{'pass' if c.passed else 'FAIL' if c.blocking else 'warn'}] {c.asset}:{c.check}  {c.description}"
+            for c in self.checks
         ] or ["  (none)"]
+        if usage.requests:
+            lines += [
+                "",
+                f"Model requests: {usage.requests} ({usage.cache_hits} from cache), {usage.failed_requests} failed "
+                f"({usage.outage_requests} with no endpoint answering); {usage.retries} retries, {usage.reasks} re-asks, "
+                f"{usage.fallbacks} answered by a fallback endpoint",
+            ]
+            if usage.failures and not usage.outage:
+                lines.append(f"Endpoint failures: {usage.describe_failures()}")
         for check in self.blocked_by:
             lines.append(
                 f"\nBLOCKED: check '{check.check}' failed on asset '{check.asset}': {check.description}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dagster import MetadataValue
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
+from assets.previews import markdown_table
 from resources import CallLedger, ModelResource
 
 # Assets that call models share this Dagster concurrency pool, so that across runs no more
@@ -12,10 +14,16 @@ from resources import CallLedger, ModelResource
 MODEL_POOL = "model_endpoints"
 
 
-def ledger_metadata(ledger: CallLedger, model: ModelResource | None = None) -> dict[str, object]:
-    summary = ledger.summary()
+def ledger_metadata(ledger: CallLedger, model: ModelResource | None = None, partition: str | None = None) -> dict[str, object]:
+    """What the calls cost and how they went; `partition` limits it to one partition's
+    calls, so that per-partition materializations add up to the run instead of each
+    repeating its total."""
+    summary = ledger.summary(partition=partition)
     breakers = {"breaker_states": MetadataValue.json(model.breaker_states())} if model is not None else {}
     return {
+        "model_requests": summary.requests,
+        "model_failed_requests": summary.failed_requests,
+        "model_outage_requests": summary.outage_requests,
         "model_calls": summary.calls,
         "model_reasks": summary.reasks,
         "model_retries": summary.retries,
@@ -23,6 +31,7 @@ def ledger_metadata(ledger: CallLedger, model: ModelResource | None = None) -> d
         "cache_hit_rate": round(summary.cache_hits / summary.calls, 3) if summary.calls else 0.0,
         "fallbacks": summary.fallbacks,
         "model_failed_calls": summary.failed_calls,
+        "model_failures_by_endpoint": MetadataValue.json(summary.failures_by_endpoint),
         "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens,
         "cost_usd": summary.cost_usd,
@@ -34,3 +43,23 @@ def ledger_metadata(ledger: CallLedger, model: ModelResource | None = None) -> d
         "cost_by_model": MetadataValue.json(summary.cost_by_model),
         **breakers,
     }
+
+
+def failed_requests_check_result(rows: pd.DataFrame, failed: pd.Series, shown: list[str], limit: float) -> AssetCheckResult:
+    """A warning, not a block: a stage that fell back (extractive drafts, failed signals)
+    still produced something valid, but a person should know its model calls failed.
+    `rows` holds one model request per row, `failed` marks those that got no answer."""
+    failures = rows[failed] if len(rows) else rows
+    share = len(failures) / len(rows) if len(rows) else 0.0
+    return AssetCheckResult(
+        passed=share <= limit,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{len(failures)} of {len(rows)} model requests failed ({share:.0%}; limit {limit:.0%})",
+        metadata={
+            "failed_requests": len(failures),
+            "requests": len(rows),
+            "failed_share": round(share, 3),
+            "max_failed_request_share": limit,
+            "failures": MetadataValue.md(markdown_table(failures[shown].head(10).to_dict(orient="records"))),
+        },
+    )

@@ -22,6 +22,7 @@ from assets.drafts import DraftClaim
 from assets.fact_checks import FactCheck
 from assets.frames import OWNERS, from_frame
 from assets.ingestion import SourceDocument
+from assets.output_files import write_whole
 from assets.signals import DocumentSignals
 from assets.summaries import TopicSummary
 from resources import ModelResource
@@ -45,7 +46,7 @@ th, td { border-bottom: 1px solid #ddd; padding: 0.4rem; text-align: left; verti
 def signals_over_time(signals: list[DocumentSignals], published: dict[str, str]) -> str:
     by_month: dict[str, Counter] = defaultdict(Counter)
     for row in signals:
-        by_month[(published.get(row.doc_id) or "undated")[:7]][row.sentiment or "unknown"] += 1
+        by_month[(published.get(row.doc_id) or "undated")[:7]][row.grounded_sentiment or "ungrounded"] += 1
     rows = [(month, dict(counts)) for month, counts in sorted(by_month.items())]
     series = SENTIMENTS + sorted({s for _, c in rows for s in c} - set(SENTIMENTS))
     return stacked_bars("Documents by month and tone", rows, series)
@@ -160,7 +161,7 @@ def digest_report(
         from_frame(summaries, TopicSummary), checks, signal_rows, published, traces_by_stage, context.run_id
     )
     path = pipeline.output_path() / "digest.html"
-    path.write_text(html, encoding="utf-8")
+    write_whole(path, html)
     context.log.info(f"Digest report written to {path.resolve()}")
     location = str(Path(path).resolve())
     return Output(

@@ -1,8 +1,10 @@
 """Summaries: the digest, built only from supported, uncontested claims and from signals.
 
 Nothing here is generated: a summary is the supported claims of a topic in draft
-order, with the sentiment and key figures of the documents they cite. A claim the
-fact checks did not support, or that another document contradicts, cannot reach it.
+order, with the tone and key figures of the documents they cite, taken only from
+signals that held up against their evidence (a failed or ungrounded extraction says
+nothing reliable). A claim the fact checks did not support, or that another document
+contradicts, cannot reach it.
 """
 
 
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 from assets.config import PipelineConfig
 from assets.fact_checks import FactCheck
 from assets.frames import from_frame, table_output, to_frame
+from assets.output_files import write_whole
 from assets.signals import DocumentSignals
 
 GROUP = "summaries"
@@ -53,8 +56,8 @@ def summarize(topic: str, checks: list[FactCheck], signals_by_doc: dict[str, Doc
         claim_ids=[c.claim_id for c in kept],
         chunk_ids=chunk_ids,
         excluded_claims=sum(c.verdict != "supported" or c.contested for c in checks),
-        sentiment_mix=dict(Counter(s.sentiment for s in cited if s.sentiment)),
-        key_figures=list(dict.fromkeys(f"{f.label}: {f.value}" for s in cited for f in s.key_figures))[:6],
+        sentiment_mix=dict(Counter(s.grounded_sentiment for s in cited if s.grounded_sentiment)),
+        key_figures=list(dict.fromkeys(f"{f.label}: {f.value}" for s in cited if s.status == "valid" for f in s.key_figures))[:6],
         index_version=checks[0].index_version if checks else "",
     )
 
@@ -89,7 +92,7 @@ def summaries(
     rows = [summarize(t, [c for c in checks if c.topic == t], signals_by_doc) for t in topics]
     digest = render_digest(rows)
     path = pipeline.output_path() / "digest.md"
-    path.write_text(digest, encoding="utf-8")
+    write_whole(path, digest)
     context.log.info(f"Digest written to {path.resolve()}")
     return Output(
         to_frame(rows, TopicSummary),

@@ -28,9 +28,14 @@ def llm(fake_llm: FakeOpenAI) -> FakeOpenAI:
     return fake_llm
 
 
+def fake_settings(data_dir: Path, llm: FakeOpenAI) -> Settings:
+    """Settings that point the real code location at the fake server and at `data_dir`."""
+    return Settings(data_dir=data_dir, llm_base_url=llm.base_url, llm_fast_model="fake-fast", llm_strong_model="fake-strong")
+
+
 @pytest.fixture
 def settings(tmp_path: Path, llm: FakeOpenAI) -> Settings:
-    return Settings(data_dir=tmp_path / "data", llm_base_url=llm.base_url, llm_fast_model="fake-fast", llm_strong_model="fake-strong")
+    return fake_settings(tmp_path / "data", llm)
 
 
 def run_digest_job(settings: Settings, instance: DagsterInstance | None = None) -> ExecuteInProcessResult:

@@ -29,12 +29,12 @@ def test_check_passes_then_fails_on_a_blocking_check_against_latest_materializat
 
     first = check(tmp_path, llm, "--materialize")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert first.stdout.count("PASS  ") == 7 and "0 blocking failures: passed" in first.stdout
+    assert first.stdout.count("PASS  ") == 9 and "0 blocking failures: passed" in first.stdout
     assert " - DEBUG - " not in first.stdout + first.stderr  # the table, not the run log
 
     # Latest materializations only, nothing re-materialized: a stricter threshold fails the build.
     again = check(tmp_path, llm, "--select", "source_documents,group:signals")
-    assert again.returncode == 0 and again.stdout.count("PASS  ") == 2, again.stdout + again.stderr
+    assert again.returncode == 0 and again.stdout.count("PASS  ") == 3, again.stdout + again.stderr
     strict = check(tmp_path, llm, "--select", "source_documents", AI_PIPELINES_MAX_QUARANTINE_SHARE="0")
     assert strict.returncode == 1
     assert "FAIL    ERROR     source_documents:corpus_parsed" in strict.stdout and "3 of 33 files failed" in strict.stdout

@@ -28,9 +28,12 @@ def test_six_groups_with_descriptions_and_blocking_checks():
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     assert {node.group_name for node in specs.values()} == GROUPS
     assert all(node.description for node in specs.values()), [k for k, n in specs.items() if not n.description]
-    checks = list(graph.asset_check_keys)
-    assert len(checks) == 7
-    assert all(graph.get_check_spec(key).blocking for key in checks)
+    checks = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
+    # Seven blocking checks gate the stages; two warnings say when a stage's model requests failed.
+    assert sorted(name for name, spec in checks.items() if not spec.blocking) == [
+        "draft_requests_succeeded", "signal_requests_succeeded",
+    ]
+    assert sum(spec.blocking for spec in checks.values()) == 7
 
 
 def test_per_document_assets_share_the_documents_partitions_and_backfill_in_one_run():

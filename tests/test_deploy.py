@@ -213,7 +213,7 @@ def test_steps_execute_on_celery_workers_through_rabbitmq(prod, tmp_path):
     finally:
         assert stack.stop() == 0
     steps = {"source_documents", "source_documents_corpus_parsed", "chunks", "chunks_every_document_chunked",
-             "signals", "signals_signal_validity"}
+             "signals", "signals_signal_validity", "signals_signal_requests_succeeded"}
     assert submitted == steps and set(step_pids) == steps
     assert run_pid not in commands
     assert all("celery" in command and "worker" in command for command in commands.values()), commands

@@ -1,42 +1,76 @@
 """The whole graph, materialized in-process over the sample corpus against the fake server."""
 
+from typing import NamedTuple
+
 import duckdb
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from ai_pipelines.report import RunReport
-from tests.conftest import run_digest_job
+from ai_pipelines.settings import Settings
+from tests.conftest import fake_settings, run_digest_job
 
 STAGES = ["source_documents", "quarantined_documents", "chunks", "retrieval_index", "signals", "drafts", "fact_checks", "summaries", "digest_report"]
 
 
-@pytest.fixture
-def run(settings):
-    return run_digest_job(settings)
+class GraphRun(NamedTuple):
+    settings: Settings
+    instance: DagsterInstance
+    result: ExecuteInProcessResult
+    calls: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory, fake_llm) -> GraphRun:
+    """One run of the whole graph over the sample corpus, shared by the tests that read it."""
+    fake_llm.reset()
+    settings = fake_settings(tmp_path_factory.mktemp("graph") / "data", fake_llm)
+    instance = DagsterInstance.ephemeral()
+    result = run_digest_job(settings, instance)
+    calls = {schema: fake_llm.calls_for(schema) for schema in ("ExtractedSignals", "ClaimRewrite")}
+    return GraphRun(settings, instance, result, {**calls, "requests": fake_llm.requests})
+
+
+@pytest.fixture(scope="module")
+def run(graph: GraphRun) -> ExecuteInProcessResult:
+    return graph.result
 
 
 def metadata(result, asset):
-    # A partitioned asset has one event per document, each with the output's metadata.
+    # A partitioned asset has one event per document, each with that document's metadata.
     event = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset))
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def test_every_stage_materializes_and_every_check_passes(run, settings, llm):
-    report = RunReport.from_result(run, settings)
+def partition_metadata(result, asset) -> dict[str, dict]:
+    return {
+        e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == AssetKey(asset)
+    }
+
+
+def test_every_stage_materializes_and_every_check_passes(run, graph):
+    report = RunReport.from_result(run, graph.settings)
     assert run.success, report.render()
     assert report.ok
     assert sorted(o.asset for o in report.outputs) == sorted(STAGES)
-    assert len(report.checks) == 7 and all(c.passed for c in report.checks)
-    assert llm.calls_for("ExtractedSignals") == 30
-    assert llm.calls_for("ClaimRewrite") > 0
+    assert len(report.checks) == 9 and all(c.passed for c in report.checks)
+    assert graph.calls["ExtractedSignals"] == 30
+    assert graph.calls["ClaimRewrite"] > 0
 
 
 def test_materializations_explain_themselves(run):
-    signals = metadata(run, "signals")
-    assert signals["documents"] == 30 and signals["model_calls"] == 30
-    assert signals["prompt_tokens"] > 0 and "fake-fast" in signals["calls_by_model"]
+    # Each document's materialization describes that document, so sums over partitions are run totals.
+    per_document = partition_metadata(run, "signals")
+    documents = {k: m for k, m in per_document.items() if m.get("documents")}
+    assert len(per_document) == 33 and len(documents) == 30
+    assert all(m["documents"] == 1 and m["model_requests"] == 1 and m["model_calls"] == 1 for m in documents.values())
+    assert all(m["prompt_tokens"] > 0 for m in documents.values())
+    signals = next(iter(documents.values()))
+    assert "fake-fast" in signals["calls_by_model"] and signals["calls_by_model"]["fake-fast"] == 1
     assert signals["latency_p95_s"] >= signals["latency_p50_s"] >= 0
-    assert "| document |" in signals["preview"]
+    assert "| document |" in signals["preview"] and signals["preview"].count("\n| ") == 1  # one row: its document
     drafts = metadata(run, "drafts")
     assert drafts["claims"] > 0 and drafts["index_version"] == metadata(run, "retrieval_index")["index_version"]
     assert "calls_by_model" in drafts and "fake-strong" in drafts["calls_by_model"]
@@ -46,7 +80,8 @@ def test_materializations_explain_themselves(run):
     assert drafts["breaker_states"] == {"primary": "closed"}
 
 
-def test_unparseable_documents_are_quarantined_with_reasons(run, settings):
+def test_unparseable_documents_are_quarantined_with_reasons(graph):
+    settings = graph.settings
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as db:
         reasons = dict(db.execute("select kind, reason from ai_pipelines.quarantined_documents").fetchall())
         documents = db.execute("select count(*) from ai_pipelines.source_documents").fetchone()[0]
@@ -55,7 +90,8 @@ def test_unparseable_documents_are_quarantined_with_reasons(run, settings):
     assert documents == 30
 
 
-def test_summaries_publish_only_supported_claims(run, settings):
+def test_summaries_publish_only_supported_claims(graph):
+    settings = graph.settings
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as db:
         unsupported = db.execute(
             """
@@ -69,21 +105,19 @@ def test_summaries_publish_only_supported_claims(run, settings):
     assert (settings.output_dir / "digest.md").read_text().startswith("# Digest")
 
 
-def test_rerun_with_unchanged_inputs_embeds_nothing_and_calls_no_model(settings, llm):
-    first = run_digest_job(settings)
-    assert first.success and llm.requests > 0
-    llm.reset()
-    second = run_digest_job(settings)
+def test_long_fan_outs_log_progress(graph):
+    messages = [e.user_message for e in graph.instance.all_logs(graph.result.run_id) if e.user_message.startswith("signals: ")]
+    assert messages and messages[-1].startswith("signals: 30 of 30 (")
+    assert "s left)" in messages[-1]
+
+
+# Last: it materializes the shared graph a second time.
+def test_rerun_with_unchanged_inputs_embeds_nothing_and_calls_no_model(graph, llm):
+    assert graph.result.success and graph.calls["requests"] > 0
+    second = run_digest_job(graph.settings, graph.instance)
     assert second.success
     assert llm.requests == 0
     assert metadata(second, "retrieval_index")["embedded_this_run"] == 0
-    signals = metadata(second, "signals")
-    assert signals["cache_hits"] == signals["model_calls"] == 30 and signals["cache_hit_rate"] == 1.0
-
-
-def test_long_fan_outs_log_progress(settings):
-    instance = DagsterInstance.ephemeral()
-    result = run_digest_job(settings, instance)
-    messages = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message.startswith("signals: ")]
-    assert messages and messages[-1].startswith("signals: 30 of 30 (")
-    assert "s left)" in messages[-1]
+    signals = partition_metadata(second, "signals")
+    assert sum(m.get("cache_hits", 0) for m in signals.values()) == 30
+    assert all(m["cache_hit_rate"] == 1.0 for m in signals.values() if m.get("documents"))
