@@ -4,7 +4,8 @@ launch the digest job over the full partition range.
 This is what `ai-pipelines run` and the tests do. One run, not one per document,
 means one process and one model server whose assets fan out over every document;
 the UI's equivalent is a backfill of all partitions, which the assets' single-run
-backfill policy also turns into one run.
+backfill policy also turns into one run. The run executes in this process, and says
+so in its tags, so that a later process can tell when it was killed (run_recovery).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult, JobDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import BaseModel
 
+from ai_pipelines.run_process import RunProcess
 from assets.config import PipelineConfig
 from assets.documents import DOCUMENTS, is_valid_key, scan, watched_folders
 
@@ -55,5 +57,5 @@ def run_over_all_documents(
     if not documents.keys:
         folders = " or ".join(str(p) for p in watched_folders(pipeline).values())
         raise NoDocumentsError(f"no documents to process: no files in {folders}")
-    tags = {**execute_kwargs.pop("tags", {}), **all_documents_tags(instance)}
+    tags = {**execute_kwargs.pop("tags", {}), **all_documents_tags(instance), **RunProcess.current().tags()}
     return job.execute_in_process(instance=instance, tags=tags, **execute_kwargs)

@@ -7,6 +7,7 @@ Dagster instance (DAGSTER_HOME), so every run from the terminal shows up in the 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -27,10 +28,40 @@ def ensure_dagster_home(settings: Settings) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
+    # Two commands started at once on a new home would both create the instance's SQLite
+    # tables and one would fail; the first to take the lock creates them, the other finds them.
+    with open(home / ".init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not config.exists():
+            config.write_text(INSTANCE_YAML)
+        from dagster import DagsterInstance
+
+        DagsterInstance.get().dispose()
     return home
+
+
+def mark_orphaned_runs_failed(instance) -> None:
+    """Runs this host executed in a process that is gone are marked failed, and said so."""
+    from ai_pipelines.run_recovery import fail_orphaned_runs
+
+    for orphan in fail_orphaned_runs(instance):
+        print(f"Marked run {orphan.run_id} ({orphan.job_name}) failed: {orphan.reason}", flush=True)
+
+
+def command_resume(args: argparse.Namespace, settings: Settings, instance) -> int:
+    from ai_pipelines.run_recovery import ResumeError, resume_run, resumed_run_report, run_to_resume
+
+    try:
+        parent = run_to_resume(instance, args.resume or None)
+        print(f"Resuming run {parent.run_id} ({parent.job_name}) from failure ...", flush=True)
+        result = resume_run(instance, parent, log_level=args.log_level)
+    except ResumeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = resumed_run_report(result, settings)
+    print(report.render())
+    return 0 if report.ok else 1
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,15 +72,18 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     from ai_pipelines.report import RunReport
 
     home = ensure_dagster_home(settings)
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def("digest_job")
-    print(f"Running digest_job over every document (Dagster home {home}) ...", flush=True)
     if sys.stderr.isatty():
         from ai_pipelines.progress_bar import TerminalProgressBar
         from assets.progress import add_listener
 
         add_listener(TerminalProgressBar(sys.stderr))
     with DagsterInstance.get() as instance:
+        mark_orphaned_runs_failed(instance)
+        if args.resume is not None:
+            return command_resume(args, settings, instance)
+        defs = build_definitions(settings)
+        job = defs.resolve_job_def("digest_job")
+        print(f"Running digest_job over every document (Dagster home {home}) ...", flush=True)
         try:
             result = run_over_all_documents(
                 job,
@@ -133,6 +167,8 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
 
     ensure_dagster_home(settings)
     with DagsterInstance.get() as instance:
+        if args.materialize:
+            mark_orphaned_runs_failed(instance)
         try:
             checks = run_checks(
                 settings, instance, select=args.select, materialize=args.materialize, log_level=args.log_level
@@ -149,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="Materialize the whole graph with its blocking checks.")
     run.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING).")
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN_ID",
+        help="Re-execute a failed run from failure (default: the latest digest_job run, if it failed); "
+        "completed steps are not re-run and completed model calls come from the response cache.",
+    )
     check = commands.add_parser("fact-check", help="Verify claims (JSONL) against a folder of documents.")
     check.add_argument("--corpus", required=True, help="Folder of UTF-8 text documents.")
     check.add_argument("--claims", required=True, help='JSONL, one {"id", "text"} object a line.')
