@@ -5,6 +5,10 @@ latest `summaries` in the UI and materializes `published_digest` with run config
 naming themselves and their decision. An approval publishes that exact version of
 the summaries; a rejection publishes nothing and is kept with its reason. Every
 decision, either way, is a row of the approvals log.
+
+Publishing happens once per version: a run re-executed after a crash, or the same
+approval given twice, finds the earlier approval and leaves the published file and
+the log as they were, so a reader never sees two publications of one digest.
 """
 
 import hashlib
@@ -17,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
 from assets.frames import OWNERS, from_frame
+from assets.output_files import write_whole
 from assets.summaries import TopicSummary, render_digest
 from resources.state_store import StateStore
 
@@ -55,6 +60,14 @@ class ApprovalLog:
     def record(self, approval: Approval) -> None:
         self._db.execute("insert into approvals values (?, ?, ?, ?, ?)", tuple(approval.model_dump().values()))
 
+    def approval_of(self, version: str) -> Approval | None:
+        """The first approval of `version`, if it was approved before."""
+        row = self._db.fetchone(
+            "select * from approvals where summaries_version = ? and decision = 'approve' order by decided_at limit 1",
+            (version,),
+        )
+        return Approval(**dict(zip(Approval.model_fields, row))) if row else None
+
     def all(self) -> list[Approval]:
         rows = self._db.fetchall("select * from approvals order by decided_at")
         return [Approval(**dict(zip(Approval.model_fields, row))) for row in rows]
@@ -73,28 +86,35 @@ def published_digest(
         )
     if config.decision == "reject" and not config.reason.strip():
         raise Failure("A rejection needs a reason (config: reason).")
-    approval = Approval(
+    log = ApprovalLog(pipeline)
+    earlier = log.approval_of(version) if config.decision == "approve" else None
+    approval = earlier or Approval(
         summaries_version=version,
         approver=config.approver,
         decision=config.decision,
         reason=config.reason,
         decided_at=datetime.now(timezone.utc).isoformat(),
     )
-    ApprovalLog(pipeline).record(approval)
+    if earlier is None:
+        log.record(approval)
     if config.decision == "reject":
         context.log.warning(f"Summaries {version} rejected by {config.approver}: {config.reason}")
         return
     path = pipeline.output_path() / "published" / f"digest-{version}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
     digest = render_digest(from_frame(summaries, TopicSummary))
-    path.write_text(f"{digest}\nApproved by {config.approver} at {approval.decided_at}.\n", encoding="utf-8")
+    if earlier is not None and path.exists():
+        context.log.info(f"Summaries {version} were already published by {earlier.approver} at {earlier.decided_at}: {path}")
+    else:
+        write_whole(path, f"{digest}\nApproved by {approval.approver} at {approval.decided_at}.\n")
     yield Output(
         approval.model_dump(),
         metadata={
             "location": MetadataValue.path(str(path.resolve())),
-            "approver": config.approver,
+            "approver": approval.approver,
             "approved_at": approval.decided_at,
+            "already_published": earlier is not None,
             "summaries_version": version,
             "preview": MetadataValue.md(digest),
         },
     )
+

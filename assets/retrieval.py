@@ -7,6 +7,7 @@ exactly which index they used, and an unchanged corpus re-embeds nothing.
 
 
 import hashlib
+from typing import Collection
 
 import pandas as pd
 from dagster import (
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from assets.automation import when_documents_change
 from assets.config import PipelineConfig
+from assets.documents import DOCUMENTS
 from assets.frames import OWNERS, from_frame
 from assets.ingestion import Chunk
 from resources import VectorStoreResource
@@ -56,22 +58,35 @@ def index_version(chunk_ids: list[str], embedding_model: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def sync_index(vector_store: VectorStoreResource, collection: str, rows: list[Chunk]) -> tuple[int, int]:
+def sync_index(
+    vector_store: VectorStoreResource, collection: str, rows: list[Chunk], registered: Collection[str] | None = None
+) -> tuple[int, int]:
     """Embed only chunks the collection lacks and drop those no longer in the corpus.
 
-    Chunk ids are content-derived, so an id already present holds the same text.
+    Chunk ids are content-derived, so an id already present holds the same text. With
+    `registered` (the documents partitions that exist now), a stored chunk is dropped
+    only when its document is one of `rows`' documents or is no longer registered: the
+    chunks of a document that another run registered and indexed after these rows
+    were read are not this run's to remove. Updates hold the store's writer lock.
     """
-    existing = vector_store.ids(collection)
     wanted = {c.chunk_id: c for c in rows}
-    new = [wanted[i] for i in sorted(wanted.keys() - existing)]
-    removed = sorted(existing - wanted.keys())
-    vector_store.upsert(
-        collection,
-        ids=[c.chunk_id for c in new],
-        documents=[c.text for c in new],
-        metadatas=[{"doc_id": c.doc_id, "position": c.position} for c in new],
-    )
-    vector_store.delete(collection, removed)
+    known = {c.document for c in rows}
+    with vector_store.writing():
+        existing = vector_store.id_metadata(collection)
+        new = [wanted[i] for i in sorted(wanted.keys() - existing.keys())]
+        removed = sorted(
+            i
+            for i, meta in existing.items()
+            if i not in wanted
+            and (registered is None or not meta.get("document") or meta["document"] in known or meta["document"] not in registered)
+        )
+        vector_store.upsert(
+            collection,
+            ids=[c.chunk_id for c in new],
+            documents=[c.text for c in new],
+            metadatas=[{"doc_id": c.doc_id, "position": c.position, "document": c.document} for c in new],
+        )
+        vector_store.delete(collection, removed)
     return len(new), len(removed)
 
 
@@ -96,7 +111,8 @@ def retrieval_index(
     rows = from_frame(chunks, Chunk)
     model_id = vector_store.embeddings.model_id
     name = collection_name(pipeline.index_collection, model_id)
-    added, removed = sync_index(vector_store, name, rows)
+    registered = set(context.instance.get_dynamic_partitions(DOCUMENTS.name))
+    added, removed = sync_index(vector_store, name, rows, registered)
     manifest = IndexManifest(
         collection=name,
         location=vector_store.location(),

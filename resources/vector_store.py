@@ -4,12 +4,21 @@ Chroma's default embedding function downloads an ONNX model on first use, which
 fails offline and silently mixes vector spaces; every collection here is opened with
 our own embedding function instead, so passages and queries are embedded by the
 configured embeddings resource in their proper modes.
+
+Chroma on disk is one writer at a time: a process that writes from a stale in-memory
+index could persist it over another process's writes. Every index update therefore
+runs under `writing()`, an exclusive file lock beside the data that also drops this
+process's cached view, so the writer starts from what is on disk and two runs
+updating the index at once apply their changes one after the other. A Chroma server
+serializes writes itself and needs no lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import chromadb
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
@@ -87,6 +96,23 @@ class VectorStoreResource(ConfigurableResource):
                 self._client = chromadb.PersistentClient(path=self.persist_dir, settings=settings)
         return self._client
 
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Exclusive access for an update: other processes' writers wait (see the module doc)."""
+        if self.host:
+            yield
+            return
+        Path(self.persist_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.persist_dir) / ".writer.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if self._client is not None:
+                    self._client.clear_system_cache()
+                    self._client = None
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def collection(self, name: str):
         return self.client().get_or_create_collection(
             name=name,
@@ -96,6 +122,11 @@ class VectorStoreResource(ConfigurableResource):
 
     def ids(self, name: str) -> set[str]:
         return set(self.collection(name).get(include=[])["ids"])
+
+    def id_metadata(self, name: str) -> dict[str, dict[str, Any]]:
+        """Every stored id with its metadata (no documents, no vectors)."""
+        found = self.collection(name).get(include=["metadatas"])
+        return {i: dict(m or {}) for i, m in zip(found["ids"], found["metadatas"])}
 
     def upsert(
         self,
