@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from ai_pipelines.backfill import all_documents_tags, run_over_all_documents
 from ai_pipelines.report import CheckOutcome, RunReport
+from ai_pipelines.run_process import RunProcess
 from ai_pipelines.settings import Settings
 
 CHECKS_JOB = "asset_checks_cli"
@@ -93,7 +94,10 @@ def run_checks(
         checks_job = define_asset_job(CHECKS_JOB, selection=AssetSelection.checks_for_assets(*keys))
         job = Definitions.merge(defs, Definitions(jobs=[checks_job])).resolve_job_def(CHECKS_JOB)
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, tags=all_documents_tags(instance), run_config=run_config
+            instance=instance,
+            raise_on_error=False,
+            tags={**all_documents_tags(instance), **RunProcess.current().tags()},
+            run_config=run_config,
         )
     report = RunReport.from_result(result, settings)
     planned = {f"{k.asset_key.to_user_string()}:{k.name}" for k in result.job_def.asset_layer.asset_graph.asset_check_keys

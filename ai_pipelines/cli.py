@@ -167,8 +167,7 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
 
     ensure_dagster_home(settings)
     with DagsterInstance.get() as instance:
-        if args.materialize:
-            mark_orphaned_runs_failed(instance)
+        mark_orphaned_runs_failed(instance)
         try:
             checks = run_checks(
                 settings, instance, select=args.select, materialize=args.materialize, log_level=args.log_level
