@@ -277,8 +277,11 @@ def signals(
     # that adding them up over partitions gives the run's totals.
     for row in rows:
         context.add_asset_metadata(signals_metadata([row], ledger, model, row.document), partition_key=row.document)
-    for key in sorted(set(context.partition_keys) - {r.document for r in rows}):
-        context.add_asset_metadata({"documents": 0, "note": "no text document (see quarantined_documents)"}, partition_key=key)
+    for key in sorted(set(context.partition_keys) - {r.document for r in rows}):  # quarantined files: same keys, zeros
+        context.add_asset_metadata(
+            {**signals_metadata([], ledger, model, key), "note": "no text document (see quarantined_documents)"},
+            partition_key=key,
+        )
     summary = ledger.summary()
     context.log.info(
         f"Signals: {sum(r.status == 'valid' for r in rows)} of {len(rows)} documents valid; "
