@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup browser run dev prod celery-worker test check bench clean
+.PHONY: setup browser run dev prod celery-worker test check bench eval-factcheck clean
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -51,6 +51,10 @@ check: setup
 
 bench: setup
 	$(BIN)/python bench/gateway_cache.py
+
+# Fact-checker figures of FACT_CHECKING.md, offline from the committed FRANK data (a few minutes).
+eval-factcheck: setup
+	$(BIN)/python -m ai_pipelines.fact_check_eval
 
 clean:
 	rm -rf data .pytest_cache

@@ -101,9 +101,9 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
-    from ai_pipelines.fact_check import fact_check_corpus
+    from ai_pipelines.fact_check import fact_check_lenient
 
-    verdicts = fact_check_corpus(
+    verdicts, errors = fact_check_lenient(
         settings,
         corpus=Path(args.corpus),
         claims_path=Path(args.claims),
@@ -113,32 +113,35 @@ def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
         for verdict in verdicts:
-            handle.write(
-                json.dumps(
-                    {
-                        "id": verdict.id,
-                        "verdict": verdict.verdict,
-                        "score": verdict.score,
-                        "evidence": verdict.evidence,
-                        "evidence_sentence": verdict.evidence_sentence,
-                    }
-                )
-                + "\n"
-            )
+            row = {
+                "id": verdict.id,
+                "verdict": verdict.verdict,
+                "score": verdict.score,
+                "evidence": verdict.evidence,
+                "evidence_sentence": verdict.evidence_sentence,
+                "reason": verdict.reason,
+            }
+            if args.explain:
+                row.update(features=verdict.features, judge=verdict.judge, quote=verdict.quote, conflict=verdict.conflict)
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for error in errors:
+        print(error, file=sys.stderr)
     counts = {v: sum(x.verdict == v for x in verdicts) for v in ("supported", "refuted", "not_enough_info")}
-    print(f"{len(verdicts)} claims verified -> {out} {counts}")
-    return 0
+    print(f"{len(verdicts)} claims verified -> {out} {counts}" + (f"; {len(errors)} malformed line(s) skipped" if errors else ""))
+    return 2 if errors else 0
 
 
 def command_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from ai_pipelines.fact_check import calibrate
-    from assets.claim_verification import CALIBRATION_FILE
+    from ai_pipelines.fact_check import calibrate, write_calibration
 
-    calibration = calibrate(settings, Path(args.corpus), Path(args.dev))
-    print(calibration.model_dump_json(indent=2))
+    from ai_pipelines.fact_check_eval import DATA_DIR
+
+    report = calibrate(settings, Path(args.data) if args.data else DATA_DIR, judge=args.judge, articles=args.articles, judge_claims=args.judge_claims)
+    print(report.table())
+    calibration = report.judge_calibration or report.calibration
+    print(f"fingerprint {calibration.fingerprint}: held-out balanced accuracy {calibration.heldout}")
     if args.write:
-        CALIBRATION_FILE.write_text(calibration.model_dump_json() + "\n")
-        print(f"written to {CALIBRATION_FILE}")
+        print(f"written to {write_calibration(calibration, bundled=args.bundled)}")
     return 0
 
 
@@ -197,10 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--claims", required=True, help='JSONL, one {"id", "text"} object a line.')
     check.add_argument("--out", required=True, help="Where to write verdicts (JSONL).")
     check.add_argument("--no-model", action="store_true", help="Decide from embeddings alone.")
-    calibrate = commands.add_parser("calibrate", help="Fit fact-check thresholds on a labelled JSONL set.")
-    calibrate.add_argument("--corpus", default="assets/sample_corpus", help="Folder the claims are about.")
-    calibrate.add_argument("--dev", default="tests/data/fact_check_dev.jsonl", help='JSONL with "id", "text", "label".')
-    calibrate.add_argument("--write", action="store_true", help="Replace the bundled calibration file.")
+    check.add_argument("--explain", action="store_true", help="Also output each verdict's features, judge verdict and quote.")
+    calibrate = commands.add_parser(
+        "calibrate", help="Fit the fact-check classifier for the configured models on FRANK; print held-out figures."
+    )
+    calibrate.add_argument("--data", default="", help="Folder with the FRANK claim sets (default: the bundled ones).")
+    calibrate.add_argument("--judge", action="store_true", help="Fit with the configured strong model as judge.")
+    calibrate.add_argument("--judge-claims", type=int, default=40, help="Claims per set sent to the judge.")
+    calibrate.add_argument("--articles", type=int, default=None, help="Only the first N articles of each set.")
+    calibrate.add_argument("--write", action="store_true", help="Write the calibration, keyed by the model fingerprint.")
+    calibrate.add_argument("--bundled", action="store_true", help="With --write: make it the bundled default.")
     commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
     checks = commands.add_parser(
         "check", help="Run asset checks (latest materializations, or --materialize first); exit 1 on a blocking failure."

@@ -2,36 +2,34 @@
 
 It indexes the corpus into its own Chroma collection (named by the corpus content,
 so a second run over the same documents re-embeds nothing) and runs the same
-`ClaimVerifier` that the `fact_checks` asset uses. Calibration runs the verifier
-on a labelled development set and picks the thresholds that decide best.
+`ClaimVerifier` that the `fact_checks` asset uses. Calibration fits the verifier's
+classifier for the configured models on the committed FRANK data
+(`ai_pipelines.fact_check_eval`) and writes it keyed by the models' fingerprint.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from pathlib import Path
 
 from ai_pipelines.definitions import build_resources
+from ai_pipelines.fact_check_eval import DATA_DIR, EvalReport, evaluate as evaluate_on_benchmark
 from ai_pipelines.settings import Settings
 from assets.claim_verification import (
+    CALIBRATION_FILE,
     Calibration,
     ClaimVerdict,
     ClaimVerifier,
-    Features,
-    Thresholds,
-    decide,
-    load_calibration,
+    calibration_path,
     read_claims,
+    read_claims_lenient,
 )
 from assets.ingestion import chunk_document, load_corpus
 from assets.retrieval import collection_name, sync_index
 
-LABELS = ("supported", "refuted", "not_enough_info")
 
-
-def corpus_verifier(settings: Settings, corpus: Path, use_model: bool = True, thresholds: Thresholds | None = None) -> ClaimVerifier:
+def corpus_verifier(settings: Settings, corpus: Path, use_model: bool = True, calibration: Calibration | None = None) -> ClaimVerifier:
     if not corpus.is_dir():
         raise FileNotFoundError(f"corpus folder not found: {corpus}")
     documents, quarantined = load_corpus([corpus])
@@ -46,49 +44,48 @@ def corpus_verifier(settings: Settings, corpus: Path, use_model: bool = True, th
     corpus_id = hashlib.sha256("".join(sorted(d.doc_id for d in documents)).encode()).hexdigest()[:12]
     collection = collection_name(f"corpus-{corpus_id}", vector_store.embeddings.model_id)
     sync_index(vector_store, collection, chunks)
-    return ClaimVerifier(vector_store, collection, model=resources["model"] if use_model else None, thresholds=thresholds)
+    return ClaimVerifier(vector_store, collection, model=resources["model"] if use_model else None, calibration=calibration)
 
 
 def fact_check_corpus(settings: Settings, corpus: Path, claims_path: Path, use_model: bool = True) -> list[ClaimVerdict]:
-    claims = read_claims(claims_path)
-    return corpus_verifier(settings, corpus, use_model).verify(claims)
+    """Verdicts for a claims file; a malformed line raises an error naming it."""
+    return corpus_verifier(settings, corpus, use_model).verify(read_claims(claims_path))
 
 
-def _macro_f1(gold: list[str], predicted: list[str]) -> float:
-    scores = []
-    for label in LABELS:
-        tp = sum(g == p == label for g, p in zip(gold, predicted))
-        fp = sum(p == label != g for g, p in zip(gold, predicted))
-        fn = sum(g == label != p for g, p in zip(gold, predicted))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(scores) / len(scores)
+def fact_check_lenient(settings: Settings, corpus: Path, claims_path: Path, use_model: bool = True) -> tuple[list[ClaimVerdict], list[str]]:
+    """Verdicts for every well-formed claim, and one error per malformed line: one bad line never stops the others."""
+    claims, errors = read_claims_lenient(claims_path)
+    return (corpus_verifier(settings, corpus, use_model).verify(claims) if claims else []), errors
 
 
-def calibrate(settings: Settings, corpus: Path, dev_set: Path) -> Calibration:
-    """Grid-search the decision thresholds on labelled claims; features are computed once."""
-    rows = [json.loads(line) for line in dev_set.read_text().splitlines() if line.strip()]
-    gold = [r["label"] for r in rows]
-    claims = read_claims(dev_set)
-    verifier = corpus_verifier(settings, corpus, use_model=False)
-    features: list[Features] = verifier.features(claims)
-    grid = [round(0.80 + 0.005 * i, 3) for i in range(35)]
-    best: tuple[float, float, Thresholds] | None = None
-    for support, refute in itertools.product(grid, grid):
-        thresholds = Thresholds(support=support, refute=refute, candidates=verifier.thresholds.candidates)
-        predicted = [decide(c.id, f, thresholds).verdict for c, f in zip(claims, features)]
-        f1 = _macro_f1(gold, predicted)
-        accuracy = sum(g == p for g, p in zip(gold, predicted)) / len(gold)
-        if best is None or (f1, accuracy) > best[:2]:
-            best = (f1, accuracy, thresholds)
-    assert best is not None
-    return Calibration(
-        thresholds=best[2], dev_set=dev_set.name, examples=len(rows), accuracy=round(best[1], 3), macro_f1=round(best[0], 3)
+def calibrate(settings: Settings, data_dir: Path = DATA_DIR, judge: bool = False, articles: int | None = None, judge_claims: int = 40) -> EvalReport:
+    """Fit the classifier for the configured embedding model (and judge, with `judge`) on the FRANK fit split."""
+    resources = build_resources(settings)
+    return evaluate_on_benchmark(
+        data_dir,
+        embeddings=resources["vector_store"].embeddings,
+        articles=articles,
+        legacy=False,
+        judge_model=resources["model"] if judge else None,
+        judge_claims=judge_claims,
+        progress=True,
+        settings=settings,
     )
 
 
+def write_calibration(calibration: Calibration, bundled: bool = False) -> Path:
+    """Write under the fingerprint's file name; `bundled` also makes it the default (embedded models only)."""
+    path = CALIBRATION_FILE if bundled else calibration_path(calibration.fingerprint)
+    path.write_text(calibration.model_dump_json(indent=1) + "\n")
+    return path
+
+
 def evaluate(settings: Settings, corpus: Path, dev_set: Path) -> tuple[float, float]:
-    """Accuracy and macro-F1 of the bundled calibration on a labelled set."""
+    """Accuracy over three labels, and balanced accuracy of supported vs not, on a labelled claims file."""
+    from ai_pipelines.fact_check_eval import balanced_accuracy
+
     rows = [json.loads(line) for line in dev_set.read_text().splitlines() if line.strip()]
-    verdicts = corpus_verifier(settings, corpus, use_model=False, thresholds=load_calibration().thresholds).verify(read_claims(dev_set))
+    verdicts = corpus_verifier(settings, corpus, use_model=False).verify(read_claims(dev_set))
     gold, predicted = [r["label"] for r in rows], [v.verdict for v in verdicts]
-    return sum(g == p for g, p in zip(gold, predicted)) / len(gold), _macro_f1(gold, predicted)
+    accuracy = sum(g == p for g, p in zip(gold, predicted)) / len(gold)
+    return accuracy, balanced_accuracy([g == "supported" for g in gold], [p == "supported" for p in predicted])
