@@ -112,6 +112,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             topics=settings.topics,
             max_topics=settings.max_topics,
             claims_per_draft=settings.claims_per_draft,
+            decompose_claims=settings.decomposes_claims,
+            max_refinement_rounds=settings.max_refinement_rounds,
             max_quarantine_share=settings.max_quarantine_share,
             min_signal_validity=settings.min_signal_validity,
             max_unsupported_share=settings.max_unsupported_share,

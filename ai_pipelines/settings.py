@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     topics: Annotated[list[str], NoDecode] = Field(default=[], description="Comma-separated draft topics.")
     max_topics: int = Field(default=4, ge=1)
     claims_per_draft: int = Field(default=4, ge=1)
+    decompose_claims: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Split written sentences into atomic claims (fast tier) before verifying them; "
+        "auto = on when an endpoint is configured, off for the embedded model.",
+    )
+    max_refinement_rounds: int = Field(
+        default=2, ge=0, description="Rounds in which an unsupported claim is sent back to the strong tier for revision."
+    )
     max_quarantine_share: float = Field(default=0.25, ge=0, le=1)
     min_signal_validity: float = Field(default=0.8, ge=0, le=1)
     max_unsupported_share: float = Field(default=0.4, ge=0, le=1)
@@ -109,6 +117,10 @@ class Settings(BaseSettings):
     @property
     def screens_with_model(self) -> bool:
         return self.screen_with_model == "on" or (self.screen_with_model == "auto" and bool(self.llm_base_url))
+
+    @property
+    def decomposes_claims(self) -> bool:
+        return self.decompose_claims == "on" or (self.decompose_claims == "auto" and bool(self.llm_base_url))
 
     @property
     def warehouse_path(self) -> Path:

@@ -34,7 +34,12 @@ class PipelineConfig(ConfigurableResource):
     claims_per_draft: int = 4
     max_quarantine_share: float = Field(default=0.25, description="Blocks when more documents fail to parse.")
     min_signal_validity: float = Field(default=0.8, description="Share of documents whose signals must validate.")
-    min_claim_grounding: float = Field(default=0.9, description="Similarity a drafted claim needs to its evidence sentence.")
+    decompose_claims: bool = Field(
+        default=False, description="Split each written sentence into atomic claims (fast tier) before verifying it."
+    )
+    max_refinement_rounds: int = Field(
+        default=2, description="Rounds in which an unsupported claim goes back to the strong tier to be revised."
+    )
     max_unsupported_share: float = Field(default=0.4, description="Share of claims allowed to be not supported before summaries are blocked.")
     max_failed_request_share: float = Field(
         default=0.1, description="Share of a stage's model requests that may fail before its warning check fails."

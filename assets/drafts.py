@@ -1,16 +1,20 @@
-"""Drafts: a brief per topic, written claim by claim from retrieved evidence.
+"""Drafts: a brief per topic, written by the strong tier from a numbered evidence list.
 
-Each claim starts from one evidence sentence in the index and cites its chunk. The
-model only rewrites that sentence; a rewrite that drifts from its evidence (lower
-similarity, a number or a negation that the evidence lacks) is replaced by the
-evidence sentence itself. Drafts are grounded by construction, and the fact-check
-stage still verifies every claim independently.
+The model writes in its own words; nothing here constrains its wording. What keeps a
+draft honest is downstream: every sentence is a claim that cites the evidence items it
+rests on, the fact checks verify each one, and the refinement loop revises or drops
+what fails. The only thing enforced at this stage is that the model cites items that
+exist: a citation of a number not in the list is a validation error, re-asked through
+the gateway. The model's text is kept exactly as written, and the evidence list it saw
+is kept with the draft.
 """
 
 
 import hashlib
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
 
 import pandas as pd
 from dagster import (
@@ -25,25 +29,49 @@ from dagster import (
 )
 from pydantic import BaseModel, Field
 
-from assets.claim_verification import conflict_between, content_words
+from assets.citations import citing_within as cited_schema
 from assets.config import PipelineConfig
 from assets.frames import from_frame, table_output, to_frame
-from assets.guardrails import neutralize
+from assets.guardrails import data_block
+from assets.ingestion import SourceDocument
 from assets.metadata import MODEL_POOL, failed_requests_check_result, ledger_metadata
 from assets.progress import ProgressLog
 from assets.prompts import load_prompt
 from assets.retrieval import IndexManifest
 from assets.signals import DocumentSignals
-from assets.text import numbers_in, split_sentences
+from assets.text import normalize, split_sentences
 from resources import CallLedger, ModelResource, VectorStoreResource
 
 GROUP = "drafts"
-PROMPT = load_prompt("draft_claim")
-CODE_VERSION = f"1-{PROMPT.version}"
+PROMPT = load_prompt("draft_brief")
+CODE_VERSION = f"2-{PROMPT.version}"
+MIN_SENTENCES, MAX_SENTENCES = 3, 8
+MAX_EVIDENCE_ITEMS = 12
 
 
-class ClaimRewrite(BaseModel):
-    claim: str = Field(min_length=8, max_length=300)
+class EvidenceItem(BaseModel):
+    """One numbered item of the evidence list a draft was written from."""
+
+    number: int
+    chunk_id: str
+    doc_id: str
+    title: str = ""
+    published: str = ""
+    sentence: str
+
+
+class BriefSentence(BaseModel):
+    text: str = Field(min_length=8, max_length=400)
+    evidence: list[int] = Field(min_length=1, max_length=4, description="Numbers of the evidence items it rests on.")
+
+
+class DraftBrief(BaseModel):
+    sentences: list[BriefSentence] = Field(min_length=1, max_length=MAX_SENTENCES)
+
+
+def citing_within(count: int, minimum: int = MIN_SENTENCES) -> type[DraftBrief]:
+    """The brief schema for one request: at least `minimum` sentences, citing only items 1..count."""
+    return cited_schema(DraftBrief, count, field="evidence", items="evidence items", minimum=minimum)
 
 
 class DraftClaim(BaseModel):
@@ -51,19 +79,14 @@ class DraftClaim(BaseModel):
     draft_id: str
     topic: str
     position: int
-    text: str
+    text: str = Field(description="The sentence exactly as the model wrote it (or the evidence sentence, if extractive).")
     cited_chunk_ids: list[str]
-    evidence_sentence: str
-    origin: str = Field(description="'model' when the rewrite held to its evidence, else 'extractive'.")
-    grounding: float = Field(description="Similarity of the claim to its evidence sentence.")
-    trace_id: str = Field(description="The model call that wrote (or proposed) this claim, in the trace table.")
-    model_error: str = Field(default="", description="Why the model call failed, when the evidence sentence stood in for it.")
-
-
-class Evidence(BaseModel):
-    chunk_id: str
-    doc_id: str
-    sentence: str
+    evidence_numbers: list[int] = Field(description="The evidence items it cites, numbered as in evidence_list.")
+    evidence_sentence: str = Field(description="The first cited evidence item's sentence.")
+    evidence_list: list[EvidenceItem] = Field(description="The whole numbered evidence list the draft was written from.")
+    origin: str = Field(description="'model' when the model wrote it, 'extractive' when its draft failed and evidence stood in.")
+    trace_id: str = Field(description="The model call that wrote this draft, in the trace table.")
+    model_error: str = Field(default="", description="Why the model call failed, when evidence sentences stood in for it.")
 
 
 def choose_topics(rows: list[DocumentSignals], configured: list[str], limit: int) -> list[str]:
@@ -86,44 +109,101 @@ def slug(text: str) -> str:
 
 
 def gather_evidence(
-    vector_store: VectorStoreResource, collection: str, topic: str, wanted: int
-) -> list[Evidence]:
-    """Sentences naming the topic, taken across documents in turn so one article does not dominate."""
+    vector_store: VectorStoreResource,
+    collection: str,
+    topic: str,
+    wanted: int,
+    documents: dict[str, SourceDocument] | None = None,
+) -> list[EvidenceItem]:
+    """Sentences naming the topic, deduplicated and taken across documents in turn so one article does not dominate."""
+    documents = documents or {}
     hits = vector_store.query(collection, [topic], n_results=max(8, wanted * 3), contains=topic)[0]
-    per_doc: dict[str, list[Evidence]] = {}
+    per_doc: dict[str, list[tuple[str, str]]] = {}
+    seen: set[str] = set()
     for hit in hits:
         for span in split_sentences(hit.text):
-            if topic.lower() in span.text.lower() and len(span.text.split()) >= 6:
+            key = normalize(span.text)
+            if topic.lower() in span.text.lower() and len(span.text.split()) >= 6 and key not in seen:
+                seen.add(key)
                 doc_id = str(hit.metadata.get("doc_id", hit.id))
-                per_doc.setdefault(doc_id, []).append(Evidence(chunk_id=hit.id, doc_id=doc_id, sentence=span.text))
-    chosen: list[Evidence] = []
-    queues = list(per_doc.values())
+                per_doc.setdefault(doc_id, []).append((hit.id, span.text))
+    chosen: list[EvidenceItem] = []
+    queues = list(per_doc.items())
     while queues and len(chosen) < wanted:
-        for queue in list(queues):
+        for entry in list(queues):
+            doc_id, queue = entry
             if queue and len(chosen) < wanted:
-                chosen.append(queue.pop(0))
+                chunk_id, sentence = queue.pop(0)
+                document = documents.get(doc_id)
+                chosen.append(
+                    EvidenceItem(
+                        number=len(chosen) + 1,
+                        chunk_id=chunk_id,
+                        doc_id=doc_id,
+                        title=document.title if document else "",
+                        published=document.published if document else "",
+                        sentence=sentence,
+                    )
+                )
             if not queue:
-                queues.remove(queue)
+                queues.remove(entry)
     return chosen
 
 
-def draft_messages(topic: str, evidence: Evidence) -> list[dict[str, str]]:
-    """The rewrite prompt: the evidence sentence sits in a delimited data block."""
-    return [{"role": "user", "content": PROMPT.render(topic=neutralize(topic), evidence=neutralize(evidence.sentence))}]
-
-
-def holds_to(claim: str, evidence: str, similarity: float, minimum: float) -> bool:
-    """A rewrite may reword its evidence, not add to it or drop most of it."""
-    claim_words, evidence_words = content_words(claim), content_words(evidence)
-    added = claim_words - evidence_words
-    return (
-        similarity >= minimum
-        and len(claim.split()) >= 6
-        and len(added) <= max(1, len(claim_words) // 5)
-        and len(claim_words & evidence_words) >= 0.6 * len(evidence_words)
-        and numbers_in(claim) <= numbers_in(evidence)
-        and not conflict_between(claim, evidence)
+def numbered_evidence(items: Sequence[EvidenceItem]) -> str:
+    """The evidence list as the model sees it: one numbered line per item, with its source."""
+    return "\n".join(
+        f"[{i.number}] ({i.title or 'untitled'}{', ' + i.published if i.published else ''}) {i.sentence}" for i in items
     )
+
+
+def draft_messages(topic: str, evidence: Sequence[EvidenceItem]) -> list[dict[str, str]]:
+    """The drafting prompt: the numbered evidence sits in a delimited data block."""
+    content = PROMPT.render(
+        topic=topic.replace("{", "(").replace("}", ")"),
+        min_sentences=min(MIN_SENTENCES, len(evidence)),
+        max_sentences=MAX_SENTENCES,
+        evidence=data_block("evidence", numbered_evidence(evidence)),
+    )
+    return [{"role": "user", "content": content}]
+
+
+def claim_id_for(draft_id: str, chunk_ids: Sequence[str], text: str) -> str:
+    return hashlib.sha256(f"{draft_id}|{','.join(chunk_ids)}|{text}".encode()).hexdigest()[:12]
+
+
+def claims_from_brief(
+    topic: str, evidence: list[EvidenceItem], answer: DraftBrief | Exception, trace_id: str, fallback_claims: int
+) -> list[DraftClaim]:
+    """The model's sentences as claims; when its draft failed, the first evidence sentences stand in (extractive)."""
+    draft_id = slug(topic)
+    by_number = {i.number: i for i in evidence}
+    if isinstance(answer, DraftBrief):
+        written = [(s.text.strip(), [n for n in dict.fromkeys(s.evidence) if n in by_number], "model") for s in answer.sentences]
+        error = ""
+    else:
+        written = [(i.sentence, [i.number], "extractive") for i in evidence[:fallback_claims]]
+        error = str(answer)
+    rows = []
+    for position, (text, numbers, origin) in enumerate(written):
+        chunk_ids = list(dict.fromkeys(by_number[n].chunk_id for n in numbers))
+        rows.append(
+            DraftClaim(
+                claim_id=claim_id_for(draft_id, chunk_ids, text),
+                draft_id=draft_id,
+                topic=topic,
+                position=position,
+                text=text,
+                cited_chunk_ids=chunk_ids,
+                evidence_numbers=numbers,
+                evidence_sentence=by_number[numbers[0]].sentence if numbers else "",
+                evidence_list=evidence,
+                origin=origin,
+                trace_id=trace_id,
+                model_error=error,
+            )
+        )
+    return rows
 
 
 @asset(
@@ -139,70 +219,49 @@ def drafts(
     vector_store: VectorStoreResource,
     retrieval_index: IndexManifest,
     signals: pd.DataFrame,
+    source_documents: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
-    """Grounded briefs per topic: one claim per evidence sentence, each citing the chunk it rests on."""
+    """Model-written briefs per topic: each sentence a claim citing the evidence items (chunks) it rests on."""
     topics = choose_topics(from_frame(signals, DocumentSignals), pipeline.topics, pipeline.max_topics)
     context.log.info(f"Drafting {len(topics)} topics: {', '.join(topics)}")
+    documents = {d.doc_id: d for d in from_frame(source_documents, SourceDocument)}
+    wanted = min(MAX_EVIDENCE_ITEMS, max(MIN_SENTENCES, 2 * pipeline.claims_per_draft))
     plan = [
-        (topic, evidence)
-        for topic in topics
-        for evidence in gather_evidence(
-            vector_store, retrieval_index.collection, topic, pipeline.claims_per_draft
-        )
+        (topic, gather_evidence(vector_store, retrieval_index.collection, topic, wanted, documents)) for topic in topics
     ]
+    plan = [(topic, evidence) for topic, evidence in plan if evidence]
     ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    traced = model.map_traced_structured(
-        [draft_messages(t, e) for t, e in plan],
-        ClaimRewrite,
-        tier="strong",
-        max_tokens=120,
-        ledger=ledger,
-        on_done=ProgressLog(context.log, "drafted claims", len(plan)),
-    )
-    answers = [answer for answer, _ in traced]
-    proposed = [a.claim.strip() if isinstance(a, ClaimRewrite) else e.sentence for (_, e), a in zip(plan, answers)]
-    embeddings = vector_store.embeddings
-    similarities = (
-        (embeddings.embed_queries(proposed) * embeddings.embed_queries([e.sentence for _, e in plan])).sum(axis=1)
-        if plan
-        else []
-    )
-    rows: list[DraftClaim] = []
-    positions: Counter[str] = Counter()
-    for (topic, evidence), claim, (answer, trace_id), similarity in zip(plan, proposed, traced, similarities):
-        kept = isinstance(answer, ClaimRewrite) and holds_to(
-            claim, evidence.sentence, float(similarity), pipeline.min_claim_grounding
-        )
-        text = claim if kept else evidence.sentence
-        draft_id = slug(topic)
-        rows.append(
-            DraftClaim(
-                claim_id=hashlib.sha256(f"{draft_id}|{evidence.chunk_id}|{text}".encode()).hexdigest()[:12],
-                draft_id=draft_id,
-                topic=topic,
-                position=positions[draft_id],
-                text=text,
-                cited_chunk_ids=[evidence.chunk_id],
-                evidence_sentence=evidence.sentence,
-                origin="model" if kept else "extractive",
-                grounding=round(float(similarity) if kept else 1.0, 4),
-                trace_id=trace_id,
-                model_error=str(answer) if isinstance(answer, Exception) else "",
-            )
-        )
-        positions[draft_id] += 1
+    progress = ProgressLog(context.log, "drafted topics", len(plan))
+
+    def write(item: tuple[str, list[EvidenceItem]]) -> tuple[DraftBrief | Exception, str]:
+        # One request per topic: each has its own schema (the citations its evidence list allows).
+        topic, evidence = item
+        return model.map_traced_structured(
+            [draft_messages(topic, evidence)], citing_within(len(evidence)), tier="strong", max_tokens=900,
+            ledger=ledger, on_done=progress,
+        )[0]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(plan), model.max_concurrency))) as pool:
+        traced = list(pool.map(write, plan))
+    rows = [
+        row
+        for (topic, evidence), (answer, trace_id) in zip(plan, traced)
+        for row in claims_from_brief(topic, evidence, answer, trace_id, pipeline.claims_per_draft)
+    ]
     preview = "\n\n".join(
-        f"**{topic}**\n\n" + "\n".join(f"- {r.text} [{', '.join(r.cited_chunk_ids)}]" for r in rows if r.topic == topic)
-        for topic in topics
+        f"**{topic}**\n\n" + "\n".join(f"- {r.text} {r.evidence_numbers}" for r in rows if r.topic == topic)
+        for topic, _ in plan
     )
     return Output(
         to_frame(rows, DraftClaim),
         metadata={
-            "drafts": len(topics),
+            "drafts": len(plan),
             "claims": len(rows),
             "model_written_claims": sum(r.origin == "model" for r in rows),
             "extractive_claims": sum(r.origin == "extractive" for r in rows),
-            "topics": MetadataValue.json(topics),
+            "failed_drafts": sum(isinstance(a, Exception) for a, _ in traced),
+            "evidence_items": sum(len(e) for _, e in plan),
+            "topics": MetadataValue.json([t for t, _ in plan]),
             "index_version": retrieval_index.version,
             "prompt_version": PROMPT.version,
             **ledger_metadata(ledger, model),
@@ -239,9 +298,10 @@ def drafts_cite_indexed_chunks(
 @asset_check(
     asset=drafts,
     blocking=False,
-    description="Warns when more than max_failed_request_share of the claims' model requests failed, so "
+    description="Warns when more than max_failed_request_share of the drafts' model requests failed, so "
     "that an outage hidden behind extractive fallbacks is seen.",
 )
 def draft_requests_succeeded(pipeline: PipelineConfig, drafts: pd.DataFrame) -> AssetCheckResult:
-    failed = drafts["model_error"].fillna("") != ""
-    return failed_requests_check_result(drafts, failed, ["topic", "model_error"], pipeline.max_failed_request_share)
+    per_draft = drafts.drop_duplicates("draft_id") if len(drafts) else drafts
+    failed = per_draft["model_error"].fillna("") != ""
+    return failed_requests_check_result(per_draft, failed, ["topic", "model_error"], pipeline.max_failed_request_share)

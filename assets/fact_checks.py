@@ -1,8 +1,14 @@
-"""Fact checks: every claim of every draft, verified against evidence in the index."""
+"""Fact checks: every claim of every draft, verified against evidence in the index.
+
+This is the verdict before refinement: the model's sentences as written. Claims that
+fail here go to the refinement loop (`draft_revisions`); the share supported here is
+the "before" figure a person compares with the share after refinement.
+"""
 
 
 import hashlib
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -17,18 +23,35 @@ from dagster import (
 from pydantic import BaseModel, Field
 
 from assets.automation import when_index_changes
-from assets.claim_verification import PROMPT, Claim, ClaimVerifier, load_calibration
+from assets.claim_verification import Claim, ClaimVerifier
 from assets.config import PipelineConfig
 from assets.drafts import DraftClaim
 from assets.frames import from_frame, table_output, to_frame
 from assets.metadata import MODEL_POOL, ledger_metadata
 from assets.previews import markdown_table
 from assets.retrieval import IndexManifest
+from assets.sentence_checks import DECOMPOSE_PROMPT, SentenceCheck, check_sentences
 from resources import CallLedger, ModelResource, VectorStoreResource
 
 GROUP = "fact_checks"
-CALIBRATION = load_calibration()
-CODE_VERSION = f"1-{PROMPT.version}-{hashlib.sha256(CALIBRATION.thresholds.model_dump_json().encode()).hexdigest()[:8]}"
+
+
+def verifier_version() -> str:
+    """A hash of the verifier's code, prompts and calibration files: any change re-verifies."""
+    here = Path(__file__).parent
+    code = ("claim_verification.py", "claim_features.py", "sentence_checks.py", "text.py")
+    files = [*(here / name for name in code), *sorted((here / "prompts").glob("verify*.txt"))]
+    calibration = here / "calibration"
+    files += sorted(p for p in calibration.rglob("*") if p.is_file()) if calibration.exists() else []
+    digest = hashlib.sha256()
+    for path in files:
+        if path.exists():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+VERIFIER_VERSION = verifier_version()
+CODE_VERSION = f"2-{DECOMPOSE_PROMPT.version}-{VERIFIER_VERSION}"
 
 
 class FactCheck(BaseModel):
@@ -44,6 +67,34 @@ class FactCheck(BaseModel):
     conflicting_chunk_ids: list[str]
     conflict: str
     index_version: str
+    quote: str = Field(default="", description="The judge's verbatim quote from the evidence, when it gave one.")
+    reason: str = Field(default="", description="Why the verifier decided so; fed back to the model when it fails.")
+    atomic_claims: list[str] = Field(default=[], description="The atomic claims the sentence was split into.")
+    origin: str = Field(default="model", description="The draft claim's origin: model or extractive.")
+
+
+def fact_check_rows(claims: list[DraftClaim], checks: list[SentenceCheck], index_version: str) -> list[FactCheck]:
+    return [
+        FactCheck(
+            claim_id=c.claim_id,
+            draft_id=c.draft_id,
+            topic=c.topic,
+            claim=c.text,
+            verdict=v.verdict,
+            score=v.score,
+            evidence_chunk_ids=v.evidence_chunk_ids,
+            evidence_sentence=v.evidence_sentence,
+            contested=v.contested,
+            conflicting_chunk_ids=v.conflicting_chunk_ids,
+            conflict=v.conflict,
+            index_version=index_version,
+            quote=v.quote,
+            reason=v.reason,
+            atomic_claims=v.atomic_claims,
+            origin=c.origin,
+        )
+        for c, v in zip(claims, checks)
+    ]
 
 
 @asset(
@@ -58,32 +109,21 @@ def fact_checks(
     model: ModelResource,
     vector_store: VectorStoreResource,
     retrieval_index: IndexManifest,
+    pipeline: PipelineConfig,
     drafts: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
     """A verdict for every drafted claim (supported / refuted / not enough info) with cited evidence and a score."""
     claims = from_frame(drafts, DraftClaim)
     ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    verifier = ClaimVerifier(
-        vector_store, retrieval_index.collection, model=model, thresholds=CALIBRATION.thresholds, ledger=ledger
+    verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=ledger)
+    verdicts = check_sentences(
+        verifier,
+        [Claim(id=c.claim_id, text=c.text, cited_chunk_ids=c.cited_chunk_ids) for c in claims],
+        model=model,
+        decompose=pipeline.decompose_claims,
+        ledger=ledger,
     )
-    verdicts = verifier.verify([Claim(id=c.claim_id, text=c.text, cited_chunk_ids=c.cited_chunk_ids) for c in claims])
-    rows = [
-        FactCheck(
-            claim_id=c.claim_id,
-            draft_id=c.draft_id,
-            topic=c.topic,
-            claim=c.text,
-            verdict=v.verdict,
-            score=v.score,
-            evidence_chunk_ids=v.evidence,
-            evidence_sentence=v.evidence_sentence,
-            contested=v.contested,
-            conflicting_chunk_ids=v.conflicting_chunk_ids,
-            conflict=v.conflict,
-            index_version=retrieval_index.version,
-        )
-        for c, v in zip(claims, verdicts)
-    ]
+    rows = fact_check_rows(claims, verdicts, retrieval_index.version)
     counts = Counter(r.verdict for r in rows)
     context.log.info(f"Verified {len(rows)} claims: {dict(counts)}")
     return Output(
@@ -94,8 +134,10 @@ def fact_checks(
             "refuted": counts["refuted"],
             "not_enough_info": counts["not_enough_info"],
             "contested": sum(r.contested for r in rows),
+            "supported_share_before_refinement": round(counts["supported"] / len(rows), 3) if rows else 0.0,
+            "decomposed_claims": sum(bool(r.atomic_claims) for r in rows),
             "index_version": retrieval_index.version,
-            "calibration": MetadataValue.json(CALIBRATION.model_dump()),
+            "verifier_version": VERIFIER_VERSION,
             **ledger_metadata(ledger, model),
             "preview": MetadataValue.md(
                 markdown_table(
@@ -111,8 +153,9 @@ def fact_checks(
 
 @asset_check(
     asset=fact_checks,
-    blocking=True,
-    description="The share of claims that are not supported stays at or below max_unsupported_share.",
+    blocking=False,
+    description="Warns when more than max_unsupported_share of the drafted claims are not supported as written. "
+    "Not blocking: failed claims go to refinement, and draft_revisions blocks on what is still unsupported after it.",
 )
 def unsupported_share_within_limit(pipeline: PipelineConfig, fact_checks: pd.DataFrame) -> AssetCheckResult:
     total = len(fact_checks)
@@ -120,7 +163,7 @@ def unsupported_share_within_limit(pipeline: PipelineConfig, fact_checks: pd.Dat
     share = len(unsupported) / total if total else 1.0
     return AssetCheckResult(
         passed=total > 0 and share <= pipeline.max_unsupported_share,
-        severity=AssetCheckSeverity.ERROR,
+        severity=AssetCheckSeverity.WARN,
         description=f"{len(unsupported)} of {total} claims are not supported ({share:.0%})",
         metadata={
             "unsupported_share": round(share, 3),

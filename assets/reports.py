@@ -1,7 +1,8 @@
 """The digest report: one self-contained HTML file a person reads instead of tables.
 
-It shows the digest, every claim with its verdict and the evidence it was judged
-against, and charts where looking beats reading: what the signals say across
+It shows the digest, what each stage wrote, revised, replaced and dropped (as counts:
+the text of a claim that failed verification is never shown as if it could be read as
+news), every published sentence with its verdict, quote and evidence, and charts where looking beats reading: what the signals say across
 documents and over time, and what each stage cost in calls, tokens and money. The
 costs come from the trace table rows of the calls behind the rows shown, so the
 report accounts for exactly this digest, whichever runs produced its parts.
@@ -18,6 +19,7 @@ from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from assets.charts import stacked_bars
 from assets.config import PipelineConfig
+from assets.draft_revisions import RevisionRound, outcomes
 from assets.drafts import DraftClaim
 from assets.fact_checks import FactCheck
 from assets.frames import OWNERS, from_frame
@@ -28,7 +30,7 @@ from assets.summaries import TopicSummary
 from resources import ModelResource
 
 GROUP = "summaries"
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 VERDICT_COLOURS = {"supported": "#2e7d32", "refuted": "#c62828", "not_enough_info": "#8d6e63"}
 SENTIMENTS = ["positive", "neutral", "mixed", "negative"]
 
@@ -73,18 +75,69 @@ def usage_per_stage(traces_by_stage: dict[str, list[dict]]) -> tuple[str, str]:
     )
 
 
-def claims_table(checks: list[FactCheck]) -> str:
-    lines = ["<table><tr><th>Claim</th><th>Verdict</th><th>Score</th><th>Evidence</th></tr>"]
-    for check in checks:
-        colour = VERDICT_COLOURS.get(check.verdict, "#555")
-        contested = f"<br>contested: {escape(check.conflict)}" if check.contested else ""
-        lines.append(
-            f"<tr><td>{escape(check.claim)}<div class='ids'>{escape(check.topic)} · {escape(check.claim_id)}</div></td>"
-            f"<td><span class='verdict' style='background:{colour}'>{escape(check.verdict)}</span></td>"
-            f"<td>{check.score:.3f}</td>"
-            f"<td><span class='evidence'>{escape(check.evidence_sentence)}</span>{contested}"
-            f"<div class='ids'>{escape(', '.join(check.evidence_chunk_ids))}</div></td></tr>"
-        )
+def stage_counts(drafts: list[DraftClaim], checks: list[FactCheck], revisions: list[RevisionRound], summaries: list[TopicSummary]) -> dict[str, dict[str, object]]:
+    """Per stage, what was written, revised, replaced, dropped and supported: the figures a person checks first."""
+    _, fate = outcomes(checks, revisions)
+    outcome = Counter(fate.values())
+    total = len(checks)
+    verdicts = Counter(c.verdict for c in checks)
+    sentences = [s for r in summaries for s in r.sentences]
+    published_claims = sum(outcome[k] for k in ("model", "revised", "extractive"))
+    return {
+        "drafts": {
+            "claims": len(drafts),
+            "model-written": sum(d.origin == "model" for d in drafts),
+            "extractive": sum(d.origin == "extractive" for d in drafts),
+        },
+        "fact checks": {
+            "supported": verdicts["supported"],
+            "refuted": verdicts["refuted"],
+            "not enough info": verdicts["not_enough_info"],
+            "supported share": round(verdicts["supported"] / total, 3) if total else 0.0,
+        },
+        "refinement": {
+            "rounds": len(revisions),
+            "revised": outcome["revised"],
+            "extractive": outcome["extractive"],
+            "withdrawn (dropped)": outcome["withdrawn"],
+            "unsupported at cap (dropped)": outcome["unsupported"],
+            "duplicates": outcome["duplicate"],
+            "supported share after": round((published_claims + outcome["duplicate"]) / total, 3) if total else 0.0,
+        },
+        "summaries": {
+            "sentences written": sum(r.written_sentences for r in summaries),
+            "removed (unsupported)": sum(r.removed_sentences for r in summaries),
+            "published": len(sentences),
+            "model-written": sum(s.origin == "model" for s in sentences),
+            "claims used as is": sum(s.origin == "claim" for s in sentences),
+        },
+    }
+
+
+def counts_table(counts: dict[str, dict[str, object]]) -> str:
+    lines = ["<table><tr><th>Stage</th><th>Counts</th></tr>"]
+    for stage, figures in counts.items():
+        cells = " · ".join(f"{escape(k)} <b>{escape(str(v))}</b>" for k, v in figures.items())
+        lines.append(f"<tr><td>{escape(stage)}</td><td>{cells}</td></tr>")
+    lines.append("</table>")
+    return "".join(lines)
+
+
+def sentences_table(summaries: list[TopicSummary]) -> str:
+    """Every published sentence with its verdict, the judge's quote (if any) and its evidence."""
+    lines = ["<table><tr><th>Sentence</th><th>Verdict</th><th>Score</th><th>Quote and evidence</th></tr>"]
+    for row in summaries:
+        for sentence in row.sentences:
+            colour = VERDICT_COLOURS.get(sentence.verdict, "#555")
+            quote = f"<div>“{escape(sentence.quote)}”</div>" if sentence.quote else ""
+            lines.append(
+                f"<tr><td>{escape(sentence.text)}<div class='ids'>{escape(row.topic)} · {escape(sentence.origin)}"
+                f" · claims {escape(', '.join(sentence.claim_ids))}</div></td>"
+                f"<td><span class='verdict' style='background:{colour}'>{escape(sentence.verdict)}</span></td>"
+                f"<td>{sentence.score:.3f}</td>"
+                f"<td>{quote}<span class='evidence'>{escape(sentence.evidence_sentence)}</span>"
+                f"<div class='ids'>{escape(', '.join(sentence.evidence_chunk_ids))}</div></td></tr>"
+            )
     lines.append("</table>")
     return "".join(lines)
 
@@ -108,6 +161,7 @@ def render_report(
     published: dict[str, str],
     traces_by_stage: dict[str, list[dict]],
     run_id: str,
+    counts: dict[str, dict[str, object]] | None = None,
 ) -> str:
     verdicts = Counter(c.verdict for c in checks)
     tokens_chart, cost_chart = usage_per_stage(traces_by_stage)
@@ -120,11 +174,14 @@ def render_report(
         f"<div class='meta'>generated {generated} · run {escape(run_id)} · index {escape(index_version)} · "
         f"{len(signals)} documents · {len(checks)} claims: "
         + ", ".join(f"{v} {escape(k)}" for k, v in sorted(verdicts.items()))
-        + "</div>"
+        + " before refinement</div>"
         f"<section><h2>Summary</h2>{topics_section(summaries)}</section>"
+        f"<section><h2>What each stage wrote, revised and dropped</h2>{counts_table(counts or {})}"
+        "<p class='ids'>Dropped claims and removed sentences are counted, never shown: they failed verification.</p>"
+        "</section>"
         f"<section><h2>Signals</h2><div class='charts'>{signals_over_time(signals, published)}"
         f"{signals_per_document(signals)}</div></section>"
-        f"<section><h2>Claims and evidence</h2>{claims_table(checks)}</section>"
+        f"<section><h2>Published sentences and their evidence</h2>{sentences_table(summaries)}</section>"
         f"<section><h2>Model usage behind this digest</h2><div class='charts'>{tokens_chart}{cost_chart}</div>"
         "<p class='ids'>Costs use AI_PIPELINES_LLM_INPUT_PRICE_PER_MTOK and _OUTPUT_PRICE_PER_MTOK (0 for local models).</p>"
         "</section>"
@@ -144,22 +201,27 @@ def digest_report(
     model: ModelResource,
     summaries: pd.DataFrame,
     fact_checks: pd.DataFrame,
+    draft_revisions: pd.DataFrame,
     drafts: pd.DataFrame,
     signals: pd.DataFrame,
     source_documents: pd.DataFrame,
 ) -> Output[dict]:
-    """The digest as a self-contained HTML report: summary, every claim with its verdict and evidence, charts."""
+    """The digest as a self-contained HTML report: summary, per-stage counts, every published sentence with its evidence, charts."""
     checks = from_frame(fact_checks, FactCheck)
+    draft_rows = from_frame(drafts, DraftClaim)
+    revisions = from_frame(draft_revisions, RevisionRound)
+    summary_rows = from_frame(summaries, TopicSummary)
+    counts = stage_counts(draft_rows, checks, revisions, summary_rows)
     signal_rows = from_frame(signals, DocumentSignals)
     published = {d.doc_id: d.published for d in from_frame(source_documents, SourceDocument)}
     trace_ids = {
         "signals": [r.trace_id for r in signal_rows if r.trace_id],
-        "drafts": [c.trace_id for c in from_frame(drafts, DraftClaim) if c.trace_id],
+        "drafts": list(dict.fromkeys(c.trace_id for c in draft_rows if c.trace_id)),
+        "refinement": [r.trace_id for r in revisions if r.trace_id],
+        "summaries": [r.trace_id for r in summary_rows if r.trace_id],
     }
     traces_by_stage = {stage: model.trace_records(ids) for stage, ids in trace_ids.items()}
-    html = render_report(
-        from_frame(summaries, TopicSummary), checks, signal_rows, published, traces_by_stage, context.run_id
-    )
+    html = render_report(summary_rows, checks, signal_rows, published, traces_by_stage, context.run_id, counts)
     path = pipeline.output_path() / "digest.html"
     write_whole(path, html)
     context.log.info(f"Digest report written to {path.resolve()}")
@@ -170,6 +232,11 @@ def digest_report(
             "location": MetadataValue.path(location),
             "report": MetadataValue.url(f"file://{location}"),
             "claims": len(checks),
+            "sentences_published": sum(len(r.sentences) for r in summary_rows),
+            **{f"{stage.replace(' ', '_')}_counts": MetadataValue.json(figures) for stage, figures in counts.items()},
+            "counts": MetadataValue.md(
+                "\n".join(f"- **{stage}**: " + ", ".join(f"{k} {v}" for k, v in figures.items()) for stage, figures in counts.items())
+            ),
             "documents": len(signal_rows),
             "traced_calls": sum(len(v) for v in traces_by_stage.values()),
             "bytes": len(html.encode()),

@@ -1,15 +1,19 @@
-"""Summaries: the digest, built only from supported, uncontested claims and from signals.
+"""Summaries: the digest, a model-written paragraph per topic, every sentence verified.
 
-Nothing here is generated: a summary is the supported claims of a topic in draft
-order, with the tone and key figures of the documents they cite, taken only from
-signals that held up against their evidence (a failed or ungrounded extraction says
-nothing reliable). A claim the fact checks did not support, or that another document
-contradicts, cannot reach it.
+The strong tier writes each topic's paragraph from the claims that survived the fact
+checks and refinement (a numbered list), citing them. Every sentence it writes is then
+verified again, with the same verifier, against the index: a summary can fuse or
+overstate claims that were each true. Unsupported sentences are removed and counted.
+When nothing the model wrote holds (or the call failed), the supported claims
+themselves are the paragraph, so a digest still appears. The tone and key figures come
+only from signals that held up against their evidence.
 """
 
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 from dagster import (
@@ -22,43 +26,150 @@ from dagster import (
     asset,
     asset_check,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from assets.citations import citing_within
+from assets.claim_verification import Claim, ClaimVerifier
 from assets.config import PipelineConfig
-from assets.fact_checks import FactCheck
+from assets.draft_revisions import PublishableClaim, RevisionRound, outcomes
+from assets.fact_checks import VERIFIER_VERSION, FactCheck
 from assets.frames import from_frame, table_output, to_frame
+from assets.guardrails import data_block
+from assets.metadata import MODEL_POOL, ledger_metadata
 from assets.output_files import write_whole
-from assets.signals import DocumentSignals
+from assets.prompts import load_prompt
+from assets.retrieval import IndexManifest
+from assets.sentence_checks import check_sentences
+from assets.signals import DocumentSignals, KeyFigure
+from assets.text import split_sentences, words_in
+from resources import CallLedger, ModelResource, VectorStoreResource
 
 GROUP = "summaries"
-CODE_VERSION = "1"
+PROMPT = load_prompt("summarize_topic")
+CODE_VERSION = f"2-{PROMPT.version}-{VERIFIER_VERSION}"
+MAX_SUMMARY_SENTENCES = 6
+GENERIC_LABELS = frozenset({"", "figure", "figures", "number", "value", "amount", "key figure", "metric"})
+
+
+class ParagraphSentence(BaseModel):
+    text: str = Field(min_length=8, max_length=500)
+    claims: list[int] = Field(min_length=1, max_length=6, description="Numbers of the claims it rests on.")
+
+
+class TopicParagraph(BaseModel):
+    sentences: list[ParagraphSentence] = Field(min_length=1, max_length=MAX_SUMMARY_SENTENCES)
+
+
+def citing_claims_within(count: int) -> type[TopicParagraph]:
+    """The paragraph schema for one request: sentences cite only claims 1..count (else re-asked)."""
+    return citing_within(TopicParagraph, count, field="claims", items="claims")
+
+
+class SummarySentence(BaseModel):
+    """One published sentence with the verdict and evidence that let it through."""
+
+    text: str
+    origin: str = Field(description="'model' (written by the summary model) or 'claim' (a supported claim, used as is)")
+    claim_ids: list[str]
+    verdict: str
+    score: float = 0.0
+    evidence_chunk_ids: list[str]
+    evidence_sentence: str = ""
+    quote: str = ""
 
 
 class TopicSummary(BaseModel):
     topic: str
     summary: str
+    sentences: list[SummarySentence] = []
     claim_ids: list[str]
     chunk_ids: list[str]
+    written_sentences: int = Field(default=0, description="Sentences the summary model wrote.")
+    removed_sentences: int = Field(default=0, description="Written sentences removed because verification did not support them.")
     excluded_claims: int
     sentiment_mix: dict[str, int]
     key_figures: list[str]
     index_version: str
+    trace_id: str = ""
+    model_error: str = ""
 
 
-def summarize(topic: str, checks: list[FactCheck], signals_by_doc: dict[str, DocumentSignals]) -> TopicSummary:
-    kept = list({c.claim: c for c in checks if c.verdict == "supported" and not c.contested}.values())
-    chunk_ids = sorted({i for c in kept for i in c.evidence_chunk_ids})
+def figure_label(figure: KeyFigure) -> str:
+    """The figure's label, or, when the extractor gave a generic one, the words before its value in its sentence."""
+    if figure.label.strip().lower() not in GENERIC_LABELS:
+        return figure.label
+    quote = figure.evidence.quote
+    at = quote.find(figure.value)
+    before = [w for w in quote[:at].split() if words_in(w)] if at >= 0 else []
+    after = [w for w in quote[at + len(figure.value):].split() if words_in(w)] if at >= 0 else quote.split()
+    words = before[-4:] or after[:4]
+    label = " ".join(w.strip(".,;:()\"'") for w in words).strip()
+    return label or figure.label
+
+
+def source_signals(chunk_ids: Sequence[str], signals_by_doc: dict[str, DocumentSignals]) -> tuple[dict[str, int], list[str]]:
+    """Tone mix and key figures of the documents behind these chunks, from grounded signals only."""
     doc_ids = {i.rsplit("-", 1)[0] for i in chunk_ids}
     cited = [signals_by_doc[d] for d in sorted(doc_ids) if d in signals_by_doc]
+    tone = dict(Counter(s.grounded_sentiment for s in cited if s.grounded_sentiment))
+    figures = list(dict.fromkeys(
+        f"{figure_label(f)}: {f.value}" for s in cited if s.status == "valid" for f in s.key_figures
+    ))[:6]
+    return tone, figures
+
+
+def numbered_claims(claims: Sequence[PublishableClaim]) -> str:
+    return "\n".join(f"[{n}] {c.text}" for n, c in enumerate(claims, start=1))
+
+
+def summary_messages(topic: str, claims: Sequence[PublishableClaim]) -> list[dict[str, str]]:
+    return [{
+        "role": "user",
+        "content": PROMPT.render(
+            topic=topic.replace("{", "(").replace("}", ")"), max_sentences=MAX_SUMMARY_SENTENCES,
+            claims=data_block("evidence", numbered_claims(claims)),
+        ),
+    }]
+
+
+def claims_as_sentences(claims: Sequence[PublishableClaim]) -> list[SummarySentence]:
+    return [
+        SummarySentence(
+            text=c.text, origin="claim", claim_ids=[c.claim_id], verdict=c.verdict, score=c.score,
+            evidence_chunk_ids=c.evidence_chunk_ids, evidence_sentence=c.evidence_sentence, quote=c.quote,
+        )
+        for c in claims
+    ]
+
+
+def assemble(
+    topic: str,
+    sentences: list[SummarySentence],
+    *,
+    written: int,
+    removed: int,
+    excluded: int,
+    signals_by_doc: dict[str, DocumentSignals],
+    index_version: str,
+    trace_id: str = "",
+    model_error: str = "",
+) -> TopicSummary:
+    chunk_ids = sorted({i for s in sentences for i in s.evidence_chunk_ids})
+    tone, figures = source_signals(chunk_ids, signals_by_doc)
     return TopicSummary(
         topic=topic,
-        summary=" ".join(c.claim.rstrip(".") + "." for c in kept),
-        claim_ids=[c.claim_id for c in kept],
+        summary=" ".join(s.text.strip() if s.text.strip().endswith((".", "!", "?")) else s.text.strip() + "." for s in sentences),
+        sentences=sentences,
+        claim_ids=list(dict.fromkeys(i for s in sentences for i in s.claim_ids)),
         chunk_ids=chunk_ids,
-        excluded_claims=sum(c.verdict != "supported" or c.contested for c in checks),
-        sentiment_mix=dict(Counter(s.grounded_sentiment for s in cited if s.grounded_sentiment)),
-        key_figures=list(dict.fromkeys(f"{f.label}: {f.value}" for s in cited if s.status == "valid" for f in s.key_figures))[:6],
-        index_version=checks[0].index_version if checks else "",
+        written_sentences=written,
+        removed_sentences=removed,
+        excluded_claims=excluded,
+        sentiment_mix=tone,
+        key_figures=figures,
+        index_version=index_version,
+        trace_id=trace_id,
+        model_error=model_error,
     )
 
 
@@ -74,33 +185,111 @@ def render_digest(rows: list[TopicSummary]) -> str:
     return "\n".join(parts)
 
 
+def write_summaries(
+    topics: Sequence[str],
+    claims: Sequence[PublishableClaim],
+    excluded: Counter,
+    *,
+    model: ModelResource,
+    verifier: ClaimVerifier,
+    decompose: bool,
+    signals_by_doc: dict[str, DocumentSignals],
+    index_version: str,
+    ledger: CallLedger | None = None,
+) -> list[TopicSummary]:
+    """Per topic: the model's paragraph, each sentence verified; the claims themselves when none holds."""
+    per_topic = {t: [c for c in claims if c.topic == t] for t in topics}
+    asked = [t for t in topics if per_topic[t]]
+
+    def write(topic: str) -> tuple[TopicParagraph | Exception, str]:
+        # One request per topic: each has its own schema (the citations its claim list allows).
+        return model.map_traced_structured(
+            [summary_messages(topic, per_topic[topic])], citing_claims_within(len(per_topic[topic])), tier="strong",
+            max_tokens=700, ledger=ledger,
+        )[0]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(asked), model.max_concurrency))) as pool:
+        answers = dict(zip(asked, pool.map(write, asked)))
+    written: list[tuple[str, list[PublishableClaim], str]] = []
+    for topic, (answer, _) in answers.items():
+        if isinstance(answer, TopicParagraph):
+            for sentence in answer.sentences:
+                cited = [per_topic[topic][n - 1] for n in dict.fromkeys(sentence.claims)]
+                for span in split_sentences(sentence.text.strip()) or []:
+                    written.append((topic, cited, span.text))
+    requests = [
+        Claim(id=f"{topic}#{n}", text=text, cited_chunk_ids=list(dict.fromkeys(i for c in cited for i in c.evidence_chunk_ids)))
+        for n, (topic, cited, text) in enumerate(written)
+    ]
+    checks = check_sentences(verifier, requests, model=model, decompose=decompose, ledger=ledger)
+    rows = []
+    for topic in topics:
+        mine = [(cited, text, check) for (t, cited, text), check in zip(written, checks) if t == topic]
+        kept = [
+            SummarySentence(
+                text=text, origin="model", claim_ids=[c.claim_id for c in cited], verdict=check.verdict,
+                score=check.score, evidence_chunk_ids=check.evidence_chunk_ids,
+                evidence_sentence=check.evidence_sentence, quote=check.quote,
+            )
+            for cited, text, check in mine
+            if check.verdict == "supported" and not check.contested and check.evidence_chunk_ids
+        ]
+        answer, trace_id = answers.get(topic, (None, ""))
+        rows.append(assemble(
+            topic, kept or claims_as_sentences(per_topic[topic]), written=len(mine), removed=len(mine) - len(kept),
+            excluded=excluded[topic], signals_by_doc=signals_by_doc, index_version=index_version, trace_id=trace_id,
+            model_error=str(answer) if isinstance(answer, Exception) else "",
+        ))
+    return rows
+
+
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    **table_output(TopicSummary, "markdown"),
+    pool=MODEL_POOL,
+    **table_output(TopicSummary, "markdown", "openai", prompt_version=PROMPT.version),
 )
 def summaries(
     context: AssetExecutionContext,
     pipeline: PipelineConfig,
+    model: ModelResource,
+    vector_store: VectorStoreResource,
+    retrieval_index: IndexManifest,
     fact_checks: pd.DataFrame,
+    draft_revisions: pd.DataFrame,
     signals: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
-    """The digest: per topic, only supported and uncontested claims, with the signals of their sources."""
+    """The digest: per topic, a model-written paragraph from supported claims, every sentence verified again."""
     checks = from_frame(fact_checks, FactCheck)
+    claims, fate = outcomes(checks, from_frame(draft_revisions, RevisionRound))
+    excluded = Counter(c.topic for c in checks if fate.get(c.claim_id) in ("withdrawn", "unsupported"))
     signals_by_doc = {s.doc_id: s for s in from_frame(signals, DocumentSignals)}
-    topics = list(dict.fromkeys(c.topic for c in checks))
-    rows = [summarize(t, [c for c in checks if c.topic == t], signals_by_doc) for t in topics]
+    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
+    verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=ledger)
+    rows = write_summaries(
+        list(dict.fromkeys(c.topic for c in checks)), claims, excluded, model=model, verifier=verifier,
+        decompose=pipeline.decompose_claims, signals_by_doc=signals_by_doc, index_version=retrieval_index.version,
+        ledger=ledger,
+    )
     digest = render_digest(rows)
     path = pipeline.output_path() / "digest.md"
     write_whole(path, digest)
     context.log.info(f"Digest written to {path.resolve()}")
+    published = [s for r in rows for s in r.sentences]
     return Output(
         to_frame(rows, TopicSummary),
         metadata={
             "location": MetadataValue.path(str(Path(path).resolve())),
             "topics": len(rows),
+            "sentences_published": len(published),
+            "model_written_sentences": sum(s.origin == "model" for s in published),
+            "claim_sentences": sum(s.origin == "claim" for s in published),
+            "model_written_share": round(sum(s.origin == "model" for s in published) / len(published), 3) if published else 0.0,
+            "sentences_written": sum(r.written_sentences for r in rows),
+            "sentences_removed": sum(r.removed_sentences for r in rows),
             "claims_published": sum(len(r.claim_ids) for r in rows),
             "claims_excluded": sum(r.excluded_claims for r in rows),
+            **ledger_metadata(ledger, model),
             "preview": MetadataValue.md(digest),
         },
     )
@@ -109,22 +298,43 @@ def summaries(
 @asset_check(
     asset=summaries,
     blocking=True,
-    additional_ins={"fact_checks": AssetIn("fact_checks")},
-    description="Every claim in a summary was verified as supported and uncontested; none was refuted.",
+    additional_ins={
+        "fact_checks": AssetIn("fact_checks"),
+        "draft_revisions": AssetIn("draft_revisions"),
+        "retrieval_index": AssetIn("retrieval_index"),
+    },
+    description="Every published sentence has a supported, uncontested verdict whose evidence chunks exist in the "
+    "current index; every claim it cites survived verification; no unsupported claim's text is present.",
 )
-def summaries_only_supported_claims(summaries: pd.DataFrame, fact_checks: pd.DataFrame) -> AssetCheckResult:
-    checks = {c.claim_id: c for c in from_frame(fact_checks, FactCheck)}
-    used = [i for s in from_frame(summaries, TopicSummary) for i in s.claim_ids]
-    bad = [i for i in used if i not in checks or checks[i].verdict != "supported" or checks[i].contested]
-    refuted_texts = [c.claim for c in checks.values() if c.verdict == "refuted"]
-    leaked = [t for t in refuted_texts if any(t.rstrip(".") in s for s in summaries["summary"])]
+def summaries_only_supported_claims(
+    vector_store: VectorStoreResource,
+    summaries: pd.DataFrame,
+    fact_checks: pd.DataFrame,
+    draft_revisions: pd.DataFrame,
+    retrieval_index: IndexManifest,
+) -> AssetCheckResult:
+    rows = from_frame(summaries, TopicSummary)
+    checks = from_frame(fact_checks, FactCheck)
+    claims, fate = outcomes(checks, from_frame(draft_revisions, RevisionRound))
+    publishable = {c.claim_id for c in claims}
+    indexed = vector_store.ids(retrieval_index.collection)
+    sentences = [s for r in rows for s in r.sentences]
+    unverified = [s.text for s in sentences if s.verdict != "supported" or not s.evidence_chunk_ids]
+    unknown = sorted({i for s in sentences for i in s.evidence_chunk_ids} - indexed)
+    bad_claims = [i for s in sentences for i in s.claim_ids if i not in publishable]
+    dropped_texts = [c.claim.rstrip(".") for c in checks if fate.get(c.claim_id) in ("withdrawn", "unsupported")]
+    leaked = [t for t in dropped_texts if t and any(t in r.summary for r in rows)]
     return AssetCheckResult(
-        passed=not bad and not leaked,
+        passed=bool(sentences) and not unverified and not unknown and not bad_claims and not leaked,
         severity=AssetCheckSeverity.ERROR,
-        description=f"{len(used)} claims published; {len(bad)} not supported; {len(leaked)} refuted texts present",
+        description=f"{len(sentences)} sentences published; {len(unverified)} without a supported verdict; "
+        f"{len(unknown)} evidence chunks not in the index; {len(bad_claims)} unsupported claims cited; "
+        f"{len(leaked)} unsupported texts present",
         metadata={
-            "claims_published": len(used),
-            "unsupported_claim_ids": MetadataValue.json(bad[:20]),
-            "refuted_claims_present": MetadataValue.json(leaked[:20]),
+            "sentences_published": len(sentences),
+            "unverified_sentences": MetadataValue.json(unverified[:20]),
+            "unknown_chunk_ids": MetadataValue.json(unknown[:20]),
+            "unsupported_claim_ids": MetadataValue.json(bad_claims[:20]),
+            "unsupported_texts_present": MetadataValue.json(leaked[:20]),
         },
     )

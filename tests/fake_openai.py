@@ -59,6 +59,43 @@ def rewrite_claim(messages: list[dict[str, str]]) -> dict[str, Any]:
     return {"claim": evidence if evidence else "No evidence given."}
 
 
+def evidence_items(messages: list[dict[str, str]]) -> list[tuple[int, str]]:
+    """The numbered evidence list of a drafting or revision prompt: (number, sentence) per "[n] (source) sentence" line."""
+    block = data_block(messages, "evidence") or ""
+    return [(int(n), sentence) for n, sentence in re.findall(r"^\[(\d+)\] \(.*?\) (.+)$", block, flags=re.M)]
+
+
+def numbered_claims(messages: list[dict[str, str]]) -> list[tuple[int, str]]:
+    """The numbered claims of a summary prompt: (number, text) per "[n] text" line."""
+    block = data_block(messages, "evidence") or ""
+    return [(int(n), text) for n, text in re.findall(r"^\[(\d+)\] (.+)$", block, flags=re.M)]
+
+
+def write_brief(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """A brief of the evidence sentences as written, each citing its own item (up to eight)."""
+    return {"sentences": [{"text": s, "evidence": [n]} for n, s in evidence_items(messages)[:8]]}
+
+
+def revise_claim(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """Revises to the evidence item sharing most words with the claim, citing it."""
+    claim = set((data_block(messages, "claim") or "").lower().split())
+    items = evidence_items(messages)
+    if not items:
+        return {"action": "withdraw", "sentence": "", "evidence": []}
+    number, sentence = max(items, key=lambda item: len(claim & set(item[1].lower().split())))
+    return {"action": "revise", "sentence": sentence, "evidence": [number]}
+
+
+def split_claim(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """One atomic claim: the sentence itself."""
+    return {"claims": [data_block(messages, "claim") or "No claim given."]}
+
+
+def write_paragraph(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """A paragraph of the claims as written, each citing itself (up to six)."""
+    return {"sentences": [{"text": t, "claims": [n]} for n, t in numbered_claims(messages)[:6]]}
+
+
 _INSTRUCTION_CUE = re.compile(r"\b(?:ignore|disregard|assistant|you must|instructions?|prompt|say|write that|mark|label)\b", re.I)
 
 
@@ -74,6 +111,10 @@ DEFAULT_SCRIPTS: dict[str, Script] = {
     "ClaimRewrite": rewrite_claim,
     "JudgeAnswer": lambda messages: {"verdict": "supported"},
     "InjectionVerdict": judge_injection,
+    "DraftBrief": write_brief,
+    "ClaimRevision": revise_claim,
+    "AtomicClaims": split_claim,
+    "TopicParagraph": write_paragraph,
 }
 
 

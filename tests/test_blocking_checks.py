@@ -28,7 +28,7 @@ def test_failing_signal_check_blocks_drafts_and_everything_after(settings, llm):
     # Each unusable answer was re-asked twice before the document was marked failed.
     helios_calls = [c for c in llm.calls if "Helios Grid" in c["messages"][0]["content"]]
     assert len(helios_calls) == 3 * sum(1 for c in helios_calls if len(c["messages"]) == 1)
-    assert llm.calls_for("ClaimRewrite") == 0
+    assert llm.calls_for("DraftBrief") == 0
 
 
 def test_passing_run_reports_ok(settings):

@@ -63,7 +63,11 @@ def test_switching_models_changes_the_code_version_of_model_assets_only(settings
     # The report only reads the trace table through the model resource, yet carries the fingerprint:
     # its cost figures come from the models that answered.
     # Ingestion carries it too: the fast tier screens suspect text for prompt injection.
+    # Refinement and summaries write with the models and verify against the index.
     assert changed_by(llm_fast_model="another-fast-model") == {
-        "source_documents", "quarantined_documents", "signals", "drafts", "fact_checks", "digest_report"
+        "source_documents", "quarantined_documents", "signals", "drafts", "fact_checks", "draft_revisions",
+        "summaries", "digest_report",
     }
-    assert changed_by(embeddings_model="another-embedder") == {"retrieval_index", "drafts", "fact_checks"}
+    assert changed_by(embeddings_model="another-embedder") == {
+        "retrieval_index", "drafts", "fact_checks", "draft_revisions", "summaries"
+    }

@@ -10,7 +10,7 @@ from ai_pipelines.report import RunReport
 from ai_pipelines.settings import Settings
 from tests.conftest import fake_settings, run_digest_job
 
-STAGES = ["source_documents", "quarantined_documents", "chunks", "retrieval_index", "signals", "drafts", "fact_checks", "summaries", "digest_report"]
+STAGES = ["source_documents", "quarantined_documents", "chunks", "retrieval_index", "signals", "drafts", "fact_checks", "draft_revisions", "summaries", "digest_report"]
 
 
 class GraphRun(NamedTuple):
@@ -27,7 +27,7 @@ def graph(tmp_path_factory, fake_llm) -> GraphRun:
     settings = fake_settings(tmp_path_factory.mktemp("graph") / "data", fake_llm)
     instance = DagsterInstance.ephemeral()
     result = run_digest_job(settings, instance)
-    calls = {schema: fake_llm.calls_for(schema) for schema in ("ExtractedSignals", "ClaimRewrite")}
+    calls = {schema: fake_llm.calls_for(schema) for schema in ("ExtractedSignals", "DraftBrief", "TopicParagraph")}
     return GraphRun(settings, instance, result, {**calls, "requests": fake_llm.requests})
 
 
@@ -55,9 +55,9 @@ def test_every_stage_materializes_and_every_check_passes(run, graph):
     assert run.success, report.render()
     assert report.ok
     assert sorted(o.asset for o in report.outputs) == sorted(STAGES)
-    assert len(report.checks) == 9 and all(c.passed for c in report.checks)
+    assert len(report.checks) == 10 and all(c.passed for c in report.checks)
     assert graph.calls["ExtractedSignals"] == 30
-    assert graph.calls["ClaimRewrite"] > 0
+    assert graph.calls["DraftBrief"] > 0 and graph.calls["TopicParagraph"] > 0
 
 
 def test_materializations_explain_themselves(run):
@@ -75,6 +75,7 @@ def test_materializations_explain_themselves(run):
     assert drafts["claims"] > 0 and drafts["index_version"] == metadata(run, "retrieval_index")["index_version"]
     assert "calls_by_model" in drafts and "fake-strong" in drafts["calls_by_model"]
     assert drafts["calls_by_tier"] == {"strong": drafts["model_calls"]}
+    assert drafts["model_written_claims"] == drafts["claims"] and drafts["extractive_claims"] == 0
     assert drafts["tokens_by_model"]["fake-strong"] > 0 and "fake-strong" in drafts["cost_by_model"]
     assert drafts["cache_hits"] == 0 and drafts["fallbacks"] == 0
     assert drafts["breaker_states"] == {"primary": "closed"}
@@ -97,7 +98,8 @@ def test_summaries_publish_only_supported_claims(graph):
             """
             select count(*) from ai_pipelines.summaries s, unnest(cast(s.claim_ids as varchar[])) as u(claim_id)
             join ai_pipelines.fact_checks f using (claim_id)
-            where f.verdict <> 'supported' or f.contested
+            left join ai_pipelines.draft_revisions r on r.claim_id = f.claim_id
+            where (f.verdict <> 'supported' or f.contested) and (r.verdict is null or r.verdict <> 'supported')
             """
         ).fetchone()[0]
         published = db.execute("select sum(json_array_length(claim_ids)) from ai_pipelines.summaries").fetchone()[0]
