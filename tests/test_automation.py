@@ -62,5 +62,5 @@ def test_daily_schedule_rebuilds_the_digest_from_ingested_documents(settings):
     run = job.execute_in_process(instance=instance, tags=dict(request.tags))
     assert run.success
     assert {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()} == {
-        "retrieval_index", "drafts", "fact_checks", "summaries", "digest_report"
+        "retrieval_index", "drafts", "fact_checks", "draft_revisions", "summaries", "digest_report"
     }

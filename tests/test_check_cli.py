@@ -29,7 +29,7 @@ def test_check_passes_then_fails_on_a_blocking_check_against_latest_materializat
 
     first = check(tmp_path, llm, "--materialize")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert first.stdout.count("PASS  ") == 9 and "0 blocking failures: passed" in first.stdout
+    assert first.stdout.count("PASS  ") == 10 and "0 blocking failures: passed" in first.stdout
     assert " - DEBUG - " not in first.stdout + first.stderr  # the table, not the run log
 
     # Latest materializations only, nothing re-materialized: a stricter threshold fails the build.
