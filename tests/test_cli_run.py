@@ -59,4 +59,4 @@ def test_run_exits_non_zero_and_says_which_check_blocked_what(tmp_path, llm):
     assert result.returncode == 1
     assert "\r" not in result.stderr  # no progress bar when the output is not a terminal
     assert "BLOCKED: check 'signal_validity' failed on asset 'signals'" in result.stdout
-    assert "Not materialized: digest_report, drafts, fact_checks, summaries" in result.stdout
+    assert "Not materialized: digest_report, draft_revisions, drafts, fact_checks, summaries" in result.stdout

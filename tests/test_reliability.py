@@ -160,8 +160,13 @@ def test_every_endpoint_down_fails_fast_and_publishes_nothing_then_recovers_then
     print("\nRELIABILITY degraded drafts:", {k: metadata[k] for k in ("model_requests", "model_failed_requests", "model_calls", "model_retries")},
           "server requests", llm.requests + backup.requests, report.render().splitlines()[0])
     assert metadata["model_retries"] > 0
-    # Every attempt the servers saw is a call or a retry in the metadata.
-    assert metadata["model_calls"] + metadata["model_retries"] == llm.requests + backup.requests, (metadata, llm.requests)
+    # Every attempt the servers saw is a call or a retry in the metadata of the asset that made it
+    # (drafts, and the verification, refinement and summaries after them); the metadata also counts
+    # the calls an open circuit refused, which never reached a server.
+    used = [{k: v.value for k, v in e.materialization.metadata.items()} for e in result.get_asset_materialization_events()]
+    attempts_recorded = sum(m.get("model_calls", 0) + m.get("model_retries", 0) for m in used)
+    served = llm.requests + backup.requests
+    assert metadata["model_calls"] + metadata["model_retries"] <= served <= attempts_recorded, (metadata, served, attempts_recorded)
 
 
 def test_two_runs_over_overlapping_documents_at_once_leave_index_and_tables_consistent(tmp_path, settings, llm):
