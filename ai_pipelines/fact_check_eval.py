@@ -30,10 +30,10 @@ import os
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from assets.claim_features import (
     BASE_FEATURE_NAMES,
@@ -615,47 +615,44 @@ def judge_sample(scored: Sequence[Scored], size: int) -> list[Scored]:
     return out
 
 
-def evaluate(
-    data_dir: Path = DATA_DIR,
-    embeddings: EmbeddingsResource | None = None,
-    articles: int | None = None,
-    legacy: bool = False,
-    judge_model: ModelResource | None = None,
-    judge_claims: int = 12,
-    progress: bool = False,
-    dev: bool = True,
-    settings: object | None = None,
-    cache: bool = True,
-) -> EvalReport:
+class EvalOptions(BaseModel):
+    """What one evaluation scores and with which models; `select_only` stops after model selection."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    data_dir: Path = DATA_DIR
+    embeddings: EmbeddingsResource | None = None
+    articles: int | None = None
+    legacy: bool = False
+    judge_model: ModelResource | None = None
+    judge_claims: int = 12
+    progress: bool = False
+    dev: bool = True
+    settings: Any = None
+    cache: bool = True
+    select_only: bool = False
+
+
+def evaluate(data_dir: Path = DATA_DIR, **options: Any) -> EvalReport:
     """Fit on the fit split (plus the dev set), choosing features, regularisation and the dev
-    set's weight by grouped cross-validation on that data alone; then measure every held-out set once."""
-    report = _run(data_dir, embeddings, articles, legacy, judge_model, judge_claims, progress, dev, settings, cache, select_only=False)
+    set's weight by grouped cross-validation on that data alone; then measure every held-out set once.
+    `options` are the fields of `EvalOptions`."""
+    report = _run(EvalOptions(data_dir=data_dir, **options))
     assert isinstance(report, EvalReport)
     return report
 
 
-def cross_validation_only(
-    data_dir: Path = DATA_DIR, articles: int | None = None, dev: bool = True, settings: object | None = None, cache: bool = True
-) -> tuple[Choice, list[Choice]]:
+def cross_validation_only(data_dir: Path = DATA_DIR, articles: int | None = None, **options: Any) -> tuple[Choice, list[Choice]]:
     """The model selection alone: scores the fit split and the dev set, never a held-out set."""
-    result = _run(data_dir, None, articles, False, None, 0, True, dev, settings, cache, select_only=True)
+    result = _run(EvalOptions(data_dir=data_dir, articles=articles, progress=True, select_only=True, **options))
     assert isinstance(result, tuple)
     return result
 
 
-def _run(
-    data_dir: Path = DATA_DIR,
-    embeddings: EmbeddingsResource | None = None,
-    articles: int | None = None,
-    legacy: bool = False,
-    judge_model: ModelResource | None = None,
-    judge_claims: int = 12,
-    progress: bool = False,
-    dev: bool = True,
-    settings: object | None = None,
-    cache: bool = True,
-    select_only: bool = False,
-) -> EvalReport | tuple[Choice, list[Choice]]:
+def _run(options: EvalOptions) -> EvalReport | tuple[Choice, list[Choice]]:
+    data_dir, embeddings, articles, legacy = options.data_dir, options.embeddings, options.articles, options.legacy
+    judge_model, judge_claims, progress, dev = options.judge_model, options.judge_claims, options.progress, options.dev
+    settings, cache, select_only = options.settings, options.cache, options.select_only
     started = time.monotonic()
     embeddings = embeddings or EmbeddingsResource()
     cache_path = default_cache_path(embeddings.model_id, getattr(settings, "data_dir", None)) if cache else None
