@@ -15,16 +15,10 @@ from pathlib import Path
 
 from ai_pipelines.settings import Settings, SettingsError, load_settings
 
-INSTANCE_YAML = """\
-telemetry:
-  enabled: false
-nux:
-  enabled: false
-"""
-
-
 def ensure_dagster_home(settings: Settings) -> Path:
     """Use DAGSTER_HOME if set, else a home under the data directory with telemetry off."""
+    from ai_pipelines.instance import LEGACY_INSTANCE_YAML, instance_yaml
+
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
@@ -33,8 +27,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
     # tables and one would fail; the first to take the lock creates them, the other finds them.
     with open(home / ".init.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not config.exists():
-            config.write_text(INSTANCE_YAML)
+        if not config.exists() or config.read_text() == LEGACY_INSTANCE_YAML:
+            config.write_text(instance_yaml(home))
         from dagster import DagsterInstance
 
         DagsterInstance.get().dispose()
@@ -69,6 +63,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
 
     from ai_pipelines.backfill import NoDocumentsError, run_over_all_documents
     from ai_pipelines.definitions import build_definitions, build_resources
+    from ai_pipelines.instance import pool_connections
     from ai_pipelines.report import RunReport
 
     home = ensure_dagster_home(settings)
@@ -78,6 +73,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
 
         add_listener(TerminalProgressBar(sys.stderr))
     with DagsterInstance.get() as instance:
+        pool_connections(instance)
         mark_orphaned_runs_failed(instance)
         if args.resume is not None:
             return command_resume(args, settings, instance)
@@ -167,9 +163,11 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
     from dagster import DagsterInstance
 
     from ai_pipelines.checks import CheckSelectionError, run_checks
+    from ai_pipelines.instance import pool_connections
 
     ensure_dagster_home(settings)
     with DagsterInstance.get() as instance:
+        pool_connections(instance)
         mark_orphaned_runs_failed(instance)
         try:
             checks = run_checks(

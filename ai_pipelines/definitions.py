@@ -17,6 +17,7 @@ from dagster import (
     multiprocess_executor,
 )
 
+from ai_pipelines.instance import batch_event_writes
 from ai_pipelines.settings import ENV_PREFIX, Settings, load_settings
 from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig
 from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreResource, WarehouseIOManager
@@ -169,6 +170,7 @@ def build_executor(settings: Settings) -> ExecutorDefinition:
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    batch_event_writes(settings.event_batch_size)
     return Definitions(
         assets=with_model_versions(ALL_ASSETS, settings),
         asset_checks=ALL_ASSET_CHECKS,

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(default=4, ge=1, description="Production: runs in progress at once; the rest queue.")
     model_pool_limit: int = Field(default=4, ge=1, description="Production: model-calling steps in progress at once, across runs.")
 
+    event_batch_size: int = Field(
+        default=500, ge=0,
+        description="Dagster events written per batch (DAGSTER_EVENT_BATCH_SIZE, unless that is set): a run over "
+        "thousands of documents writes a few events per document per asset; 0 = one write per event.",
+    )
+
     failure_webhook_url: str = Field(default="", description="POST every failed run here as JSON; empty = off.")
     digest_cron: str = "0 6 * * *"
     timezone: str = "UTC"

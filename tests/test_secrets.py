@@ -26,7 +26,7 @@ from dagster import DagsterInstance
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
-from ai_pipelines.cli import INSTANCE_YAML
+from ai_pipelines.instance import instance_yaml
 from ai_pipelines.definitions import build_definitions, build_resources, fallback_key_variable
 from ai_pipelines.settings import Settings
 from tests.conftest import DATA
@@ -161,7 +161,7 @@ def test_a_planted_key_reaches_no_log_snapshot_ui_metadata_table_or_report(tmp_p
     (work / ".env").write_text(f"AI_PIPELINES_EMBEDDINGS_API_KEY={planted}-embeddings\n")
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    (home / "dagster.yaml").write_text(instance_yaml(home))
     with FakeOpenAI() as backup:
         # The primary refuses the key and echoes it, as some providers do; the fallback answers.
         llm.persistent_fault = Fault(status=401, message="Incorrect API key provided: {api_key}")

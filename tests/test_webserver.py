@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from ai_pipelines.cli import INSTANCE_YAML
+from ai_pipelines.instance import instance_yaml
 from tests.conftest import run_digest_job
 
 ROOT = Path(__file__).parent.parent
@@ -57,7 +57,7 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
 def dagster_dev(tmp_path, settings):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    (home / "dagster.yaml").write_text(instance_yaml(home))
     with DagsterInstance.from_config(str(home)) as instance:
         assert run_digest_job(settings, instance).success
     port = free_port()
