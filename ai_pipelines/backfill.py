@@ -1,7 +1,9 @@
-"""The whole corpus in one run: register every file as a documents partition, then
-launch the digest job over the full partition range.
+"""The corpus in one run: register every file as a documents partition, then launch
+the digest job over a partition range: every document (`run_over_all_documents`, what
+the tests and the check gate do), or only what changed since the last run
+(`run_what_changed`, what `ai-pipelines run` does; see run_plan).
 
-This is what `ai-pipelines run` and the tests do. One run, not one per document,
+One run, not one per document,
 means one process and one model server whose assets fan out over every document;
 the UI's equivalent is a backfill of all partitions, which the assets' single-run
 backfill policy also turns into one run. The run executes in this process, and says
@@ -10,13 +12,14 @@ so in its tags, so that a later process can tell when it was killed (run_recover
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, ExecuteInProcessResult, JobDefinition
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, JobDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import BaseModel
 
+from ai_pipelines.run_plan import SETTINGS_TAG, RunPlan, plan_run, settings_fingerprint
 from ai_pipelines.run_process import RunProcess
 from assets.config import PipelineConfig
-from assets.documents import DOCUMENTS, is_valid_key, scan, watched_folders
+from assets.documents import DOCUMENTS, FileState, is_valid_key, scan, watched_folders
 
 
 class NoDocumentsError(RuntimeError):
@@ -25,6 +28,7 @@ class NoDocumentsError(RuntimeError):
 
 class RegisteredDocuments(BaseModel):
     keys: list[str]
+    files: dict[str, FileState]
     added: list[str]
     removed: list[str]
     skipped: list[str]
@@ -32,7 +36,8 @@ class RegisteredDocuments(BaseModel):
 
 def register_documents(instance: DagsterInstance, pipeline: PipelineConfig) -> RegisteredDocuments:
     """Make the documents partitions match the files in the watched folders."""
-    found = sorted(scan(pipeline))
+    files = scan(pipeline)
+    found = sorted(files)
     keys = [k for k in found if is_valid_key(k)]
     registered = instance.get_dynamic_partitions(DOCUMENTS.name)
     added = [k for k in keys if k not in set(registered)]
@@ -41,7 +46,9 @@ def register_documents(instance: DagsterInstance, pipeline: PipelineConfig) -> R
         instance.delete_dynamic_partition(DOCUMENTS.name, key)
     if added:
         instance.add_dynamic_partitions(DOCUMENTS.name, added)
-    return RegisteredDocuments(keys=keys, added=added, removed=removed, skipped=sorted(set(found) - set(keys)))
+    return RegisteredDocuments(
+        keys=keys, files={k: files[k] for k in keys}, added=added, removed=removed, skipped=sorted(set(found) - set(keys))
+    )
 
 
 def all_documents_tags(instance: DagsterInstance) -> dict[str, str]:
@@ -49,13 +56,45 @@ def all_documents_tags(instance: DagsterInstance) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
 
 
-def run_over_all_documents(
-    job: JobDefinition, instance: DagsterInstance, pipeline: PipelineConfig, **execute_kwargs
-) -> ExecuteInProcessResult:
-    """Register the corpus and execute `job` in this process over every document."""
+def _registered(instance: DagsterInstance, pipeline: PipelineConfig) -> RegisteredDocuments:
     documents = register_documents(instance, pipeline)
     if not documents.keys:
         folders = " or ".join(str(p) for p in watched_folders(pipeline).values())
         raise NoDocumentsError(f"no documents to process: no files in {folders}")
-    tags = {**execute_kwargs.pop("tags", {}), **all_documents_tags(instance), **RunProcess.current().tags()}
+    return documents
+
+
+def _run_tags(pipeline: PipelineConfig, execute_kwargs: dict) -> dict[str, str]:
+    return {**execute_kwargs.pop("tags", {}), SETTINGS_TAG: settings_fingerprint(pipeline), **RunProcess.current().tags()}
+
+
+def run_over_all_documents(
+    job: JobDefinition, instance: DagsterInstance, pipeline: PipelineConfig, **execute_kwargs
+) -> ExecuteInProcessResult:
+    """Register the corpus and execute `job` in this process over every document."""
+    _registered(instance, pipeline)
+    tags = {**_run_tags(pipeline, execute_kwargs), **all_documents_tags(instance)}
     return job.execute_in_process(instance=instance, tags=tags, **execute_kwargs)
+
+
+def run_what_changed(
+    defs: Definitions, instance: DagsterInstance, pipeline: PipelineConfig, everything: bool = False, **execute_kwargs
+) -> tuple[RunPlan, ExecuteInProcessResult | None]:
+    """Register the corpus and run only what is new, changed or out of date (everything
+    when `everything`): the digest job over the range of documents to redo, the refresh
+    job when only downstream assets are out of date, or no run at all."""
+    documents = _registered(instance, pipeline)
+    order = instance.get_dynamic_partitions(DOCUMENTS.name)
+    plan = (
+        RunPlan(documents=order, refresh_downstream=True, reason=f"all {len(order)} documents, as asked")
+        if everything
+        else plan_run(instance, defs, pipeline, documents.files, order, documents.removed)
+    )
+    if plan.up_to_date:
+        return plan, None
+    tags = _run_tags(pipeline, execute_kwargs)
+    if plan.documents:
+        job, tags = defs.resolve_job_def("digest_job"), {**tags, **plan.range_tags(order)}
+    else:
+        job = defs.resolve_job_def("digest_refresh_job")
+    return plan, job.execute_in_process(instance=instance, tags=tags, **execute_kwargs)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from ai_pipelines.settings import Settings, SettingsError, load_settings
 
+
+
 def ensure_dagster_home(settings: Settings) -> Path:
     """Use DAGSTER_HOME if set, else a home under the data directory with telemetry off."""
     from ai_pipelines.instance import LEGACY_INSTANCE_YAML, instance_yaml
@@ -61,7 +63,7 @@ def command_resume(args: argparse.Namespace, settings: Settings, instance) -> in
 def command_run(args: argparse.Namespace, settings: Settings) -> int:
     from dagster import DagsterInstance
 
-    from ai_pipelines.backfill import NoDocumentsError, run_over_all_documents
+    from ai_pipelines.backfill import NoDocumentsError, run_what_changed
     from ai_pipelines.definitions import build_definitions, build_resources
     from ai_pipelines.instance import pool_connections
     from ai_pipelines.report import RunReport
@@ -77,20 +79,23 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
         mark_orphaned_runs_failed(instance)
         if args.resume is not None:
             return command_resume(args, settings, instance)
-        defs = build_definitions(settings)
-        job = defs.resolve_job_def("digest_job")
-        print(f"Running digest_job over every document (Dagster home {home}) ...", flush=True)
+        print(f"Planning the digest run (Dagster home {home}) ...", flush=True)
         try:
-            result = run_over_all_documents(
-                job,
+            plan, result = run_what_changed(
+                build_definitions(settings),
                 instance,
                 build_resources(settings)["pipeline"],
+                everything=args.all,
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
             )
         except NoDocumentsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if result is None:
+        print(f"Up to date: {plan.reason}; nothing to materialize (--all re-materializes everything).")
+        return 0
+    print(f"Materialized: {plan.reason}.")
     report = RunReport.from_result(result, settings)
     print(report.render())
     return 0 if report.ok else 1
@@ -183,14 +188,20 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ai-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="Materialize the whole graph with its blocking checks.")
+    run = commands.add_parser(
+        "run", help="Materialize what is new or changed (documents, then what depends on them) with its blocking checks."
+    )
+    run.add_argument(
+        "--all", action="store_true",
+        help="Re-materialize every document and every asset, changed or not (unchanged model calls still come from the cache).",
+    )
     run.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING).")
     run.add_argument(
         "--resume",
         nargs="?",
         const="",
         metavar="RUN_ID",
-        help="Re-execute a failed run from failure (default: the latest digest_job run, if it failed); "
+        help="Re-execute a failed run from failure (default: the latest run this command launched, if it failed); "
         "completed steps are not re-run and completed model calls come from the response cache.",
     )
     check = commands.add_parser("fact-check", help="Verify claims (JSONL) against a folder of documents.")

@@ -89,8 +89,11 @@ class ResumeError(ValueError):
     """The run asked for cannot be resumed; the message says why."""
 
 
-def run_to_resume(instance: DagsterInstance, run_id: str | None, job_name: str = "digest_job") -> DagsterRun:
-    """The run named, or else the latest run of `job_name`, provided it failed.
+RUN_COMMAND_JOBS = ("digest_job", "digest_refresh_job")  # what `ai-pipelines run` launches (see backfill)
+
+
+def run_to_resume(instance: DagsterInstance, run_id: str | None, job_names: tuple[str, ...] = RUN_COMMAND_JOBS) -> DagsterRun:
+    """The run named, or else the latest run of `job_names`, provided it failed.
 
     Without a run id, an older failure that a later run superseded is not resumed: only
     the latest run says what state the assets are in.
@@ -100,10 +103,10 @@ def run_to_resume(instance: DagsterInstance, run_id: str | None, job_name: str =
         if run is None:
             raise ResumeError(f"no run {run_id!r} in the Dagster instance at {instance.root_directory}")
     else:
-        latest = instance.get_runs(RunsFilter(job_name=job_name), limit=1)
+        latest = [r for name in job_names for r in instance.get_run_records(RunsFilter(job_name=name), limit=1)]
         if not latest:
-            raise ResumeError(f"nothing to resume: {job_name} has never run in this Dagster instance")
-        run = latest[0]
+            raise ResumeError(f"nothing to resume: {' or '.join(job_names)} never ran in this Dagster instance")
+        run = max(latest, key=lambda r: r.create_timestamp).dagster_run
     if run.status not in RESUMABLE:
         raise ResumeError(
             f"nothing to resume: run {run.run_id} ({run.job_name}) is {run.status.value.lower()}; "

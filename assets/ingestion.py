@@ -433,12 +433,22 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig, m
     yield Output(to_frame(quarantined, QuarantinedDocument), output_name="quarantined_documents")
 
 
+CONTENT_HASH = "content_hash"
+
+
 def document_metadata(document: SourceDocument | None, quarantined: QuarantinedDocument | None) -> dict[str, object]:
+    """A partition's metadata. `content_hash` (16 hex digits of the SHA-256 of the bytes read)
+    is what the run planner compares with the file now, to skip documents that did not change."""
     if document is None:
-        return {"documents": 0, "status": f"quarantined: {quarantined.kind}" if quarantined else "no file"}
+        return {
+            "documents": 0,
+            "status": f"quarantined: {quarantined.kind}" if quarantined else "no file",
+            CONTENT_HASH: quarantined.content_sha256[:16] if quarantined else "",
+        }
     return {
         "documents": 1,
         "status": "ingested",
+        CONTENT_HASH: document.doc_id,
         "title": document.title,
         "published": document.published or "(no date)",
         "chars": document.n_chars,

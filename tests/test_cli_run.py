@@ -51,6 +51,18 @@ def test_run_names_where_every_output_lives(tmp_path, llm):
         assert f"table ai_pipelines.{asset} in {data / 'warehouse.duckdb'}" in result.stdout
     assert str(data / "chroma") in result.stdout and str(data / "outputs" / "digest.md") in result.stdout
     assert (data / "dagster_home" / "dagster.yaml").exists()
+    # Run again with nothing changed: nothing to materialize, no run, success.
+    again = run_cli(tmp_path, llm)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Up to date: all 33 documents and every downstream asset are up to date" in again.stdout
+    # One more file in the inbox: that document and what depends on it.
+    (data / "inbox").mkdir(exist_ok=True)
+    (data / "inbox" / "memo.md").write_text("# Memo\nDate: 2026-03-02\n\nHelios Grid opened a second plant in Seville in March 2026.\n")
+    llm.calls.clear()
+    added = run_cli(tmp_path, llm)
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "Materialized: 1 of 34 documents new or changed." in added.stdout
+    assert sum(1 for c in llm.calls if c["schema"] == "ExtractedSignals") == 1
 
 
 def test_run_exits_non_zero_and_says_which_check_blocked_what(tmp_path, llm):

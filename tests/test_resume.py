@@ -88,7 +88,7 @@ def test_orphan_sweep_fails_runs_of_dead_processes_only():
 
 def test_resume_says_why_a_run_cannot_be_resumed():
     with DagsterInstance.ephemeral() as instance:
-        with pytest.raises(ResumeError, match="digest_job has never run"):
+        with pytest.raises(ResumeError, match="digest_job or digest_refresh_job never ran"):
             run_to_resume(instance, None)
         with pytest.raises(ResumeError, match="no run 'nope'"):
             run_to_resume(instance, "nope")
