@@ -16,6 +16,7 @@ text passes through `redact` before it is stored or raised, since providers echo
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -121,8 +122,12 @@ class Endpoint(Config):
         return name or self.fast_model or self.strong_model or LOCAL_MODEL_NAME
 
 
+@functools.lru_cache(maxsize=512)
 def response_format_for(schema: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAI `json_schema` response format; llama.cpp turns it into a grammar."""
+    """The OpenAI `json_schema` response format; llama.cpp turns it into a grammar.
+
+    Built once per schema class (pydantic rebuilds the JSON schema on every call, about
+    140 us, on every model call); callers treat it as read-only."""
     return {
         "type": "json_schema",
         "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False},

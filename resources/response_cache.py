@@ -40,6 +40,7 @@ class ResponseCache:
             location,
             "create table if not exists responses (key text primary key, value text not null, "
             "created_at text not null default current_timestamp);",
+            durable=False,
         )
 
     def get(self, key: str) -> CachedResponse | None:

@@ -38,7 +38,11 @@ def upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
 class StateStore:
     """One connection, shared by the threads of a process behind a lock."""
 
-    def __init__(self, location: str | Path, schema: str):
+    def __init__(self, location: str | Path, schema: str, durable: bool = True):
+        """`durable=False` (SQLite only) lets a commit return before the disk has it
+        (synchronous=normal under WAL): the file stays consistent after a crash, but an OS
+        crash or power cut can lose the last commits. Right for a cache and a trace table
+        written on every model call; never for decisions such as approvals."""
         self.location = str(location)
         self._lock = threading.Lock()
         if is_postgres(self.location):
@@ -54,6 +58,8 @@ class StateStore:
             Path(self.location).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.location, check_same_thread=False, timeout=30)
             self._db.execute("pragma journal_mode=wal")
+            if not durable:
+                self._db.execute("pragma synchronous=normal")
             self._db.executescript(schema)
             self._db.commit()
             self._placeholder = "?"

@@ -61,6 +61,7 @@ class TraceStore:
             "completion_tokens integer, cost_usd real, cache_hit integer, fallback integer, attempt integer, "
             "reask integer, error text, request_id text, partition text, error_kind text); "
             "create index if not exists traces_by_run on traces (run_id, asset);",
+            durable=False,
         )
         self._add_missing_columns()
 
