@@ -10,7 +10,8 @@ calls, 8,124 `has_table` calls costing 11 s, statement compilation 22 s), and 2,
 What changes: each shard (the index and recently used run shards) keeps one engine
 for the life of the storage, disposed in `dispose()`; `has_table` answers that were
 True are remembered; a batch of asset events (DAGSTER_EVENT_BATCH_SIZE) is written in
-one transaction per shard rather than two per event. Everything else is Dagster's: same schema, files, WAL mode,
+one transaction per shard rather than two per event, with the asset's own row updated
+once per asset and event type rather than once per event. Everything else is Dagster's: same schema, files, WAL mode,
 busy timeout, the `_db_lock` serialization and per-shard init. After a write to a run
 shard the storage runs a passive WAL checkpoint, as the last close of a connection did
 before, so watchers of `<run_id>.db` in other processes (the webserver's live logs)
@@ -51,6 +52,19 @@ from sqlalchemy.pool import QueuePool
 # of them, so only the most recently used ones keep an open engine (3 file handles
 # each: .db, -wal, -shm). The index shard is always kept.
 MAX_RUN_SHARD_ENGINES = 16
+
+
+def _last_of_each_kind(events: Sequence[EventLogEntry]) -> list[int]:
+    """Positions of the last event per asset key and event type, in batch order.
+
+    `_store_asset_event` overwrites the asset's row with the columns its event type sets
+    (planned: last run and timestamp; materialization: those and the last
+    materialization), so applying only the last event of each type, in order, leaves the
+    row exactly as applying all of them would: a batch of 500 partitions is one update."""
+    last: dict[tuple[str, str], int] = {}
+    for position, event in enumerate(events):
+        last[(str(event.dagster_event.asset_key), str(event.dagster_event_type))] = position  # type: ignore[union-attr]
+    return sorted(last.values())
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -153,13 +167,16 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for statement in statements:
                 conn.execute(statement)
         with self.index_transaction() as conn:
+            ids = []
             for event, statement in zip(events, statements):
                 with db_result(conn, statement) as result:
                     event_id = result.inserted_primary_key[0]
                 if event_id is None:
                     raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+                ids.append(event_id)
                 self._store_asset_event_tags(conn, [event], [event_id])
-                self._store_asset_event(conn, event, event_id)
+            for position in _last_of_each_kind(events):
+                self._store_asset_event(conn, events[position], ids[position])
 
     def has_table(self, table_name: str) -> bool:
         # Not under _db_lock: it is called inside index transactions (same as Dagster's,

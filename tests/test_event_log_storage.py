@@ -92,6 +92,9 @@ def test_partitioned_run_is_readable_by_both_storages(home: Path, batch_size: st
     assert len(other.all_logs(result.run_id)) == n_events
     record = other.get_latest_materialization_event(parts.key)
     assert record is not None and record.run_id == result.run_id
+    # the asset's own row ends as event-by-event writing leaves it: the run's last materialization
+    materialized = [e.dagster_event.partition for e in other.all_logs(result.run_id) if e.dagster_event and e.dagster_event.is_step_materialization]
+    assert record.dagster_event.partition == materialized[-1] and len(materialized) == len(KEYS)
     by_partition = {r.partition_key: r.asset_materialization.metadata["key"].value for r in other.fetch_materializations(parts.key, limit=10).records}
     assert by_partition == {k: k for k in KEYS}  # each partition's own metadata, whichever way it was written
     # and the other way round: a run written by the default storage reads back pooled
