@@ -203,6 +203,7 @@ class ModelResource(ConfigurableResource):
     input_price_per_mtok: float = 0.0
     output_price_per_mtok: float = 0.0
 
+    _chain: list[Endpoint] | None = PrivateAttr(default=None)
     _clients: dict[str, OpenAI] = PrivateAttr(default_factory=dict)
     _breakers: dict[str, CircuitBreaker] = PrivateAttr(default_factory=dict)
     _bulkheads: dict[str, threading.BoundedSemaphore] = PrivateAttr(default_factory=dict)
@@ -213,6 +214,12 @@ class ModelResource(ConfigurableResource):
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def chain(self) -> list[Endpoint]:
+        """The primary endpoint, then the fallbacks; built once (config objects are not free)."""
+        if self._chain is None:
+            self._chain = self._build_chain()
+        return self._chain
+
+    def _build_chain(self) -> list[Endpoint]:
         primary = Endpoint(
             name="primary",
             base_url=self.base_url,
