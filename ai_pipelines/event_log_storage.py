@@ -77,6 +77,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines_lock = threading.Lock()
         self._engines_pid = os.getpid()
         self._existing_tables: set[str] = set()
+        # partitions_def_name -> (connection, its data_version, keys): see get_dynamic_partitions.
+        # The connection itself, not its id, so that a later connection can never pass for it.
+        self._partition_keys: dict[str, tuple[Any, int, list[str]]] = {}
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
@@ -178,6 +181,34 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for position in _last_of_each_kind(events):
                 self._store_asset_event(conn, events[position], ids[position])
 
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        """The keys, read again only when the index database changed since they were read.
+
+        Dagster validates every `add_asset_metadata(partition_key=...)` against the full
+        key list: at 2,000 documents that is 8,000 reads of 2,000 rows (about 4 ms each)
+        in one run. SQLite's `PRAGMA data_version` changes on a connection whenever another
+        connection commits to the file, and writes through this storage clear the cache,
+        so a cached list is never served after the partitions changed."""
+        with self.index_connection() as conn:
+            raw = conn.connection.dbapi_connection
+            version = raw.execute("PRAGMA data_version").fetchone()[0]  # type: ignore[union-attr]
+            cached = self._partition_keys.get(partitions_def_name)
+            if cached is not None and cached[0] is raw and cached[1] == version:
+                return list(cached[2])
+        keys = list(super().get_dynamic_partitions(partitions_def_name))
+        self._partition_keys[partitions_def_name] = (raw, version, keys)  # a change in between: the next version differs
+        return list(keys)
+
+    def add_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> None:
+        self._partition_keys.pop(partitions_def_name, None)
+        super().add_dynamic_partitions(partitions_def_name, partition_keys)
+        self._partition_keys.pop(partitions_def_name, None)
+
+    def delete_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> None:
+        self._partition_keys.pop(partitions_def_name, None)
+        super().delete_dynamic_partition(partitions_def_name, partition_key)
+        self._partition_keys.pop(partitions_def_name, None)
+
     def has_table(self, table_name: str) -> bool:
         # Not under _db_lock: it is called inside index transactions (same as Dagster's,
         # which opened its own engine). A pooled overflow connection reads sqlite_master.
@@ -195,6 +226,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         # keeps writing to an unlinked file.
         with self._db_lock:
             self._dispose_engines(run_shards_only=True)
+        self._partition_keys.clear()
         super().wipe()
 
     def dispose(self) -> None:

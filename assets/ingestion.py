@@ -314,21 +314,24 @@ def ingest_documents(
 class _EarlierCopies:
     """Finds a registered partition, earlier in partition order, with the same bytes.
 
-    Only regular files inside their folders and of equal size are hashed, so a run over
-    one document in a corpus of thousands reads one file's worth of candidates, not the
-    corpus, and never opens a FIFO or follows a link out of a folder.
+    Only regular files inside their folders and of equal size are hashed, each once, so a
+    run over one document in a corpus of thousands reads one file's worth of candidates,
+    not the corpus, a run over all of them costs one lookup per file (not a scan of the
+    earlier ones), and nothing opens a FIFO or follows a link out of a folder.
     """
 
     def __init__(self, pipeline: PipelineConfig, registered: Sequence[str]):
         self.order = {key: i for i, key in enumerate(registered)}
-        self.sizes: dict[str, tuple[Path, Path, int]] = {}
+        # size -> registered files of that size, in partition order: a lookup, not a scan
+        self.by_size: dict[int, list[tuple[str, Path, Path]]] = {}
         for key in registered:
             try:
                 root, path = locate(pipeline, key)
-                self.sizes[key] = (root, path, check_entry(root, path).st_size)
+                self.by_size.setdefault(check_entry(root, path).st_size, []).append((key, root, path))
             except (ValueError, UnsafeFile):
                 continue
         self.hashes: dict[Path, str] = {}
+        self.first: dict[int, dict[str, str]] = {}
 
     def hash(self, root: Path, path: Path) -> str:
         if path not in self.hashes:
@@ -345,16 +348,18 @@ class _EarlierCopies:
             return 0
 
     def find(self, key: str, root: Path, path: Path) -> str | None:
-        size = self.size(root, path)
         position = self.order.get(key, len(self.order))
-        for other, (other_root, other_path, other_size) in self.sizes.items():
-            if (
-                other_size == size
-                and self.order[other] < position
-                and self.hash(other_root, other_path) == self.hash(root, path)
-            ):
-                return other
-        return None
+        first = self._first_by_hash(self.size(root, path)).get(self.hash(root, path))
+        return first if first is not None and self.order[first] < position else None
+
+    def _first_by_hash(self, size: int) -> dict[str, str]:
+        """The earliest registered file per content hash among files of `size` (hashed once)."""
+        if size not in self.first:
+            first: dict[str, str] = {}
+            for other, other_root, other_path in self.by_size.get(size, []):
+                first.setdefault(self.hash(other_root, other_path), other)
+            self.first[size] = first
+        return self.first[size]
 
 
 def _screen_with_model(

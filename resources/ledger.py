@@ -90,15 +90,17 @@ class CallLedger:
         self.asset = asset
         self._lock = threading.Lock()
         self.records: list[CallRecord] = []
+        self._by_partition: dict[str, list[CallRecord]] = {}  # a summary per partition is a lookup, not a scan
 
     def add(self, record: CallRecord) -> None:
         with self._lock:
             self.records.append(record)
+            self._by_partition.setdefault(record.partition, []).append(record)
 
     def summary(self, partition: str | None = None) -> LedgerSummary:
         """Totals of every record, or of one partition's records only."""
         with self._lock:
-            records = [r for r in self.records if partition is None or r.partition == partition]
+            records = list(self.records) if partition is None else list(self._by_partition.get(partition, []))
         calls = [r for r in records if r.sent]
         latencies = np.array([r.latency_s for r in calls]) if calls else np.zeros(1)
         by_request: dict[str, list[CallRecord]] = {}

@@ -114,3 +114,21 @@ def test_two_threads_logging_in_one_run(home: Path) -> None:
     messages = {e.user_message for e in instance.all_logs(result.run_id)}
     assert {f"{n}-{i}" for n in "ab" for i in range(40)} <= messages
     instance.dispose()
+
+
+def test_partition_keys_are_read_again_whenever_another_process_or_this_one_changed_them(home: Path) -> None:
+    pooled = pooled_instance(home)
+    other = default_instance(home, home.parent / "empty")  # another connection, as another process has
+    pooled.add_dynamic_partitions(DOCS.name, ["a", "b"])
+    assert pooled.get_dynamic_partitions(DOCS.name) == ["a", "b"]
+    assert pooled.get_dynamic_partitions(DOCS.name) == ["a", "b"]  # from the cache
+    other.delete_dynamic_partition(DOCS.name, "b")
+    other.add_dynamic_partitions(DOCS.name, ["c"])  # may reuse b's row id: the version still changes
+    assert pooled.get_dynamic_partitions(DOCS.name) == ["a", "c"]
+    pooled.delete_dynamic_partition(DOCS.name, "a")
+    assert pooled.get_dynamic_partitions(DOCS.name) == ["c"]
+    pooled.add_dynamic_partitions(DOCS.name, ["d"])
+    assert pooled.get_dynamic_partitions(DOCS.name) == ["c", "d"]
+    assert other.get_dynamic_partitions(DOCS.name) == ["c", "d"]
+    pooled.dispose()
+    other.dispose()
