@@ -132,3 +132,9 @@ def test_partition_keys_are_read_again_whenever_another_process_or_this_one_chan
     assert other.get_dynamic_partitions(DOCS.name) == ["c", "d"]
     pooled.dispose()
     other.dispose()
+    # membership answers from the same keys
+    again = pooled_instance(home)
+    assert again.has_dynamic_partition(DOCS.name, "c") and not again.has_dynamic_partition(DOCS.name, "b")
+    default_instance(home, home.parent / "empty").add_dynamic_partitions(DOCS.name, ["b"])
+    assert again.has_dynamic_partition(DOCS.name, "b")
+    again.dispose()
