@@ -4,17 +4,24 @@ Answers are derived from the prompt by per-schema scripts (the schema name comes
 from `response_format.json_schema.name`), so the product code under test takes the
 same path as with a hosted provider. Tests can replace a script, e.g. to return
 invalid answers for one document, and read how many calls were made.
+
+`latency_seconds` holds every chat answer for a fixed time, as a provider's model
+does, so benchmarks can compare wall times with the physical limit. `/v1/embeddings`
+answers with deterministic hashed bag-of-words vectors: a remote embedder that is
+never the bottleneck and still ranks texts sharing words above texts that do not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
@@ -148,6 +155,19 @@ def random_faults(rate: float, seed: int = 0, timeout_delay: float = 1.0) -> Cal
     return next_fault
 
 
+EMBEDDING_DIMENSIONS = 384
+_WORD = re.compile(r"\w+")
+
+
+def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A normalized bag-of-words vector: each lower-cased word adds 1 at its hash's position."""
+    vector = [0.0] * dimensions
+    for word in _WORD.findall(text.lower()):
+        vector[int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big") % dimensions] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
 def messages_hash(messages: list[dict[str, str]]) -> str:
     """Names a request by its messages, so a test can tell whether the same call was made twice."""
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
@@ -173,6 +193,8 @@ class FakeOpenAI:
         self.persistent_fault: Fault | None = None  # applied to every request while set
         self.fault_source: Callable[[], Fault | None] | None = None  # e.g. random_faults(0.3): a fault per request, or None
         self.requests = 0
+        self.latency_seconds = 0.0  # every chat answer is held this long, as a model would take
+        self.embedding_requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.received: list[Exchange] = []  # every request, as it arrived
@@ -198,11 +220,13 @@ class FakeOpenAI:
             self.persistent_fault = None
             self.fault_source = None
             self.requests = 0
+            self.embedding_requests = 0
             self.max_in_flight = 0
             self.received.clear()
             self.answered.clear()
         self.answering.set()
         self.scripts = dict(DEFAULT_SCRIPTS)
+        self.latency_seconds = 0.0
 
     def _log(self, log: list[Exchange], body: dict[str, Any], status: int = 0) -> None:
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
@@ -232,7 +256,10 @@ class FakeOpenAI:
     def _answer(self, body: dict[str, Any], content: str | None = None) -> tuple[int, dict[str, Any]]:
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
         with self._lock:
-            self.calls.append({"schema": schema, "model": body.get("model"), "messages": body["messages"]})
+            self.calls.append({
+                "schema": schema, "model": body.get("model"), "messages": body["messages"],
+                "response_format": body.get("response_format"), "max_tokens": body.get("max_tokens"),
+            })
         script = self.scripts.get(schema)
         if script is None:
             return 400, {"error": {"message": f"no script for schema {schema!r}", "type": "invalid_request_error"}}
@@ -255,10 +282,27 @@ class FakeOpenAI:
             },
         }
 
+    def _embed(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        texts = body.get("input", [])
+        texts = [texts] if isinstance(texts, str) else texts
+        with self._lock:
+            self.embedding_requests += 1
+        return 200, {
+            "object": "list",
+            "model": body.get("model", "fake-embedder"),
+            "data": [{"object": "embedding", "index": i, "embedding": hashed_embedding(t)} for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        }
+
     def _handler(self):
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as providers serve it
+            # Headers and body go out in separate writes; with Nagle's algorithm the body would
+            # wait for the client's delayed ACK, about 40 ms a call on keep-alive connections.
+            disable_nagle_algorithm = True
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -268,9 +312,20 @@ class FakeOpenAI:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout under test)
 
+            def do_GET(self) -> None:
+                if self.path.endswith("/_calls"):  # the call log, for a client in another process
+                    with fake._lock:
+                        payload = {"calls": list(fake.calls), "embedding_requests": fake.embedding_requests}
+                    self._send(200, payload, {})
+                else:
+                    self._send(404, {"error": {"message": f"unknown path {self.path}"}}, {})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.endswith("/embeddings"):
+                    self._send(*fake._embed(body), {})
+                    return
                 fake._log(fake.received, body)
                 fault = fake._next_fault()
                 fake._enter(1)
@@ -282,6 +337,8 @@ class FakeOpenAI:
             def _respond(self, body: dict[str, Any], fault: Fault | None) -> None:
                 if fault is not None:
                     time.sleep(fault.delay_seconds)
+                if fake.latency_seconds:
+                    time.sleep(fake.latency_seconds)
                 headers = {}
                 if fault is not None and fault.status:
                     token = self.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -294,6 +351,10 @@ class FakeOpenAI:
                 else:
                     status, payload = 404, {"error": {"message": f"unknown path {self.path}"}}
                 fake.answering.wait()
+                self._send(status, payload, headers)
+                fake._log(fake.answered, body, status)
+
+            def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -302,6 +363,62 @@ class FakeOpenAI:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                fake._log(fake.answered, body, status)
 
         return Handler
+
+
+class RemoteFakeOpenAI:
+    """A FakeOpenAI in a process of its own (`python -m tests.fake_openai`), so that a
+    benchmark's server does not share the interpreter lock, or a core, with the code it
+    measures. Same `base_url` and `calls` as the in-process server; latency is fixed at start."""
+
+    def __init__(self, latency_seconds: float = 0.0, answers: dict[str, Any] | None = None) -> None:
+        """`answers`: a fixed answer per schema name, beside the default scripts."""
+        import subprocess
+        import sys
+
+        fixed = [f"--answer={name}={json.dumps(answer)}" for name, answer in (answers or {}).items()]
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_openai", "--latency", str(latency_seconds), *fixed],
+            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+        )
+        self.base_url = (self._process.stdout.readline() if self._process.stdout else "").strip()
+        if not self.base_url.startswith("http://127.0.0.1:"):
+            self._process.kill()
+            raise RuntimeError(f"the fake OpenAI server did not start (said {self.base_url!r})")
+        self.latency_seconds = latency_seconds
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        import urllib.request
+
+        with urllib.request.urlopen(self.base_url + "/_calls", timeout=30) as response:
+            return json.loads(response.read())["calls"]
+
+    def __enter__(self) -> "RemoteFakeOpenAI":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
+def main() -> None:
+    """Serve until terminated; print the base URL first (RemoteFakeOpenAI reads it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A deterministic OpenAI-compatible server on 127.0.0.1.")
+    parser.add_argument("--latency", type=float, default=0.0, help="Seconds every chat answer is held.")
+    parser.add_argument("--answer", action="append", default=[], metavar="SCHEMA=JSON", help="A fixed answer for a schema.")
+    args = parser.parse_args()
+    with FakeOpenAI() as server:
+        server.latency_seconds = args.latency
+        for fixed in args.answer:
+            name, answer = fixed.split("=", 1)
+            server.scripts[name] = lambda messages, answer=json.loads(answer): answer
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

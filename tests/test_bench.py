@@ -1,39 +1,41 @@
-"""The benchmark measures only runs that succeeded: a failed run fails the command."""
+"""The benchmark measures only runs that succeeded: a run that fails fails the command,
+and its figures are not printed."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.fake_openai import Fault
-
 ROOT = Path(__file__).parent.parent
 
 
-def bench(tmp_path: Path, llm) -> subprocess.CompletedProcess:
-    environment = {
-        **os.environ,
-        "AI_PIPELINES_LLM_BASE_URL": llm.base_url,
-        "AI_PIPELINES_LLM_FAST_MODEL": "fake-fast",
-        "AI_PIPELINES_LLM_STRONG_MODEL": "fake-strong",
-        "AI_PIPELINES_CORPUS_DIR": str(ROOT / "tests" / "data" / "external_corpus"),
-        "AI_PIPELINES_INBOX_DIR": str(tmp_path / "inbox"),
-    }
+def bench(*arguments: str, **environment: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gateway_cache.py")],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-W", "ignore", "-m", *arguments],
+        cwd=ROOT, env={**os.environ, **environment}, capture_output=True, text=True, timeout=600,
     )
 
 
-def test_a_benchmark_whose_run_fails_exits_non_zero_and_says_why(tmp_path, llm):
-    llm.persistent_fault = Fault(status=503)
-    result = bench(tmp_path, llm)
+def test_a_digest_run_that_fails_exits_non_zero_and_says_why():
+    # A token budget too small for the run stops it: the real failure path of a run.
+    result = bench("bench.digest_runs", "--documents", "4", "--latency", "0", AI_PIPELINES_LLM_BUDGET_TOKENS="20")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "benchmark failed: the run failed" in result.stderr and "MODEL OUTAGE" in result.stderr
-    assert "speed-up" not in result.stdout
+    assert "benchmark failed: the cold run over 4 documents failed" in result.stderr
+    assert result.stdout.strip() == ""
 
 
-def test_a_benchmark_of_runs_that_succeed_prints_the_ratio(tmp_path, llm):
-    result = bench(tmp_path, llm)
+def test_the_suite_exits_non_zero_and_leaves_the_failed_scenario_out_of_the_table():
+    result = bench("bench", "--documents", "4", "--latency", "0", "--scenarios", "digest", AI_PIPELINES_LLM_BUDGET_TOKENS="20")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 scenario(s) FAILED" in result.stderr and "the cold run over 4 documents failed" in result.stderr
+    assert "| overhead |" not in result.stdout and "| unchanged re-run |" not in result.stdout
+
+
+def test_runs_that_succeed_print_the_table_with_an_unchanged_re_run_of_no_calls():
+    result = bench("bench", "--documents", "4,8", "--latency", "0.01", "--scenarios", "digest")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "warm run:" in result.stdout and ", 0 model calls" in result.stdout and "speed-up:" in result.stdout
+    rows = {line.split("|")[1].strip() + "/" + line.split("|")[2].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert "overhead/digest graph, N=8" in rows
+    assert ", 0 calls |" in rows["unchanged re-run/N=8"]
+    assert "ExtractedSignals 1" in rows["incremental (+1 doc)/N=8"]
+    assert "memory/peak RSS, N=8" in rows

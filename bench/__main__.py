@@ -1,0 +1,200 @@
+"""The benchmark suite: `python -m bench` (what `make bench` runs) or `python -m bench --smoke`.
+
+Each scenario measures the product and what it is compared with in the same run, on
+the same machine, so every ratio means the same on a busy machine as on a quiet one.
+Prints one Markdown table (the one BENCHMARKS.md records) and exits 1 if any scenario
+failed, naming the failure: a figure from a run that failed is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from bench import gateway_overhead, indexing
+from bench.digest_runs import DigestMeasurements
+from bench.table import BenchmarkFailed, Row, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Sizes(BaseModel):
+    documents: list[int]  # digest graph sizes; overhead targets apply to `target_documents`
+    target_documents: int
+    other_instances: list[str]  # at `target_documents`, cold runs on these instances beside the embedded one
+    gateway_calls: int
+    indexing_documents: int
+
+
+FULL = Sizes(
+    documents=[100, 500, 2000], target_documents=500, other_instances=["postgres", "dagster-default"],
+    gateway_calls=400, indexing_documents=200,
+)
+SMOKE = Sizes(documents=[10, 40], target_documents=40, other_instances=[], gateway_calls=60, indexing_documents=10)
+INSTANCE_LABELS = {"sqlite": "", "postgres": ", Postgres", "dagster-default": ", Dagster's default SQLite storage"}
+
+
+def digest_runs(documents: int, instance: str, latency: float, concurrency: int, cold_only: bool = False) -> DigestMeasurements:
+    """One size in a child process (its own peak RSS, no warm caches from another size)."""
+    command = [sys.executable, "-W", "ignore", "-m", "bench.digest_runs", "--documents", str(documents),
+               "--latency", str(latency), "--concurrency", str(concurrency), "--instance", instance]
+    command += ["--cold-only"] if cold_only else []
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        first = next((i for i, line in enumerate(lines) if line.startswith("benchmark failed:")), max(0, len(lines) - 15))
+        raise BenchmarkFailed(f"digest graph over {documents} documents ({instance}): " + "\n".join(lines[first:first + 25]))
+    return DigestMeasurements.model_validate_json(done.stdout.strip().splitlines()[-1])
+
+
+def where(m: DigestMeasurements) -> str:
+    return f"N={m.documents}{INSTANCE_LABELS[m.instance]}"
+
+
+def graph_row(m: DigestMeasurements, targeted: bool) -> Row:
+    ideal = m.cold.calls * m.latency_s / m.concurrency
+    ratio = m.cold.seconds / ideal
+    return Row(
+        scenario="overhead", measure=f"digest graph, {where(m)}", value=f"{m.cold.seconds:.1f} s",
+        baseline=f"ideal {ideal:.1f} s ({m.cold.calls} calls x {m.latency_s * 1000:.0f} ms / {m.concurrency})",
+        ratio=ratio, target="<= 1.2" if targeted else "", met=ratio <= 1.2 if targeted else None,
+    )
+
+
+def overhead_rows(m: DigestMeasurements, targeted: bool) -> list[Row]:
+    sampled = "" if m.sequential_timed_calls == m.cold.calls else f" ({m.sequential_timed_calls} of {m.cold.calls} calls timed, scaled)"
+    speedup = m.sequential_s / m.cold.seconds
+    versus_asyncio = m.cold.seconds / m.asyncio_s
+    return [
+        graph_row(m, targeted),
+        Row(scenario="overhead", measure=f"start-up, {where(m)}", value=f"{m.startup_s:.1f} s",
+            baseline="imports, definitions, instance (not in the graph's time)"),
+        Row(scenario="overhead", measure=f"sequential script / graph, {where(m)}", value=f"{m.sequential_s:.1f} s{sampled}",
+            baseline=f"graph {m.cold.seconds:.1f} s", ratio=speedup,
+            target=">= 10" if targeted else "", met=speedup >= 10 if targeted else None),
+        Row(scenario="overhead", measure=f"graph / asyncio script, {where(m)}", value=f"{m.cold.seconds:.1f} s",
+            baseline=f"asyncio {m.asyncio_s:.1f} s", ratio=versus_asyncio,
+            target="<= 1.1" if targeted else "", met=versus_asyncio <= 1.1 if targeted else None),
+    ]
+
+
+def instance_row(other: DigestMeasurements, embedded: DigestMeasurements | None) -> list[Row]:
+    """The same cold run on another instance, against the embedded one."""
+    row = graph_row(other, targeted=False)
+    if embedded is None:
+        return [row]
+    return [row.model_copy(update={
+        "baseline": f"embedded instance {embedded.cold.seconds:.1f} s ({row.baseline})",
+        "ratio": other.cold.seconds / embedded.cold.seconds,
+    })]
+
+
+def rerun_rows(m: DigestMeasurements) -> list[Row]:
+    cold = f"cold {m.cold.seconds:.1f} s, {m.cold.calls} calls"
+    unchanged = m.unchanged.seconds / m.cold.seconds
+    schemas = ", ".join(f"{k} {v}" for k, v in m.incremental.calls_by_schema.items())
+    return [
+        Row(scenario="unchanged re-run", measure=where(m), value=f"{m.unchanged.seconds:.2f} s, {m.unchanged.calls} calls",
+            baseline=cold, ratio=unchanged, target="0 calls, <= 0.10", met=m.unchanged.calls == 0 and unchanged <= 0.10),
+        Row(scenario="incremental (+1 doc)", measure=where(m),
+            value=f"{m.incremental.seconds:.1f} s, {m.incremental.calls} calls ({schemas})",
+            baseline=cold, ratio=m.incremental.seconds / m.cold.seconds,
+            target="the new doc and its dependents only", met=m.incremental.documents == 1),
+    ]
+
+
+def memory_rows(by_size: dict[int, DigestMeasurements]) -> list[Row]:
+    sizes = sorted(by_size)
+    rows = [Row(scenario="memory", measure=f"peak RSS, N={n}", value=f"{by_size[n].peak_rss_mb:.0f} MB") for n in sizes]
+    if len(sizes) >= 2:
+        small, large = by_size[sizes[0]], by_size[sizes[-1]]
+        growth = large.peak_rss_mb / small.peak_rss_mb
+        rows[-1] = rows[-1].model_copy(update={"target": "<= 1536 MB", "met": large.peak_rss_mb <= 1536})
+        rows.append(Row(
+            scenario="memory", measure=f"growth N={sizes[0]} to N={sizes[-1]} ({sizes[-1] // sizes[0]}x documents)",
+            value=f"+{large.peak_rss_mb - small.peak_rss_mb:.0f} MB", baseline=f"N={sizes[0]}: {small.peak_rss_mb:.0f} MB",
+            ratio=growth, target=f"< {sizes[-1] / sizes[0]:.0f} (less than linear)", met=growth < sizes[-1] / sizes[0],
+        ))
+    return rows
+
+
+SCENARIOS = ("digest", "gateway", "indexing")
+
+
+def run(sizes: Sizes, latency: float, concurrency: int, scenarios: tuple[str, ...] = SCENARIOS) -> tuple[list[Row], list[str]]:
+    """Rows of the scenarios that succeeded, and the failures of those that did not."""
+    rows: list[Row] = []
+    failures: list[str] = []
+    measured: dict[int, DigestMeasurements] = {}
+    plan = [(n, "sqlite") for n in sizes.documents] + [(sizes.target_documents, i) for i in sizes.other_instances]
+    plan = plan if "digest" in scenarios else []
+    for documents, instance in plan:
+        print(f"... digest graph over {documents} documents ({instance} instance)", file=sys.stderr, flush=True)
+        try:
+            m = digest_runs(documents, instance, latency, concurrency, cold_only=instance != "sqlite")
+        except BenchmarkFailed as exc:
+            failures.append(str(exc))
+            continue
+        if instance == "sqlite":
+            measured[documents] = m
+            rows += overhead_rows(m, targeted=documents == sizes.target_documents)
+            rows += rerun_rows(m)
+        else:
+            rows += instance_row(m, measured.get(documents))
+    rows += memory_rows(measured)
+    others = {
+        "gateway": ("gateway overhead", lambda: gateway_overhead.measure(sizes.gateway_calls)),
+        "indexing": ("indexing", lambda: indexing.measure(sizes.indexing_documents)),
+    }
+    for name, scenario in (others[s] for s in scenarios if s in others):
+        print(f"... {name}", file=sys.stderr, flush=True)
+        try:
+            rows += scenario()
+        except BenchmarkFailed as exc:
+            failures.append(f"{name}: {exc}")
+    order = ["overhead", "unchanged re-run", "incremental (+1 doc)", "gateway overhead", "indexing", "memory"]
+    rows.sort(key=lambda r: order.index(r.scenario) if r.scenario in order else len(order))
+    return rows, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="Small sizes (under 2 minutes): keeps the benchmark from rotting in CI.")
+    parser.add_argument("--latency", type=float, default=0.1, help="Seconds the test server takes per chat call (default 0.1).")
+    parser.add_argument("--concurrency", type=int, default=16, help="Model calls in flight (default 16).")
+    parser.add_argument("--documents", help="Comma-separated corpus sizes instead of the preset's, e.g. 100,1000.")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"Comma-separated subset of {', '.join(SCENARIOS)}.")
+    args = parser.parse_args(argv)
+    sizes, preset = (SMOKE, "smoke") if args.smoke else (FULL, "full")
+    if args.documents:
+        preset = "custom sizes"
+        documents = [int(n) for n in args.documents.split(",")]
+        sizes = sizes.model_copy(update={"documents": documents, "target_documents": documents[-1], "other_instances": []})
+    scenarios = tuple(s.strip() for s in args.scenarios.split(","))
+    if unknown := set(scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    started = time.perf_counter()
+    rows, failures = run(sizes, args.latency, args.concurrency, scenarios)
+    print(f"Benchmarks ({preset}), {datetime.date.today()}, {platform.node() or 'this machine'}: "
+          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"model latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}; "
+          f"{time.perf_counter() - started:.0f} s in all\n")
+    print(render(rows))
+    if failures:
+        print(f"\n{len(failures)} scenario(s) FAILED; their figures are not in the table:", file=sys.stderr)
+        for failure in failures:
+            print(f"- {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""What every scenario reports: rows of one table, and the failures that void it.
+
+A scenario returns `Row`s (a measured figure, what it is compared with, the ratio, and
+the target it is held to) or raises `BenchmarkFailed` with the reason; the command
+prints the table and exits non-zero if any scenario failed, so a number from a run
+that failed is never printed as a result.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class BenchmarkFailed(RuntimeError):
+    """A run inside a scenario failed, or made a different number of model calls than expected."""
+
+
+class Row(BaseModel):
+    scenario: str
+    measure: str  # what was measured, e.g. "digest graph, N=500"
+    value: str  # the figure with its unit, e.g. "12.3 s"
+    baseline: str = ""  # what it is compared with, measured in the same run
+    ratio: float | None = None  # value / baseline
+    target: str = ""  # the target from the issue, e.g. "<= 1.2"
+    met: bool | None = None  # None: no target for this row
+
+
+def render(rows: list[Row]) -> str:
+    """A Markdown table, so the same text goes to the terminal and to BENCHMARKS.md."""
+    header = ["scenario", "measure", "value", "compared with", "ratio", "target", "met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.scenario} | {row.measure} | {row.value} | {row.baseline} | {ratio} | {row.target} | {met} |")
+    return "\n".join(lines)
