@@ -79,9 +79,10 @@ def latest_materializations(instance: DagsterInstance, asset: str, keys: set[str
     """Per partition (or "" for an unpartitioned asset), its latest materialization.
 
     Reads newest first, a page at a time, and stops as soon as every wanted partition
-    has been seen, so the cost follows the corpus, not the length of the history.
+    that was ever materialized has been seen (one query says which were), so the cost
+    follows the corpus, not the length of the history, even when some never were.
     """
-    wanted = keys if keys is not None else {""}
+    wanted = keys & instance.get_materialized_partitions(AssetKey(asset)) if keys is not None else {""}
     found: dict[str, Latest] = {}
     cursor = None
     while True:
