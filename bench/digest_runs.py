@@ -23,6 +23,7 @@ It prints one JSON object (`DigestMeasurements`) on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import subprocess
@@ -31,6 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from pydantic import BaseModel
 
@@ -73,21 +75,27 @@ INSTANCES = {
 }
 
 
-def _dagster_home(root: Path, instance: str) -> Path:
+@contextlib.contextmanager
+def _dagster_home(root: Path, instance: str) -> Iterator[Path]:
+    """A Dagster home for one kind of instance; a Postgres database made for it is dropped after."""
     from ai_pipelines.instance import EVENT_BATCH_VARIABLE, instance_yaml
 
     home = root / "dagster_home"
     home.mkdir()
     config = instance_yaml(home) if instance == "sqlite" else "telemetry:\n  enabled: false\n"
-    if instance == "postgres":
-        database = f"bench_{os.getpid()}_{int(time.time())}"
+    database = f"bench_{os.getpid()}_{int(time.time())}" if instance == "postgres" else ""
+    if database:
         subprocess.run(["psql", POSTGRES_ADMIN_URL, "-qc", f"create database {database}"], check=True, capture_output=True)
         config += f"storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://postgres@127.0.0.1:5432/{database}\n"
     if instance == "dagster-default":
         os.environ[EVENT_BATCH_VARIABLE] = "0"
     (home / "dagster.yaml").write_text(config)
     os.environ["DAGSTER_HOME"] = str(home)
-    return home
+    try:
+        yield home
+    finally:
+        if database:
+            subprocess.run(["psql", POSTGRES_ADMIN_URL, "-qc", f"drop database if exists {database} with (force)"], capture_output=True)
 
 
 def measure(documents: int, latency: float, concurrency: int, instance_kind: str, cold_only: bool = False) -> DigestMeasurements:
@@ -101,11 +109,11 @@ def measure(documents: int, latency: float, concurrency: int, instance_kind: str
     from bench import replay
     from tests.fake_openai import RemoteFakeOpenAI
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as folder, RemoteFakeOpenAI(latency) as llm:
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder, RemoteFakeOpenAI(latency) as llm, contextlib.ExitStack() as cleanup:
         root = Path(folder)
         corpus = root / "corpus"
         write_corpus(corpus, documents)
-        _dagster_home(root, instance_kind)
+        cleanup.enter_context(_dagster_home(root, instance_kind))
         settings = Settings(  # not from .env: the benchmark's own model and embedder, whatever a user configured
             _env_file=None,
             data_dir=root / "data", corpus_dir=corpus, inbox_dir=root / "inbox",
@@ -113,6 +121,7 @@ def measure(documents: int, latency: float, concurrency: int, instance_kind: str
             embeddings_base_url=llm.base_url, embeddings_model="hashed-bag-of-words", llm_max_concurrency=concurrency,
         )
         instance = DagsterInstance.get()
+        cleanup.callback(instance.dispose)  # before the home (and its database) goes
         pool_connections(instance)
         defs = build_definitions(settings)
         pipeline = build_resources(settings)["pipeline"]
