@@ -55,3 +55,43 @@ def test_runs_materialize_what_changed_and_nothing_else(tmp_path, settings, llm,
 
     plan, result, calls = run(everything=True)
     assert len(plan.documents) == 4 and "as asked" in plan.reason
+
+
+def test_a_document_is_current_only_with_its_content_code_and_order_all_matching():
+    from ai_pipelines.run_plan import Latest, _document_is_current
+    from assets.documents import FileState
+
+    file = FileState(sha256="ab" * 32, size=10, mtime_ns=1)
+    code = ["v1", "v2", "v3"]
+
+    def latest(storage_id: int, code_version: str, content_hash: str = "") -> Latest:
+        return Latest(storage_id=storage_id, run_id="r", code_version=code_version, content_hash=content_hash)
+
+    current = [latest(1, "v1", "ab" * 8), latest(2, "v2"), latest(3, "v3")]
+    assert _document_is_current("d", current, code, file)
+    assert not _document_is_current("d", [current[0], None, current[2]], code, file)  # chunks never materialized
+    assert not _document_is_current("d", [latest(1, "v1", "cd" * 8), *current[1:]], code, file)  # file edited
+    assert not _document_is_current("d", [current[0], latest(2, "old"), current[2]], code, file)  # code changed
+    assert not _document_is_current("d", [current[0], latest(4, "v2"), current[2]], code, file)  # signals older than chunks
+
+
+def test_one_range_covers_the_documents_to_redo_in_partition_order():
+    from ai_pipelines.run_plan import RunPlan
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    plan = RunPlan(documents=["corpus/z.md", "corpus/b.md"], refresh_downstream=True, reason="")
+    order = ["corpus/a.md", "corpus/z.md", "corpus/c.md", "corpus/b.md", "inbox/n.md"]
+    assert plan.range_tags(order) == {ASSET_PARTITION_RANGE_START_TAG: "corpus/z.md", ASSET_PARTITION_RANGE_END_TAG: "corpus/b.md"}
+    assert not plan.up_to_date and RunPlan(documents=[], refresh_downstream=False, reason="").up_to_date
+
+
+def test_the_settings_fingerprint_follows_settings_and_names_secrets_by_variable_only():
+    from dagster import EnvVar
+
+    from ai_pipelines.run_plan import settings_fingerprint
+    from assets.config import PipelineConfig
+
+    assert settings_fingerprint(PipelineConfig()) == settings_fingerprint(PipelineConfig())
+    assert settings_fingerprint(PipelineConfig(claims_per_draft=3)) != settings_fingerprint(PipelineConfig())
+    with_secret = PipelineConfig(state_url=EnvVar("AI_PIPELINES_POSTGRES_URL"))
+    assert settings_fingerprint(with_secret) != settings_fingerprint(PipelineConfig(state_url=EnvVar("ANOTHER_URL")))
