@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Sequence, TypeVar
 import openai
 from dagster import Config, ConfigurableResource
 from openai import OpenAI
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from resources.circuit_breaker import CircuitBreaker
@@ -39,8 +39,70 @@ from resources.traces import TraceStore
 
 Tier = Literal["fast", "strong"]
 T = TypeVar("T", bound=BaseModel)
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
 INVALID_OUTPUT = "invalid output"
+
+
+class ToolCall(BaseModel):
+    """A function the model asked to call; `arguments` is the JSON text it wrote, parsed by the tool."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class AgentTurn(BaseModel):
+    """One assistant message of a tool-using conversation: text, tool calls, or both.
+
+    Validated like any structured answer, so an empty message is re-asked, and cached
+    as its JSON form, so an unchanged conversation replays without a call."""
+
+    content: str = ""
+    tool_calls: list[ToolCall] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "AgentTurn":
+        if not self.content.strip() and not self.tool_calls:
+            raise ValueError("the answer holds neither text nor a tool call")
+        return self
+
+    def as_message(self) -> dict[str, Any]:
+        """The turn as the assistant message the conversation continues from."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        return message
+
+
+class ToolStep(BaseModel):
+    """A validated turn, with what it cost, for an agent's caps and records."""
+
+    turn: AgentTurn
+    trace_id: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hit: bool = False
+
+
+def _message_content(response: Any) -> str:
+    """A structured answer is the message's text."""
+    return (response.choices[0].message.content or "") if response.choices else ""
+
+
+def _turn_json(response: Any) -> str:
+    """A tool-using answer is its text and tool calls, as the JSON of an `AgentTurn`."""
+    if not response.choices:
+        return ""
+    message = response.choices[0].message
+    calls = [
+        {"id": call.id, "name": call.function.name, "arguments": call.function.arguments or "{}"}
+        for call in (message.tool_calls or [])
+        if getattr(call, "function", None) is not None
+    ]
+    return json.dumps({"content": message.content or "", "tool_calls": calls})
 
 
 class EndpointFailure(BaseModel):
@@ -202,6 +264,8 @@ class ModelResource(ConfigurableResource):
     temperature: float = 0.0
     input_price_per_mtok: float = 0.0
     output_price_per_mtok: float = 0.0
+    strong_input_price_per_mtok: float = 0.0  # 0 = the prices above
+    strong_output_price_per_mtok: float = 0.0
 
     _chain: list[Endpoint] | None = PrivateAttr(default=None)
     _clients: dict[str, OpenAI] = PrivateAttr(default_factory=dict)
@@ -316,8 +380,12 @@ class ModelResource(ConfigurableResource):
                     f"${self.budget_usd or 'unlimited'}); no further model calls in this run"
                 )
 
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_price_per_mtok + completion_tokens * self.output_price_per_mtok) / 1_000_000
+    def cost(self, tier: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """What these tokens cost on `tier` at the configured prices (the strong tier may have its own)."""
+        strong = tier == "strong"
+        input_price = (strong and self.strong_input_price_per_mtok) or self.input_price_per_mtok
+        output_price = (strong and self.strong_output_price_per_mtok) or self.output_price_per_mtok
+        return (prompt_tokens * input_price + completion_tokens * output_price) / 1_000_000
 
     def _wait(self, retry_state) -> float:
         backoff = wait_exponential_jitter(initial=self.backoff_initial_seconds, max=self.backoff_max_seconds)
@@ -350,6 +418,7 @@ class ModelResource(ConfigurableResource):
         parameters: dict[str, Any],
         ledger: CallLedger | None,
         label: dict[str, Any],
+        extract: Callable[[Any], str] = _message_content,
     ) -> tuple[T, CallRecord, str] | EndpointFailure:
         """One endpoint: a validated answer, re-asking it with the validation error up to
         `max_reasks` times, or why it gave none (its calls are recorded either way)."""
@@ -377,9 +446,9 @@ class ModelResource(ConfigurableResource):
             if response.usage is not None:
                 record.prompt_tokens = response.usage.prompt_tokens
                 record.completion_tokens = response.usage.completion_tokens
-            record.cost_usd = self._cost(record.prompt_tokens, record.completion_tokens)
+            record.cost_usd = self.cost(record.tier, record.prompt_tokens, record.completion_tokens)
             self._charge(record)
-            content = (response.choices[0].message.content or "") if response.choices else ""
+            content = extract(response)
             try:
                 value = schema.model_validate(json.loads(content))
             except (json.JSONDecodeError, ValidationError) as exc:
@@ -441,6 +510,8 @@ class ModelResource(ConfigurableResource):
         max_tokens: int = 256,
         ledger: CallLedger | None = None,
         partition: str = "",
+        temperature: float | None = None,
+        sample: int = 0,
     ) -> tuple[T, str]:
         """A validated `schema` instance and the trace id of the call that produced it.
 
@@ -449,10 +520,52 @@ class ModelResource(ConfigurableResource):
         retries, or answers that stayed invalid) counts against its breaker and the next
         one is tried. Raises `ModelCallError` (`StructuredOutputError` when some endpoint
         answered invalidly) with the reason per endpoint.
+
+        `temperature` overrides the resource's for this request; `sample` numbers
+        otherwise identical requests (the samples of a vote), so each is cached apart.
         """
+        parameters = {
+            "response_format": response_format_for(schema),
+            "max_tokens": max_tokens,
+            "temperature": self.temperature if temperature is None else temperature,
+        }
+        value, record = self._complete(messages, schema, parameters, _message_content, tier, ledger, partition, sample)
+        return value, record.trace_id
+
+    def tool_step(
+        self,
+        messages: Messages,
+        tools: Sequence[dict[str, Any]],
+        *,
+        tier: Tier = "strong",
+        max_tokens: int = 512,
+        ledger: CallLedger | None = None,
+        partition: str = "",
+    ) -> ToolStep:
+        """One turn of a tool-using conversation (OpenAI function calling), on the same
+        reliable path as structured answers: cache, retries, fallback, breakers, budget,
+        a trace row. The caller runs the tools and continues the conversation."""
+        parameters = {"tools": list(tools), "max_tokens": max_tokens, "temperature": self.temperature}
+        turn, record = self._complete(messages, AgentTurn, parameters, _turn_json, tier, ledger, partition)
+        return ToolStep(
+            turn=turn, trace_id=record.trace_id, prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens, cache_hit=record.cache_hit,
+        )
+
+    def _complete(
+        self,
+        messages: Messages,
+        schema: type[T],
+        parameters: dict[str, Any],
+        extract: Callable[[Any], str],
+        tier: Tier,
+        ledger: CallLedger | None,
+        partition: str,
+        sample: int = 0,
+    ) -> tuple[T, CallRecord]:
         chain = self.chain()
-        parameters = {"response_format": response_format_for(schema), "max_tokens": max_tokens, "temperature": self.temperature}
-        key = request_key({"models": [e.model_for(tier) for e in chain], "messages": messages, **parameters})
+        identity = {"models": [e.model_for(tier) for e in chain], "messages": messages, **parameters}
+        key = request_key({**identity, "sample": sample} if sample else identity)
         label = {"tier": tier, "request_id": uuid.uuid4().hex, "partition": partition}
         cache = self._response_cache()
         hit = self._valid_cached(cache, key, schema)
@@ -460,9 +573,9 @@ class ModelResource(ConfigurableResource):
             value, cached = hit
             record = CallRecord(model=cached.model, endpoint=cached.endpoint, cache_hit=True, **label)
             self._record(ledger, record, messages, cached.content)
-            return value, record.trace_id
+            return value, record
         failures: list[EndpointFailure] = []
-        input_chars = sum(len(m["content"]) for m in messages)
+        input_chars = sum(len(str(m.get("content") or "")) for m in messages)
         for position, endpoint in enumerate(chain):
             model_name = endpoint.model_for(tier)
             if endpoint.max_input_chars and input_chars > endpoint.max_input_chars:
@@ -480,7 +593,7 @@ class ModelResource(ConfigurableResource):
                 self._record(ledger, skipped, messages, "")
                 failures.append(EndpointFailure(endpoint=endpoint.name, model=model_name, kind="circuit open", detail="circuit open"))
                 continue
-            outcome = self._ask(endpoint, messages, schema, parameters, ledger, {**label, "fallback": position > 0})
+            outcome = self._ask(endpoint, messages, schema, parameters, ledger, {**label, "fallback": position > 0}, extract)
             if isinstance(outcome, EndpointFailure):
                 # An endpoint that answers, however badly, is not down: invalid answers count
                 # against its breaker only when a later endpoint can take its requests, so a
@@ -502,7 +615,7 @@ class ModelResource(ConfigurableResource):
                         completion_tokens=record.completion_tokens,
                     ),
                 )
-            return value, record.trace_id
+            return value, record
         if any(f.kind == INVALID_OUTPUT for f in failures):
             raise StructuredOutputError(tier, failures, schema.__name__)
         raise ModelCallError(tier, failures)

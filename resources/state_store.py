@@ -68,11 +68,18 @@ class StateStore:
         return sql.replace("?", self._placeholder)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement, committed; a failed one is rolled back, since an open SQLite write
+        transaction would hold the file's lock and stall every other writer."""
         with self._lock:
             cursor = self._db.cursor()
-            cursor.execute(self._sql(sql), tuple(params))
-            cursor.close()
-            self._db.commit()
+            try:
+                cursor.execute(self._sql(sql), tuple(params))
+                self._db.commit()
+            except Exception:
+                self._db.rollback()
+                raise
+            finally:
+                cursor.close()
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:

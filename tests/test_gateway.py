@@ -34,12 +34,6 @@ def evidence(text: str) -> list[dict[str, str]]:
 PROMPT = evidence("Acme hired 12 people.")
 
 
-@pytest.fixture
-def second_llm():
-    with FakeOpenAI() as server:
-        yield server
-
-
 def gateway(primary: FakeOpenAI, fallback: FakeOpenAI | None = None, **overrides) -> ModelResource:
     fallbacks = [Endpoint(name="secondary", base_url=fallback.base_url, fast_model="second-fast")] if fallback else []
     options = dict(base_url=primary.base_url, fast_model="first-fast", fallbacks=fallbacks, max_retries=2,
