@@ -101,6 +101,43 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def command_triage(args: argparse.Namespace, settings: Settings) -> int:
+    from dagster import DagsterInstance
+
+    from ai_pipelines.definitions import build_definitions, build_resources
+    from ai_pipelines.instance import pool_connections
+    from ai_pipelines.triage_run import NoTicketsError, TriageReport, run_triage
+
+    triage = build_resources(settings).get("triage")
+    if triage is None:
+        print("error: the code location has no 'triage' resource (support triage is not wired in)", file=sys.stderr)
+        return 2
+    home = ensure_dagster_home(settings)
+    with DagsterInstance.get() as instance:
+        pool_connections(instance)
+        mark_orphaned_runs_failed(instance)
+        print(f"Planning the triage run (Dagster home {home}) ...", flush=True)
+        try:
+            plan, result = run_triage(
+                build_definitions(settings),
+                instance,
+                triage,
+                everything=args.all,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+            )
+        except NoTicketsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if result is None:
+        print(f"Up to date: {plan.reason}; nothing to triage (--all triages every ticket again).")
+        return 0
+    print(f"Triaged: {plan.reason}.")
+    report = TriageReport.from_result(result)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
 def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
     from ai_pipelines.fact_check import fact_check_lenient
 
@@ -185,6 +222,14 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if checks.ok else 1
 
 
+def command_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the tools over MCP; with stdio, stdout is the protocol's, so everything else goes to stderr."""
+    from ai_pipelines.mcp_server import serve
+
+    serve(args.transport, port=args.port, settings=settings, support_desk_dir=Path(args.support_desk_dir) if args.support_desk_dir else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ai-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Re-execute a failed run from failure (default: the latest run this command launched, if it failed); "
         "completed steps are not re-run and completed model calls come from the response cache.",
     )
+    triage = commands.add_parser(
+        "triage", help="Register every ticket file and triage the tickets not triaged yet (or edited) in one run."
+    )
+    triage.add_argument("--all", action="store_true", help="Triage every ticket that has a file, triaged or not.")
+    triage.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING).")
     check = commands.add_parser("fact-check", help="Verify claims (JSONL) against a folder of documents.")
     check.add_argument("--corpus", required=True, help="Folder of UTF-8 text documents.")
     check.add_argument("--claims", required=True, help='JSONL, one {"id", "text"} object a line.')
@@ -230,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--port", type=int, default=3000)
     stack.add_argument("--celery-workers", type=int, default=0, help="Celery workers to start alongside (executor celery).")
     stack.add_argument("--drain-seconds", type=float, default=300, help="On stop, how long runs in progress may finish.")
+    mcp = commands.add_parser(
+        "mcp", help="Serve the support-desk tools, fact_check and search_documents over MCP (stdio, or HTTP on 127.0.0.1)."
+    )
+    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or streamable HTTP.")
+    mcp.add_argument("--port", type=int, default=8765, help="HTTP port on 127.0.0.1 (default 8765).")
+    mcp.add_argument("--support-desk-dir", default="", help="Support-desk data folder (default: AI_PIPELINES_SUPPORT_DESK_DIR, else the bundled one).")
     return parser
 
 
@@ -247,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    handlers = {"run": command_run, "fact-check": command_fact_check, "home": command_home, "calibrate": command_calibrate,
-                "stack": command_stack, "check": command_check}
+    handlers = {"run": command_run, "triage": command_triage, "fact-check": command_fact_check, "home": command_home, "calibrate": command_calibrate,
+                "stack": command_stack, "check": command_check, "mcp": command_mcp}
     try:
         return handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError) as exc:

@@ -161,13 +161,17 @@ def is_valid_key(key: str) -> bool:
 
 def locate(pipeline: PipelineConfig, key: str) -> tuple[Path, Path]:
     """The watched folder of a partition key and the path it names, which stays lexically inside it."""
+    return locate_in(watched_folders(pipeline), key)
+
+
+def locate_in(folders: Mapping[str, Path], key: str, noun: str = "document") -> tuple[Path, Path]:
+    """`locate` over any labelled folders (the ticket intake has its own); `noun` names the key in errors."""
     label, _, relative = key.partition("/")
-    folders = watched_folders(pipeline)
     if label not in folders or not relative:
-        raise ValueError(f"document key {key!r} is not <{'|'.join(folders)}>/<path>")
+        raise ValueError(f"{noun} key {key!r} is not <{'|'.join(folders)}>/<path>")
     parts = relative.split("/")
     if relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"document key {key!r} does not name a path inside its watched folder")
+        raise ValueError(f"{noun} key {key!r} does not name a path inside its watched folder")
     return folders[label], folders[label].joinpath(*parts)
 
 
@@ -223,9 +227,14 @@ def entry_state(root: Path, path: Path, previous: FileState | None = None) -> Fi
 def scan(pipeline: PipelineConfig, known: Mapping[str, FileState] | None = None) -> dict[str, FileState]:
     """Every entry in the watched folders by partition key. Files whose size and mtime
     match `known` keep their recorded hash instead of being read again."""
+    return scan_folders(watched_folders(pipeline), known)
+
+
+def scan_folders(folders: Mapping[str, Path], known: Mapping[str, FileState] | None = None) -> dict[str, FileState]:
+    """`scan` over any labelled folders: keys are `<label>/<path inside the folder>`."""
     known = known or {}
     found: dict[str, FileState] = {}
-    for label, root in watched_folders(pipeline).items():
+    for label, root in folders.items():
         for path in discover_entries(root):
             key = document_key(label, root, path)
             try:

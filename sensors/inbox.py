@@ -50,18 +50,21 @@ def compare(previous: dict[str, FileState], current: dict[str, FileState]) -> In
     )
 
 
-def _run_key(cursor: InboxCursor, *parts: str) -> str:
+def numbered_run_key(cursor: InboxCursor, *parts: str) -> str:
+    """A run key from what is being run and the cursor's request count (see `InboxCursor.requests`)."""
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return f"{cursor.requests}:{digest}"
 
 
-def materialized_after_edit(instance: DagsterInstance, keys: list[str], current: dict[str, FileState]) -> set[str]:
-    """Registered documents ingested after their file was last modified (by the run command,
-    or before this sensor's cursor was reset): adopting them spares a run each."""
+def materialized_after_edit(
+    instance: DagsterInstance, keys: list[str], current: dict[str, FileState], asset: str = "source_documents"
+) -> set[str]:
+    """Registered partitions whose `asset` was materialized after their file was last modified
+    (by the run command, or before this sensor's cursor was reset): adopting them spares a run each."""
     if not keys:
         return set()
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("source_documents"), asset_partitions=keys),
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=keys),
         limit=10 * len(keys) + 100,
         ascending=False,
     ).records
@@ -72,32 +75,60 @@ def materialized_after_edit(instance: DagsterInstance, keys: list[str], current:
     return {k for k in keys if k in latest and latest[k] * 1e9 >= current[k].mtime_ns}
 
 
-def plan_runs(
-    changes: InboxChanges, current: dict[str, FileState], registered: set[str], cursor: InboxCursor
+def partition_run_requests(
+    job_name: str, changes: InboxChanges, current: dict[str, FileState], registered: set[str], cursor: InboxCursor
 ) -> tuple[list[RunRequest], list[str]]:
-    """The run requests for one tick, and the keys to register as partitions."""
+    """Runs of `job_name` for new and changed files, and the keys to register as partitions:
+    unregistered files together (one partition, or one range: they are registered together,
+    so they sit next to each other at the end of the partition order), known partitions
+    whose content is new to the sensor one run each."""
     unregistered = [k for k in changes.new if k not in registered]
-    # Known partitions whose content is new to this sensor: one run each.
     rerun = sorted(set(changes.changed) | (set(changes.new) & registered))
     requests = []
     if len(unregistered) == 1:
         [key] = unregistered
-        requests.append(RunRequest(job_name=document_job.name, partition_key=key,
-                                   run_key=_run_key(cursor, key, current[key].sha256)))
+        requests.append(RunRequest(job_name=job_name, partition_key=key,
+                                   run_key=numbered_run_key(cursor, key, current[key].sha256)))
     elif unregistered:
         requests.append(
             RunRequest(
-                job_name=document_job.name,
-                run_key=_run_key(cursor, *(f"{k}@{current[k].sha256}" for k in unregistered)),
+                job_name=job_name,
+                run_key=numbered_run_key(cursor, *(f"{k}@{current[k].sha256}" for k in unregistered)),
                 tags={ASSET_PARTITION_RANGE_START_TAG: unregistered[0], ASSET_PARTITION_RANGE_END_TAG: unregistered[-1]},
             )
         )
     for key in rerun:
-        requests.append(RunRequest(job_name=document_job.name, partition_key=key,
-                                   run_key=_run_key(cursor, key, current[key].sha256)))
-    if changes.removed:
-        requests.append(RunRequest(job_name=index_job.name, run_key=_run_key(cursor, "removed", *changes.removed)))
+        requests.append(RunRequest(job_name=job_name, partition_key=key,
+                                   run_key=numbered_run_key(cursor, key, current[key].sha256)))
     return requests, unregistered
+
+
+def plan_runs(
+    changes: InboxChanges, current: dict[str, FileState], registered: set[str], cursor: InboxCursor
+) -> tuple[list[RunRequest], list[str]]:
+    """The run requests for one tick, and the keys to register as partitions."""
+    requests, unregistered = partition_run_requests(document_job.name, changes, current, registered, cursor)
+    if changes.removed:
+        requests.append(RunRequest(job_name=index_job.name, run_key=numbered_run_key(cursor, "removed", *changes.removed)))
+    return requests, unregistered
+
+
+def folder_changes(
+    context: SensorEvaluationContext, cursor: InboxCursor, found: dict[str, FileState], noun: str
+) -> tuple[dict[str, FileState], InboxChanges, SensorResult | None]:
+    """A watched folder's files that can be partition keys, how they changed since the
+    cursor, and the skip result to return when nothing did (shared by the inbox sensors)."""
+    invalid = sorted(k for k in found if not is_valid_key(k))
+    for key in invalid:
+        context.log.warning(f"Skipping {key!r}: Dagster partition keys cannot contain '...' or control characters")
+    current = {k: v for k, v in found.items() if k not in invalid}
+    changes = compare(cursor.files, current)
+    if changes.new or changes.changed or changes.removed:
+        return current, changes, None
+    return current, changes, SensorResult(
+        skip_reason=SkipReason(f"No new, changed or removed {noun} among {len(current)} files"),
+        cursor=InboxCursor(files=current, requests=cursor.requests).model_dump_json(),
+    )
 
 
 @sensor(
@@ -110,17 +141,9 @@ def plan_runs(
 )
 def inbox_sensor(context: SensorEvaluationContext, pipeline: PipelineConfig):
     cursor = InboxCursor.model_validate_json(context.cursor) if context.cursor else InboxCursor()
-    found = scan(pipeline, cursor.files)
-    invalid = sorted(k for k in found if not is_valid_key(k))
-    for key in invalid:
-        context.log.warning(f"Skipping {key!r}: Dagster partition keys cannot contain '...' or control characters")
-    current = {k: v for k, v in found.items() if k not in invalid}
-    changes = compare(cursor.files, current)
-    if not (changes.new or changes.changed or changes.removed):
-        return SensorResult(
-            skip_reason=SkipReason(f"No new, changed or removed documents among {len(current)} files"),
-            cursor=InboxCursor(files=current, requests=cursor.requests).model_dump_json(),
-        )
+    current, changes, unchanged = folder_changes(context, cursor, scan(pipeline, cursor.files), "documents")
+    if unchanged is not None:
+        return unchanged
     registered = set(context.instance.get_dynamic_partitions(DOCUMENTS.name))
     adopted = materialized_after_edit(context.instance, [k for k in changes.new if k in registered], current)
     changes.new = [k for k in changes.new if k not in adopted]
