@@ -19,9 +19,12 @@ from dagster import (
 
 from ai_pipelines.instance import batch_event_writes
 from ai_pipelines.settings import ENV_PREFIX, Settings, load_settings
-from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig
+from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig, TriageConfig
+from assets.config import SUPPORT_DESK_DIR
 from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreResource, WarehouseIOManager
-from sensors import ALL_JOBS, digest_schedule, inbox_sensor, index_automation, run_failure_recorder
+from resources.mailer import MailerResource
+from resources.support_desk import SupportDeskResource
+from sensors import ALL_JOBS, digest_schedule, inbox_sensor, index_automation, run_failure_recorder, ticket_inbox_sensor
 
 
 def _secret(variable: str, value: str) -> EnvVar | str:
@@ -73,6 +76,13 @@ def build_resources(settings: Settings) -> dict[str, object]:
         api_key=_secret(ENV_PREFIX + "EMBEDDINGS_API_KEY", settings.embeddings_api_key),
         model=settings.embeddings_model,
     )
+    vector_store = VectorStoreResource(
+        embeddings=embeddings,
+        persist_dir=str(settings.chroma_dir),
+        host=settings.chroma_host,
+        port=settings.chroma_port,
+        ssl=settings.chroma_ssl,
+    )
     return {
         "model": ModelResource(
             base_url=settings.llm_base_url,
@@ -93,13 +103,38 @@ def build_resources(settings: Settings) -> dict[str, object]:
             max_concurrency=settings.llm_max_concurrency,
             input_price_per_mtok=settings.llm_input_price_per_mtok,
             output_price_per_mtok=settings.llm_output_price_per_mtok,
+            strong_input_price_per_mtok=settings.llm_strong_input_price_per_mtok,
+            strong_output_price_per_mtok=settings.llm_strong_output_price_per_mtok,
         ),
-        "vector_store": VectorStoreResource(
-            embeddings=embeddings,
-            persist_dir=str(settings.chroma_dir),
-            host=settings.chroma_host,
-            port=settings.chroma_port,
-            ssl=settings.chroma_ssl,
+        "vector_store": vector_store,
+        "support_desk": SupportDeskResource(
+            data_dir=str(settings.support_desk_dir or SUPPORT_DESK_DIR),
+            vector_store=vector_store,
+            refund_limit_eur=settings.refund_limit_eur,
+        ),
+        "triage": TriageConfig(
+            tickets_dir=str(settings.tickets_dir or SUPPORT_DESK_DIR / "tickets"),
+            ticket_inbox_dir=str(settings.ticket_inbox_dir or settings.data_dir / "ticket_inbox"),
+            min_route_confidence=settings.route_min_confidence,
+            agent_max_iterations=settings.agent_max_iterations,
+            agent_max_tool_calls=settings.agent_max_tool_calls,
+            agent_max_tokens=settings.agent_max_tokens,
+            agent_max_seconds=settings.agent_max_seconds,
+            agent_mcp_servers_json=json.dumps(settings.agent_mcp_servers),
+            max_workers=settings.triage_max_workers,
+            max_refinement_rounds=settings.reply_refinement_rounds,
+            memory_budget_chars=settings.memory_budget_chars,
+            memory_window_turns=settings.memory_window_turns,
+            refund_limit_eur=settings.refund_limit_eur,
+        ),
+        "mailer": MailerResource(
+            smtp_host=settings.smtp_host,
+            smtp_port=settings.smtp_port,
+            smtp_username=settings.smtp_username,
+            smtp_password=_secret(ENV_PREFIX + "SMTP_PASSWORD", settings.smtp_password),
+            smtp_security=settings.smtp_security,
+            maildir_path=str(settings.output_dir / "outbox"),
+            sender=settings.mail_sender,
         ),
         "pipeline": PipelineConfig(
             corpus_dir=str(settings.corpus_dir) if settings.corpus_dir else PipelineConfig().corpus_dir,
@@ -176,7 +211,7 @@ def build_definitions(settings: Settings) -> Definitions:
         asset_checks=ALL_ASSET_CHECKS,
         jobs=ALL_JOBS,
         schedules=[digest_schedule(settings.digest_cron, settings.timezone)],
-        sensors=[inbox_sensor, index_automation, run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url)],
+        sensors=[inbox_sensor, ticket_inbox_sensor, index_automation, run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url)],
         resources=build_resources(settings),
         executor=build_executor(settings),
     )

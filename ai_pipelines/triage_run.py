@@ -120,6 +120,8 @@ class TriageReport(BaseModel):
     quarantined: list[tuple[str, str]]  # (ticket, reason)
     blocked_by: list[tuple[str, str]]  # (check, description)
     failed_steps: list[str]
+    routing_mix: dict[str, int] = {}
+    replies: dict[str, int] = {}  # sent_replies states: sent, awaiting_approval, not_deliverable, ...
 
     @property
     def ok(self) -> bool:
@@ -128,8 +130,13 @@ class TriageReport(BaseModel):
     @classmethod
     def from_result(cls, result: ExecuteInProcessResult) -> "TriageReport":
         received, quarantined = 0, []
+        outcomes: dict[str, dict[str, int]] = {"ticket_routes": {}, "sent_replies": {}}
         for event in result.get_asset_materialization_events():
             materialization = event.materialization
+            key = materialization.asset_key.to_user_string()
+            if key in outcomes and not outcomes[key]:  # one materialization per ticket, each with the run's totals
+                values = {k: v.value for k, v in materialization.metadata.items()}
+                outcomes[key] = dict(values.get("routing_mix" if key == "ticket_routes" else "states") or {})
             if materialization.asset_key != AssetKey(INTAKE_ASSET):
                 continue
             metadata = {k: v.value for k, v in materialization.metadata.items()}
@@ -149,6 +156,8 @@ class TriageReport(BaseModel):
             quarantined=sorted(quarantined),
             blocked_by=blocked,
             failed_steps=[e.step_key for e in result.get_step_failure_events() if e.step_key],
+            routing_mix=outcomes["ticket_routes"],
+            replies=outcomes["sent_replies"],
         )
 
     def render(self) -> str:
@@ -160,6 +169,11 @@ class TriageReport(BaseModel):
         lines += [f"  quarantined {ticket}: {reason}" for ticket, reason in self.quarantined[:20]]
         if len(self.quarantined) > 20:
             lines.append(f"  ... and {len(self.quarantined) - 20} more (see the support_tickets table)")
+        if self.routing_mix:
+            lines.append("Routes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.routing_mix.items())))
+        if self.replies:
+            lines.append("Replies: " + ", ".join(f"{k} {v}" for k, v in sorted(self.replies.items()))
+                         + " (sent_replies; waiting ones: launch reply_approval_job with a decision)")
         lines += [f"BLOCKED: check '{check}' failed: {description}" for check, description in self.blocked_by]
         if self.failed_steps:
             lines.append(f"Failed steps: {', '.join(self.failed_steps)} (see the run's logs in the Dagster UI)")

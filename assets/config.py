@@ -48,7 +48,40 @@ class PipelineConfig(ConfigurableResource):
     def inbox_path(self) -> Path:
         return Path(self.inbox_dir)
 
+    def state_location(self, name: str) -> str:
+        """Where durable decisions and memory live: the Postgres state database, or `<output_dir>/<name>.sqlite`."""
+        return self.state_url or str(self.output_path() / f"{name}.sqlite")
+
     def output_path(self) -> Path:
         path = Path(self.output_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+SUPPORT_DESK_DIR = Path(__file__).parent / "support_desk"
+
+
+class TriageConfig(ConfigurableResource):
+    """What the support-triage stages are told: where tickets arrive, and the caps and
+    thresholds of routing, the reply agent, refinement, memory and approval."""
+
+    tickets_dir: str = Field(default=str(SUPPORT_DESK_DIR / "tickets"), description="Bundled tickets (partition keys samples/<file>).")
+    ticket_inbox_dir: str = Field(default="data/ticket_inbox", description="Tickets dropped by users or a mail gateway (keys inbox/<file>).")
+    max_ticket_bytes: int = Field(default=100_000, description="Larger ticket files are quarantined.")
+    min_route_confidence: float = Field(default=0.7, description="Below this the classifier's route goes to a vote.")
+    vote_samples: int = Field(default=3, description="Samples of the fast-tier classifier in a vote.")
+    agent_max_iterations: int = Field(default=6, description="Model turns one reply agent may take.")
+    agent_max_tool_calls: int = Field(default=8, description="Tool calls one reply agent may make.")
+    agent_max_tokens: int = Field(default=12_000, description="Prompt and completion tokens one reply agent may spend.")
+    agent_max_seconds: float = Field(default=120.0, description="Wall time one reply agent may take.")
+    max_workers: int = Field(default=4, description="Sub-questions of a multi-part ticket answered at once (more are merged).")
+    max_refinement_rounds: int = Field(default=2, description="Critique-and-revise rounds per reply.")
+    memory_budget_chars: int = Field(default=2_000, description="History a reply prompt may carry; older turns are summarized.")
+    memory_window_turns: int = Field(default=4, description="Most recent turns always kept verbatim.")
+    refund_limit_eur: float = Field(default=250.0, description="No reply may promise more; larger refunds go to a supervisor.")
+    agent_mcp_servers_json: str = Field(
+        default="[]", description="JSON list of MCP servers whose tools the reply agent may also call (see McpServerConfig)."
+    )
+
+    def ticket_folders(self) -> dict[str, Path]:
+        return {"samples": Path(self.tickets_dir), "inbox": Path(self.ticket_inbox_dir)}

@@ -157,7 +157,7 @@ def unflagged(sentences: Sequence[Span], flagged: Sequence[FlaggedSpan]) -> list
 
 # --- Delimited data blocks ------------------------------------------------------------------------
 
-DATA_TAGS = ("document", "evidence", "claim", "title", "text")
+DATA_TAGS = ("document", "evidence", "claim", "title", "text", "ticket", "context", "history", "reply", "question", "answers")
 _DELIMITER = re.compile(r"<\s*/?\s*(?:" + "|".join(DATA_TAGS) + r")\b[^>]*>", re.IGNORECASE)
 
 

@@ -63,3 +63,20 @@ def failed_requests_check_result(rows: pd.DataFrame, failed: pd.Series, shown: l
             "failures": MetadataValue.md(markdown_table(failures[shown].head(10).to_dict(orient="records"))),
         },
     )
+
+
+def cost_against_all_strong(ledger: CallLedger, model: ModelResource) -> dict[str, object]:
+    """What the calls cost, and what the same tokens would have cost had every call gone to
+    the `strong` tier: the saving that routing by tier buys, at the configured prices."""
+    calls = [r for r in ledger.records if r.sent and not r.cache_hit]
+    actual = sum(r.cost_usd for r in calls)
+    all_strong = sum(model.cost("strong", r.prompt_tokens, r.completion_tokens) for r in calls)
+    tokens_by_tier: dict[str, int] = {}
+    for record in calls:
+        tokens_by_tier[record.tier] = tokens_by_tier.get(record.tier, 0) + record.prompt_tokens + record.completion_tokens
+    return {
+        "cost_usd": round(actual, 6),
+        "cost_if_all_strong_usd": round(all_strong, 6),
+        "cost_ratio_to_all_strong": round(actual / all_strong, 3) if all_strong else None,
+        "tokens_by_tier": MetadataValue.json(tokens_by_tier),
+    }

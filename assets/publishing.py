@@ -48,29 +48,39 @@ def summaries_version(summaries: pd.DataFrame) -> str:
 
 
 class ApprovalLog:
-    """Every approval and rejection, in `<output_dir>/approvals.sqlite` (or the state database)."""
+    """Every approval and rejection, in `<output_dir>/approvals.sqlite` (or the state database).
 
-    def __init__(self, pipeline: PipelineConfig):
-        self._db = StateStore(
-            pipeline.state_url or pipeline.output_path() / "approvals.sqlite",
-            "create table if not exists approvals (summaries_version text, approver text, decision text, "
-            "reason text, decided_at text);",
-        )
+    One mechanism for every decision a person takes before something irreversible: the
+    digest's publication (table `approvals`) and support replies (table `reply_approvals`).
+    The first field of `model` is what was decided on (a version), the rest as `Approval`.
+    """
 
-    def record(self, approval: Approval) -> None:
-        self._db.execute("insert into approvals values (?, ?, ?, ?, ?)", tuple(approval.model_dump().values()))
+    def __init__(self, pipeline: PipelineConfig, table: str = "approvals", model: type[BaseModel] = Approval):
+        self._table, self._model = table, model
+        self._subject = next(iter(model.model_fields))
+        columns = ", ".join(f"{name} text" for name in model.model_fields)
+        self._db = StateStore(pipeline.state_location("approvals"), f"create table if not exists {table} ({columns});")
 
-    def approval_of(self, version: str) -> Approval | None:
+    def record(self, approval: BaseModel) -> None:
+        values = tuple(approval.model_dump().values())
+        self._db.execute(f"insert into {self._table} values ({', '.join('?' * len(values))})", values)
+
+    def _rows(self, where: str = "", params: tuple = ()) -> list:
+        rows = self._db.fetchall(f"select * from {self._table} {where} order by decided_at", params)
+        return [self._model(**dict(zip(self._model.model_fields, row))) for row in rows]
+
+    def approval_of(self, version: str):
         """The first approval of `version`, if it was approved before."""
-        row = self._db.fetchone(
-            "select * from approvals where summaries_version = ? and decision = 'approve' order by decided_at limit 1",
-            (version,),
-        )
-        return Approval(**dict(zip(Approval.model_fields, row))) if row else None
+        rows = self._rows(f"where {self._subject} = ? and decision = 'approve'", (version,))
+        return rows[0] if rows else None
 
-    def all(self) -> list[Approval]:
-        rows = self._db.fetchall("select * from approvals order by decided_at")
-        return [Approval(**dict(zip(Approval.model_fields, row))) for row in rows]
+    def decision_of(self, version: str):
+        """The first decision either way on `version`, if there was one."""
+        rows = self._rows(f"where {self._subject} = ?", (version,))
+        return rows[0] if rows else None
+
+    def all(self) -> list:
+        return self._rows()
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds={"markdown"}, code_version="1", output_required=False)

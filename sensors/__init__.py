@@ -2,11 +2,20 @@
 
 from sensors.automation import index_automation
 from sensors.inbox import inbox_sensor
-from sensors.jobs import digest_job, digest_refresh_job, document_job, index_job, publish_job
+from sensors.jobs import (
+    digest_job,
+    digest_refresh_job,
+    document_job,
+    index_job,
+    publish_job,
+    reply_approval_job,
+    triage_job,
+)
 from sensors.run_failures import run_failure_recorder
 from sensors.schedules import digest_schedule
+from sensors.ticket_inbox import ticket_inbox_sensor
 
-ALL_JOBS = [digest_job, digest_refresh_job, document_job, index_job, publish_job]
+ALL_JOBS = [digest_job, digest_refresh_job, document_job, index_job, publish_job, triage_job, reply_approval_job]
 
 __all__ = [
     "ALL_JOBS",
@@ -18,5 +27,8 @@ __all__ = [
     "index_automation",
     "index_job",
     "publish_job",
+    "reply_approval_job",
+    "ticket_inbox_sensor",
+    "triage_job",
     "run_failure_recorder",
 ]

@@ -3,13 +3,17 @@
 from dagster import AssetSelection, define_asset_job
 
 from assets.documents import DOCUMENTS
+from assets.tickets import TICKETS
 
 # Publishing waits for a person; no job that runs unattended may include it.
 PUBLISHED = AssetSelection.assets("published_digest")
 
+# The support-triage pipeline: partitioned by ticket, never part of a digest run.
+TRIAGE = AssetSelection.groups("triage_intake", "triage_routing", "triage_replies", "triage_delivery")
+
 digest_job = define_asset_job(
     name="digest_job",
-    selection=AssetSelection.all() - PUBLISHED,
+    selection=AssetSelection.all() - PUBLISHED - TRIAGE,
     description="Materialize the whole graph, ingestion to summaries, with every blocking check. "
     "Launch it over every documents partition (the run command does): one run, not one per document.",
 )
@@ -25,7 +29,7 @@ document_job = define_asset_job(
 
 digest_refresh_job = define_asset_job(
     name="digest_refresh_job",
-    selection=AssetSelection.all() - PUBLISHED - PER_DOCUMENT,
+    selection=AssetSelection.all() - PUBLISHED - PER_DOCUMENT - TRIAGE,
     description="Rebuild index, drafts, fact checks and summaries from the documents ingested so far "
     "(what the daily schedule launches; the inbox sensor keeps the documents current).",
 )
@@ -40,4 +44,21 @@ publish_job = define_asset_job(
     name="publish_job",
     selection=PUBLISHED,
     description="Approve or reject the latest summaries (run config: approver, decision, reason).",
+)
+
+triage_job = define_asset_job(
+    name="triage_job",
+    selection=TRIAGE,
+    partitions_def=TICKETS,
+    description="Triage the requested tickets: intake, screening, routing, context, reply drafts, reply checks, "
+    "approvals by policy and delivery of approved replies. Launched over a range of tickets partitions by the ticket "
+    "inbox sensor and `ai-pipelines triage`: one run, not one per ticket.",
+)
+
+reply_approval_job = define_asset_job(
+    name="reply_approval_job",
+    selection=AssetSelection.assets("reply_approvals", "sent_replies"),
+    partitions_def=TICKETS,
+    description="A person approves or rejects waiting replies, which are then delivered exactly once "
+    "(run config ops.reply_approvals.config: approver, decision, reason, tickets).",
 )

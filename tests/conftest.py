@@ -12,6 +12,7 @@ from ai_pipelines.backfill import run_over_all_documents
 from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.settings import Settings
 from tests.fake_openai import FakeOpenAI
+from tests.smtp_server import SmtpTestServer
 
 DATA = Path(__file__).parent / "data"
 
@@ -26,6 +27,20 @@ def fake_llm():
 def llm(fake_llm: FakeOpenAI) -> FakeOpenAI:
     fake_llm.reset()
     return fake_llm
+
+
+@pytest.fixture
+def second_llm():
+    """Another endpoint, for fallback chains."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that records what arrived; script faults with fail_data(n, "reject"|"drop")."""
+    with SmtpTestServer() as server:
+        yield server
 
 
 def fake_settings(data_dir: Path, llm: FakeOpenAI) -> Settings:

@@ -25,6 +25,8 @@ from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from tests.fake_triage import TRIAGE_SCRIPTS
+
 Script = Callable[[list[dict[str, str]]], Any]
 _NAME = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -122,6 +124,7 @@ DEFAULT_SCRIPTS: dict[str, Script] = {
     "ClaimRevision": revise_claim,
     "AtomicClaims": split_claim,
     "TopicParagraph": write_paragraph,
+    **TRIAGE_SCRIPTS,
 }
 
 
@@ -166,6 +169,39 @@ def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[
         vector[int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big") % dimensions] += 1.0
     norm = math.sqrt(sum(v * v for v in vector)) or 1.0
     return [v / norm for v in vector]
+
+
+TOOLS = "tools"  # the script name of requests that offer tools (function calling)
+
+
+def request_name(body: dict[str, Any]) -> str:
+    """The script a request goes to: its response schema's name, or TOOLS when it offers tools."""
+    if body.get("tools"):
+        return TOOLS
+    return (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
+
+
+def assistant_message(answer: Any) -> tuple[dict[str, Any], str]:
+    """An OpenAI assistant message and finish reason from a script's answer: text, a JSON
+    value (a structured answer), or for tool requests {"content": ..., "tool_calls": [{"name", "arguments"}]}."""
+    if isinstance(answer, dict) and "tool_calls" in answer:
+        calls = [
+            {
+                "id": call.get("id") or f"call_{index}",
+                "type": "function",
+                "function": {
+                    "name": call["name"],
+                    "arguments": call["arguments"] if isinstance(call.get("arguments"), str) else json.dumps(call.get("arguments", {})),
+                },
+            }
+            for index, call in enumerate(answer["tool_calls"])
+        ]
+        message = {"role": "assistant", "content": answer.get("content") or None}
+        if calls:
+            message["tool_calls"] = calls
+        return message, "tool_calls" if calls else "stop"
+    content = answer if isinstance(answer, str) else json.dumps(answer)
+    return {"role": "assistant", "content": content}, "stop"
 
 
 def messages_hash(messages: list[dict[str, str]]) -> str:
@@ -229,7 +265,7 @@ class FakeOpenAI:
         self.latency_seconds = 0.0
 
     def _log(self, log: list[Exchange], body: dict[str, Any], status: int = 0) -> None:
-        schema = (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
+        schema = request_name(body)
         with self._lock:
             log.append(Exchange(time.monotonic(), schema, messages_hash(body.get("messages", [])), status))
 
@@ -254,26 +290,29 @@ class FakeOpenAI:
         self._server.server_close()
 
     def _answer(self, body: dict[str, Any], content: str | None = None) -> tuple[int, dict[str, Any]]:
-        schema = (body.get("response_format") or {}).get("json_schema", {}).get("name", "")
+        schema = request_name(body)
         with self._lock:
             self.calls.append({
                 "schema": schema, "model": body.get("model"), "messages": body["messages"],
                 "response_format": body.get("response_format"), "max_tokens": body.get("max_tokens"),
+                "temperature": body.get("temperature"), "tools": body.get("tools"),
             })
         script = self.scripts.get(schema)
         if script is None:
             return 400, {"error": {"message": f"no script for schema {schema!r}", "type": "invalid_request_error"}}
         if content is None:
-            answer = script(body["messages"])
-            content = answer if isinstance(answer, str) else json.dumps(answer)
-        tokens_in = sum(len(m["content"].split()) for m in body["messages"])
+            message, finish = assistant_message(script(body["messages"]))
+        else:
+            message, finish = {"role": "assistant", "content": content}, "stop"
+        content = message.get("content") or json.dumps(message.get("tool_calls", []))
+        tokens_in = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
         return 200, {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": 0,
             "model": body.get("model", "fake"),
             "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                {"index": 0, "finish_reason": finish, "message": message}
             ],
             "usage": {
                 "prompt_tokens": tokens_in,

@@ -64,9 +64,10 @@ def test_switching_models_changes_the_code_version_of_model_assets_only(settings
     # its cost figures come from the models that answered.
     # Ingestion carries it too: the fast tier screens suspect text for prompt injection.
     # Refinement and summaries write with the models and verify against the index.
+    # Triage: screening, routing, history summaries and replies are the models' answers.
     assert changed_by(llm_fast_model="another-fast-model") == {
         "source_documents", "quarantined_documents", "signals", "drafts", "fact_checks", "draft_revisions",
-        "summaries", "digest_report",
+        "summaries", "digest_report", "ticket_screening", "ticket_routes", "ticket_context", "reply_drafts",
     }
     assert changed_by(embeddings_model="another-embedder") == {
         "retrieval_index", "drafts", "fact_checks", "draft_revisions", "summaries"

@@ -1,0 +1,38 @@
+"""The support-triage prompts, and the one way a ticket's text reaches a model.
+
+A ticket is written by whoever sends it, so it is data in every prompt: inside a
+delimited <ticket> block whose delimiters are neutralized within the text (see
+`assets.guardrails.data_block`), below instructions that say so. Prompt files are
+versioned by content; each asset's code version carries the versions of its prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from assets.guardrails import data_block
+from assets.prompts import Prompt, load_prompt
+
+SCREEN = load_prompt("screen_ticket")
+ROUTE = load_prompt("route_ticket")
+AGENT = load_prompt("reply_agent")
+ANSWER = load_prompt("answer_ticket")
+PLAN = load_prompt("plan_ticket")
+ANSWER_PART = load_prompt("answer_part")
+MERGE = load_prompt("merge_answers")
+CRITIQUE = load_prompt("critique_reply")
+REVISE = load_prompt("revise_reply")
+SUMMARIZE_HISTORY = load_prompt("summarize_history")
+
+
+def versions(*prompts: Prompt) -> str:
+    """One short version for a set of prompts, for a code version."""
+    return hashlib.sha256("".join(p.version for p in prompts).encode()).hexdigest()[:8]
+
+
+def ticket_block(subject: str, body: str) -> str:
+    return data_block("ticket", f"Subject: {subject}\n\n{body}")
+
+
+def user(content: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
