@@ -17,13 +17,17 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TypeVar
+
 from pydantic import BaseModel
 
 from bench import gateway_overhead, indexing
 from bench.digest_runs import DigestMeasurements
+from bench.triage_runs import TriageMeasurements
 from bench.table import BenchmarkFailed, Row, render
 
 ROOT = Path(__file__).resolve().parent.parent
+M = TypeVar("M", bound=BaseModel)
 
 
 class Sizes(BaseModel):
@@ -32,27 +36,49 @@ class Sizes(BaseModel):
     other_instances: list[str]  # at `target_documents`, cold runs on these instances beside the embedded one
     gateway_calls: int
     indexing_documents: int
+    tickets: int  # support-triage pipeline size
 
 
 FULL = Sizes(
     documents=[100, 500, 2000], target_documents=500, other_instances=["postgres", "dagster-default"],
-    gateway_calls=400, indexing_documents=200,
+    gateway_calls=400, indexing_documents=200, tickets=200,
 )
-SMOKE = Sizes(documents=[10, 40], target_documents=40, other_instances=[], gateway_calls=60, indexing_documents=10)
+SMOKE = Sizes(documents=[10, 40], target_documents=40, other_instances=[], gateway_calls=60, indexing_documents=10, tickets=40)
 INSTANCE_LABELS = {"sqlite": "", "postgres": ", Postgres", "dagster-default": ", Dagster's default SQLite storage"}
 
 
-def digest_runs(documents: int, instance: str, latency: float, concurrency: int, cold_only: bool = False) -> DigestMeasurements:
-    """One size in a child process (its own peak RSS, no warm caches from another size)."""
-    command = [sys.executable, "-W", "ignore", "-m", "bench.digest_runs", "--documents", str(documents),
-               "--latency", str(latency), "--concurrency", str(concurrency), "--instance", instance]
-    command += ["--cold-only"] if cold_only else []
+def child_measurement(module: str, arguments: list[str], label: str, model: type[M]) -> M:
+    """A measurement made by `python -m <module>` in a child process (its own peak RSS, no
+    warm caches from another measurement), read from the last line it prints."""
+    command = [sys.executable, "-W", "ignore", "-m", module, *arguments]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         first = next((i for i, line in enumerate(lines) if line.startswith("benchmark failed:")), max(0, len(lines) - 15))
-        raise BenchmarkFailed(f"digest graph over {documents} documents ({instance}): " + "\n".join(lines[first:first + 25]))
-    return DigestMeasurements.model_validate_json(done.stdout.strip().splitlines()[-1])
+        raise BenchmarkFailed(f"{label}: " + "\n".join(lines[first:first + 25]))
+    return model.model_validate_json(done.stdout.strip().splitlines()[-1])
+
+
+def digest_runs(documents: int, instance: str, latency: float, concurrency: int, cold_only: bool = False) -> DigestMeasurements:
+    arguments = ["--documents", str(documents), "--latency", str(latency), "--concurrency", str(concurrency), "--instance", instance]
+    arguments += ["--cold-only"] if cold_only else []
+    return child_measurement("bench.digest_runs", arguments, f"digest graph over {documents} documents ({instance})", DigestMeasurements)
+
+
+def triage_runs(tickets: int, latency: float, concurrency: int) -> TriageMeasurements:
+    arguments = ["--tickets", str(tickets), "--latency", str(latency), "--concurrency", str(concurrency)]
+    return child_measurement("bench.triage_runs", arguments, f"triage over {tickets} tickets", TriageMeasurements)
+
+
+def triage_rows(m: TriageMeasurements) -> list[Row]:
+    ideal = m.calls * m.latency_s / m.concurrency
+    per_minute = m.tickets / m.seconds * 60
+    return [Row(
+        scenario="triage", measure=f"tickets through routing, agent, checks and delivery, {m.tickets} tickets",
+        value=f"{per_minute:.0f} tickets/min ({m.seconds:.1f} s)",
+        baseline=f"ideal {m.tickets / ideal * 60:.0f} tickets/min ({m.calls} calls x {m.latency_s * 1000:.0f} ms / {m.concurrency})",
+        ratio=m.seconds / ideal,
+    )]
 
 
 def where(m: DigestMeasurements) -> str:
@@ -126,7 +152,7 @@ def memory_rows(by_size: dict[int, DigestMeasurements]) -> list[Row]:
     return rows
 
 
-SCENARIOS = ("digest", "gateway", "indexing")
+SCENARIOS = ("digest", "triage", "gateway", "indexing")
 
 
 def run(sizes: Sizes, latency: float, concurrency: int, scenarios: tuple[str, ...] = SCENARIOS) -> tuple[list[Row], list[str]]:
@@ -151,6 +177,7 @@ def run(sizes: Sizes, latency: float, concurrency: int, scenarios: tuple[str, ..
             rows += instance_row(m, measured.get(documents))
     rows += memory_rows(measured)
     others = {
+        "triage": ("triage pipeline", lambda: triage_rows(triage_runs(sizes.tickets, latency, concurrency))),
         "gateway": ("gateway overhead", lambda: gateway_overhead.measure(sizes.gateway_calls)),
         "indexing": ("indexing", lambda: indexing.measure(sizes.indexing_documents)),
     }
@@ -160,7 +187,7 @@ def run(sizes: Sizes, latency: float, concurrency: int, scenarios: tuple[str, ..
             rows += scenario()
         except BenchmarkFailed as exc:
             failures.append(f"{name}: {exc}")
-    order = ["overhead", "unchanged re-run", "incremental (+1 doc)", "gateway overhead", "indexing", "memory"]
+    order = ["overhead", "unchanged re-run", "incremental (+1 doc)", "triage", "gateway overhead", "indexing", "memory"]
     rows.sort(key=lambda r: order.index(r.scenario) if r.scenario in order else len(order))
     return rows, failures
 

@@ -37,7 +37,7 @@ from typing import Iterator
 from pydantic import BaseModel
 
 from bench.corpus import write_corpus
-from bench.table import BenchmarkFailed
+from bench.table import BenchmarkFailed, print_measurement
 
 STARTED = time.perf_counter()
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -183,13 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance", choices=sorted(INSTANCES), default="sqlite", help="; ".join(f"{k}: {v}" for k, v in INSTANCES.items()))
     parser.add_argument("--cold-only", action="store_true", help="Only the cold run (no re-runs, no replay).")
     args = parser.parse_args(argv)
-    try:
-        measured = measure(args.documents, args.latency, args.concurrency, args.instance, args.cold_only)
-    except BenchmarkFailed as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    print(measured.model_dump_json())
-    return 0
+    return print_measurement(lambda: measure(args.documents, args.latency, args.concurrency, args.instance, args.cold_only))
 
 
 if __name__ == "__main__":

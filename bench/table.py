@@ -8,11 +8,26 @@ that failed is never printed as a result.
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 from pydantic import BaseModel
 
 
 class BenchmarkFailed(RuntimeError):
     """A run inside a scenario failed, or made a different number of model calls than expected."""
+
+
+def print_measurement(measure: Callable[[], BaseModel]) -> int:
+    """The `main` of a measurement run as a child process: its JSON on stdout and exit 0, or
+    `benchmark failed: <reason>` on stderr and exit 1 (the parent shows that line)."""
+    try:
+        measured = measure()
+    except BenchmarkFailed as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    print(measured.model_dump_json())
+    return 0
 
 
 class Row(BaseModel):

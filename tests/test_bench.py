@@ -39,3 +39,13 @@ def test_runs_that_succeed_print_the_table_with_an_unchanged_re_run_of_no_calls(
     assert ", 0 calls |" in rows["unchanged re-run/N=8"]
     assert "ExtractedSignals 1" in rows["incremental (+1 doc)/N=8"]
     assert "memory/peak RSS, N=8" in rows
+
+
+def test_the_triage_benchmark_measures_a_run_that_passed_its_checks_and_fails_on_one_that_did_not():
+    result = bench("bench.triage_runs", "--tickets", "6", "--latency", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    measured = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    assert measured["tickets"] == 6 and measured["calls_by_schema"]["TicketScreen"] == 6
+    assert sum(measured["replies"].values()) == 6
+    failed = bench("bench.triage_runs", "--tickets", "6", "--latency", "0", AI_PIPELINES_LLM_BUDGET_TOKENS="20")
+    assert failed.returncode == 1 and "benchmark failed: the triage run over 6 tickets failed" in failed.stderr

@@ -1,0 +1,117 @@
+"""The support-triage pipeline over N tickets, in a process of its own: tickets per minute
+through screening, routing, context, the reply agent, refinement, checks and delivery.
+
+The bundled tickets are copied (with new ids) up to N, so the mix of routes stays the
+bundled one: agents on billing and account tickets, orchestrator-worker on multi-part
+ones, votes where the classifier is unsure. The model is the test server in a process
+of its own, answering every chat call after a fixed latency. The ideal is the calls
+made times the latency over the gateway's concurrency: what the physical limit of the
+model would allow if orchestration cost nothing and every call could overlap.
+
+The run is checked before it is measured: it must succeed with every blocking check
+passing, and the gateway must have sent exactly the calls the server answered.
+Usage: python -m bench.triage_runs --tickets 200 [--latency 0.1] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from bench.table import BenchmarkFailed, print_measurement
+
+
+class TriageMeasurements(BaseModel):
+    tickets: int
+    latency_s: float
+    concurrency: int
+    seconds: float
+    calls: int
+    calls_by_schema: dict[str, int]
+    replies: dict[str, int]
+
+
+def write_tickets(folder: Path, count: int) -> None:
+    """`count` tickets: the bundled ones, then copies of them under new ids."""
+    from assets.config import SUPPORT_DESK_DIR
+
+    bundled = sorted((SUPPORT_DESK_DIR / "tickets").glob("*.json"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        ticket = json.loads(bundled[index % len(bundled)].read_text(encoding="utf-8"))
+        copy = index // len(bundled)
+        if copy:
+            ticket["ticket_id"] = f"{ticket['ticket_id']}-{copy}"
+        (folder / f"{ticket['ticket_id']}.json").write_text(json.dumps(ticket), encoding="utf-8")
+
+
+def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurements:
+    from dagster import DagsterInstance
+
+    from ai_pipelines.definitions import build_definitions, build_resources
+    from ai_pipelines.settings import Settings
+    from ai_pipelines.triage_run import TriageReport, run_triage
+    from tests.fake_openai import RemoteFakeOpenAI
+
+    with tempfile.TemporaryDirectory(prefix="bench-triage-") as folder, RemoteFakeOpenAI(latency) as llm:
+        root = Path(folder)
+        write_tickets(root / "tickets", tickets)
+        settings = Settings(
+            _env_file=None, data_dir=root / "data", tickets_dir=root / "tickets", ticket_inbox_dir=root / "inbox",
+            llm_base_url=llm.base_url, llm_fast_model="bench-fast", llm_strong_model="bench-strong",
+            embeddings_base_url=llm.base_url, embeddings_model="hashed-bag-of-words", llm_max_concurrency=concurrency,
+        )
+        instance = DagsterInstance.ephemeral()
+        defs = build_definitions(settings)
+        triage = build_resources(settings)["triage"]
+        started = time.perf_counter()
+        _, result = run_triage(defs, instance, triage, raise_on_error=False,
+                               run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+        seconds = time.perf_counter() - started
+        if result is None:
+            raise BenchmarkFailed("nothing to triage")
+        report = TriageReport.from_result(result)
+        if not report.ok:
+            raise BenchmarkFailed(f"the triage run over {tickets} tickets failed:\n{report.render()}")
+        calls = llm.calls
+        sent = sum(
+            int(e.materialization.metadata["model_requests"].value) - int(e.materialization.metadata["cache_hits"].value)
+            for e in _first_per_asset(result) if "model_requests" in e.materialization.metadata
+        )
+        chat = [c for c in calls if c["schema"]]
+        if sent != len(chat):
+            raise BenchmarkFailed(f"the gateway accounted {sent} requests, the server answered {len(chat)} chat calls")
+        return TriageMeasurements(
+            tickets=tickets, latency_s=latency, concurrency=concurrency, seconds=seconds, calls=len(chat),
+            calls_by_schema=dict(Counter(c["schema"] for c in chat)), replies=report.replies,
+        )
+
+
+def _first_per_asset(result):
+    """One materialization per asset: each partition's carries the run's totals."""
+    seen: set[str] = set()
+    for event in result.get_asset_materialization_events():
+        key = event.materialization.asset_key.to_user_string()
+        if key not in seen:
+            seen.add(key)
+            yield event
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tickets", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args(argv)
+    return print_measurement(lambda: measure(args.tickets, args.latency, args.concurrency))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
