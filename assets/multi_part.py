@@ -12,12 +12,13 @@ person, since a reply that skips a question is not an answer.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from assets.guardrails import data_block
 from assets.reply_refinement import TicketReply
-from assets.triage_prompts import ANSWER_PART, MERGE, PLAN, user
+from assets.triage_prompts import ANSWER_PART, MAX_TOKENS, MERGE, PLAN, user
 from resources import CallLedger, ModelCallError, ModelResource
 from resources.support_desk import SupportDeskResource
 
@@ -25,7 +26,7 @@ MAX_PLANNED = 8
 
 
 class TicketPlan(BaseModel):
-    questions: list[str] = Field(min_length=1, max_length=MAX_PLANNED)
+    questions: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=MAX_PLANNED)
 
 
 class WorkerAnswer(BaseModel):
@@ -67,7 +68,7 @@ def answer_in_parts(
 ) -> MultiPartReply:
     ask = dict(ledger=ledger, partition=partition)
     try:
-        plan = model.structured(user(PLAN.render(ticket=ticket_block, max_parts=max_workers)), TicketPlan, tier="fast", max_tokens=300, **ask)
+        plan = model.structured(user(PLAN.render(ticket=ticket_block, max_parts=max_workers)), TicketPlan, tier="fast", max_tokens=MAX_TOKENS["plan"], **ask)
     except ModelCallError as exc:
         return MultiPartReply(error=f"planner failed: {exc}"[:300])
     questions, folded = cap_questions(plan.questions, max_workers)
@@ -77,7 +78,7 @@ def answer_in_parts(
             hits = support_desk.search_help_centre(question, limit=2)
             answer = model.structured(
                 user(ANSWER_PART.render(context=excerpts_block(hits), question=question)), TicketReply,
-                tier="fast", max_tokens=300, **ask,
+                tier="fast", max_tokens=MAX_TOKENS["part"], **ask,
             )
             return WorkerAnswer(question=question, reply=answer.reply.strip(), cited_articles=answer.cited_articles)
         except Exception as exc:  # a worker's failure is recorded on its question
@@ -91,7 +92,7 @@ def answer_in_parts(
         return result
     answers = "\n\n".join(f"Question {i + 1}: {w.question}\nAnswer: {w.reply}" for i, w in enumerate(workers))
     try:
-        merged = model.structured(user(MERGE.render(ticket=ticket_block, answers=answers)), TicketReply, tier="strong", max_tokens=700, **ask)
+        merged = model.structured(user(MERGE.render(ticket=ticket_block, answers=answers)), TicketReply, tier="strong", max_tokens=MAX_TOKENS["merge"], **ask)
     except ModelCallError as exc:
         result.error = f"synthesizer failed: {exc}"[:300]
         return result

@@ -30,7 +30,19 @@ from assets.reply_refinement import RefinementRound, TicketReply, refine
 from assets.ticket_context import TicketContext
 from assets.ticket_routes import TicketRoute
 from assets.tickets import Ticket, per_ticket
-from assets.triage_prompts import AGENT, ANSWER, CRITIQUE, MERGE, PLAN, REVISE, ANSWER_PART, ticket_block, user, versions
+from assets.triage_prompts import (
+    AGENT,
+    ANSWER,
+    ANSWER_PART,
+    CRITIQUE,
+    MAX_TOKENS,
+    MERGE,
+    PLAN,
+    REVISE,
+    ticket_block,
+    user,
+    versions,
+)
 from resources import CallLedger, ModelCallError, ModelResource
 from resources.agent import AgentLimits, AgentRun, run_agent
 from resources.mcp_tools import McpServerConfig, McpToolbox
@@ -132,7 +144,7 @@ class Drafter:
                 tools: Toolbox = self.support_desk.toolbox(customer_id=ticket.customer_id, as_of=ticket.received_at[:10])
                 if self.extra_tools:
                     tools = CombinedToolbox([tools, *self.extra_tools])
-                run = run_agent(self.model, user(prompt), tools, agent_limits(self.triage), tier="strong", max_tokens=500, **ask)
+                run = run_agent(self.model, user(prompt), tools, agent_limits(self.triage), tier="strong", max_tokens=MAX_TOKENS["agent_turn"], **ask)
                 update.update(agent_fields(run))
                 if run.status != "answered":
                     return base.model_copy(update={**update, "reason": f"agent {run.status}: {run.reason}"})
@@ -148,7 +160,7 @@ class Drafter:
                 tier = "strong" if handling == "kb_answer" else "fast"
                 answer = self.model.structured(
                     user(ANSWER.render(history=history_block(ctx), context=context_block(ctx), ticket=block)),
-                    TicketReply, tier=tier, max_tokens=600, **ask,
+                    TicketReply, tier=tier, max_tokens=MAX_TOKENS["reply"], **ask,
                 )
                 reply = answer.reply.strip()
         except ModelCallError as exc:

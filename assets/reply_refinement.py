@@ -15,7 +15,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, Field
 
-from assets.triage_prompts import CRITIQUE, REVISE, user
+from assets.triage_prompts import CRITIQUE, MAX_TOKENS, REVISE, user
 from resources import CallLedger, ModelCallError, ModelResource
 
 CITATION = re.compile(r"\(help[ -]?cent(?:re|er):\s*([a-z0-9][a-z0-9-]*)\)", re.IGNORECASE)
@@ -25,7 +25,7 @@ CRITERIA = ("answers_question", "cites_help_centre", "follows_policy", "polite")
 class TicketReply(BaseModel):
     """A reply as a model writes it."""
 
-    reply: str = Field(max_length=3000)
+    reply: str = Field(max_length=1500)
     cited_articles: list[str] = Field(default=[], max_length=6)
 
 
@@ -34,7 +34,7 @@ class RubricCritique(BaseModel):
     cites_help_centre: bool
     follows_policy: bool
     polite: bool
-    feedback: str = Field(default="", max_length=500)
+    feedback: str = Field(default="", max_length=240)
 
 
 class RefinementRound(BaseModel):
@@ -75,7 +75,7 @@ def refine(
     for number in range(1, max_rounds + 2):
         prompt = CRITIQUE.render(refund_limit=f"{refund_limit:g}", context=context_block, ticket=ticket_block, reply=reply)
         try:
-            critique = model.structured(user(prompt), RubricCritique, tier="fast", max_tokens=200, **ask)
+            critique = model.structured(user(prompt), RubricCritique, tier="fast", max_tokens=MAX_TOKENS["critique"], **ask)
         except ModelCallError as exc:
             rounds.append(RefinementRound(round=number, failed=["critique failed"], error=str(exc)[:300]))
             return reply, rounds, False
@@ -92,7 +92,7 @@ def refine(
         try:
             revised = model.structured(
                 user(REVISE.render(feedback=feedback, context=context_block, ticket=ticket_block, reply=reply)),
-                TicketReply, tier="strong", max_tokens=600, **ask,
+                TicketReply, tier="strong", max_tokens=MAX_TOKENS["reply"], **ask,
             )
         except ModelCallError as exc:
             this.error = f"revision failed: {exc}"[:300]

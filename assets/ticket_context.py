@@ -18,12 +18,12 @@ from dagster import AssetExecutionContext, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig, TriageConfig
-from assets.frames import from_frame, table_output, to_frame
+from assets.frames import OWNERS, from_frame, table_output, to_frame
 from assets.metadata import MODEL_POOL, ledger_metadata
 from assets.previews import markdown_table
 from assets.ticket_routes import TicketRoute
 from assets.tickets import Ticket, per_ticket
-from assets.triage_prompts import SUMMARIZE_HISTORY, user
+from assets.triage_prompts import MAX_TOKENS, SUMMARIZE_HISTORY, user
 from resources import CallLedger, ModelCallError, ModelResource
 from resources.conversation_memory import ConversationMemory, Recall, Turn
 from resources.support_desk import SupportDeskResource
@@ -34,7 +34,7 @@ MEMORY_STORE = "support_memory"
 
 
 class HistorySummary(BaseModel):
-    summary: str = Field(max_length=1200)
+    summary: str = Field(max_length=800)
 
 
 class TicketContext(BaseModel):
@@ -62,7 +62,7 @@ def history_summarizer(model: ModelResource, ledger: CallLedger, partition: str)
     def summarize(previous: str, turns: list[Turn]) -> str | None:
         prompt = SUMMARIZE_HISTORY.render(previous=previous or "(none)", turns="\n".join(t.line for t in turns))
         try:
-            return model.structured(user(prompt), HistorySummary, tier="fast", max_tokens=300, ledger=ledger, partition=partition).summary
+            return model.structured(user(prompt), HistorySummary, tier="fast", max_tokens=MAX_TOKENS["history"], ledger=ledger, partition=partition).summary
         except ModelCallError:
             return None
 
@@ -115,7 +115,7 @@ def gather(
     )
 
 
-@asset(group_name="triage_intake", code_version="1", kinds={"chroma"}, owners=["team:ai-pipelines"])
+@asset(group_name="triage_intake", code_version="1", kinds={"chroma"}, owners=OWNERS)
 def help_centre_index(support_desk: SupportDeskResource) -> Output[dict]:
     """The help-centre articles in Chroma, paragraph by paragraph, for the reply agent's search."""
     version = support_desk.index_help_centre()

@@ -24,7 +24,7 @@ from assets.metadata import MODEL_POOL, cost_against_all_strong, ledger_metadata
 from assets.previews import markdown_table
 from assets.ticket_screening import ScreenedTicket
 from assets.tickets import Ticket, per_ticket
-from assets.triage_prompts import ROUTE, ticket_block, user
+from assets.triage_prompts import MAX_TOKENS, ROUTE, ticket_block, user
 from resources import CallLedger, ModelCallError, ModelResource
 
 GROUP = "triage_routing"
@@ -39,7 +39,7 @@ class TicketIntent(BaseModel):
     intent: Intent
     difficulty: Literal["easy", "hard"]
     confidence: float = Field(ge=0, le=1)
-    reason: str = Field(default="", max_length=300)
+    reason: str = Field(default="", max_length=200)
 
 
 class TicketRoute(BaseModel):
@@ -61,7 +61,7 @@ class TicketRoute(BaseModel):
 def classify(model: ModelResource, ticket: Ticket, triage: TriageConfig, ledger: CallLedger) -> TicketRoute:
     """The route of one received ticket, escalating from one fast call to a vote to the strong tier."""
     messages = user(ROUTE.render(ticket=ticket_block(ticket.subject, ticket.body)))
-    ask = dict(max_tokens=120, ledger=ledger, partition=ticket.ticket)
+    ask = dict(max_tokens=MAX_TOKENS["route"], ledger=ledger, partition=ticket.ticket)
     base = dict(ticket=ticket.ticket, ticket_id=ticket.ticket_id)
     try:
         first, _ = model.traced_structured(messages, TicketIntent, tier="fast", **ask)

@@ -25,7 +25,7 @@ from assets.guardrails import screen
 from assets.metadata import MODEL_POOL, ledger_metadata
 from assets.previews import markdown_table
 from assets.tickets import Ticket, per_ticket
-from assets.triage_prompts import SCREEN, ticket_block, user
+from assets.triage_prompts import MAX_TOKENS, SCREEN, ticket_block, user
 from resources import CallLedger, ModelResource
 
 GROUP = "triage_intake"
@@ -45,7 +45,7 @@ class TicketScreen(BaseModel):
 
     injection: bool
     abusive: bool
-    reason: str = Field(default="", max_length=300)
+    reason: str = Field(default="", max_length=200)
 
 
 class ScreenedTicket(BaseModel):
@@ -78,7 +78,7 @@ def screen_tickets(tickets: list[Ticket], model: ModelResource, ledger: CallLedg
     received = [t for t in tickets if t.status == "received"]
     answers = model.map_traced_structured(
         [user(SCREEN.render(ticket=ticket_block(t.subject, t.body))) for t in received],
-        TicketScreen, tier="fast", max_tokens=120, ledger=ledger, partitions=[t.ticket for t in received],
+        TicketScreen, tier="fast", max_tokens=MAX_TOKENS["screen"], ledger=ledger, partitions=[t.ticket for t in received],
     )
     by_ticket = dict(zip((t.ticket for t in received), answers))
     rows = []

@@ -24,6 +24,15 @@ CRITIQUE = load_prompt("critique_reply")
 REVISE = load_prompt("revise_reply")
 SUMMARIZE_HISTORY = load_prompt("summarize_history")
 
+# Answer lengths, in tokens, per kind of request: a support reply is a few short paragraphs,
+# and a small model that rambles to its limit costs the whole limit on every call. Each
+# schema's strings carry a maxLength, which grammar-constrained servers (llama.cpp) enforce,
+# so a rambling answer still closes its JSON within these budgets instead of being cut.
+MAX_TOKENS = {
+    "screen": 160, "route": 160, "history": 300, "agent_turn": 350, "reply": 500, "plan": 300, "part": 300,
+    "merge": 600, "critique": 200,
+}
+
 
 def versions(*prompts: Prompt) -> str:
     """One short version for a set of prompts, for a code version."""
