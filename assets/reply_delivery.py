@@ -148,6 +148,10 @@ def sent_replies(
     approvals = {a.ticket: a for a in from_frame(reply_approvals, ApprovalState)}
     ledger = DeliveryLedger(pipeline.state_location(DELIVERY_LEDGER))
     memory = memory_for(pipeline)
+    for ticket in tickets.values():  # what each customer wrote is history, answered or not
+        if ticket.status == "received":
+            memory.remember(Turn(turn_id=f"{ticket.ticket}#c", customer_id=ticket.customer_id, ticket=ticket.ticket,
+                                 role="customer", text=f"{ticket.subject}\n{ticket.body}", at=ticket.received_at))
     rows: list[SentReply] = []
     for check in from_frame(reply_checks, ReplyCheck):
         approval = approvals.get(check.ticket)
@@ -165,9 +169,8 @@ def sent_replies(
         rows.append(SentReply(ticket=check.ticket, state=outcome.state, message_id=outcome.message_id,
                               recipient=recipient, detail=outcome.detail))
         if outcome.state in ("sent", "already_sent"):
-            for role, text, suffix in (("customer", f"{ticket.subject}\n{ticket.body}", "c"), ("agent", check.reply, "a")):
-                memory.remember(Turn(turn_id=f"{check.ticket}#{suffix}", customer_id=ticket.customer_id, ticket=check.ticket,
-                                     role=role, text=text, at=ticket.received_at + ("+1" if suffix == "a" else "")))
+            memory.remember(Turn(turn_id=f"{check.ticket}#a", customer_id=ticket.customer_id, ticket=check.ticket,
+                                 role="agent", text=check.reply, at=ticket.received_at + "+reply"))
     failed = [r for r in rows if r.state == "failed"]
     states = dict(Counter(r.state for r in rows))
     context.log.info(f"Delivery: {states}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from pathlib import Path
 
 from dagster import AssetKey
 
@@ -14,7 +16,7 @@ from assets.reply_checks import ReplyCheck, reply_version
 from tests.fake_openai import TOOLS, FakeOpenAI
 from tests.fake_triage import reply_agent
 from tests.smtp_server import SmtpTestServer
-from tests.triage_helpers import by_ticket, run_triage_job, table, triage_settings
+from tests.triage_helpers import BUNDLED_TICKETS, by_ticket, run_triage_job, table, triage_settings
 
 INJECTIONS = {"T018", "T029", "T030", "T036"}
 ABUSIVE = {"T033", "T037", "T038"}
@@ -64,6 +66,7 @@ def test_every_ticket_is_triaged_and_injections_are_screened_and_not_obeyed(tmp_
     assert 0 < routes["cost_usd"] < routes["cost_if_all_strong_usd"], "fast-tier routing costs less than all-strong"
     drafts = materialization(result, "reply_drafts")
     assert drafts["tool_calls"] > 0 and drafts["agent_steps"] > 0 and drafts["escalations"] >= 1
+    assert drafts["tool_errors"] >= 1, "T018's lookup of another customer's order is a tool error; the run went on"
     assert "tool_calls" in drafts["per_ticket"] and "agent_steps" in drafts["per_ticket"]
     assert drafts["cost_if_all_strong_usd"] >= drafts["cost_usd"] > 0
     assert len(smtp_server.message_ids()) == len(set(smtp_server.message_ids())) == sum(r["state"] == "sent" for r in sent.values())
@@ -151,3 +154,40 @@ def test_a_person_approves_a_waiting_reply_and_it_is_sent_once(tmp_path, llm, sm
     assert len(smtp_server.received) == 1
     row = by_ticket(table(settings, "reply_approvals"))["T005"]
     assert row["state"] == "approved" and row["approver"] == "dana@lumen-notes.example"
+
+
+def test_a_customers_earlier_tickets_reach_the_next_reply_as_history(tmp_path, llm, smtp_server):
+    first = triage_settings(tmp_path, llm, smtp_server, tickets=["T003"])  # customer C011
+    result, _ = run_triage_job(first)
+    assert result.success
+    later = first.model_copy(update={"tickets_dir": tmp_path / "later"})
+    later.tickets_dir.mkdir()
+    (later.tickets_dir / "T036.json").write_text((BUNDLED_TICKETS / "T036.json").read_text())  # C011 again
+    result, _ = run_triage_job(later)
+    assert result.success
+    context = by_ticket(table(later, "ticket_context"))["T036"]
+    assert context["history_turns"] == 1 and "charged twice" in context["history"]
+
+
+def test_the_reply_agent_takes_tools_from_a_configured_mcp_server(tmp_path, llm, smtp_server):
+    """`search_documents` exists only on the MCP server (`ai-pipelines mcp`, over stdio): the agent
+    is offered it beside the support desk's own tools and its call is answered there."""
+    def script(messages):
+        if not any(m.get("role") == "tool" for m in messages):
+            assert "search_documents" in {t["function"]["name"] for t in llm.calls[-1]["tools"]}
+            return {"tool_calls": [{"name": "search_documents", "arguments": {"query": "quarterly revenue", "limit": 2}}]}
+        return {"content": "Thanks, see (help centre: refund-policy).", "tool_calls": []}
+
+    llm.scripts[TOOLS] = script
+    server = {
+        "name": "ai-pipelines", "command": [str(Path(sys.executable).parent / "ai-pipelines"), "mcp"], "cwd": str(tmp_path),
+        "env": {"AI_PIPELINES_DATA_DIR": str(tmp_path / "mcp-data"), "AI_PIPELINES_EMBEDDINGS_BASE_URL": llm.base_url,
+                "AI_PIPELINES_EMBEDDINGS_MODEL": "fake-embedder", "AI_PIPELINES_LLM_BASE_URL": llm.base_url},
+    }
+    settings = triage_settings(tmp_path, llm, smtp_server, tickets=["T005"], agent_mcp_servers=[server])
+    result, _ = run_triage_job(settings)
+    assert result.success
+    steps = json.loads(by_ticket(table(settings, "reply_drafts"))["T005"]["agent_steps"])
+    [search] = [s for s in steps if s["kind"] == "tool"]
+    assert search["tool"] == "search_documents" and search["ok"], search
+    assert "hits" in search["preview"] or "document" in search["preview"]
