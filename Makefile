@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: setup browser run dev prod celery-worker test check bench bench-smoke eval-factcheck clean
+.PHONY: setup browser run triage dev prod celery-worker test check bench bench-smoke eval-factcheck clean
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -32,6 +32,10 @@ browser:
 
 run: setup
 	$(BIN)/ai-pipelines run
+
+# The support-triage pipeline over the bundled tickets and data/ticket_inbox (offline on the bundled models).
+triage: setup
+	$(BIN)/ai-pipelines triage
 
 dev: setup
 	DAGSTER_HOME="$$($(BIN)/ai-pipelines home)" env --default-signal=INT,TERM \

@@ -172,8 +172,13 @@ class TriageReport(BaseModel):
         if self.routing_mix:
             lines.append("Routes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.routing_mix.items())))
         if self.replies:
-            lines.append("Replies: " + ", ".join(f"{k} {v}" for k, v in sorted(self.replies.items()))
-                         + " (sent_replies; waiting ones: launch reply_approval_job with a decision)")
+            waiting = self.replies.get("awaiting_approval", 0)
+            lines.append("Replies: " + ", ".join(f"{k} {v}" for k, v in sorted(self.replies.items())) + " (table sent_replies)")
+            if waiting:
+                lines.append(f"{waiting} replies wait for a person: launch reply_approval_job with a decision (README, Support triage)")
+            if self.replies.get("not_deliverable"):
+                lines.append("Not deliverable: escalated to a person, blocked by a guardrail or abusive; "
+                             "the reason is on each row of reply_checks")
         lines += [f"BLOCKED: check '{check}' failed: {description}" for check, description in self.blocked_by]
         if self.failed_steps:
             lines.append(f"Failed steps: {', '.join(self.failed_steps)} (see the run's logs in the Dagster UI)")
