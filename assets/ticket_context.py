@@ -69,6 +69,10 @@ def history_summarizer(model: ModelResource, ledger: CallLedger, partition: str)
     return summarize
 
 
+def help_centre_query(ticket: Ticket) -> str:
+    return f"{ticket.subject}. {ticket.body[:500]}"
+
+
 def gather(
     ticket: Ticket,
     route: TicketRoute | None,
@@ -77,11 +81,14 @@ def gather(
     triage: TriageConfig,
     model: ModelResource,
     ledger: CallLedger,
+    help_centre: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> TicketContext:
-    """The four lookups of one ticket, concurrently; each one's failure is its own."""
-    query = f"{ticket.subject}. {ticket.body[:500]}"
+    """The four lookups of one ticket, concurrently; each one's failure is its own.
+    `help_centre` gives this ticket's share of a search made for many tickets at once."""
     lookups: dict[str, Callable[[], Any]] = {
-        "help_centre": lambda: [h.model_dump() for h in support_desk.search_help_centre(query, limit=3)],
+        "help_centre": help_centre or (
+            lambda: [h.model_dump() for h in support_desk.search_help_centre(help_centre_query(ticket), limit=3)]
+        ),
         "customer": lambda: support_desk.customer(ticket.customer_id).model_dump(mode="json"),
         "orders": lambda: [o.model_dump(mode="json") for o in support_desk.orders_of(ticket.customer_id)],
         "history": lambda: memory.recall(
@@ -149,8 +156,18 @@ def ticket_context(
     memory = memory_for(pipeline)
     routes = {r.ticket: r for r in from_frame(ticket_routes, TicketRoute)}
     tickets = [t for t in from_frame(support_tickets, Ticket) if t.status == "received"]
-    with ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
-        rows = list(pool.map(lambda t: gather(t, routes.get(t.ticket), support_desk, memory, triage, model, ledger), tickets))
+    with ThreadPoolExecutor(max_workers=1) as searcher, ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
+        # One help-centre search for every ticket (one embedding request, one Chroma query), beside the
+        # per-ticket lookups; each ticket takes its share when its other lookups are under way.
+        searched = searcher.submit(support_desk.search_help_centre_many, [help_centre_query(t) for t in tickets], 3)
+
+        def share(index: int) -> Callable[[], list[dict[str, Any]]]:
+            return lambda: [h.model_dump() for h in searched.result()[index]]
+
+        rows = list(pool.map(
+            lambda item: gather(item[1], routes.get(item[1].ticket), support_desk, memory, triage, model, ledger, share(item[0])),
+            enumerate(tickets),
+        ))
     sequential = sum(sum(r.source_seconds.values()) for r in rows)
     wall = sum(r.wall_seconds for r in rows)
     return Output(

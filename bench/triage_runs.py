@@ -39,7 +39,7 @@ class TriageMeasurements(BaseModel):
 
 
 def write_tickets(folder: Path, count: int) -> None:
-    """`count` tickets: the bundled ones, then copies of them under new ids."""
+    """`count` tickets: the bundled ones, then copies of them under new ids and with a reference line."""
     from assets.config import SUPPORT_DESK_DIR
 
     bundled = sorted((SUPPORT_DESK_DIR / "tickets").glob("*.json"))
@@ -47,8 +47,9 @@ def write_tickets(folder: Path, count: int) -> None:
     for index in range(count):
         ticket = json.loads(bundled[index % len(bundled)].read_text(encoding="utf-8"))
         copy = index // len(bundled)
-        if copy:
+        if copy:  # its own id and wording, so no prompt of a copy is answered from the cache
             ticket["ticket_id"] = f"{ticket['ticket_id']}-{copy}"
+            ticket["body"] += f"\n\n(Follow-up {copy}, reference {ticket['ticket_id']}.)"
         (folder / f"{ticket['ticket_id']}.json").write_text(json.dumps(ticket), encoding="utf-8")
 
 

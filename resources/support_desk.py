@@ -20,7 +20,7 @@ import hashlib
 import threading
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Callable, Literal, Sequence, TypeVar
 
 from dagster import ConfigurableResource
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
@@ -334,20 +334,29 @@ class SupportDeskResource(ConfigurableResource):
 
     def search_help_centre(self, query: str, limit: int = 3) -> list[HelpCentreHit]:
         """The `limit` articles closest to the query, each with its closest paragraph (indexes on first use)."""
-        if not query.strip():
+        return self.search_help_centre_many([query], limit)[0]
+
+    def search_help_centre_many(self, queries: Sequence[str], limit: int = 3) -> list[list[HelpCentreHit]]:
+        """`search_help_centre` for many queries at once: one embedding request and one Chroma
+        query for all of them, instead of a round trip each (a run's tickets are searched together)."""
+        if not queries:
+            return []
+        if any(not q.strip() for q in queries):
             raise SupportDeskError("query is empty")
         if not self._indexed:
             self.index_help_centre()
         limit = max(1, min(limit, MAX_SEARCH_RESULTS))
-        hits = self.vector_store.query(self.collection_name(), [query], n_results=limit * 4)[0]
-        best: dict[str, HelpCentreHit] = {}
-        for hit in hits:  # nearest first: keep each article's best paragraph
-            slug = str(hit.metadata.get("slug", ""))
-            if slug and slug not in best:
-                title = str(hit.metadata.get("title", ""))
-                excerpt = hit.text.removeprefix(f"{title}\n")
-                best[slug] = HelpCentreHit(slug=slug, title=title, excerpt=excerpt, distance=round(float(hit.distance or 0.0), 4))
-        return list(best.values())[:limit]
+        results = []
+        for hits in self.vector_store.query(self.collection_name(), list(queries), n_results=limit * 4):
+            best: dict[str, HelpCentreHit] = {}
+            for hit in hits:  # nearest first: keep each article's best paragraph
+                slug = str(hit.metadata.get("slug", ""))
+                if slug and slug not in best:
+                    title = str(hit.metadata.get("title", ""))
+                    excerpt = hit.text.removeprefix(f"{title}\n")
+                    best[slug] = HelpCentreHit(slug=slug, title=title, excerpt=excerpt, distance=round(float(hit.distance or 0.0), 4))
+            results.append(list(best.values())[:limit])
+        return results
 
     # --- tools -----------------------------------------------------------------------
 
