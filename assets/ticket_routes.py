@@ -2,7 +2,7 @@
 
 A `fast`-tier classifier names the intent, difficulty and its confidence. A confident
 answer decides. An unsure one goes to a vote of three samples of the same classifier
-(at a sampling temperature, each sample cached apart): a majority that is confident on
+(asked at once, at a sampling temperature, each sample cached apart): a majority that is confident on
 average decides. Still unsure, the `strong` tier classifies; if even it is unsure, the
 ticket goes to a person. Screening outranks them all: an abusive ticket gets no reply.
 Every decision is recorded with who made it and why, and the metadata compares the
@@ -71,13 +71,14 @@ def classify(model: ModelResource, ticket: Ticket, triage: TriageConfig, ledger:
     if first.confidence >= triage.min_route_confidence:
         return TicketRoute(**base, intent=first.intent, difficulty=first.difficulty, confidence=first.confidence,
                            decided_by="classifier", reason=first.reason, calls=1)
-    samples: list[TicketIntent] = []
-    for sample in range(1, triage.vote_samples + 1):
+    def vote(sample: int) -> TicketIntent | None:
         try:
-            answer, _ = model.traced_structured(messages, TicketIntent, tier="fast", temperature=VOTE_TEMPERATURE, sample=sample, **ask)
-            samples.append(answer)
+            return model.traced_structured(messages, TicketIntent, tier="fast", temperature=VOTE_TEMPERATURE, sample=sample, **ask)[0]
         except ModelCallError:
-            continue
+            return None
+
+    with ThreadPoolExecutor(max_workers=triage.vote_samples) as voters:  # independent samples: asked at once
+        samples = [s for s in voters.map(vote, range(1, triage.vote_samples + 1)) if s is not None]
     votes = [s.intent for s in samples]
     calls = 1 + triage.vote_samples
     if votes:
