@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.policy import default as default_policy
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session, SMTP
@@ -57,6 +57,9 @@ class SmtpTestServer:
         self.received: list[ReceivedMessage] = []
         self.data_commands = 0
         self._faults: dict[int, Fault] = {}
+        # Called with the message's number once it is kept and before the server answers: a test can
+        # kill the sending process there, the one window in which a send cannot be recorded.
+        self.on_accept: Callable[[int], None] | None = None
         self._lock = threading.Lock()
         self._controller: Controller | None = None
         self.port = 0
@@ -98,6 +101,8 @@ class SmtpTestServer:
                 )
             )
             number = len(self.received)
+        if self.on_accept is not None:
+            self.on_accept(number)
         if fault == "drop":
             assert smtp.transport is not None
             smtp.transport.abort()  # the message is kept; the client never hears the answer

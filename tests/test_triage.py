@@ -5,7 +5,10 @@ exactly-once delivery, with the model made to misbehave where a test needs it.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -191,3 +194,37 @@ def test_the_reply_agent_takes_tools_from_a_configured_mcp_server(tmp_path, llm,
     [search] = [s for s in steps if s["kind"] == "tool"]
     assert search["tool"] == "search_documents" and search["ok"], search
     assert "hits" in search["preview"] or "document" in search["preview"]
+
+
+def test_a_reply_is_sent_once_when_the_process_dies_between_sending_and_recording(tmp_path, llm, smtp_server):
+    """A real crash: `ai-pipelines triage` is killed (SIGKILL) after the SMTP server kept its second
+    reply and before the process heard so. Run again, the first reply is found sent, the second is
+    in doubt and left to a person, the rest are sent: every reply reached the server exactly once."""
+    folder = tmp_path / "tickets"
+    folder.mkdir()
+    for ticket in ["T001", "T002", "T006", "T007"]:  # low risk: approved by policy, sent in this order
+        (folder / f"{ticket}.json").write_text((BUNDLED_TICKETS / f"{ticket}.json").read_text())
+    env = {
+        **os.environ, "AI_PIPELINES_DATA_DIR": str(tmp_path / "data"), "AI_PIPELINES_TICKETS_DIR": str(folder),
+        "AI_PIPELINES_TICKET_INBOX_DIR": str(tmp_path / "inbox"), "AI_PIPELINES_LLM_BASE_URL": llm.base_url,
+        "AI_PIPELINES_LLM_FAST_MODEL": "fake-fast", "AI_PIPELINES_LLM_STRONG_MODEL": "fake-strong",
+        "AI_PIPELINES_EMBEDDINGS_BASE_URL": llm.base_url, "AI_PIPELINES_EMBEDDINGS_MODEL": "fake-embedder",
+        "AI_PIPELINES_SMTP_HOST": "127.0.0.1", "AI_PIPELINES_SMTP_PORT": str(smtp_server.port),
+    }
+    command = [str(Path(sys.executable).parent / "ai-pipelines"), "triage", "--all"]
+    child = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    smtp_server.on_accept = lambda number: os.kill(child.pid, signal.SIGKILL) if number == 2 else None
+    output, _ = child.communicate(timeout=300)
+    assert child.returncode == -signal.SIGKILL, output
+    assert len(smtp_server.received) == 2
+    smtp_server.on_accept = None
+
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    ids = smtp_server.message_ids()
+    assert len(ids) == len(set(ids)) == 4, "each reply reached the server exactly once"
+    settings = triage_settings(tmp_path, llm, smtp_server, tickets=None).model_copy(update={"data_dir": tmp_path / "data"})
+    states = {t: row["state"] for t, row in by_ticket(table(settings, "sent_replies")).items()}
+    assert states == {"T001": "already_sent", "T002": "in_doubt", "T006": "sent", "T007": "sent"}, states
+    detail = by_ticket(table(settings, "sent_replies"))["T002"]["detail"]
+    assert "person" in detail or "release" in detail, detail
