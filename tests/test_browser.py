@@ -45,8 +45,15 @@ def runs(port: int) -> dict[str, str]:
     return {r["runId"]: r["status"] for r in graphql(port, RUNS)["data"]["runsOrError"]["results"]}
 
 
+DIGEST_GROUPS = ["ingestion", "retrieval", "signals", "drafts", "fact_checks", "summaries"]
+
+
 def expand_asset_graph(page: Page) -> None:
-    """Groups start collapsed; the graph's context menu opens them all."""
+    """The digest's groups only (support triage shares the code location), filtered in the graph's
+    search box; groups start collapsed, and the graph's context menu opens them all."""
+    page.locator(".CodeMirror").first.click()  # the asset selection editor
+    page.keyboard.type(" or ".join(f"group:{group}" for group in DIGEST_GROUPS))
+    page.keyboard.press("Enter")
     graph = page.get_by_text("ingestion", exact=True).filter(visible=True).last
     box = graph.bounding_box()
     page.mouse.click(box["x"] + 20, box["y"] + 250, button="right")  # the empty canvas below the group
