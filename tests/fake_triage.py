@@ -102,7 +102,7 @@ def critique_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summarize_history(messages: list[dict[str, Any]]) -> dict[str, Any]:
     turns = re.findall(r"^\[[\d-]+\] (\w+): (.{0,80})", block(messages, "history"), flags=re.M)
-    return {"summary": "Earlier: " + " | ".join(f"{role}: {text}" for role, text in turns)[:1000]}
+    return {"summary": "Earlier: " + " | ".join(f"{role}: {text}" for role, text in turns)[:700]}
 
 
 def _tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
