@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import sys
+from typing import Any, Callable
 from pathlib import Path
 
 from ai_pipelines.settings import Settings, SettingsError, load_settings
@@ -60,6 +61,37 @@ def command_resume(args: argparse.Namespace, settings: Settings, instance) -> in
     return 0 if report.ok else 1
 
 
+def console_log_level(args: argparse.Namespace) -> dict:
+    return {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+
+
+def run_planned(
+    planning: str,
+    plan_and_run: Callable[[], tuple[Any, Any]],
+    no_input: type[Exception],
+    *,
+    up_to_date: str,
+    done: str,
+    report: Callable[[Any], Any],
+) -> int:
+    """What `run` and `triage` share: plan, run what needs it (or nothing), print the run's report.
+    Exit 0 when it passed or there was nothing to do, 1 when it failed or a blocking check
+    stopped it, 2 when there was nothing to read."""
+    print(planning, flush=True)
+    try:
+        plan, result = plan_and_run()
+    except no_input as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result is None:
+        print(f"Up to date: {plan.reason}; {up_to_date}.")
+        return 0
+    print(f"{done}: {plan.reason}.")
+    outcome = report(result)
+    print(outcome.render())
+    return 0 if outcome.ok else 1
+
+
 def command_run(args: argparse.Namespace, settings: Settings) -> int:
     from dagster import DagsterInstance
 
@@ -79,26 +111,17 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
         mark_orphaned_runs_failed(instance)
         if args.resume is not None:
             return command_resume(args, settings, instance)
-        print(f"Planning the digest run (Dagster home {home}) ...", flush=True)
-        try:
-            plan, result = run_what_changed(
-                build_definitions(settings),
-                instance,
-                build_resources(settings)["pipeline"],
-                everything=args.all,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-            )
-        except NoDocumentsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    if result is None:
-        print(f"Up to date: {plan.reason}; nothing to materialize (--all re-materializes everything).")
-        return 0
-    print(f"Materialized: {plan.reason}.")
-    report = RunReport.from_result(result, settings)
-    print(report.render())
-    return 0 if report.ok else 1
+        return run_planned(
+            f"Planning the digest run (Dagster home {home}) ...",
+            lambda: run_what_changed(
+                build_definitions(settings), instance, build_resources(settings)["pipeline"], everything=args.all,
+                raise_on_error=False, run_config=console_log_level(args),
+            ),
+            NoDocumentsError,
+            up_to_date="nothing to materialize (--all re-materializes everything)",
+            done="Materialized",
+            report=lambda result: RunReport.from_result(result, settings),
+        )
 
 
 def command_triage(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,26 +139,17 @@ def command_triage(args: argparse.Namespace, settings: Settings) -> int:
     with DagsterInstance.get() as instance:
         pool_connections(instance)
         mark_orphaned_runs_failed(instance)
-        print(f"Planning the triage run (Dagster home {home}) ...", flush=True)
-        try:
-            plan, result = run_triage(
-                build_definitions(settings),
-                instance,
-                triage,
-                everything=args.all,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-            )
-        except NoTicketsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    if result is None:
-        print(f"Up to date: {plan.reason}; nothing to triage (--all triages every ticket again).")
-        return 0
-    print(f"Triaged: {plan.reason}.")
-    report = TriageReport.from_result(result)
-    print(report.render())
-    return 0 if report.ok else 1
+        return run_planned(
+            f"Planning the triage run (Dagster home {home}) ...",
+            lambda: run_triage(
+                build_definitions(settings), instance, triage, everything=args.all,
+                raise_on_error=False, run_config=console_log_level(args),
+            ),
+            NoTicketsError,
+            up_to_date="nothing to triage (--all triages every ticket again)",
+            done="Triaged",
+            report=TriageReport.from_result,
+        )
 
 
 def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
