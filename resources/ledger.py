@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 import numpy as np
 from pydantic import BaseModel, Field
 
-
 OUTAGE_KINDS = {"timeout", "connection error", "circuit open"}
 RETRYABLE_STATUS = {408, 409, 429}
 
@@ -96,6 +95,11 @@ class CallLedger:
         with self._lock:
             self.records.append(record)
             self._by_partition.setdefault(record.partition, []).append(record)
+
+    def partitions(self) -> set[str]:
+        """The partition labels the records carry ("" for calls made for no partition)."""
+        with self._lock:
+            return set(self._by_partition)
 
     def summary(self, partition: str | None = None) -> LedgerSummary:
         """Totals of every record, or of one partition's records only."""

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, TypeVar
 
 import openai
 from dagster import Config, ConfigurableResource
@@ -33,11 +33,17 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from resources.circuit_breaker import CircuitBreaker
 from resources.ledger import RETRYABLE_STATUS, CallLedger, CallRecord, is_outage
 from resources.local_model import EMBEDDED_SERVER, LOCAL_MODEL_NAME, LocalServerSettings
-from resources.secrets import redact, reveal
 from resources.response_cache import CachedResponse, ResponseCache, request_key
+from resources.secrets import redact, reveal
 from resources.traces import TraceStore
 
+if TYPE_CHECKING:
+    from dagster import AssetExecutionContext, OpExecutionContext
+
+    from resources.model_session import ModelSession
+
 Tier = Literal["fast", "strong"]
+TraceRedaction = Literal["full", "hash", "none"]
 T = TypeVar("T", bound=BaseModel)
 Messages = list[dict[str, Any]]
 INVALID_OUTPUT = "invalid output"
@@ -148,6 +154,12 @@ class ModelCallError(RuntimeError):
         return (type(self), (self.tier, self.failures))
 
 
+# Assets that call models share this Dagster concurrency pool, so that across runs no more
+# of them hit the endpoints at once than `dagster instance concurrency set model_endpoints N`
+# allows (unlimited until set; `ai-pipelines stack` sets it from AI_PIPELINES_MODEL_POOL_LIMIT).
+MODEL_POOL = "model_endpoints"
+
+
 class BudgetExceededError(RuntimeError):
     """The run has spent its model budget; further calls are refused and the step fails."""
 
@@ -168,16 +180,35 @@ class StructuredOutputError(ModelCallError):
 
 
 class Endpoint(Config):
-    """One OpenAI-compatible endpoint; an empty base_url is the embedded local model."""
+    """One OpenAI-compatible endpoint; an empty base_url is the embedded local model.
+
+    `ModelResource` takes its primary endpoint's fields from these declarations, so the
+    primary and a fallback share one default, bound and description per field."""
 
     name: str
-    base_url: str = ""
-    api_key: str = ""
-    fast_model: str = ""
-    strong_model: str = ""
-    timeout_seconds: float = 60.0
-    max_concurrency: int = 0  # requests in flight at once (bulkhead); 0 = the resource's max_concurrency
-    max_input_chars: int = 0  # longer prompts skip this endpoint (route them to a long-context one); 0 = no limit
+    base_url: str = Field(
+        default="", description="OpenAI-compatible endpoint (.../v1); empty = the embedded local model."
+    )
+    api_key: str = Field(
+        default="", description="API key of the endpoint, given to Dagster as an EnvVar (a name, never the value)."
+    )
+    fast_model: str = Field(
+        default="", description="Model of the fast tier (classification, extraction); empty = the strong tier's."
+    )
+    strong_model: str = Field(
+        default="", description="Model of the strong tier (drafting, judging); empty = the fast tier's."
+    )
+    timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds one request may take before it counts as a timeout."
+    )
+    max_concurrency: int = Field(
+        default=0, ge=0, description="Requests in flight at once (bulkhead); 0 = the resource's max_concurrency."
+    )
+    max_input_chars: int = Field(
+        default=0,
+        ge=0,
+        description="Longer prompts skip this endpoint (route them to a long-context one); 0 = no limit.",
+    )
 
     def model_for(self, tier: Tier) -> str:
         name = self.fast_model if tier == "fast" else self.strong_model
@@ -198,9 +229,7 @@ def response_format_for(schema: type[BaseModel]) -> dict[str, Any]:
 
 def _validation_message(error: Exception) -> str:
     if isinstance(error, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in error.errors()[:5]
-        )
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in error.errors()[:5])
     return str(error)
 
 
@@ -241,31 +270,88 @@ class ModelResource(ConfigurableResource):
     embedded local model, started on first use); `fallbacks` follow it in order.
     """
 
-    base_url: str = ""
-    api_key: str = ""
-    fast_model: str = ""
-    strong_model: str = ""
-    timeout_seconds: float = 60.0
-    max_input_chars: int = 0
-    fallbacks: list[Endpoint] = []
-    max_retries: int = 3
-    backoff_initial_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-    breaker_failures: int = 5
-    breaker_cooldown_seconds: float = 30.0
-    cache_path: str = ""
-    trace_path: str = ""
-    trace_redaction: Literal["full", "hash", "none"] = "full"
-    otlp_endpoint: str = ""
-    budget_usd: float = 0.0
-    budget_tokens: int = 0
-    max_reasks: int = 2
-    max_concurrency: int = 4
-    temperature: float = 0.0
-    input_price_per_mtok: float = 0.0
-    output_price_per_mtok: float = 0.0
-    strong_input_price_per_mtok: float = 0.0  # 0 = the prices above
-    strong_output_price_per_mtok: float = 0.0
+    base_url: str = Endpoint.model_fields["base_url"]
+    api_key: str = Endpoint.model_fields["api_key"]
+    fast_model: str = Endpoint.model_fields["fast_model"]
+    strong_model: str = Endpoint.model_fields["strong_model"]
+    timeout_seconds: float = Endpoint.model_fields["timeout_seconds"]
+    max_input_chars: int = Endpoint.model_fields["max_input_chars"]
+    fallbacks: list[Endpoint] = Field(
+        default=[], description="Endpoints tried in order when the primary fails or its circuit is open."
+    )
+    max_retries: int = Field(
+        default=3,
+        ge=0,
+        description="Retries per endpoint on 429, 5xx, timeouts and lost connections (Retry-After is honoured).",
+    )
+    backoff_initial_seconds: float = Field(
+        default=0.5, ge=0, description="First wait before a retry; it grows exponentially, with jitter."
+    )
+    backoff_max_seconds: float = Field(
+        default=30.0, ge=0, description="Longest wait before a retry, also when Retry-After asks for more."
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive failures that open an endpoint's circuit breaker."
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an open circuit skips its endpoint before one probe call is let through.",
+    )
+    cache_path: str = Field(
+        default="", description="Response cache, a SQLite file or a Postgres URL; empty = no cache."
+    )
+    trace_path: str = Field(
+        default="", description="Trace table of every call, a SQLite file or a Postgres URL; empty = none."
+    )
+    trace_redaction: TraceRedaction = Field(
+        default="full", description="Keep prompts and responses in the trace table in full, as hashes, or not at all."
+    )
+    otlp_endpoint: str = Field(
+        default="", description="OTLP/gRPC collector for model-call spans, e.g. http://127.0.0.1:4317; empty = off."
+    )
+    budget_usd: float = Field(
+        default=0.0,
+        ge=0,
+        description='Per-run spend limit; a run that reaches it stops with "model budget exhausted"; 0 = none.',
+    )
+    budget_tokens: int = Field(default=0, ge=0, description="Per-run token limit; 0 = none.")
+    max_reasks: int = Field(
+        default=2, ge=0, description="Times an answer that fails its schema is asked again on the same endpoint."
+    )
+    max_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Requests in flight at once per endpoint (bulkhead); also the embedded model's parallel slots.",
+    )
+    temperature: float = Field(
+        default=0.0, ge=0, le=2, description="Sampling temperature, unless a call sets its own (votes do)."
+    )
+    input_price_per_mtok: float = Field(
+        default=0.0, ge=0, description="USD per million prompt tokens, for costs and budgets."
+    )
+    output_price_per_mtok: float = Field(
+        default=0.0, ge=0, description="USD per million completion tokens, for costs and budgets."
+    )
+    strong_input_price_per_mtok: float = Field(
+        default=0.0, ge=0, description="The strong tier's prompt price when it differs; 0 = the tiers' prompt price."
+    )
+    strong_output_price_per_mtok: float = Field(
+        default=0.0,
+        ge=0,
+        description="The strong tier's completion price when it differs; 0 = the tiers' completion price.",
+    )
+    local_model_context_per_slot: int = Field(
+        default=2048, ge=256, description="Embedded model: context tokens per parallel slot (slots = max_concurrency)."
+    )
+    local_model_threads: int = Field(
+        default=0, ge=0, description="Embedded model: CPU threads; 0 = up to 2, never more than the cores."
+    )
+    local_model_verbosity: int = Field(
+        default=-1,
+        ge=-1,
+        description="Embedded model: llama.cpp log verbosity (it logs every request above -1); -1 = silent.",
+    )
 
     _chain: list[Endpoint] | None = PrivateAttr(default=None)
     _clients: dict[str, OpenAI] = PrivateAttr(default_factory=dict)
@@ -309,7 +395,14 @@ class ModelResource(ConfigurableResource):
     def _url(self, endpoint: Endpoint) -> str:
         if endpoint.base_url:
             return endpoint.base_url.rstrip("/")
-        return EMBEDDED_SERVER.base_url(LocalServerSettings(parallel_slots=max(1, self.max_concurrency)))
+        return EMBEDDED_SERVER.base_url(
+            LocalServerSettings(
+                parallel_slots=max(1, self.max_concurrency),
+                context_per_slot=self.local_model_context_per_slot,
+                threads=self.local_model_threads,
+                verbosity=self.local_model_verbosity,
+            )
+        )
 
     def _client(self, endpoint: Endpoint) -> OpenAI:
         with self._lock:
@@ -359,7 +452,15 @@ class ModelResource(ConfigurableResource):
                 self._spans = SpanExporter(self.otlp_endpoint)
             return self._spans
 
-    def spent(self) -> dict[str, float]:
+    def spent(self, run_id: str = "") -> dict[str, float]:
+        """What has been spent ("usd", "tokens"). With a run id and a trace store, the run's
+        total over every process and host that records to the store: each step process of a
+        multiprocess or celery run has its own resource instance, but all of them write every
+        call there with the run id. Otherwise what this instance spent."""
+        store = self._trace_store() if run_id else None
+        if store is not None:
+            shared = store.run_spend(run_id)
+            return {"usd": shared.usd, "tokens": shared.tokens}
         with self._lock:
             return dict(self._spent)
 
@@ -368,17 +469,26 @@ class ModelResource(ConfigurableResource):
             self._spent["usd"] += record.cost_usd
             self._spent["tokens"] += record.prompt_tokens + record.completion_tokens
 
-    def _check_budget(self) -> None:
-        """Refuse a call once this run (this resource instance) has spent its budget."""
-        with self._lock:
-            over_usd = self.budget_usd and self._spent["usd"] >= self.budget_usd
-            over_tokens = self.budget_tokens and self._spent["tokens"] >= self.budget_tokens
-            if over_usd or over_tokens:
-                raise BudgetExceededError(
-                    f"model budget exhausted: spent {self._spent['tokens']:.0f} tokens and "
-                    f"${self._spent['usd']:.4f} (budget: {self.budget_tokens or 'unlimited'} tokens, "
-                    f"${self.budget_usd or 'unlimited'}); no further model calls in this run"
-                )
+    def _check_budget(self, run_id: str = "") -> None:
+        """Refuse a call once the run has spent its budget: the run's total in the trace store
+        when the call belongs to a run (see `spent`), this instance's own spend otherwise.
+        Nothing is read when no budget is set."""
+        if not (self.budget_usd or self.budget_tokens):
+            return
+        spent = self.spent(run_id)
+        over_usd = self.budget_usd and spent["usd"] >= self.budget_usd
+        over_tokens = self.budget_tokens and spent["tokens"] >= self.budget_tokens
+        if over_usd or over_tokens:
+            whose = (
+                f"run {run_id} (every step recording to the trace store)"
+                if run_id and self.trace_path
+                else "this process"
+            )
+            raise BudgetExceededError(
+                f"model budget exhausted: {whose} spent {spent['tokens']:.0f} tokens and "
+                f"${spent['usd']:.4f} (budget: {self.budget_tokens or 'unlimited'} tokens, "
+                f"${self.budget_usd or 'unlimited'}); no further model calls in this run"
+            )
 
     def cost(self, tier: str, prompt_tokens: int, completion_tokens: int) -> float:
         """What these tokens cost on `tier` at the configured prices (the strong tier may have its own)."""
@@ -425,7 +535,7 @@ class ModelResource(ConfigurableResource):
         conversation = list(messages)
         sent = 0
         for reask in range(self.max_reasks + 1):
-            self._check_budget()
+            self._check_budget(ledger.run_id if ledger is not None else "")
             record = CallRecord(model=endpoint.model_for(label["tier"]), endpoint=endpoint.name, reask=reask, **label)
             started = time.perf_counter()
             try:
@@ -438,7 +548,10 @@ class ModelResource(ConfigurableResource):
                 record.error = redact(f"{type(exc).__name__}: {exc}", self._secrets())
                 self._record(ledger, record, conversation, "")
                 return EndpointFailure(
-                    endpoint=endpoint.name, model=record.model, kind=record.error_kind, detail=record.error,
+                    endpoint=endpoint.name,
+                    model=record.model,
+                    kind=record.error_kind,
+                    detail=record.error,
                     attempts=sent,
                 )
             sent += record.attempt
@@ -455,12 +568,18 @@ class ModelResource(ConfigurableResource):
                 problem = redact(_validation_message(exc), self._secrets())
                 last = reask == self.max_reasks
                 record.error_kind = INVALID_OUTPUT
-                record.error = f"invalid output after {reask + 1} attempts: {problem}" if last else f"invalid output: {problem}"
+                record.error = (
+                    f"invalid output after {reask + 1} attempts: {problem}" if last else f"invalid output: {problem}"
+                )
                 self._record(ledger, record, conversation, content)
                 if last:
                     return EndpointFailure(
-                        endpoint=endpoint.name, model=record.model, kind=INVALID_OUTPUT, detail=record.error,
-                        attempts=sent, last_answer=content,
+                        endpoint=endpoint.name,
+                        model=record.model,
+                        kind=INVALID_OUTPUT,
+                        detail=record.error,
+                        attempts=sent,
+                        last_answer=content,
                     )
                 conversation = conversation + [
                     {"role": "assistant", "content": content},
@@ -496,6 +615,16 @@ class ModelResource(ConfigurableResource):
         spans = self.span_exporter()
         if spans is not None:
             spans.export(record, run_id, asset)
+
+    def session(
+        self, context: AssetExecutionContext | OpExecutionContext, asset: str = "", compare_tiers: bool = False
+    ) -> ModelSession:
+        """The calls of one asset computation, with their bookkeeping: `with model.session(context) as llm:`
+        gives the call methods below without `ledger=`, records them under the run and the asset,
+        and writes the usage metadata when the block ends (see `ModelSession`)."""
+        from resources.model_session import ModelSession  # it imports this module
+
+        return ModelSession(self, context, asset=asset, compare_tiers=compare_tiers)
 
     def structured(self, messages: Messages, schema: type[T], **options: Any) -> T:
         """Ask for a `schema` instance (options as for `traced_structured`)."""
@@ -548,8 +677,11 @@ class ModelResource(ConfigurableResource):
         parameters = {"tools": list(tools), "max_tokens": max_tokens, "temperature": self.temperature}
         turn, record = self._complete(messages, AgentTurn, parameters, _turn_json, tier, ledger, partition)
         return ToolStep(
-            turn=turn, trace_id=record.trace_id, prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens, cache_hit=record.cache_hit,
+            turn=turn,
+            trace_id=record.trace_id,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            cache_hit=record.cache_hit,
         )
 
     def _complete(
@@ -579,21 +711,36 @@ class ModelResource(ConfigurableResource):
         for position, endpoint in enumerate(chain):
             model_name = endpoint.model_for(tier)
             if endpoint.max_input_chars and input_chars > endpoint.max_input_chars:
-                failures.append(EndpointFailure(
-                    endpoint=endpoint.name, model=model_name, kind="input too long",
-                    detail=f"input of {input_chars} chars over its {endpoint.max_input_chars}",
-                ))
+                failures.append(
+                    EndpointFailure(
+                        endpoint=endpoint.name,
+                        model=model_name,
+                        kind="input too long",
+                        detail=f"input of {input_chars} chars over its {endpoint.max_input_chars}",
+                    )
+                )
                 continue
             breaker = self._breaker(endpoint)
             if not breaker.allow():
                 skipped = CallRecord(
-                    model=model_name, endpoint=endpoint.name, fallback=position > 0, attempt=0,
-                    error="circuit open", error_kind="circuit open", **label,
+                    model=model_name,
+                    endpoint=endpoint.name,
+                    fallback=position > 0,
+                    attempt=0,
+                    error="circuit open",
+                    error_kind="circuit open",
+                    **label,
                 )
                 self._record(ledger, skipped, messages, "")
-                failures.append(EndpointFailure(endpoint=endpoint.name, model=model_name, kind="circuit open", detail="circuit open"))
+                failures.append(
+                    EndpointFailure(
+                        endpoint=endpoint.name, model=model_name, kind="circuit open", detail="circuit open"
+                    )
+                )
                 continue
-            outcome = self._ask(endpoint, messages, schema, parameters, ledger, {**label, "fallback": position > 0}, extract)
+            outcome = self._ask(
+                endpoint, messages, schema, parameters, ledger, {**label, "fallback": position > 0}, extract
+            )
             if isinstance(outcome, EndpointFailure):
                 # An endpoint that answers, however badly, is not down: invalid answers count
                 # against its breaker only when a later endpoint can take its requests, so a

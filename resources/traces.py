@@ -23,11 +23,36 @@ from resources.state_store import POSTGRES_SCHEMA, StateStore, is_postgres, upse
 Redaction = Literal["full", "hash", "none"]
 
 COLUMNS = (
-    "trace_id", "created_at", "run_id", "asset", "tier", "endpoint", "model", "prompt", "response",
-    "latency_s", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hit", "fallback", "attempt", "reask", "error",
-    "request_id", "partition", "error_kind",
+    "trace_id",
+    "created_at",
+    "run_id",
+    "asset",
+    "tier",
+    "endpoint",
+    "model",
+    "prompt",
+    "response",
+    "latency_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "cache_hit",
+    "fallback",
+    "attempt",
+    "reask",
+    "error",
+    "request_id",
+    "partition",
+    "error_kind",
 )
 ADDED_COLUMNS = {"request_id": "text", "partition": "text", "error_kind": "text"}  # tables made before they existed
+
+
+class RunSpend(BaseModel):
+    """What one run's recorded calls cost, summed over every process that recorded them."""
+
+    usd: float = 0.0
+    tokens: int = 0
 
 
 class EndpointFailures(BaseModel):
@@ -60,14 +85,18 @@ class TraceStore:
             "tier text, endpoint text, model text, prompt text, response text, latency_s real, prompt_tokens integer, "
             "completion_tokens integer, cost_usd real, cache_hit integer, fallback integer, attempt integer, "
             "reask integer, error text, request_id text, partition text, error_kind text); "
-            "create index if not exists traces_by_run on traces (run_id, asset);",
+            "create index if not exists traces_by_run on traces (run_id, asset); "
+            # Covers the run's spend, so that the budget check before each call reads the index alone.
+            "create index if not exists traces_spend_by_run on traces (run_id, cost_usd, prompt_tokens, completion_tokens);",
             durable=False,
         )
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
         if is_postgres(self._db.location):
-            query = "select column_name from information_schema.columns where table_schema = ? and table_name = 'traces'"
+            query = (
+                "select column_name from information_schema.columns where table_schema = ? and table_name = 'traces'"
+            )
             existing = {row[0] for row in self._db.fetchall(query, (POSTGRES_SCHEMA,))}
         else:
             existing = {row[0] for row in self._db.fetchall("select name from pragma_table_info('traces')")}
@@ -99,6 +128,18 @@ class TraceStore:
     def get(self, trace_id: str) -> dict[str, object] | None:
         row = self._db.fetchone(f"select {', '.join(COLUMNS)} from traces where trace_id = ?", (trace_id,))
         return dict(zip(COLUMNS, row)) if row else None
+
+    def run_spend(self, run_id: str) -> RunSpend:
+        """The run's tokens and cost so far, whichever process or host made the calls: every
+        call is a row here with its run id (whatever the redaction, which blanks only the
+        prompt and the response), so this is what the run's budget is checked against."""
+        row = self._db.fetchone(
+            "select coalesce(sum(cost_usd), 0), coalesce(sum(prompt_tokens + completion_tokens), 0) "
+            "from traces where run_id = ?",
+            (run_id,),
+        )
+        usd, tokens = row if row else (0.0, 0)
+        return RunSpend(usd=float(usd), tokens=int(tokens))
 
     def failures_by_endpoint(self, run_id: str, asset: str | None = None) -> list[EndpointFailures]:
         """A run's failed and skipped calls grouped by endpoint and error kind, most frequent first."""

@@ -4,7 +4,6 @@ re-asks, and the response cache."""
 import json
 import time
 
-import duckdb
 import pytest
 from pydantic import BaseModel
 
@@ -18,8 +17,10 @@ from resources import (
     TraceStore,
 )
 from resources.response_cache import CachedResponse, ResponseCache
-from tests.conftest import run_digest_job
+from tests.conftest import gateway, run_digest_job, warehouse_query
 from tests.fake_openai import FakeOpenAI, Fault
+
+pytestmark = pytest.mark.integration
 
 
 class ClaimRewrite(BaseModel):
@@ -32,13 +33,6 @@ def evidence(text: str) -> list[dict[str, str]]:
 
 
 PROMPT = evidence("Acme hired 12 people.")
-
-
-def gateway(primary: FakeOpenAI, fallback: FakeOpenAI | None = None, **overrides) -> ModelResource:
-    fallbacks = [Endpoint(name="secondary", base_url=fallback.base_url, fast_model="second-fast")] if fallback else []
-    options = dict(base_url=primary.base_url, fast_model="first-fast", fallbacks=fallbacks, max_retries=2,
-                   backoff_initial_seconds=0.01, backoff_max_seconds=5, timeout_seconds=2)
-    return ModelResource(**{**options, **overrides})
 
 
 def test_falls_back_to_the_second_endpoint_when_the_first_returns_500(llm, second_llm):
@@ -117,8 +111,7 @@ def test_budget_failure_stops_the_run(settings, llm):
 
 def test_trace_table_names_prompt_and_model_of_every_draft_claim(settings, llm):
     assert run_digest_job(settings).success
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as db:
-        drafts = db.execute("select claim_id, trace_id, evidence_sentence from ai_pipelines.drafts").fetchall()
+    drafts = warehouse_query(settings, "select claim_id, trace_id, evidence_sentence from ai_pipelines.drafts")
     traces = TraceStore(settings.trace_location)
     assert drafts
     for claim_id, trace_id, evidence in drafts:
@@ -204,7 +197,9 @@ def test_an_invalid_cached_entry_is_ignored_and_overwritten(llm, tmp_path):
     model.structured(PROMPT, ClaimRewrite)
     store = ResponseCache(cache)
     [(key,)] = store._db.fetchall("select key from responses")
-    store.put(key, CachedResponse(content='{"nope": 1}', model="m", endpoint="primary", prompt_tokens=0, completion_tokens=0))
+    store.put(
+        key, CachedResponse(content='{"nope": 1}', model="m", endpoint="primary", prompt_tokens=0, completion_tokens=0)
+    )
     assert gateway(llm, cache_path=cache).structured(PROMPT, ClaimRewrite).claim == "Acme hired 12 people."
     assert llm.requests == 2
     assert ClaimRewrite.model_validate_json(store.get(key).content).claim == "Acme hired 12 people."
@@ -214,13 +209,25 @@ def test_retries_of_failed_calls_are_counted_and_the_error_names_the_outage(llm,
     """Issue 10, defect 7: the drafts metadata said 0 retries where 12 happened."""
     llm.persistent_fault = Fault(status=503, retry_after=0)  # Retry-After 0: retry at once, no backoff to sit out
     second_llm.persistent_fault = Fault(status=503, retry_after=0)
-    model = gateway(llm, second_llm, max_retries=2, breaker_failures=2, max_concurrency=1,
-                    trace_path=str(tmp_path / "traces.sqlite"))
+    model = gateway(
+        llm,
+        second_llm,
+        max_retries=2,
+        breaker_failures=2,
+        max_concurrency=1,
+        trace_path=str(tmp_path / "traces.sqlite"),
+    )
     ledger = CallLedger(run_id="run-outage", asset="drafts")
     results = model.map_structured(numbered(4), ClaimRewrite, ledger=ledger)
     assert all(isinstance(r, ModelCallError) and r.outage and not r.invalid_output for r in results)
-    assert [(f.endpoint, f.kind, f.attempts) for f in results[0].failures] == [("primary", "503", 3), ("secondary", "503", 3)]
-    assert [(f.endpoint, f.kind) for f in results[3].failures] == [("primary", "circuit open"), ("secondary", "circuit open")]
+    assert [(f.endpoint, f.kind, f.attempts) for f in results[0].failures] == [
+        ("primary", "503", 3),
+        ("secondary", "503", 3),
+    ]
+    assert [(f.endpoint, f.kind) for f in results[3].failures] == [
+        ("primary", "circuit open"),
+        ("secondary", "circuit open"),
+    ]
     assert "(outage): primary (first-fast): InternalServerError: Error code: 503" in str(results[0])
     assert llm.requests == second_llm.requests == 6  # two requests, 1 try + 2 retries each; then both circuits open
     summary = ledger.summary()
@@ -229,8 +236,10 @@ def test_retries_of_failed_calls_are_counted_and_the_error_names_the_outage(llm,
     assert summary.failures_by_endpoint["primary"] == {"503": 2, "circuit open": 2}
     counts = TraceStore(str(tmp_path / "traces.sqlite")).failures_by_endpoint("run-outage")
     assert [(c.endpoint, c.kind, c.count, c.attempts, c.outage) for c in counts] == [
-        ("primary", "503", 2, 6, True), ("primary", "circuit open", 2, 0, True),
-        ("secondary", "503", 2, 6, True), ("secondary", "circuit open", 2, 0, True),
+        ("primary", "503", 2, 6, True),
+        ("primary", "circuit open", 2, 0, True),
+        ("secondary", "503", 2, 6, True),
+        ("secondary", "circuit open", 2, 0, True),
     ]
 
 
