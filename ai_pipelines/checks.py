@@ -4,18 +4,34 @@ Dagster runs checks as part of materializations and from the UI, but has no comm
 that runs them on their own and fails a build (upstream issue #17606). This runs the
 selected assets' checks against their latest materializations, or materializes the
 selection first (`--materialize`), prints one line per check and says, by exit code,
-whether a blocking check failed.
+whether a blocking check failed; `check_reports` writes the same results for CI tools.
+
+Dagster records a check evaluation's partition only for a partitioned check run for one
+partition. The digest's checks are unpartitioned and its runs span every document, so
+each check is one evaluation over the whole table; a check that records each partition's
+verdict (`partition_results`) becomes one case per partition, the others stay one case.
 """
 
 from __future__ import annotations
 
-from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    define_asset_job,
+)
 from pydantic import BaseModel
 
 from ai_pipelines.backfill import all_documents_tags, run_over_all_documents
-from ai_pipelines.report import CheckOutcome, RunReport
+from ai_pipelines.check_reports import CheckCase, CheckReport, metadata_value, partitions_named
 from ai_pipelines.run_process import RunProcess
 from ai_pipelines.settings import Settings
+from resources.partition_results import PARTITION_RESULTS
 
 CHECKS_JOB = "asset_checks_cli"
 
@@ -26,28 +42,89 @@ class CheckSelectionError(ValueError):
 
 class CheckRun(BaseModel):
     run_id: str
-    outcomes: list[CheckOutcome]
-    not_run: list[str]  # checks the run planned but did not evaluate (blocked upstream, or failed steps)
-    run_failed: bool
+    cases: list[CheckCase]  # evaluated checks as they ran, then the planned checks the run did not evaluate
+    run_failed: bool  # a step failed for another reason than a blocking check
 
-    @property
-    def ok(self) -> bool:
-        return not self.run_failed and not any(o.blocking and not o.passed for o in self.outcomes)
+    def report(self, min_pass_rate: float | None = None) -> CheckReport:
+        return CheckReport.build(self.run_id, self.cases, self.run_failed, min_pass_rate)
 
-    def render(self) -> str:
-        width = max([len(f"{o.asset}:{o.check}") for o in self.outcomes] + [len(n) for n in self.not_run] + [10])
-        lines = [f"{'result':<6}  {'severity':<8}  {'check'.ljust(width)}  description"]
-        for o in self.outcomes:
-            result = "PASS" if o.passed else "FAIL"
-            severity = "ERROR" if o.blocking else "WARN"
-            lines.append(f"{result:<6}  {severity:<8}  {f'{o.asset}:{o.check}'.ljust(width)}  {o.description}")
-        lines += [f"{'SKIP':<6}  {'':<8}  {name.ljust(width)}  not evaluated: an upstream step failed or was blocked" for name in self.not_run]
-        failed = [o for o in self.outcomes if o.blocking and not o.passed]
-        verdict = "FAILED" if not self.ok else "passed"
-        lines.append(
-            f"\n{len(self.outcomes)} checks evaluated, {len(failed)} blocking failures: {verdict} (run {self.run_id})"
+
+def partition_cases(evaluation: AssetCheckEvaluation, check_description: str) -> list[CheckCase]:
+    """One case per partition of a whole-table check that recorded each partition's verdict
+    (`partition_results`, see resources/partition_results.py). A partition that failed counts as
+    a blocking failure only when the check as a whole failed and blocks; otherwise it is a
+    warning, counted by `--min-pass-rate`."""
+    verdicts = evaluation.metadata.get(PARTITION_RESULTS)
+    if evaluation.partition is not None or verdicts is None or not isinstance(verdicts.value, dict):
+        return []
+    blocking = bool(evaluation.blocking) and evaluation.severity == AssetCheckSeverity.ERROR
+    return [
+        CheckCase(
+            asset=evaluation.asset_key.to_user_string(),
+            check=evaluation.check_name,
+            partition=partition,
+            status="passed" if verdict.get("passed") else "failed" if blocking and not evaluation.passed else "warning",
+            blocking=blocking,
+            check_description=check_description,
+            result_description=str(verdict.get("reason") or evaluation.description or ""),
         )
-        return "\n".join(lines)
+        for partition, verdict in sorted(verdicts.value.items())
+    ]
+
+
+def evaluated_case(evaluation: AssetCheckEvaluation, check_description: str, partition_keys: set[str]) -> CheckCase:
+    """`partition_keys`: the checked asset's partitions, to find the ones a failing
+    whole-table evaluation names in its recorded rows (empty: look for none)."""
+    blocking = bool(evaluation.blocking) and evaluation.severity == AssetCheckSeverity.ERROR
+    metadata = {key: metadata_value(value.value) for key, value in evaluation.metadata.items()}
+    whole_table_failure = not evaluation.passed and evaluation.partition is None
+    return CheckCase(
+        asset=evaluation.asset_key.to_user_string(),
+        check=evaluation.check_name,
+        partition=evaluation.partition,
+        status="passed" if evaluation.passed else "failed" if blocking else "warning",
+        blocking=blocking,
+        check_description=check_description,
+        result_description=evaluation.description or "",
+        metadata=metadata,
+        failing_partitions=partitions_named(metadata, partition_keys) if whole_table_failure else [],
+    )
+
+
+def check_cases(result: ExecuteInProcessResult, keys: list[AssetKey], instance: DagsterInstance) -> list[CheckCase]:
+    """One case per check evaluation the run recorded, then one skipped case per check on
+    `keys` that the run planned and did not evaluate."""
+    graph = result.job_def.asset_layer.asset_graph
+
+    def description(key: AssetCheckKey) -> str:
+        return graph.get_check_spec(key).description or ""
+
+    def partition_keys(asset: AssetKey) -> set[str]:
+        partitions_def = graph.get(asset).partitions_def
+        return set(partitions_def.get_partition_keys(dynamic_partitions_store=instance)) if partitions_def else set()
+
+    evaluations = result.get_asset_check_evaluations()
+    cases = [
+        case
+        for e in evaluations
+        for case in partition_cases(e, description(e.asset_check_key))
+        or [evaluated_case(e, description(e.asset_check_key), partition_keys(e.asset_key) if not e.passed else set())]
+    ]
+    planned = {k for k in graph.asset_check_keys if k.asset_key in set(keys)}
+    not_run = sorted(
+        planned - {e.asset_check_key for e in evaluations}, key=lambda k: (k.asset_key.to_user_string(), k.name)
+    )
+    cases += [
+        CheckCase(
+            asset=k.asset_key.to_user_string(),
+            check=k.name,
+            status="skipped",
+            blocking=graph.get_check_spec(k).blocking,
+            check_description=description(k),
+        )
+        for k in not_run
+    ]
+    return cases
 
 
 def resolve_selection(defs: Definitions, select: str) -> list[AssetKey]:
@@ -67,12 +144,18 @@ def resolve_selection(defs: Definitions, select: str) -> list[AssetKey]:
         elif AssetKey.from_user_string(item) in everything:
             selection |= AssetSelection.assets(AssetKey.from_user_string(item))
         else:
-            raise CheckSelectionError(f"no asset named {item!r} (known: {', '.join(sorted(k.to_user_string() for k in everything))})")
+            raise CheckSelectionError(
+                f"no asset named {item!r} (known: {', '.join(sorted(k.to_user_string() for k in everything))})"
+            )
     return sorted(selection.resolve(graph) & everything)
 
 
 def run_checks(
-    settings: Settings, instance: DagsterInstance, select: str = "", materialize: bool = False, log_level: str = "WARNING"
+    settings: Settings,
+    instance: DagsterInstance,
+    select: str = "",
+    materialize: bool = False,
+    log_level: str = "WARNING",
 ) -> CheckRun:
     from ai_pipelines.definitions import build_definitions, build_resources
 
@@ -99,13 +182,6 @@ def run_checks(
             tags={**all_documents_tags(instance), **RunProcess.current().tags()},
             run_config=run_config,
         )
-    report = RunReport.from_result(result, settings)
-    planned = {f"{k.asset_key.to_user_string()}:{k.name}" for k in result.job_def.asset_layer.asset_graph.asset_check_keys
-               if k.asset_key in set(keys)}
-    evaluated = {f"{o.asset}:{o.check}" for o in report.checks}
-    return CheckRun(
-        run_id=result.run_id,
-        outcomes=report.checks,
-        not_run=sorted(planned - evaluated),
-        run_failed=not result.success and not report.blocked_by,
-    )
+    cases = check_cases(result, keys, instance)
+    blocked = any(c.status == "failed" for c in cases)
+    return CheckRun(run_id=result.run_id, cases=cases, run_failed=not result.success and not blocked)

@@ -11,11 +11,10 @@ import fcntl
 import json
 import os
 import sys
-from typing import Any, Callable
 from pathlib import Path
+from typing import Any, Callable
 
 from ai_pipelines.settings import Settings, SettingsError, load_settings
-
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
@@ -98,12 +97,12 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     from ai_pipelines.backfill import NoDocumentsError, run_what_changed
     from ai_pipelines.definitions import build_definitions, build_resources
     from ai_pipelines.instance import pool_connections
-    from ai_pipelines.report import RunReport
+    from ai_pipelines.run_report import RunReport
 
     home = ensure_dagster_home(settings)
     if sys.stderr.isatty():
         from ai_pipelines.progress_bar import TerminalProgressBar
-        from assets.progress import add_listener
+        from resources.model_session import add_listener
 
         add_listener(TerminalProgressBar(sys.stderr))
     with DagsterInstance.get() as instance:
@@ -114,8 +113,12 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
         return run_planned(
             f"Planning the digest run (Dagster home {home}) ...",
             lambda: run_what_changed(
-                build_definitions(settings), instance, build_resources(settings)["pipeline"], everything=args.all,
-                raise_on_error=False, run_config=console_log_level(args),
+                build_definitions(settings),
+                instance,
+                build_resources(settings)["pipeline"],
+                everything=args.all,
+                raise_on_error=False,
+                run_config=console_log_level(args),
             ),
             NoDocumentsError,
             up_to_date="nothing to materialize (--all re-materializes everything)",
@@ -142,8 +145,12 @@ def command_triage(args: argparse.Namespace, settings: Settings) -> int:
         return run_planned(
             f"Planning the triage run (Dagster home {home}) ...",
             lambda: run_triage(
-                build_definitions(settings), instance, triage, everything=args.all,
-                raise_on_error=False, run_config=console_log_level(args),
+                build_definitions(settings),
+                instance,
+                triage,
+                everything=args.all,
+                raise_on_error=False,
+                run_config=console_log_level(args),
             ),
             NoTicketsError,
             up_to_date="nothing to triage (--all triages every ticket again)",
@@ -153,7 +160,7 @@ def command_triage(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
-    from ai_pipelines.fact_check import fact_check_lenient
+    from ai_pipelines.corpus_fact_check import fact_check_lenient
 
     verdicts, errors = fact_check_lenient(
         settings,
@@ -174,21 +181,31 @@ def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
                 "reason": verdict.reason,
             }
             if args.explain:
-                row.update(features=verdict.features, judge=verdict.judge, quote=verdict.quote, conflict=verdict.conflict)
+                row.update(
+                    features=verdict.features, judge=verdict.judge, quote=verdict.quote, conflict=verdict.conflict
+                )
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     for error in errors:
         print(error, file=sys.stderr)
     counts = {v: sum(x.verdict == v for x in verdicts) for v in ("supported", "refuted", "not_enough_info")}
-    print(f"{len(verdicts)} claims verified -> {out} {counts}" + (f"; {len(errors)} malformed line(s) skipped" if errors else ""))
+    print(
+        f"{len(verdicts)} claims verified -> {out} {counts}"
+        + (f"; {len(errors)} malformed line(s) skipped" if errors else "")
+    )
     return 2 if errors else 0
 
 
 def command_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from ai_pipelines.fact_check import calibrate, write_calibration
-
+    from ai_pipelines.corpus_fact_check import calibrate, write_calibration
     from ai_pipelines.fact_check_eval import DATA_DIR
 
-    report = calibrate(settings, Path(args.data) if args.data else DATA_DIR, judge=args.judge, articles=args.articles, judge_claims=args.judge_claims)
+    report = calibrate(
+        settings,
+        Path(args.data) if args.data else DATA_DIR,
+        judge=args.judge,
+        articles=args.articles,
+        judge_claims=args.judge_claims,
+    )
     print(report.table())
     calibration = report.judge_calibration or report.calibration
     print(f"fingerprint {calibration.fingerprint}: held-out balanced accuracy {calibration.heldout}")
@@ -211,36 +228,61 @@ def command_stack(args: argparse.Namespace, settings: Settings) -> int:
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"Webserver on http://127.0.0.1:{args.port}, daemon running (Dagster home {stack.home}); Ctrl-C stops.", flush=True)
+    print(
+        f"Webserver on http://127.0.0.1:{args.port}, daemon running (Dagster home {stack.home}); Ctrl-C stops.",
+        flush=True,
+    )
     return stack.wait()
 
 
 def command_check(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import nullcontext, redirect_stdout
+
     from dagster import DagsterInstance
 
+    from ai_pipelines.check_reports import report_targets, write_report
     from ai_pipelines.checks import CheckSelectionError, run_checks
     from ai_pipelines.instance import pool_connections
 
+    try:
+        targets = report_targets(args.report or [])
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # With a report on stdout, everything else goes to stderr: `>> "$GITHUB_STEP_SUMMARY"` gets the report alone.
+    on_stdout = any(t.to_stdout for t in targets)
+    table = sys.stderr if on_stdout else sys.stdout
     ensure_dagster_home(settings)
-    with DagsterInstance.get() as instance:
-        pool_connections(instance)
-        mark_orphaned_runs_failed(instance)
-        try:
-            checks = run_checks(
-                settings, instance, select=args.select, materialize=args.materialize, log_level=args.log_level
-            )
-        except CheckSelectionError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    print(checks.render())
-    return 0 if checks.ok else 1
+    with redirect_stdout(sys.stderr) if on_stdout else nullcontext():
+        with DagsterInstance.get() as instance:
+            pool_connections(instance)
+            mark_orphaned_runs_failed(instance)
+            try:
+                checks = run_checks(
+                    settings, instance, select=args.select, materialize=args.materialize, log_level=args.log_level
+                )
+            except CheckSelectionError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+    report = checks.report(min_pass_rate=args.min_pass_rate)
+    print(report.to_text(), file=table, flush=True)
+    for target in targets:
+        write_report(report, target)
+        if not target.to_stdout:
+            print(f"{target.format} report: {target.path}", file=table)
+    return 0 if report.ok else 1
 
 
 def command_mcp(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the tools over MCP; with stdio, stdout is the protocol's, so everything else goes to stderr."""
     from ai_pipelines.mcp_server import serve
 
-    serve(args.transport, port=args.port, settings=settings, support_desk_dir=Path(args.support_desk_dir) if args.support_desk_dir else None)
+    serve(
+        args.transport,
+        port=args.port,
+        settings=settings,
+        support_desk_dir=Path(args.support_desk_dir) if args.support_desk_dir else None,
+    )
     return 0
 
 
@@ -248,10 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ai-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
-        "run", help="Materialize what is new or changed (documents, then what depends on them) with its blocking checks."
+        "run",
+        help="Materialize what is new or changed (documents, then what depends on them) with its blocking checks.",
     )
     run.add_argument(
-        "--all", action="store_true",
+        "--all",
+        action="store_true",
         help="Re-materialize every document and every asset, changed or not (unchanged model calls still come from the cache).",
     )
     run.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING).")
@@ -273,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--claims", required=True, help='JSONL, one {"id", "text"} object a line.')
     check.add_argument("--out", required=True, help="Where to write verdicts (JSONL).")
     check.add_argument("--no-model", action="store_true", help="Decide from embeddings alone.")
-    check.add_argument("--explain", action="store_true", help="Also output each verdict's features, judge verdict and quote.")
+    check.add_argument(
+        "--explain", action="store_true", help="Also output each verdict's features, judge verdict and quote."
+    )
     calibrate = commands.add_parser(
         "calibrate", help="Fit the fact-check classifier for the configured models on FRANK; print held-out figures."
     )
@@ -281,25 +327,64 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--judge", action="store_true", help="Fit with the configured strong model as judge.")
     calibrate.add_argument("--judge-claims", type=int, default=40, help="Claims per set sent to the judge.")
     calibrate.add_argument("--articles", type=int, default=None, help="Only the first N articles of each set.")
-    calibrate.add_argument("--write", action="store_true", help="Write the calibration, keyed by the model fingerprint.")
+    calibrate.add_argument(
+        "--write", action="store_true", help="Write the calibration, keyed by the model fingerprint."
+    )
     calibrate.add_argument("--bundled", action="store_true", help="With --write: make it the bundled default.")
     commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
     checks = commands.add_parser(
-        "check", help="Run asset checks (latest materializations, or --materialize first); exit 1 on a blocking failure."
+        "check",
+        help="Run asset checks (latest materializations, or --materialize first); exit 1 on a blocking failure "
+        "or a pass rate below --min-pass-rate; optionally write JUnit, JSON or markdown reports.",
     )
     checks.add_argument("--select", default="", help="Comma-separated asset keys or group:<name>; default every asset.")
     checks.add_argument("--materialize", action="store_true", help="Materialize the selection (all documents) first.")
     checks.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING).")
-    stack = commands.add_parser("stack", help="Production stack: webserver and daemon on Postgres (deploy/dagster.yaml).")
-    stack.add_argument("--port", type=int, default=3000)
-    stack.add_argument("--celery-workers", type=int, default=0, help="Celery workers to start alongside (executor celery).")
-    stack.add_argument("--drain-seconds", type=float, default=300, help="On stop, how long runs in progress may finish.")
-    mcp = commands.add_parser(
-        "mcp", help="Serve the support-desk tools, fact_check and search_documents over MCP (stdio, or HTTP on 127.0.0.1)."
+    from ai_pipelines.check_reports import DEFAULT_JUNIT_FILE, ReportFileAction, parse_pass_rate, parse_report_format
+
+    checks.add_argument(
+        "--report",
+        action="append",
+        type=parse_report_format,
+        metavar="FORMAT",
+        help=f"Also write the results as junit, json or markdown (repeatable). Default places: junit {DEFAULT_JUNIT_FILE}, "
+        "json and markdown stdout (then the table goes to stderr).",
     )
-    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or streamable HTTP.")
+    checks.add_argument(
+        "--report-file",
+        action=ReportFileAction,
+        metavar="PATH",
+        help="The file of the --report just before it ('-' for stdout); a markdown file is appended to.",
+    )
+    checks.add_argument(
+        "--min-pass-rate",
+        type=parse_pass_rate,
+        metavar="R",
+        help="Exit 1 when fewer than R (0 to 1) of the evaluated checks passed, warnings included.",
+    )
+    stack = commands.add_parser(
+        "stack", help="Production stack: webserver and daemon on Postgres (deploy/dagster.yaml)."
+    )
+    stack.add_argument("--port", type=int, default=3000)
+    stack.add_argument(
+        "--celery-workers", type=int, default=0, help="Celery workers to start alongside (executor celery)."
+    )
+    stack.add_argument(
+        "--drain-seconds", type=float, default=300, help="On stop, how long runs in progress may finish."
+    )
+    mcp = commands.add_parser(
+        "mcp",
+        help="Serve the support-desk tools, fact_check and search_documents over MCP (stdio, or HTTP on 127.0.0.1).",
+    )
+    mcp.add_argument(
+        "--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or streamable HTTP."
+    )
     mcp.add_argument("--port", type=int, default=8765, help="HTTP port on 127.0.0.1 (default 8765).")
-    mcp.add_argument("--support-desk-dir", default="", help="Support-desk data folder (default: AI_PIPELINES_SUPPORT_DESK_DIR, else the bundled one).")
+    mcp.add_argument(
+        "--support-desk-dir",
+        default="",
+        help="Support-desk data folder (default: AI_PIPELINES_SUPPORT_DESK_DIR, else the bundled one).",
+    )
     return parser
 
 
@@ -317,8 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    handlers = {"run": command_run, "triage": command_triage, "fact-check": command_fact_check, "home": command_home, "calibrate": command_calibrate,
-                "stack": command_stack, "check": command_check, "mcp": command_mcp}
+    handlers = {
+        "run": command_run,
+        "triage": command_triage,
+        "fact-check": command_fact_check,
+        "home": command_home,
+        "calibrate": command_calibrate,
+        "stack": command_stack,
+        "check": command_check,
+        "mcp": command_mcp,
+    }
     try:
         return handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError) as exc:

@@ -29,7 +29,7 @@ def test_check_passes_then_fails_on_a_blocking_check_against_latest_materializat
 
     first = check(tmp_path, llm, "--materialize")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert first.stdout.count("PASS  ") == 10 and "0 blocking failures: passed" in first.stdout
+    assert first.stdout.count("PASS  ") == 12 and "0 blocking failures: passed" in first.stdout
     assert " - DEBUG - " not in first.stdout + first.stderr  # the table, not the run log
 
     # Latest materializations only, nothing re-materialized: a stricter threshold fails the build.
@@ -37,7 +37,9 @@ def test_check_passes_then_fails_on_a_blocking_check_against_latest_materializat
     assert again.returncode == 0 and again.stdout.count("PASS  ") == 3, again.stdout + again.stderr
     strict = check(tmp_path, llm, "--select", "source_documents", AI_PIPELINES_MAX_QUARANTINE_SHARE="0")
     assert strict.returncode == 1
-    assert "FAIL    ERROR     source_documents:corpus_parsed" in strict.stdout and "3 of 33 files failed" in strict.stdout
+    assert (
+        "FAIL    ERROR     source_documents:corpus_parsed" in strict.stdout and "3 of 33 files failed" in strict.stdout
+    )
 
 
 def test_check_materialize_reports_blocked_checks_and_exits_non_zero(tmp_path, llm):
