@@ -51,7 +51,12 @@ celery-worker: setup
 	DAGSTER_HOME="$$($(BIN)/ai-pipelines home)" $(BIN)/dagster-celery worker start -A dagster_celery.app \
 		-y "$$($(BIN)/ai-pipelines home)/celery.yaml"
 
+# Every test tier (unit, integration, services, browser), after the definitions load as `dg` loads
+# them and the code passes ruff's lint and format checks.
 test: setup browser
+	$(BIN)/dg check defs
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 # The CI gate: materialize the graph on the bundled corpus (offline, embedded models), run every

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
+from types import ModuleType
 
 from dagster import (
     AssetsDefinition,
@@ -18,9 +20,10 @@ from dagster import (
 )
 
 from ai_pipelines.instance import batch_event_writes
-from ai_pipelines.settings import ENV_PREFIX, Settings, load_settings
-from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig, TriageConfig
-from assets.config import SUPPORT_DESK_DIR
+from ai_pipelines.settings import ENV_PREFIX, Settings, env_name, load_settings
+from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig, TriageConfig, steps
+from assets.config import SAMPLE_CORPUS_DIR, SUPPORT_DESK_DIR
+from assets.llm_step import check_inputs, load_steps
 from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreResource, WarehouseIOManager
 from resources.mailer import MailerResource
 from resources.support_desk import SupportDeskResource
@@ -67,97 +70,66 @@ def _fallback(options: dict[str, object]) -> Endpoint:
 
 def _state_location(settings: Settings, location: str) -> EnvVar | str:
     """The Postgres URL (it may hold a password) as a secret; a file path as it is."""
-    return _secret(ENV_PREFIX + "POSTGRES_URL", location) if settings.postgres_url and location == settings.postgres_url else location
+    return (
+        _secret(ENV_PREFIX + "POSTGRES_URL", location)
+        if settings.postgres_url and location == settings.postgres_url
+        else location
+    )
+
+
+def _fields_from_settings(settings: Settings, resource: type) -> dict[str, object]:
+    """The fields of `resource` that are settings (see `knob`), by field name, a secret as the
+    EnvVar of its variable: the part of every resource's configuration nobody copies by hand."""
+    fields: dict[str, object] = {}
+    for name, knob in Settings.knobs().items():
+        for owner, field in knob.targets:
+            if owner is resource:
+                value = getattr(settings, name)
+                fields[field] = _secret(env_name(name), value) if knob.secret else value
+    return fields
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
-    embeddings = EmbeddingsResource(
-        base_url=settings.embeddings_base_url,
-        api_key=_secret(ENV_PREFIX + "EMBEDDINGS_API_KEY", settings.embeddings_api_key),
-        model=settings.embeddings_model,
-    )
+    """Each resource from the settings that are its fields, plus what the code location derives
+    from its own settings: paths under the data directory, state in Postgres, the fallback chain,
+    the auto switches and the nested resources. A field given both ways is a repeated keyword."""
+    embeddings = EmbeddingsResource(**_fields_from_settings(settings, EmbeddingsResource))
     vector_store = VectorStoreResource(
+        **_fields_from_settings(settings, VectorStoreResource),
         embeddings=embeddings,
         persist_dir=str(settings.chroma_dir),
-        host=settings.chroma_host,
-        port=settings.chroma_port,
-        ssl=settings.chroma_ssl,
     )
     return {
         "model": ModelResource(
-            base_url=settings.llm_base_url,
-            api_key=_secret(ENV_PREFIX + "LLM_API_KEY", settings.llm_api_key),
-            fast_model=settings.llm_fast_model,
-            strong_model=settings.llm_strong_model,
-            timeout_seconds=settings.llm_timeout_seconds,
+            **_fields_from_settings(settings, ModelResource),
             fallbacks=[_fallback(e) for e in settings.llm_fallbacks],
-            max_retries=settings.llm_max_retries,
-            breaker_failures=settings.llm_breaker_failures,
-            breaker_cooldown_seconds=settings.llm_breaker_cooldown_seconds,
             cache_path=_state_location(settings, settings.response_cache_location) if settings.llm_cache else "",
             trace_path=_state_location(settings, settings.trace_location),
-            trace_redaction=settings.llm_trace_redaction,
-            otlp_endpoint=settings.otlp_endpoint,
-            budget_usd=settings.llm_budget_usd,
-            budget_tokens=settings.llm_budget_tokens,
-            max_concurrency=settings.llm_max_concurrency,
-            input_price_per_mtok=settings.llm_input_price_per_mtok,
-            output_price_per_mtok=settings.llm_output_price_per_mtok,
-            strong_input_price_per_mtok=settings.llm_strong_input_price_per_mtok,
-            strong_output_price_per_mtok=settings.llm_strong_output_price_per_mtok,
         ),
         "vector_store": vector_store,
         "support_desk": SupportDeskResource(
+            **_fields_from_settings(settings, SupportDeskResource),
             data_dir=str(settings.support_desk_dir or SUPPORT_DESK_DIR),
             vector_store=vector_store,
-            refund_limit_eur=settings.refund_limit_eur,
         ),
         "triage": TriageConfig(
+            **_fields_from_settings(settings, TriageConfig),
             tickets_dir=str(settings.tickets_dir or SUPPORT_DESK_DIR / "tickets"),
             ticket_inbox_dir=str(settings.ticket_inbox_dir or settings.data_dir / "ticket_inbox"),
-            min_route_confidence=settings.route_min_confidence,
-            agent_max_iterations=settings.agent_max_iterations,
-            agent_max_tool_calls=settings.agent_max_tool_calls,
-            agent_max_tokens=settings.agent_max_tokens,
-            agent_max_seconds=settings.agent_max_seconds,
-            agent_mcp_servers_json=json.dumps(settings.agent_mcp_servers),
-            max_workers=settings.triage_max_workers,
-            max_refinement_rounds=settings.reply_refinement_rounds,
-            memory_budget_chars=settings.memory_budget_chars,
-            memory_window_turns=settings.memory_window_turns,
-            refund_limit_eur=settings.refund_limit_eur,
         ),
         "mailer": MailerResource(
-            smtp_host=settings.smtp_host,
-            smtp_port=settings.smtp_port,
-            smtp_username=settings.smtp_username,
-            smtp_password=_secret(ENV_PREFIX + "SMTP_PASSWORD", settings.smtp_password),
-            smtp_security=settings.smtp_security,
-            maildir_path=str(settings.output_dir / "outbox"),
-            sender=settings.mail_sender,
+            **_fields_from_settings(settings, MailerResource), maildir_path=str(settings.output_dir / "outbox")
         ),
         "pipeline": PipelineConfig(
-            corpus_dir=str(settings.corpus_dir) if settings.corpus_dir else PipelineConfig().corpus_dir,
+            **_fields_from_settings(settings, PipelineConfig),
+            corpus_dir=str(settings.corpus_dir or SAMPLE_CORPUS_DIR),
             inbox_dir=str(settings.inbox_dir or settings.data_dir / "inbox"),
             output_dir=str(settings.output_dir),
             state_url=_state_location(settings, settings.postgres_url),
-            max_document_bytes=settings.max_document_bytes,
-            max_document_chars=settings.max_document_chars,
-            max_chunk_chars=settings.max_chunk_chars,
             screen_with_model=settings.screens_with_model,
-            topics=settings.topics,
-            max_topics=settings.max_topics,
-            claims_per_draft=settings.claims_per_draft,
             decompose_claims=settings.decomposes_claims,
-            max_refinement_rounds=settings.max_refinement_rounds,
-            max_quarantine_share=settings.max_quarantine_share,
-            min_signal_validity=settings.min_signal_validity,
-            max_unsupported_share=settings.max_unsupported_share,
-            max_failed_request_share=settings.max_failed_request_share,
         ),
-        "warehouse_io_manager": WarehouseIOManager(
-            database=str(settings.warehouse_path), schema="ai_pipelines"
-        ),
+        "warehouse_io_manager": WarehouseIOManager(database=str(settings.warehouse_path), schema="ai_pipelines"),
         "io_manager": FilesystemIOManager(base_dir=str(settings.data_dir / "storage")),
     }
 
@@ -204,14 +176,27 @@ def build_executor(settings: Settings) -> ExecutorDefinition:
     return in_process_executor
 
 
-def build_definitions(settings: Settings) -> Definitions:
+def build_definitions(settings: Settings, step_modules: Sequence[ModuleType] = (steps,)) -> Definitions:
+    """The code location: the Python-declared assets and the steps declared in YAML under
+    `step_modules` (the project's assets/steps; tests add their own)."""
     batch_event_writes(settings.event_batch_size)
+    loaded = [load_steps(module) for module in step_modules]
+    step_assets = [a for step_defs, _ in loaded for a in step_defs.assets or [] if isinstance(a, AssetsDefinition)]
+    step_checks = [c for step_defs, _ in loaded for c in step_defs.asset_checks or []]
+    check_inputs(
+        [s for _, declared in loaded for s in declared], {k for a in [*ALL_ASSETS, *step_assets] for k in a.keys}
+    )
     return Definitions(
-        assets=with_model_versions(ALL_ASSETS, settings),
-        asset_checks=ALL_ASSET_CHECKS,
+        assets=with_model_versions([*ALL_ASSETS, *step_assets], settings),
+        asset_checks=[*ALL_ASSET_CHECKS, *step_checks],
         jobs=ALL_JOBS,
         schedules=[digest_schedule(settings.digest_cron, settings.timezone)],
-        sensors=[inbox_sensor, ticket_inbox_sensor, index_automation, run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url)],
+        sensors=[
+            inbox_sensor,
+            ticket_inbox_sensor,
+            index_automation,
+            run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url),
+        ],
         resources=build_resources(settings),
         executor=build_executor(settings),
     )

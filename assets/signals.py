@@ -6,36 +6,30 @@ must appear in it). Items that fail are dropped and counted, so every stored sig
 points to a real span of its document whatever the model's quality.
 """
 
-
 from typing import Literal, Sequence
 
 import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetExecutionContext,
     MetadataValue,
     Output,
-    asset,
     asset_check,
 )
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
-from assets.documents import PARTITION_COLUMN, per_document
-from assets.frames import from_frame, table_output, to_frame
-from assets.guardrails import neutralize, unflagged
 from assets.ingestion import Chunk, SourceDocument, evidence_sentences
-from assets.metadata import MODEL_POOL, failed_requests_check_result, ledger_metadata
-from assets.previews import markdown_table
-from assets.progress import ProgressLog
-from assets.prompts import load_prompt
-from assets.text import Span, normalize, numbers_in, words_in
-from resources import CallLedger, ModelResource
+from assets.llm_step import StepRun
+from assets.prompts import Prompt
+from assets.share_checks import failed_requests_check_result
+from resources.markdown_tables import markdown_table
+from resources.model_session import ProgressLog
+from resources.partition_results import partition_results
+from resources.prompt_injection import neutralize, unflagged
+from resources.tables import from_frame, to_frame
+from resources.text import Span, normalize, numbers_in, words_in
 
-GROUP = "signals"
-PROMPT = load_prompt("signals")
-CODE_VERSION = f"2-{PROMPT.version}"
 MAX_SENTENCES = 40
 # Hard caps on what one extraction prompt shows of a document; what they cut is recorded.
 MAX_PROMPT_SENTENCE_CHARS = 400
@@ -137,12 +131,19 @@ def prompt_sentences(sentences: Sequence[Span]) -> tuple[list[str], int]:
     return lines, cut
 
 
-def extraction_messages(document: SourceDocument, sentences: Sequence[Span] | None = None) -> list[dict[str, str]]:
-    """The extraction prompt; the document's sentences sit in a delimited data block, and
-    flagged sentences are never among them."""
+def extraction_messages(
+    prompt: Prompt, document: SourceDocument, sentences: Sequence[Span] | None = None
+) -> list[dict[str, str]]:
+    """The extraction prompt (assets/steps/signals); the document's sentences sit in a
+    delimited data block, and flagged sentences are never among them."""
     shown = evidence_sentences(document) if sentences is None else unflagged(sentences, document.flagged)
     lines, _ = prompt_sentences(shown)
-    return [{"role": "user", "content": PROMPT.render(title=neutralize(document.title), numbered_sentences="\n".join(lines))}]
+    return [
+        {
+            "role": "user",
+            "content": prompt.render(title=neutralize(document.title), numbered_sentences="\n".join(lines)),
+        }
+    ]
 
 
 class _Grounder:
@@ -154,9 +155,7 @@ class _Grounder:
 
     def span(self, index: int) -> EvidenceSpan:
         sentence = self.sentences[index]
-        chunk_id = next(
-            (c.chunk_id for c in self.chunks if c.char_start <= sentence.start < c.char_end), ""
-        )
+        chunk_id = next((c.chunk_id for c in self.chunks if c.char_start <= sentence.start < c.char_end), "")
         return EvidenceSpan(quote=sentence.text, start=sentence.start, end=sentence.end, chunk_id=chunk_id)
 
     def find(self, cited: int, holds) -> int | None:
@@ -181,9 +180,7 @@ def _describes(description: str):
     return lambda sentence: bool(wanted) and len(wanted & words_in(sentence)) >= max(1, len(wanted) // 2)
 
 
-def ground(
-    document: SourceDocument, chunks: Sequence[Chunk], extracted: ExtractedSignals
-) -> DocumentSignals:
+def ground(document: SourceDocument, chunks: Sequence[Chunk], extracted: ExtractedSignals) -> DocumentSignals:
     grounder = _Grounder(evidence_sentences(document), chunks)
     kept: dict[str, list] = {"entities": [], "events": [], "key_figures": []}
     dropped = 0
@@ -208,9 +205,7 @@ def ground(
                 KeyFigure(label=item.label.strip(), value=item.value.strip(), evidence=grounder.span(index))
             )
     sentiment_index = extracted.sentiment_sentence
-    sentiment_evidence = (
-        grounder.span(sentiment_index) if 0 <= sentiment_index < len(grounder.sentences) else None
-    )
+    sentiment_evidence = grounder.span(sentiment_index) if 0 <= sentiment_index < len(grounder.sentences) else None
     grounded = sum(len(v) for v in kept.values())
     return DocumentSignals(
         document=document.document,
@@ -225,35 +220,23 @@ def ground(
     )
 
 
-@asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    **per_document(),
-    **table_output(DocumentSignals, "openai", prompt_version=PROMPT.version, partition_expr=PARTITION_COLUMN),
-)
-def signals(
-    context: AssetExecutionContext,
-    model: ModelResource,
-    source_documents: pd.DataFrame,
-    chunks: pd.DataFrame,
-) -> Output[pd.DataFrame]:
-    """Per-document structured signals (entities, events, key figures, sentiment), each with an evidence span."""
-    documents = from_frame(source_documents, SourceDocument)
-    all_chunks = from_frame(chunks, Chunk)
+def extract_signals(run: StepRun) -> Output[pd.DataFrame]:
+    """The runner of the `signals` step (assets/steps/signals/defs.yaml): the declared call
+    per document, then every extracted item tied to the sentence it cites."""
+    context, llm = run.context, run.llm
+    documents = from_frame(run.inputs["source_documents"], SourceDocument)
+    all_chunks = from_frame(run.inputs["chunks"], Chunk)
     by_doc: dict[str, list[Chunk]] = {}
     for chunk in all_chunks:
         by_doc.setdefault(chunk.doc_id, []).append(chunk)
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    requests = [extraction_messages(d, evidence_sentences(d)) for d in documents]
+    requests = [extraction_messages(run.prompt, d, evidence_sentences(d)) for d in documents]
     prompt_cuts = {d.doc_id: prompt_sentences(evidence_sentences(d))[1] for d in documents}
     context.log.info(f"Extracting signals from {len(documents)} documents")
-    answers = model.map_traced_structured(
+    answers = llm.map_traced_structured(
         requests,
-        ExtractedSignals,
-        tier="fast",
-        max_tokens=512,
-        ledger=ledger,
+        run.schema,
+        tier=run.step.tier,  # type: ignore[arg-type]
+        max_tokens=run.step.max_tokens,
         partitions=[d.document for d in documents],
         on_done=ProgressLog(context.log, "signals", len(requests)),
     )
@@ -263,8 +246,11 @@ def signals(
             context.log.warning(f"Signals for {document.path} failed: {answer}")
             rows.append(
                 DocumentSignals(
-                    document=document.document, doc_id=document.doc_id, title=document.title,
-                    status="failed", error=str(answer),
+                    document=document.document,
+                    doc_id=document.doc_id,
+                    title=document.title,
+                    status="failed",
+                    error=str(answer),
                 )
             )
         else:
@@ -276,23 +262,22 @@ def signals(
     # Each partition's materialization describes its own document and its own calls, so
     # that adding them up over partitions gives the run's totals.
     for row in rows:
-        context.add_asset_metadata(signals_metadata([row], ledger, model, row.document), partition_key=row.document)
+        context.add_asset_metadata(signals_metadata([row]), partition_key=row.document)
     for key in sorted(set(context.partition_keys) - {r.document for r in rows}):  # quarantined files: same keys, zeros
         context.add_asset_metadata(
-            {**signals_metadata([], ledger, model, key), "note": "no text document (see quarantined_documents)"},
+            {**signals_metadata([]), "note": "no text document (see quarantined_documents)"},
             partition_key=key,
         )
-    summary = ledger.summary()
+    summary = llm.ledger.summary()
     context.log.info(
         f"Signals: {sum(r.status == 'valid' for r in rows)} of {len(rows)} documents valid; "
         f"{summary.requests} model requests, {summary.failed_requests} failed, {summary.cache_hits} from cache"
     )
-    return Output(to_frame(rows, DocumentSignals), metadata={"prompt_version": PROMPT.version})
+    return Output(to_frame(rows, DocumentSignals), metadata={"prompt_version": run.prompt.version})
 
 
-def signals_metadata(
-    rows: list[DocumentSignals], ledger: CallLedger, model: ModelResource, partition: str | None = None
-) -> dict[str, object]:
+def signals_metadata(rows: list[DocumentSignals]) -> dict[str, object]:
+    """One partition's figures; the model session adds that partition's usage."""
     valid = sum(r.status == "valid" for r in rows)
     return {
         "documents": len(rows),
@@ -302,7 +287,6 @@ def signals_metadata(
         "events": sum(len(r.events) for r in rows),
         "key_figures": sum(len(r.key_figures) for r in rows),
         "dropped_items": sum(r.dropped_items for r in rows),
-        **ledger_metadata(ledger, model, partition=partition),
         "preview": MetadataValue.md(
             markdown_table(
                 [
@@ -322,7 +306,7 @@ def signals_metadata(
 
 
 @asset_check(
-    asset=signals,
+    asset="signals",
     blocking=True,
     description="Share of documents whose signals validated and grounded is at least min_signal_validity.",
 )
@@ -339,12 +323,16 @@ def signal_validity(pipeline: PipelineConfig, signals: pd.DataFrame) -> AssetChe
             "validity_rate": round(rate, 3),
             "min_signal_validity": pipeline.min_signal_validity,
             "not_valid": MetadataValue.md(markdown_table(failures.head(10).to_dict(orient="records"))),
+            **partition_results(
+                (row["document"], row["status"] == "valid", row["error"] or row["status"])
+                for row in signals.to_dict(orient="records")
+            ),
         },
     )
 
 
 @asset_check(
-    asset=signals,
+    asset="signals",
     blocking=False,
     description="Warns when more than max_failed_request_share of the documents' extraction requests failed "
     "(endpoints down, or answers that stayed invalid): the outage is named in the failures.",

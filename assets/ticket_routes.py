@@ -9,26 +9,22 @@ Every decision is recorded with who made it and why, and the metadata compares t
 routing's cost with sending every ticket to the `strong` tier.
 """
 
-
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import MetadataValue, Output
 from pydantic import BaseModel, Field
 
 from assets.config import TriageConfig
-from assets.frames import from_frame, table_output, to_frame
-from assets.metadata import MODEL_POOL, cost_against_all_strong, ledger_metadata
-from assets.previews import markdown_table
+from assets.llm_step import LlmStep, StepRun
 from assets.ticket_screening import ScreenedTicket
-from assets.tickets import Ticket, per_ticket
-from assets.triage_prompts import MAX_TOKENS, ROUTE, ticket_block, user
+from assets.tickets import Ticket
+from assets.triage_prompts import ticket_block, user
 from resources import CallLedger, ModelCallError, ModelResource
+from resources.markdown_tables import markdown_table
+from resources.tables import from_frame, to_frame
 
-GROUP = "triage_routing"
-CODE_VERSION = f"1-{ROUTE.version}"
 Intent = Literal["billing", "bug", "how_to", "account", "abusive", "multi_part"]
 VOTE_TEMPERATURE = 0.7
 
@@ -45,7 +41,9 @@ class TicketIntent(BaseModel):
 class TicketRoute(BaseModel):
     ticket: str
     ticket_id: str = ""
-    intent: str = Field(description="The branch: billing, bug, how_to, account, abusive, multi_part, or none (quarantined).")
+    intent: str = Field(
+        description="The branch: billing, bug, how_to, account, abusive, multi_part, or none (quarantined)."
+    )
     difficulty: str = ""
     confidence: float = 0.0
     decided_by: Literal["classifier", "vote", "strong", "screening", "person", "none"] = Field(
@@ -58,22 +56,42 @@ class TicketRoute(BaseModel):
     calls: int = Field(default=0, description="Classifier requests made for this ticket.")
 
 
-def classify(model: ModelResource, ticket: Ticket, triage: TriageConfig, ledger: CallLedger) -> TicketRoute:
-    """The route of one received ticket, escalating from one fast call to a vote to the strong tier."""
-    messages = user(ROUTE.render(ticket=ticket_block(ticket.subject, ticket.body)))
-    ask = dict(max_tokens=MAX_TOKENS["route"], ledger=ledger, partition=ticket.ticket)
+def classify(
+    model: ModelResource, ticket: Ticket, triage: TriageConfig, ledger: CallLedger, step: LlmStep
+) -> TicketRoute:
+    """The route of one received ticket, escalating from one call of the declared classifier
+    (assets/steps/ticket_routes) to a vote to the strong tier."""
+    messages = user(step.prompt_template.render(ticket=ticket_block(ticket.subject, ticket.body)))
+    schema = step.answer_model
+    ask = dict(max_tokens=step.max_tokens, ledger=ledger, partition=ticket.ticket)
     base = dict(ticket=ticket.ticket, ticket_id=ticket.ticket_id)
     try:
-        first, _ = model.traced_structured(messages, TicketIntent, tier="fast", **ask)
+        first, _ = model.traced_structured(messages, schema, tier=step.tier, **ask)
     except ModelCallError as exc:
-        return TicketRoute(**base, intent="none", decided_by="person", needs_person=True, calls=1,
-                           reason=f"classifier failed: {exc}"[:300])
+        return TicketRoute(
+            **base,
+            intent="none",
+            decided_by="person",
+            needs_person=True,
+            calls=1,
+            reason=f"classifier failed: {exc}"[:300],
+        )
     if first.confidence >= triage.min_route_confidence:
-        return TicketRoute(**base, intent=first.intent, difficulty=first.difficulty, confidence=first.confidence,
-                           decided_by="classifier", reason=first.reason, calls=1)
+        return TicketRoute(
+            **base,
+            intent=first.intent,
+            difficulty=first.difficulty,
+            confidence=first.confidence,
+            decided_by="classifier",
+            reason=first.reason,
+            calls=1,
+        )
+
     def vote(sample: int) -> TicketIntent | None:
         try:
-            return model.traced_structured(messages, TicketIntent, tier="fast", temperature=VOTE_TEMPERATURE, sample=sample, **ask)[0]
+            return model.traced_structured(
+                messages, schema, tier=step.tier, temperature=VOTE_TEMPERATURE, sample=sample, **ask
+            )[0]
         except ModelCallError:
             return None
 
@@ -86,63 +104,85 @@ def classify(model: ModelResource, ticket: Ticket, triage: TriageConfig, ledger:
         agreeing = [s for s in samples if s.intent == winner]
         mean = sum(s.confidence for s in agreeing) / len(agreeing)
         if count * 2 > len(votes) and count >= 2 and mean >= triage.min_route_confidence:
-            return TicketRoute(**base, intent=winner, difficulty=agreeing[0].difficulty, confidence=round(mean, 3),
-                               decided_by="vote", votes=votes, calls=calls,
-                               reason=f"first answer {first.intent} at {first.confidence:.2f}; {count} of {len(votes)} samples agree")
+            return TicketRoute(
+                **base,
+                intent=winner,
+                difficulty=agreeing[0].difficulty,
+                confidence=round(mean, 3),
+                decided_by="vote",
+                votes=votes,
+                calls=calls,
+                reason=f"first answer {first.intent} at {first.confidence:.2f}; {count} of {len(votes)} samples agree",
+            )
     why = f"first answer {first.intent} at {first.confidence:.2f}; vote {dict(Counter(votes)) or 'failed'} not decisive"
     try:
-        strong, _ = model.traced_structured(messages, TicketIntent, tier="strong", **ask)
+        strong, _ = model.traced_structured(messages, schema, tier="strong", **ask)
     except ModelCallError as exc:
-        return TicketRoute(**base, intent=first.intent, difficulty=first.difficulty, confidence=first.confidence,
-                           decided_by="person", needs_person=True, votes=votes, calls=calls + 1,
-                           reason=f"{why}; strong tier failed: {exc}"[:300])
+        return TicketRoute(
+            **base,
+            intent=first.intent,
+            difficulty=first.difficulty,
+            confidence=first.confidence,
+            decided_by="person",
+            needs_person=True,
+            votes=votes,
+            calls=calls + 1,
+            reason=f"{why}; strong tier failed: {exc}"[:300],
+        )
     sure = strong.confidence >= triage.min_route_confidence
     return TicketRoute(
-        **base, intent=strong.intent, difficulty=strong.difficulty, confidence=strong.confidence,
-        decided_by="strong" if sure else "person", needs_person=not sure, votes=votes, calls=calls + 1,
-        reason=f"{why}; strong tier: {strong.intent} at {strong.confidence:.2f}" + ("" if sure else ", still unsure: a person decides"),
+        **base,
+        intent=strong.intent,
+        difficulty=strong.difficulty,
+        confidence=strong.confidence,
+        decided_by="strong" if sure else "person",
+        needs_person=not sure,
+        votes=votes,
+        calls=calls + 1,
+        reason=f"{why}; strong tier: {strong.intent} at {strong.confidence:.2f}"
+        + ("" if sure else ", still unsure: a person decides"),
     )
 
 
 def route_tickets(
-    tickets: list[Ticket], screenings: dict[str, ScreenedTicket], model: ModelResource, triage: TriageConfig, ledger: CallLedger
+    tickets: list[Ticket],
+    screenings: dict[str, ScreenedTicket],
+    model: ModelResource,
+    triage: TriageConfig,
+    ledger: CallLedger,
+    step: LlmStep,
 ) -> list[TicketRoute]:
     def one(ticket: Ticket) -> TicketRoute:
         base = dict(ticket=ticket.ticket, ticket_id=ticket.ticket_id)
         screening = screenings.get(ticket.ticket)
         if ticket.status != "received":
-            return TicketRoute(**base, intent="none", decided_by="none", reason=f"quarantined: {ticket.quarantine_reason}")
+            return TicketRoute(
+                **base, intent="none", decided_by="none", reason=f"quarantined: {ticket.quarantine_reason}"
+            )
         if screening is not None and screening.abusive:
-            return TicketRoute(**base, intent="abusive", decided_by="screening", confidence=1.0,
-                               reason="; ".join(r for r in screening.reasons if "abuse" in r or "classifier" in r)[:300])
-        return classify(model, ticket, triage, ledger)
+            return TicketRoute(
+                **base,
+                intent="abusive",
+                decided_by="screening",
+                confidence=1.0,
+                reason="; ".join(r for r in screening.reasons if "abuse" in r or "classifier" in r)[:300],
+            )
+        return classify(model, ticket, triage, ledger, step)
 
     with ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
         return list(pool.map(one, tickets))
 
 
-@asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    **per_ticket(),
-    **table_output(TicketRoute, "openai", prompt_version=ROUTE.version, partition_expr="ticket"),
-)
-def ticket_routes(
-    context: AssetExecutionContext,
-    model: ModelResource,
-    triage: TriageConfig,
-    support_tickets: pd.DataFrame,
-    ticket_screening: pd.DataFrame,
-) -> Output[pd.DataFrame]:
-    """Each ticket's branch (intent), who decided it (classifier, vote, strong tier, screening, person) and why."""
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    screenings = {s.ticket: s for s in from_frame(ticket_screening, ScreenedTicket)}
-    rows = route_tickets(from_frame(support_tickets, Ticket), screenings, model, triage, ledger)
-    return Output(to_frame(rows, TicketRoute), metadata=routing_metadata(rows, ledger, model))
+def route(run: StepRun) -> Output:
+    """The runner of the `ticket_routes` step (assets/steps/ticket_routes/defs.yaml)."""
+    screenings = {s.ticket: s for s in from_frame(run.inputs["ticket_screening"], ScreenedTicket)}
+    tickets = from_frame(run.inputs["support_tickets"], Ticket)
+    rows = route_tickets(tickets, screenings, run.model, run.resource("triage"), run.llm.ledger, run.step)
+    return Output(to_frame(rows, TicketRoute), metadata=routing_metadata(rows))
 
 
-def routing_metadata(rows: list[TicketRoute], ledger: CallLedger, model: ModelResource) -> dict[str, object]:
+def routing_metadata(rows: list[TicketRoute]) -> dict[str, object]:
+    """The routing's figures; the model session adds usage and the cost against the strong tier."""
     return {
         "tickets": len(rows),
         "routing_mix": MetadataValue.json(dict(Counter(r.intent for r in rows))),
@@ -150,10 +190,18 @@ def routing_metadata(rows: list[TicketRoute], ledger: CallLedger, model: ModelRe
         "votes": sum(bool(r.votes) for r in rows),
         "escalated_to_strong": sum(r.decided_by == "strong" or (r.needs_person and r.calls > 1) for r in rows),
         "escalated_to_person": sum(r.needs_person for r in rows),
-        **ledger_metadata(ledger, model),
-        **cost_against_all_strong(ledger, model),
-        "preview": MetadataValue.md(markdown_table([
-            {"ticket": r.ticket, "intent": r.intent, "confidence": r.confidence, "decided_by": r.decided_by, "reason": r.reason[:120]}
-            for r in rows[:20]
-        ])),
+        "preview": MetadataValue.md(
+            markdown_table(
+                [
+                    {
+                        "ticket": r.ticket,
+                        "intent": r.intent,
+                        "confidence": r.confidence,
+                        "decided_by": r.decided_by,
+                        "reason": r.reason[:120],
+                    }
+                    for r in rows[:20]
+                ]
+            )
+        ),
     }

@@ -2,7 +2,7 @@
 
 A ticket is written by whoever sends it, so it is data in every prompt: inside a
 delimited <ticket> block whose delimiters are neutralized within the text (see
-`assets.guardrails.data_block`), below instructions that say so. Prompt files are
+`resources.prompt_injection.data_block`), below instructions that say so. Prompt files are
 versioned by content; each asset's code version carries the versions of its prompts.
 """
 
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 
-from assets.guardrails import data_block
 from assets.prompts import Prompt, load_prompt
+from resources.prompt_injection import data_block
 
 SCREEN = load_prompt("screen_ticket")
-ROUTE = load_prompt("route_ticket")
 AGENT = load_prompt("reply_agent")
 ANSWER = load_prompt("answer_ticket")
 PLAN = load_prompt("plan_ticket")
@@ -29,8 +28,14 @@ SUMMARIZE_HISTORY = load_prompt("summarize_history")
 # schema's strings carry a maxLength, which grammar-constrained servers (llama.cpp) enforce,
 # so a rambling answer still closes its JSON within these budgets instead of being cut.
 MAX_TOKENS = {
-    "screen": 160, "route": 160, "history": 300, "agent_turn": 350, "reply": 500, "plan": 300, "part": 300,
-    "merge": 600, "critique": 200,
+    "screen": 160,
+    "history": 300,
+    "agent_turn": 350,
+    "reply": 500,
+    "plan": 300,
+    "part": 300,
+    "merge": 600,
+    "critique": 200,
 }
 
 

@@ -21,8 +21,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
 
 from tests.fake_triage import TRIAGE_SCRIPTS
@@ -105,7 +105,9 @@ def write_paragraph(messages: list[dict[str, str]]) -> dict[str, Any]:
     return {"sentences": [{"text": t, "claims": [n]} for n, t in numbered_claims(messages)[:6]]}
 
 
-_INSTRUCTION_CUE = re.compile(r"\b(?:ignore|disregard|assistant|you must|instructions?|prompt|say|write that|mark|label)\b", re.I)
+_INSTRUCTION_CUE = re.compile(
+    r"\b(?:ignore|disregard|assistant|you must|instructions?|prompt|say|write that|mark|label)\b", re.I
+)
 
 
 def judge_injection(messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -113,6 +115,24 @@ def judge_injection(messages: list[dict[str, str]]) -> dict[str, Any]:
     text = data_block(messages, "text") or ""
     cue = _INSTRUCTION_CUE.search(text)
     return {"flagged": bool(cue), "reason": f"addresses a model ({cue.group()!r})" if cue else ""}
+
+
+def write_headline(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """A headline and metadata taken from the topic and the summary's first words."""
+    topic = (data_block(messages, "topic") or "news").strip()
+    summary = " ".join((data_block(messages, "summary") or "").split())
+    return {
+        "headline": f"{topic}: what the sources say"[:90],
+        "meta_description": summary[:150] or topic,
+        "keywords": [topic[:40]],
+    }
+
+
+def judge_rubric(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """Passes an answer that has a non-empty value for each of its fields."""
+    answer = json.loads(data_block(messages, "answer") or "{}")
+    empty = [k for k, v in answer.items() if v in ("", None, [])]
+    return {"passed": not empty, "reason": f"empty: {', '.join(empty)}" if empty else "meets the rubric"}
 
 
 DEFAULT_SCRIPTS: dict[str, Script] = {
@@ -124,6 +144,8 @@ DEFAULT_SCRIPTS: dict[str, Script] = {
     "ClaimRevision": revise_claim,
     "AtomicClaims": split_claim,
     "TopicParagraph": write_paragraph,
+    "SummaryHeadlinesAnswer": write_headline,
+    "RubricVerdict": judge_rubric,
     **TRIAGE_SCRIPTS,
 }
 
@@ -135,8 +157,12 @@ class Fault:
     status: int = 500
     retry_after: float | None = None
     delay_seconds: float = 0.0  # with status 0: answer normally, but only after the delay
-    message: str = ""  # the error message; "{api_key}" is replaced by the request's bearer token, as some providers echo it
-    content: str | None = None  # with status 0: answer 200 with this text instead of the script's (malformed or invalid)
+    message: str = (
+        ""  # the error message; "{api_key}" is replaced by the request's bearer token, as some providers echo it
+    )
+    content: str | None = (
+        None  # with status 0: answer 200 with this text instead of the script's (malformed or invalid)
+    )
 
 
 def random_faults(rate: float, seed: int = 0, timeout_delay: float = 1.0) -> Callable[[], Fault | None]:
@@ -191,7 +217,9 @@ def assistant_message(answer: Any) -> tuple[dict[str, Any], str]:
                 "type": "function",
                 "function": {
                     "name": call["name"],
-                    "arguments": call["arguments"] if isinstance(call.get("arguments"), str) else json.dumps(call.get("arguments", {})),
+                    "arguments": call["arguments"]
+                    if isinstance(call.get("arguments"), str)
+                    else json.dumps(call.get("arguments", {})),
                 },
             }
             for index, call in enumerate(answer["tool_calls"])
@@ -227,7 +255,9 @@ class FakeOpenAI:
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []  # consumed one per request, first in first out
         self.persistent_fault: Fault | None = None  # applied to every request while set
-        self.fault_source: Callable[[], Fault | None] | None = None  # e.g. random_faults(0.3): a fault per request, or None
+        self.fault_source: Callable[[], Fault | None] | None = (
+            None  # e.g. random_faults(0.3): a fault per request, or None
+        )
         self.requests = 0
         self.latency_seconds = 0.0  # every chat answer is held this long, as a model would take
         self.embedding_requests = 0
@@ -292,11 +322,17 @@ class FakeOpenAI:
     def _answer(self, body: dict[str, Any], content: str | None = None) -> tuple[int, dict[str, Any]]:
         schema = request_name(body)
         with self._lock:
-            self.calls.append({
-                "schema": schema, "model": body.get("model"), "messages": body["messages"],
-                "response_format": body.get("response_format"), "max_tokens": body.get("max_tokens"),
-                "temperature": body.get("temperature"), "tools": body.get("tools"),
-            })
+            self.calls.append(
+                {
+                    "schema": schema,
+                    "model": body.get("model"),
+                    "messages": body["messages"],
+                    "response_format": body.get("response_format"),
+                    "max_tokens": body.get("max_tokens"),
+                    "temperature": body.get("temperature"),
+                    "tools": body.get("tools"),
+                }
+            )
         script = self.scripts.get(schema)
         if script is None:
             return 400, {"error": {"message": f"no script for schema {schema!r}", "type": "invalid_request_error"}}
@@ -311,9 +347,7 @@ class FakeOpenAI:
             "object": "chat.completion",
             "created": 0,
             "model": body.get("model", "fake"),
-            "choices": [
-                {"index": 0, "finish_reason": finish, "message": message}
-            ],
+            "choices": [{"index": 0, "finish_reason": finish, "message": message}],
             "usage": {
                 "prompt_tokens": tokens_in,
                 "completion_tokens": len(content.split()),
@@ -329,7 +363,9 @@ class FakeOpenAI:
         return 200, {
             "object": "list",
             "model": body.get("model", "fake-embedder"),
-            "data": [{"object": "embedding", "index": i, "embedding": hashed_embedding(t)} for i, t in enumerate(texts)],
+            "data": [
+                {"object": "embedding", "index": i, "embedding": hashed_embedding(t)} for i, t in enumerate(texts)
+            ],
             "usage": {"prompt_tokens": 0, "total_tokens": 0},
         }
 
@@ -419,7 +455,9 @@ class RemoteFakeOpenAI:
         fixed = [f"--answer={name}={json.dumps(answer)}" for name, answer in (answers or {}).items()]
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.fake_openai", "--latency", str(latency_seconds), *fixed],
-            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
         )
         self.base_url = (self._process.stdout.readline() if self._process.stdout else "").strip()
         if not self.base_url.startswith("http://127.0.0.1:"):
@@ -442,19 +480,26 @@ class RemoteFakeOpenAI:
         self._process.wait(timeout=10)
 
 
+def fixed_answer(answer: Any) -> Script:
+    """A script that gives the same answer to every request."""
+    return lambda messages: answer
+
+
 def main() -> None:
     """Serve until terminated; print the base URL first (RemoteFakeOpenAI reads it)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="A deterministic OpenAI-compatible server on 127.0.0.1.")
     parser.add_argument("--latency", type=float, default=0.0, help="Seconds every chat answer is held.")
-    parser.add_argument("--answer", action="append", default=[], metavar="SCHEMA=JSON", help="A fixed answer for a schema.")
+    parser.add_argument(
+        "--answer", action="append", default=[], metavar="SCHEMA=JSON", help="A fixed answer for a schema."
+    )
     args = parser.parse_args()
     with FakeOpenAI() as server:
         server.latency_seconds = args.latency
         for fixed in args.answer:
             name, answer = fixed.split("=", 1)
-            server.scripts[name] = lambda messages, answer=json.loads(answer): answer
+            server.scripts[name] = fixed_answer(json.loads(answer))
         print(server.base_url, flush=True)
         threading.Event().wait()
 

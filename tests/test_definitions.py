@@ -3,45 +3,65 @@ for the digest, four for support triage."""
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
+import pytest
 from dagster import BackfillPolicy
 
 from ai_pipelines.definitions import defs
+from tests.conftest import BIN, ROOT
 
-ROOT = Path(__file__).parent.parent
+# Tiers, marked per test: the loaded definitions are unit; `dagster definitions validate` in a process, integration.
+
 GROUPS = {
-    "ingestion", "retrieval", "signals", "drafts", "fact_checks", "summaries",
-    "triage_intake", "triage_routing", "triage_replies", "triage_delivery",
+    "ingestion",
+    "retrieval",
+    "signals",
+    "drafts",
+    "fact_checks",
+    "summaries",
+    "triage_intake",
+    "triage_routing",
+    "triage_replies",
+    "triage_delivery",
 }
 
 
+@pytest.mark.integration
 def test_dagster_definitions_validate(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "AI_PIPELINES_DATA_DIR": str(tmp_path / "data")}
-    dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [str(BIN / "dagster"), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_groups_with_descriptions_and_blocking_checks():
     graph = defs.resolve_asset_graph()
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     assert {node.group_name for node in specs.values()} == GROUPS
     assert all(node.description for node in specs.values()), [k for k, n in specs.items() if not n.description]
     checks = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
-    # Seven blocking checks gate the digest's stages and two the triage's (readable tickets, replies that
-    # pass the output guardrails); two warnings say when a stage's model requests failed, and one
-    # when many drafted claims fail as written (refinement follows; draft_revisions blocks on what still fails).
+    # Eight blocking checks gate the digest's stages (one of them the headlines' schema check, declared
+    # in YAML) and two the triage's (readable tickets, replies that pass the output guardrails); two
+    # warnings say when a stage's model requests failed, one when many drafted claims fail as written
+    # (refinement follows; draft_revisions blocks on what still fails), and one when too few headlines
+    # meet their rubric.
     assert sorted(name for name, spec in checks.items() if not spec.blocking) == [
-        "draft_requests_succeeded", "signal_requests_succeeded", "unsupported_share_within_limit",
+        "draft_requests_succeeded",
+        "rubric",
+        "signal_requests_succeeded",
+        "unsupported_share_within_limit",
     ]
-    assert sum(spec.blocking for spec in checks.values()) == 9
+    assert sum(spec.blocking for spec in checks.values()) == 10
 
 
+@pytest.mark.unit
 def test_per_document_assets_share_the_documents_partitions_and_backfill_in_one_run():
     from assets.documents import DOCUMENTS
 
@@ -56,6 +76,7 @@ def test_per_document_assets_share_the_documents_partitions_and_backfill_in_one_
     assert {"inbox_sensor", "index_automation", "record_run_failures"} <= {s.name for s in defs.sensors}
 
 
+@pytest.mark.unit
 def test_every_asset_presents_owners_kinds_code_version_and_table_schema():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():

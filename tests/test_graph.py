@@ -2,15 +2,28 @@
 
 from typing import NamedTuple
 
-import duckdb
 import pytest
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+from dagster import DagsterInstance, ExecuteInProcessResult
 
-from ai_pipelines.report import RunReport
+from ai_pipelines.run_report import RunReport
 from ai_pipelines.settings import Settings
-from tests.conftest import fake_settings, run_digest_job
+from tests.conftest import fake_settings, materialization_metadata, partition_metadata, run_digest_job, warehouse_query
 
-STAGES = ["source_documents", "quarantined_documents", "chunks", "retrieval_index", "signals", "drafts", "fact_checks", "draft_revisions", "summaries", "digest_report"]
+pytestmark = pytest.mark.integration
+
+STAGES = [
+    "source_documents",
+    "quarantined_documents",
+    "chunks",
+    "retrieval_index",
+    "signals",
+    "drafts",
+    "fact_checks",
+    "draft_revisions",
+    "summaries",
+    "summary_headlines",
+    "digest_report",
+]
 
 
 class GraphRun(NamedTuple):
@@ -36,26 +49,12 @@ def run(graph: GraphRun) -> ExecuteInProcessResult:
     return graph.result
 
 
-def metadata(result, asset):
-    # A partitioned asset has one event per document, each with that document's metadata.
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset))
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
-def partition_metadata(result, asset) -> dict[str, dict]:
-    return {
-        e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
-        for e in result.get_asset_materialization_events()
-        if e.asset_key == AssetKey(asset)
-    }
-
-
 def test_every_stage_materializes_and_every_check_passes(run, graph):
     report = RunReport.from_result(run, graph.settings)
     assert run.success, report.render()
     assert report.ok
     assert sorted(o.asset for o in report.outputs) == sorted(STAGES)
-    assert len(report.checks) == 10 and all(c.passed for c in report.checks)
+    assert len(report.checks) == 12 and all(c.passed for c in report.checks)
     assert graph.calls["ExtractedSignals"] == 30
     assert graph.calls["DraftBrief"] > 0 and graph.calls["TopicParagraph"] > 0
 
@@ -71,8 +70,11 @@ def test_materializations_explain_themselves(run):
     assert "fake-fast" in signals["calls_by_model"] and signals["calls_by_model"]["fake-fast"] == 1
     assert signals["latency_p95_s"] >= signals["latency_p50_s"] >= 0
     assert "| document |" in signals["preview"] and signals["preview"].count("\n| ") == 1  # one row: its document
-    drafts = metadata(run, "drafts")
-    assert drafts["claims"] > 0 and drafts["index_version"] == metadata(run, "retrieval_index")["index_version"]
+    drafts = materialization_metadata(run, "drafts")
+    assert (
+        drafts["claims"] > 0
+        and drafts["index_version"] == materialization_metadata(run, "retrieval_index")["index_version"]
+    )
     assert "calls_by_model" in drafts and "fake-strong" in drafts["calls_by_model"]
     assert drafts["calls_by_tier"] == {"strong": drafts["model_calls"]}
     assert drafts["model_written_claims"] == drafts["claims"] and drafts["extractive_claims"] == 0
@@ -83,9 +85,8 @@ def test_materializations_explain_themselves(run):
 
 def test_unparseable_documents_are_quarantined_with_reasons(graph):
     settings = graph.settings
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as db:
-        reasons = dict(db.execute("select kind, reason from ai_pipelines.quarantined_documents").fetchall())
-        documents = db.execute("select count(*) from ai_pipelines.source_documents").fetchone()[0]
+    reasons = dict(warehouse_query(settings, "select kind, reason from ai_pipelines.quarantined_documents"))
+    [(documents,)] = warehouse_query(settings, "select count(*) from ai_pipelines.source_documents")
     assert set(reasons) == {"binary", "empty", "encoding"}
     assert "not valid UTF-8" in reasons["encoding"] and "NUL" in reasons["binary"]
     assert documents == 30
@@ -93,22 +94,24 @@ def test_unparseable_documents_are_quarantined_with_reasons(graph):
 
 def test_summaries_publish_only_supported_claims(graph):
     settings = graph.settings
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as db:
-        unsupported = db.execute(
-            """
-            select count(*) from ai_pipelines.summaries s, unnest(cast(s.claim_ids as varchar[])) as u(claim_id)
-            join ai_pipelines.fact_checks f using (claim_id)
-            left join ai_pipelines.draft_revisions r on r.claim_id = f.claim_id
-            where (f.verdict <> 'supported' or f.contested) and (r.verdict is null or r.verdict <> 'supported')
-            """
-        ).fetchone()[0]
-        published = db.execute("select sum(json_array_length(claim_ids)) from ai_pipelines.summaries").fetchone()[0]
+    [(unsupported,)] = warehouse_query(
+        settings,
+        """
+        select count(*) from ai_pipelines.summaries s, unnest(cast(s.claim_ids as varchar[])) as u(claim_id)
+        join ai_pipelines.fact_checks f using (claim_id)
+        left join ai_pipelines.draft_revisions r on r.claim_id = f.claim_id
+        where (f.verdict <> 'supported' or f.contested) and (r.verdict is null or r.verdict <> 'supported')
+        """,
+    )
+    [(published,)] = warehouse_query(settings, "select sum(json_array_length(claim_ids)) from ai_pipelines.summaries")
     assert unsupported == 0 and published > 0
     assert (settings.output_dir / "digest.md").read_text().startswith("# Digest")
 
 
 def test_long_fan_outs_log_progress(graph):
-    messages = [e.user_message for e in graph.instance.all_logs(graph.result.run_id) if e.user_message.startswith("signals: ")]
+    messages = [
+        e.user_message for e in graph.instance.all_logs(graph.result.run_id) if e.user_message.startswith("signals: ")
+    ]
     assert messages and messages[-1].startswith("signals: 30 of 30 (")
     assert "s left)" in messages[-1]
 
@@ -119,7 +122,7 @@ def test_rerun_with_unchanged_inputs_embeds_nothing_and_calls_no_model(graph, ll
     second = run_digest_job(graph.settings, graph.instance)
     assert second.success
     assert llm.requests == 0
-    assert metadata(second, "retrieval_index")["embedded_this_run"] == 0
+    assert materialization_metadata(second, "retrieval_index")["embedded_this_run"] == 0
     signals = partition_metadata(second, "signals")
     assert sum(m.get("cache_hits", 0) for m in signals.values()) == 30
     assert all(m["cache_hit_rate"] == 1.0 for m in signals.values() if m.get("documents"))

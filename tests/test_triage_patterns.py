@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from assets.config import SUPPORT_DESK_DIR, TriageConfig
+from assets.llm_step import project_step
 from assets.reply_refinement import refine
 from assets.ticket_routes import classify
 from assets.tickets import Ticket
@@ -19,26 +22,48 @@ from resources.vector_store import VectorStoreResource
 from tests.fake_openai import TOOLS, FakeOpenAI
 from tests.fake_triage import summarize_history
 
-TICKET = Ticket(ticket="samples/T005.json", ticket_id="T005", customer_id="C003", subject="Refund for my yearly plan",
-                body="Please refund order O1039, I bought the wrong plan.", received_at="2026-11-21T10:00:00Z",
-                content_hash="x", status="received")
+# Tiers, marked per test: everything calls the fake model server (integration) but the check of the fake's own helper (unit).
+
+TICKET = Ticket(
+    ticket="samples/T005.json",
+    ticket_id="T005",
+    customer_id="C003",
+    subject="Refund for my yearly plan",
+    body="Please refund order O1039, I bought the wrong plan.",
+    received_at="2026-11-21T10:00:00Z",
+    content_hash="x",
+    status="received",
+)
 
 
 def model_on(llm: FakeOpenAI, tmp_path) -> ModelResource:
-    return ModelResource(base_url=llm.base_url, fast_model="fake-fast", strong_model="fake-strong",
-                         cache_path=str(tmp_path / "cache.sqlite"), max_retries=0)
+    return ModelResource(
+        base_url=llm.base_url,
+        fast_model="fake-fast",
+        strong_model="fake-strong",
+        cache_path=str(tmp_path / "cache.sqlite"),
+        max_retries=0,
+    )
 
 
 def desk(llm: FakeOpenAI, tmp_path) -> SupportDeskResource:
-    store = VectorStoreResource(embeddings=EmbeddingsResource(base_url=llm.base_url, model="fake-embedder"),
-                                persist_dir=str(tmp_path / "chroma"))
+    store = VectorStoreResource(
+        embeddings=EmbeddingsResource(base_url=llm.base_url, model="fake-embedder"),
+        persist_dir=str(tmp_path / "chroma"),
+    )
     return SupportDeskResource(data_dir=str(SUPPORT_DESK_DIR), vector_store=store)
 
 
+@pytest.mark.integration
 def test_an_unsure_route_goes_to_a_vote_then_the_strong_tier_then_a_person(llm: FakeOpenAI, tmp_path):
     intents = itertools.cycle(["billing", "account", "how_to"])
-    llm.scripts["TicketIntent"] = lambda m: {"intent": next(intents), "difficulty": "hard", "confidence": 0.4, "reason": "unsure"}
-    route = classify(model_on(llm, tmp_path), TICKET, TriageConfig(), CallLedger())
+    llm.scripts["TicketIntent"] = lambda m: {
+        "intent": next(intents),
+        "difficulty": "hard",
+        "confidence": 0.4,
+        "reason": "unsure",
+    }
+    route = classify(model_on(llm, tmp_path), TICKET, TriageConfig(), CallLedger(), project_step("ticket_routes"))
     assert route.decided_by == "person" and route.needs_person
     assert len(route.votes) == 3 and route.calls == 5
     assert "vote" in route.reason and "strong tier" in route.reason
@@ -47,80 +72,128 @@ def test_an_unsure_route_goes_to_a_vote_then_the_strong_tier_then_a_person(llm: 
     assert [c["temperature"] for c in llm.calls[1:4]] == [0.7] * 3, "the vote samples at a temperature"
 
 
+@pytest.mark.integration
 def test_a_vote_settles_a_route_the_first_answer_was_unsure_of(llm: FakeOpenAI, tmp_path):
     answers = iter([0.5, 0.9, 0.8, 0.9])
-    llm.scripts["TicketIntent"] = lambda m: {"intent": "billing", "difficulty": "easy", "confidence": next(answers), "reason": ""}
-    route = classify(model_on(llm, tmp_path), TICKET, TriageConfig(), CallLedger())
+    llm.scripts["TicketIntent"] = lambda m: {
+        "intent": "billing",
+        "difficulty": "easy",
+        "confidence": next(answers),
+        "reason": "",
+    }
+    route = classify(model_on(llm, tmp_path), TICKET, TriageConfig(), CallLedger(), project_step("ticket_routes"))
     assert (route.decided_by, route.intent, route.calls, route.needs_person) == ("vote", "billing", 4, False)
 
 
+@pytest.mark.integration
 def test_the_agent_stops_at_its_iteration_cap(llm: FakeOpenAI, tmp_path):
     llm.scripts[TOOLS] = lambda m: {"tool_calls": [{"name": "search_help_centre", "arguments": {"query": "refund"}}]}
-    run = run_agent(model_on(llm, tmp_path), [{"role": "user", "content": "help"}], desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
-                    AgentLimits(max_iterations=3, max_tool_calls=50))
+    run = run_agent(
+        model_on(llm, tmp_path),
+        [{"role": "user", "content": "help"}],
+        desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
+        AgentLimits(max_iterations=3, max_tool_calls=50),
+    )
     assert run.status == "stopped" and run.reason.startswith("iteration cap")
     assert run.iterations == 3 and run.tool_calls == 3 and llm.calls_for(TOOLS) == 3
 
 
+@pytest.mark.integration
 def test_the_agent_stops_at_its_tool_call_cap(llm: FakeOpenAI, tmp_path):
     llm.scripts[TOOLS] = lambda m: {"tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "O1039"}}] * 4}
-    run = run_agent(model_on(llm, tmp_path), [{"role": "user", "content": "help"}], desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
-                    AgentLimits(max_iterations=10, max_tool_calls=6))
+    run = run_agent(
+        model_on(llm, tmp_path),
+        [{"role": "user", "content": "help"}],
+        desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
+        AgentLimits(max_iterations=10, max_tool_calls=6),
+    )
     assert run.status == "stopped" and run.reason.startswith("tool-call cap")
     assert run.tool_calls == 6 and run.iterations == 2
 
 
+@pytest.mark.integration
 def test_a_tool_error_goes_back_to_the_model_and_the_agent_goes_on(llm: FakeOpenAI, tmp_path):
     seen = []
 
     def script(messages):
         results = [m["content"] for m in messages if m.get("role") == "tool"]
         if not results:
-            return {"tool_calls": [
-                {"name": "delete_all_orders", "arguments": {}},
-                {"name": "lookup_order", "arguments": {"order_id": "O1041"}},  # another customer's order
-                {"name": "lookup_order", "arguments": "{not json"},
-            ]}
+            return {
+                "tool_calls": [
+                    {"name": "delete_all_orders", "arguments": {}},
+                    {"name": "lookup_order", "arguments": {"order_id": "O1041"}},  # another customer's order
+                    {"name": "lookup_order", "arguments": "{not json"},
+                ]
+            }
         seen.extend(results)
         return {"content": "Sorry, I could only check your own orders. (help centre: refund-policy)", "tool_calls": []}
 
     llm.scripts[TOOLS] = script
-    run = run_agent(model_on(llm, tmp_path), [{"role": "user", "content": "help"}], desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
-                    AgentLimits())
+    run = run_agent(
+        model_on(llm, tmp_path),
+        [{"role": "user", "content": "help"}],
+        desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
+        AgentLimits(),
+    )
     assert run.status == "answered" and run.tool_errors == 3
     assert [s.error_kind for s in run.steps if s.kind == "tool"] == ["unknown_tool", "tool_error", "invalid_arguments"]
     assert "unknown tool 'delete_all_orders'" in seen[0] and "does not belong" in seen[1]
 
 
+@pytest.mark.integration
 def test_refinement_stops_at_its_round_cap_and_records_every_round(llm: FakeOpenAI, tmp_path):
-    llm.scripts["RubricCritique"] = lambda m: {"answers_question": True, "cites_help_centre": True, "follows_policy": True,
-                                               "polite": False, "feedback": "Be kinder."}
+    llm.scripts["RubricCritique"] = lambda m: {
+        "answers_question": True,
+        "cites_help_centre": True,
+        "follows_policy": True,
+        "polite": False,
+        "feedback": "Be kinder.",
+    }
     ledger = CallLedger()
     reply, rounds, passed = refine(
-        "No.", ticket_block="<ticket>\nSubject: x\n\nrefund?\n</ticket>",
-        context_block="<context>\n[refund-policy] Refunds: within 30 days.\n</context>", known_slugs=["refund-policy"],
-        refund_limit=250, max_rounds=2, model=model_on(llm, tmp_path), ledger=ledger, partition="p",
+        "No.",
+        ticket_block="<ticket>\nSubject: x\n\nrefund?\n</ticket>",
+        context_block="<context>\n[refund-policy] Refunds: within 30 days.\n</context>",
+        known_slugs=["refund-policy"],
+        refund_limit=250,
+        max_rounds=2,
+        model=model_on(llm, tmp_path),
+        ledger=ledger,
+        partition="p",
     )
     assert not passed and len(rounds) == 3
     assert [r.revised for r in rounds] == [True, True, False]
     assert rounds[0].failed == ["polite", "cites_help_centre"], "the citation is also checked by code"
     assert rounds[1].failed == rounds[2].failed == ["polite"]
     tiers = [r.tier for r in ledger.records]
-    assert tiers == ["fast", "strong", "fast", "strong", "fast"], "critique, revise, critique, revise, critique: then the cap"
+    assert tiers == ["fast", "strong", "fast", "strong", "fast"], (
+        "critique, revise, critique, revise, critique: then the cap"
+    )
     assert "(help centre: refund-policy)" in reply
 
 
+@pytest.mark.integration
 def test_memory_summarizes_what_exceeds_the_budget_once(llm: FakeOpenAI, tmp_path):
     memory = ConversationMemory(tmp_path / "memory.sqlite")
     for n in range(12):
-        memory.remember(Turn(turn_id=f"t{n}", customer_id="C003", ticket=f"samples/T{n:03}.json", role="customer" if n % 2 == 0 else "agent",
-                             text=f"Message number {n} about the sync of my notebook and an invoice question. " * 3,
-                             at=f"2026-11-{n + 1:02}T10:00:00Z"))
+        memory.remember(
+            Turn(
+                turn_id=f"t{n}",
+                customer_id="C003",
+                ticket=f"samples/T{n:03}.json",
+                role="customer" if n % 2 == 0 else "agent",
+                text=f"Message number {n} about the sync of my notebook and an invoice question. " * 3,
+                at=f"2026-11-{n + 1:02}T10:00:00Z",
+            )
+        )
     model = model_on(llm, tmp_path)
 
     def summarize(previous, turns):
         prompt = f"<history>\nSummary so far: {previous}\n" + "\n".join(t.line for t in turns) + "\n</history>"
-        return model.structured([{"role": "user", "content": prompt}], __import__("assets.ticket_context", fromlist=["HistorySummary"]).HistorySummary).summary
+        return model.structured(
+            [{"role": "user", "content": prompt}],
+            __import__("assets.ticket_context", fromlist=["HistorySummary"]).HistorySummary,
+        ).summary
 
     recall = memory.recall("C003", budget_chars=1200, window_turns=4, summarize=summarize)
     assert recall.total_turns == 12 and len(recall.window) <= 4
@@ -136,5 +209,8 @@ def test_memory_summarizes_what_exceeds_the_budget_once(llm: FakeOpenAI, tmp_pat
     assert dropped.dropped_turns == 12 - len(dropped.window) and dropped.summary == ""
 
 
+@pytest.mark.unit
 def test_the_fake_history_summary_reads_the_history_block():
-    assert summarize_history([{"role": "user", "content": "<history>\n[2026-11-01] customer: hello\n</history>"}])["summary"].startswith("Earlier")
+    assert summarize_history([{"role": "user", "content": "<history>\n[2026-11-01] customer: hello\n</history>"}])[
+        "summary"
+    ].startswith("Earlier")

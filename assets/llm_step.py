@@ -1,0 +1,629 @@
+"""An LLM step declared in YAML: a Dagster component that turns a `defs.yaml` into an asset.
+
+Orchestration (retries, fallbacks, cache, budget, traces, partitions, pools) is the
+gateway's and Dagster's; what a domain expert edits is configuration: the prompt file,
+the output schema, the tier, the inputs and the quality thresholds. A step whose work is
+one structured call per input row needs nothing else. A step with more logic (grounding,
+a vote) names a Python `runner` that receives the same declared prompt, schema and tier.
+
+A malformed step fails definition loading with the file, the line and the field, so a
+typo in YAML is found by `dg check defs`, not by a run at three in the morning.
+"""
+
+import hashlib
+import importlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Literal
+
+import dagster as dg
+import pandas as pd
+import yaml
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model
+
+from assets.documents import DOCUMENTS
+from assets.prompts import Prompt
+from assets.tickets import TICKETS
+from resources import CallLedger, ModelResource
+from resources.markdown_tables import markdown_table
+from resources.model import MODEL_POOL
+from resources.model_session import ModelSession, usage_metadata
+from resources.partition_results import partition_results
+from resources.prompt_injection import neutralize
+from resources.tables import OWNERS, WAREHOUSE, table_metadata, to_frame
+
+TIERS = ("fast", "strong")
+STEPS_DIR = Path(__file__).parent / "steps"
+# Partitioning a step may declare: the partitions definition and the column holding its key.
+PARTITIONS: dict[str, tuple[dg.PartitionsDefinition, str]] = {
+    "documents": (DOCUMENTS, "document"),
+    "tickets": (TICKETS, "ticket"),
+}
+RUBRIC_PROMPT = Prompt(
+    name="judge_rubric",
+    template=(Path(__file__).parent / "prompts" / "judge_rubric.txt").read_text(encoding="utf-8"),
+)
+JSON_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+
+
+class StepDefinitionError(ValueError):
+    """A step's YAML is wrong; the message names the file, the line and the field."""
+
+
+class SchemaProblem(ValueError):
+    """An output schema outside the supported subset, at `path` within the schema."""
+
+    def __init__(self, path: tuple[str, ...], problem: str):
+        super().__init__(problem)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class StepSource:
+    """Where each field of a `defs.yaml` is written, so that errors can point at it."""
+
+    path: Path
+    lines: dict[tuple[str | int, ...], int]
+
+    @classmethod
+    def read(cls, path: Path) -> "StepSource":
+        lines: dict[tuple[str | int, ...], int] = {}
+
+        def walk(node: yaml.Node, at: tuple[str | int, ...]) -> None:
+            lines[at] = node.start_mark.line + 1
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    lines[(*at, key.value)] = key.start_mark.line + 1
+                    walk(value, (*at, key.value))
+                    lines[(*at, key.value)] = key.start_mark.line + 1
+            elif isinstance(node, yaml.SequenceNode):
+                for index, item in enumerate(node.value):
+                    walk(item, (*at, index))
+
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+        if root is not None:
+            walk(root, ())
+        return cls(path=path, lines=lines)
+
+    def line(self, field: tuple[str | int, ...]) -> int:
+        """The line of `attributes.<field>`, or of its nearest written ancestor."""
+        at = ("attributes", *field)
+        while at and at not in self.lines:
+            at = at[:-1]
+        return self.lines.get(at, 1)
+
+    def attributes(self) -> dict[str, Any]:
+        document = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        return document.get("attributes") or {}
+
+    def errors(self, exc: ValidationError) -> StepDefinitionError:
+        """Every problem pydantic found, one located line each."""
+        return StepDefinitionError("\n".join(str(self.error(tuple(e["loc"]), e["msg"])) for e in exc.errors()))
+
+    def error(self, field: tuple[str | int, ...], problem: str) -> StepDefinitionError:
+        name = ".".join(str(f) for f in ("attributes", *field))
+        return StepDefinitionError(f"{self.path}:{self.line(field)}: {name}: {problem}")
+
+
+class StepCheck(dg.Model, dg.Resolvable):
+    """A quality check of the step's rows; blocking checks stop what reads the step."""
+
+    kind: str = Field(
+        description="schema_validity: share of rows whose answer validated; rubric: share a judge model passes."
+    )
+    min_rate: float = Field(default=1.0, description="The pass threshold, a share of rows (0 to 1).")
+    blocking: bool = False
+    rubric: str = Field(default="", description="What the judge holds each answer to (rubric checks).")
+    tier: str = Field(default="strong", description="The judge's tier (rubric checks).")
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def spec_description(self, asset: str) -> str:
+        if self.description:
+            return self.description
+        if self.kind == "rubric":
+            return f"At least {self.min_rate:.0%} of {asset}'s answers meet the rubric: {self.rubric}"
+        return f"At least {self.min_rate:.0%} of {asset}'s rows hold a schema-valid answer."
+
+
+def import_object(reference: str) -> Any:
+    """`package.module:name` (or `package.module.name`) to the object it names."""
+    module, _, name = reference.partition(":") if ":" in reference else reference.rpartition(".")
+    if not module or not name:
+        raise ValueError(f"{reference!r} is not a module:name reference")
+    return getattr(importlib.import_module(module), name)
+
+
+def model_from_json_schema(name: str, schema: dict[str, Any]) -> type[BaseModel]:
+    """A pydantic model from the JSON Schema subset a structured answer needs: an object of
+    strings (enum, maxLength), numbers, booleans and arrays of them. Anything else is
+    refused here rather than half-supported at run time."""
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict) or not schema["properties"]:
+        raise SchemaProblem((), "must be an object schema with properties")
+    required = set(schema.get("required", list(schema["properties"])))
+    fields: dict[str, Any] = {}
+    for field, spec in schema["properties"].items():
+        annotation, constraints = _field_type(("properties", field), spec)
+        default = ... if field in required else None
+        fields[field] = (
+            annotation if field in required else annotation | None,
+            Field(default, description=spec.get("description", ""), **constraints),
+        )
+    return create_model(schema.get("title") or name, **fields)
+
+
+def _field_type(path: tuple[str, ...], spec: Any) -> tuple[Any, dict[str, Any]]:
+    if not isinstance(spec, dict):
+        raise SchemaProblem(path, "must be a schema object")
+    kind = spec.get("type")
+    if "enum" in spec:
+        values = tuple(spec["enum"])
+        if not values or not all(isinstance(v, str) for v in values):
+            raise SchemaProblem((*path, "enum"), "enum must list strings")
+        return Literal[values], {}  # type: ignore[valid-type]
+    if kind == "array":
+        item, _ = _field_type((*path, "items"), spec.get("items", {}))
+        return list[item], {
+            k: spec[j] for k, j in (("min_length", "minItems"), ("max_length", "maxItems")) if j in spec
+        }
+    if kind not in JSON_TYPES:
+        raise SchemaProblem(path, f"unsupported type {kind!r} (use string, integer, number, boolean, array)")
+    names = {"maxLength": "max_length", "minLength": "min_length", "minimum": "ge", "maximum": "le"}
+    return JSON_TYPES[kind], {names[k]: v for k, v in spec.items() if k in names}
+
+
+def step_row_model(asset: str, answer: type[BaseModel], key: str, partition_column: str) -> type[BaseModel]:
+    """The table a generic step stores: the item it answered for, the answer's fields, and
+    whether the answer validated (a failed item keeps its row and its reason)."""
+    fields: dict[str, Any] = {key: (str, Field(description="The input row this answer is for."))}
+    if partition_column and partition_column != key:
+        fields[partition_column] = (str, Field(default="", description="The partition of this row."))
+    for name, field in answer.model_fields.items():
+        fields[name] = (field.annotation | None, Field(default=None, description=field.description or ""))
+    fields["status"] = (Literal["valid", "failed"], Field(description="valid: the answer met the output schema."))
+    fields["error"] = (str, "")
+    fields["trace_id"] = (
+        str,
+        Field(default="", description="The model call whose answer was used, in the trace table."),
+    )
+    return create_model(f"{_camel(asset)}Row", **fields)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
+
+
+@dataclass
+class StepRun:
+    """What a runner gets: the step's declared call, its loaded inputs, and the run's context."""
+
+    context: dg.AssetExecutionContext
+    model: ModelResource
+    step: "LlmStep"
+    inputs: dict[str, Any]
+    llm: ModelSession  # the gateway for this step: its calls, ledger and usage metadata
+
+    @property
+    def prompt(self) -> Prompt:
+        return self.step.prompt_template
+
+    @property
+    def schema(self) -> type[BaseModel]:
+        return self.step.answer_model
+
+    def resource(self, key: str) -> Any:
+        return getattr(self.context.resources, key)
+
+
+class LlmStep(dg.Component, dg.Model, dg.Resolvable):
+    """One model-backed asset declared in YAML (see the README: "Add an AI step in 10 lines of YAML")."""
+
+    asset: str = Field(description="The asset's name.")
+    group: str = Field(description="The asset group it belongs to.")
+    description: str = ""
+    inputs: list[str] = Field(default=[], description="Upstream assets, by key.")
+    for_each: str = Field(
+        default="", description="The input table whose rows are the items (default: the first input)."
+    )
+    key: str = Field(
+        default="", description="The column naming each item (default: the partition column, else the first column)."
+    )
+    prompt: str = Field(description="The prompt template file, relative to this YAML; {column} takes the item's value.")
+    output_schema: str | dict[str, Any] = Field(description="A pydantic model (module:Name) or a JSON Schema object.")
+    tier: str = Field(default="fast", description="The model tier: fast or strong.")
+    max_tokens: int = Field(default=400, description="The answer's token budget (1 to 32000).")
+    partitions: str = Field(default="", description="documents, tickets, or empty for an unpartitioned step.")
+    pool: str = Field(default=MODEL_POOL, description="Dagster concurrency pool of its model calls.")
+    runner: str = Field(default="", description="module:function for steps with more logic than one call per row.")
+    rows: str = Field(default="", description="module:Model of the rows a runner stores (runner steps only).")
+    resources: list[str] = Field(default=[], description="Further resources a runner uses (model is always given).")
+    version: int = Field(default=1, description="Bump when the runner's code changes what the step produces.")
+    compare_tiers: bool = Field(
+        default=False, description="Also record what the calls would have cost on the strong tier."
+    )
+    checks: list[StepCheck] = []
+
+    _source: StepSource | None = PrivateAttr(default=None)
+    _prompt: Prompt | None = PrivateAttr(default=None)
+    _answer: type[BaseModel] | None = PrivateAttr(default=None)
+    _rows: type[BaseModel] | None = PrivateAttr(default=None)
+    _runner: Callable[[StepRun], dg.Output] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def load(cls, attributes: BaseModel | None, context: dg.ComponentLoadContext) -> "LlmStep":
+        """Validates the YAML against the fields, then every reference it makes (prompt file,
+        schema, tier, runner), each failure pointing at its line."""
+        source = StepSource.read(context.path / "defs.yaml")
+        try:
+            step = super().load(attributes, context)
+        except ValidationError as exc:
+            raise source.errors(exc) from None
+        except (TypeError, ValueError):
+            # Some constraint failures surface without a location; validating the file's own
+            # attributes names the field and its line.
+            try:
+                cls.model_validate(source.attributes())
+            except ValidationError as exc:
+                raise source.errors(exc) from None
+            raise
+        step.resolve(source)
+        return step
+
+    @classmethod
+    def from_file(cls, path: Path) -> "LlmStep":
+        """A step read straight from its `defs.yaml`, outside a component tree (for tools and tests)."""
+        source = StepSource.read(path)
+        try:
+            step = cls.model_validate(source.attributes())
+        except ValidationError as exc:
+            raise source.errors(exc) from None
+        step.resolve(source)
+        return step
+
+    def resolve(self, source: StepSource) -> None:
+        self._source = source
+        folder = source.path.parent
+        # Bounds are checked here, not as pydantic constraints: Dagster's own pass over the
+        # attributes fails without a location on a constrained field given the wrong type.
+        if self.tier not in TIERS:
+            raise source.error(("tier",), f"unknown tier {self.tier!r} (known: {', '.join(TIERS)})")
+        if not 1 <= self.max_tokens <= 32_000:
+            raise source.error(("max_tokens",), f"{self.max_tokens} is not between 1 and 32000")
+        if self.version < 1:
+            raise source.error(("version",), "a step's version starts at 1")
+        if self.partitions and self.partitions not in PARTITIONS:
+            raise source.error(
+                ("partitions",), f"unknown partitions {self.partitions!r} (known: {', '.join(PARTITIONS)})"
+            )
+        prompt_path = folder / self.prompt
+        if not prompt_path.is_file():
+            raise source.error(("prompt",), f"no prompt file {prompt_path}")
+        self._prompt = Prompt(name=self.asset, template=prompt_path.read_text(encoding="utf-8"))
+        self._answer = self._resolve_schema(source)
+        for index, check in enumerate(self.checks):
+            if check.kind not in ("schema_validity", "rubric"):
+                raise source.error(
+                    ("checks", index, "kind"), f"unknown check kind {check.kind!r} (known: schema_validity, rubric)"
+                )
+            if check.kind == "rubric" and not check.rubric.strip():
+                raise source.error(("checks", index, "rubric"), "a rubric check needs the rubric text")
+            if not 0 <= check.min_rate <= 1:
+                raise source.error(("checks", index, "min_rate"), f"{check.min_rate} is not a share between 0 and 1")
+            if check.tier not in TIERS:
+                raise source.error(
+                    ("checks", index, "tier"), f"unknown tier {check.tier!r} (known: {', '.join(TIERS)})"
+                )
+        if len({c.name for c in self.checks}) != len(self.checks):
+            raise source.error(("checks",), "at most one check of each kind")
+        if self.runner:
+            self._runner = self._import(("runner",), self.runner)
+            rows = self._import(("rows",), self.rows) if self.rows else None
+            if not (isinstance(rows, type) and issubclass(rows, BaseModel)):
+                raise source.error(("rows",), "a runner step names the pydantic model of its rows (module:Model)")
+            self._rows = rows
+        else:
+            if not self.inputs:
+                raise source.error(("inputs",), "a step without a runner needs at least one input table")
+            if self.for_each and self.for_each not in self.inputs:
+                raise source.error(("for_each",), f"{self.for_each!r} is not one of the inputs {self.inputs}")
+            partition_column = PARTITIONS[self.partitions][1] if self.partitions else ""
+            self._rows = step_row_model(
+                self.asset, self._answer, self.key or partition_column or "item", partition_column
+            )
+        templated = set(re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})", self._prompt.template))
+        if not self.runner and not templated:
+            raise source.error(
+                ("prompt",),
+                f"{prompt_path.name} has no {{column}} placeholder, so every item would get the same prompt",
+            )
+
+    def _resolve_schema(self, source: StepSource) -> type[BaseModel]:
+        if isinstance(self.output_schema, dict):
+            try:
+                return model_from_json_schema(f"{_camel(self.asset)}Answer", self.output_schema)
+            except SchemaProblem as exc:
+                raise source.error(("output_schema", *exc.path), f"invalid schema: {exc}") from None
+            except (ValueError, TypeError) as exc:
+                raise source.error(("output_schema",), f"invalid schema: {exc}") from None
+        model = self._import(("output_schema",), self.output_schema)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise source.error(("output_schema",), f"{self.output_schema!r} is not a pydantic model")
+        return model
+
+    def _import(self, field: tuple[str, ...], reference: str) -> Any:
+        try:
+            return import_object(reference)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise self.source.error(field, f"cannot import {reference!r}: {exc}") from None
+
+    @property
+    def source(self) -> StepSource:
+        assert self._source is not None, "a step is resolved when it is loaded"
+        return self._source
+
+    @property
+    def prompt_template(self) -> Prompt:
+        assert self._prompt is not None
+        return self._prompt
+
+    @property
+    def answer_model(self) -> type[BaseModel]:
+        assert self._answer is not None
+        return self._answer
+
+    @property
+    def row_model(self) -> type[BaseModel]:
+        assert self._rows is not None
+        return self._rows
+
+    @property
+    def code_version(self) -> str:
+        """The step's version, its prompt's hash and its schema's hash: editing the prompt
+        file changes this asset's code version and no other's."""
+        call = json.dumps(
+            [self.answer_model.model_json_schema(), self.tier, self.max_tokens, self.inputs, self.for_each, self.key],
+            sort_keys=True,
+        )
+        return f"{self.version}-{self.prompt_template.version}-{hashlib.sha256(call.encode()).hexdigest()[:8]}"
+
+    def input_line(self, name: str) -> StepDefinitionError:
+        return self.source.error(("inputs", self.inputs.index(name)), f"unknown upstream asset {name!r}")
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return dg.Definitions(assets=[self.build_asset()], asset_checks=[self.build_check(c) for c in self.checks])
+
+    def build_asset(self) -> dg.AssetsDefinition:
+        step = self
+        partitions_def, partition_column = PARTITIONS[self.partitions] if self.partitions else (None, "")
+
+        @dg.asset(
+            name=self.asset,
+            group_name=self.group,
+            description=self.description or None,
+            code_version=self.code_version,
+            pool=self.pool,
+            ins={name: dg.AssetIn(dg.AssetKey.from_user_string(name)) for name in self.inputs},
+            required_resource_keys={"model", *self.resources},
+            partitions_def=partitions_def,
+            backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+            io_manager_key=WAREHOUSE,
+            kinds={"duckdb", "openai"},
+            owners=OWNERS,
+            metadata=table_metadata(
+                self.row_model,
+                prompt_version=self.prompt_template.version,
+                prompt_file=str(self.source.path.parent / self.prompt),
+                tier=self.tier,
+                **({"partition_expr": partition_column} if partition_column else {}),
+            ),
+        )
+        def _step(context: dg.AssetExecutionContext, **inputs: Any) -> dg.Output:
+            model: ModelResource = context.resources.model
+            with model.session(context, compare_tiers=step.compare_tiers) as llm:
+                run = StepRun(context=context, model=model, step=step, inputs=inputs, llm=llm)
+                if step._runner is not None:
+                    return step._runner(run)
+                return run_rows(run, partition_column)
+
+        return _step
+
+    def build_check(self, check: StepCheck) -> dg.AssetChecksDefinition:
+        step = self
+
+        @dg.asset_check(
+            asset=self.asset,
+            name=check.name,
+            blocking=check.blocking,
+            description=check.spec_description(self.asset),
+            required_resource_keys={"model"} if check.kind == "rubric" else set(),
+        )
+        def _check(context: dg.AssetCheckExecutionContext, **checked: pd.DataFrame) -> dg.AssetCheckResult:
+            (rows,) = checked.values()
+            if check.kind == "rubric":
+                return judge_rubric(context, step, check, rows)
+            return schema_validity(step, check, rows)
+
+        return _check
+
+
+def render_item(prompt: Prompt, row: dict[str, Any]) -> str:
+    """The prompt for one item; every value is data, neutralized so it cannot close a block."""
+    return prompt.render(**{k: neutralize(str(v)) if v is not None else "" for k, v in row.items()})
+
+
+def run_rows(run: StepRun, partition_column: str) -> dg.Output:
+    """The generic step: one structured call per row of the `for_each` table."""
+    step = run.step
+    table: pd.DataFrame = run.inputs[step.for_each or step.inputs[0]]
+    key = step.key or partition_column or "item"
+    items = table.to_dict(orient="records")
+    missing = sorted(
+        set(re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})", step.prompt_template.template))
+        - set(table.columns)
+    )
+    if missing:
+        raise step.source.error(
+            ("prompt",),
+            f"placeholders {missing} are not columns of {step.for_each or step.inputs[0]} ({', '.join(table.columns)})",
+        )
+    if items and key not in items[0] and key != "item":
+        raise step.source.error(("key",), f"{key!r} is not a column of {step.for_each or step.inputs[0]}")
+    names = [str(item.get(key, index)) for index, item in enumerate(items)]
+    partitions = [str(item.get(partition_column, "")) for item in items]
+    answers = run.llm.map_traced_structured(
+        [[{"role": "user", "content": render_item(step.prompt_template, item)}] for item in items],
+        step.answer_model,
+        tier=step.tier,  # type: ignore[arg-type]
+        max_tokens=step.max_tokens,
+        partitions=partitions,
+        on_done=run.llm.progress(step.asset, len(items)),
+    )
+    rows = []
+    for name, partition, (answer, trace_id) in zip(names, partitions, answers):
+        base = {key: name, **({partition_column: partition} if partition_column and partition_column != key else {})}
+        if isinstance(answer, Exception):
+            rows.append(step.row_model(**base, status="failed", error=str(answer)[:500]))
+        else:
+            rows.append(step.row_model(**base, **answer.model_dump(), status="valid", trace_id=trace_id))
+    if not partition_column:
+        return dg.Output(to_frame(rows, step.row_model), metadata=rows_metadata(rows))
+    # Each partition's materialization describes its own rows and calls, so that adding them
+    # up over partitions gives the run's totals.
+    for partition in run.context.partition_keys:
+        mine = [r for r, p in zip(rows, partitions) if p == partition]
+        run.context.add_asset_metadata(rows_metadata(mine), partition_key=partition)
+    return dg.Output(to_frame(rows, step.row_model))
+
+
+def rows_metadata(rows: list[BaseModel]) -> dict[str, object]:
+    """What a person judges a materialization by; the session adds the model usage."""
+    valid = sum(getattr(r, "status") == "valid" for r in rows)
+    return {
+        "rows": len(rows),
+        "valid": valid,
+        "validity_rate": round(valid / len(rows), 3) if rows else 0.0,
+        "preview": dg.MetadataValue.md(markdown_table([r.model_dump(mode="json") for r in rows[:10]])),
+    }
+
+
+def per_partition(step: LlmStep, verdicts: list[tuple[dict[str, Any], bool, str]]) -> dict[str, dg.MetadataValue]:
+    """For a partitioned step, each partition's own verdict (see resources/partition_results.py)."""
+    if not step.partitions:
+        return {}
+    column = PARTITIONS[step.partitions][1]
+    return partition_results((str(row.get(column, "")), passed, reason) for row, passed, reason in verdicts)
+
+
+def schema_validity(step: LlmStep, check: StepCheck, rows: pd.DataFrame) -> dg.AssetCheckResult:
+    failed = rows[rows["status"] != "valid"] if len(rows) else rows
+    rate = 1 - len(failed) / len(rows) if len(rows) else 1.0
+    records = rows.to_dict(orient="records") if len(rows) else []
+    return dg.AssetCheckResult(
+        passed=rate >= check.min_rate,
+        severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
+        description=f"{len(rows) - len(failed)} of {len(rows)} rows hold a schema-valid answer (minimum {check.min_rate:.0%})",
+        metadata={
+            "validity_rate": round(rate, 3),
+            "min_rate": check.min_rate,
+            "failures": dg.MetadataValue.md(markdown_table(failed.head(10).to_dict(orient="records"))),
+            **per_partition(step, [(r, r["status"] == "valid", r.get("error") or "") for r in records]),
+        },
+    )
+
+
+class RubricVerdict(BaseModel):
+    """A judge's verdict on one answer."""
+
+    passed: bool
+    reason: str = Field(default="", max_length=200)
+
+
+def judge_rubric(
+    context: dg.AssetCheckExecutionContext, step: LlmStep, check: StepCheck, rows: pd.DataFrame
+) -> dg.AssetCheckResult:
+    """Every valid answer judged against the rubric by a model; rows that failed the
+    schema count as failing the rubric too."""
+    model: ModelResource = context.resources.model
+    ledger = CallLedger(run_id=context.run.run_id, asset=f"{step.asset}:{check.name}")
+    answer_fields = list(step.answer_model.model_fields)
+    records = rows.to_dict(orient="records") if len(rows) else []
+    valid = [r for r in records if r.get("status") == "valid"]
+    requests = [
+        [
+            {
+                "role": "user",
+                "content": RUBRIC_PROMPT.render(
+                    rubric=neutralize(check.rubric),
+                    answer=neutralize(
+                        json.dumps({f: r.get(f) for f in answer_fields}, ensure_ascii=False, default=str)
+                    ),
+                ),
+            }
+        ]
+        for r in valid
+    ]
+    verdicts = model.map_traced_structured(requests, RubricVerdict, tier=check.tier, max_tokens=120, ledger=ledger)  # type: ignore[arg-type]
+    key = step.key or (PARTITIONS[step.partitions][1] if step.partitions else "item")
+    outcomes = [
+        {
+            key: r.get(key, ""),
+            "passed": not isinstance(v, Exception) and v.passed,
+            "reason": str(v)[:200] if isinstance(v, Exception) else v.reason,
+        }
+        for r, (v, _) in zip(valid, verdicts)
+    ]
+    judged = iter(outcomes)
+    verdict_rows = []
+    for row in records:
+        if row.get("status") == "valid":
+            outcome = next(judged)
+            verdict_rows.append((row, bool(outcome["passed"]), str(outcome["reason"])))
+        else:
+            verdict_rows.append((row, False, "no schema-valid answer"))
+    passed = sum(o["passed"] for o in outcomes)
+    rate = passed / len(records) if records else 1.0
+    return dg.AssetCheckResult(
+        passed=rate >= check.min_rate,
+        severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
+        description=f"{passed} of {len(records)} answers meet the rubric (minimum {check.min_rate:.0%})",
+        metadata={
+            "pass_rate": round(rate, 3),
+            "min_rate": check.min_rate,
+            "not_passed": dg.MetadataValue.md(markdown_table([o for o in outcomes if not o["passed"]][:10])),
+            **per_partition(step, verdict_rows),
+            **usage_metadata(ledger, model),
+        },
+    )
+
+
+def steps_in(tree: dg.ComponentTree) -> list[LlmStep]:
+    return list(tree.get_all_components(of_type=LlmStep))
+
+
+def check_inputs(steps: list[LlmStep], known: set[dg.AssetKey]) -> None:
+    """Dagster would take an unknown input for an external asset and fail only at run time;
+    a typo in `inputs` fails definition loading instead."""
+    for step in steps:
+        for name in step.inputs:
+            if dg.AssetKey.from_user_string(name) not in known:
+                raise step.input_line(name)
+
+
+def load_steps(defs_module: ModuleType) -> tuple[dg.Definitions, list[LlmStep]]:
+    """Every step declared under a defs module (a package of step folders), with Dagster's
+    component loader, as the `dg` CLI loads them."""
+    folder = Path(defs_module.__file__ or "").parent
+    root = next((p for p in folder.parents if (p / "pyproject.toml").is_file()), folder.parent)
+    tree = dg.ComponentTree.from_module(defs_module=defs_module, project_root=root)
+    return tree.build_defs(), steps_in(tree)
+
+
+def project_step(name: str) -> LlmStep:
+    """One of the project's declared steps, read from assets/steps/<name>/defs.yaml."""
+    return LlmStep.from_file(STEPS_DIR / name / "defs.yaml")
