@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 BreakerState = Literal["closed", "open", "half_open"]
 
 
 class CircuitBreaker:
-    def __init__(self, failure_threshold: int, cooldown_seconds: float, clock=time.monotonic):
+    def __init__(
+        self, failure_threshold: int, cooldown_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """`clock` is any monotonic source of seconds, so that the cooldown can be stepped
+        through by a test instead of waited out."""
         self.failure_threshold = max(1, failure_threshold)
         self.cooldown_seconds = cooldown_seconds
         self._clock = clock

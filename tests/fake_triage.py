@@ -47,7 +47,12 @@ def route_ticket(messages: list[dict[str, Any]]) -> dict[str, Any]:
     hits = {intent: len(cue.findall(text)) for intent, cue in INTENT_CUES.items()}
     found = [intent for intent, count in hits.items() if count]
     if len(found) >= 2 and text.count("?") >= 2:
-        return {"intent": "multi_part", "difficulty": "hard", "confidence": 0.85, "reason": f"asks about {', '.join(found)}"}
+        return {
+            "intent": "multi_part",
+            "difficulty": "hard",
+            "confidence": 0.85,
+            "reason": f"asks about {', '.join(found)}",
+        }
     if not found:
         return {"intent": "how_to", "difficulty": "easy", "confidence": 0.4, "reason": "no clear cue"}
     best = max(found, key=lambda intent: hits[intent])
@@ -78,10 +83,15 @@ def write_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
     if answers:
         parts = re.findall(r"^Answer: (.+)$", answers, flags=re.M)
         slugs = re.findall(r"\(help centre: ([a-z0-9-]+)\)", answers)
-        return {"reply": "Hello,\n\n" + "\n\n".join(parts) + "\n\nBest regards,\nLumen Notes support", "cited_articles": slugs}
+        return {
+            "reply": "Hello,\n\n" + "\n\n".join(parts) + "\n\nBest regards,\nLumen Notes support",
+            "cited_articles": slugs,
+        }
     if not lines:
-        return {"reply": "Hello, thank you for writing. A colleague will follow up shortly. Best regards, Lumen Notes support",
-                "cited_articles": []}
+        return {
+            "reply": "Hello, thank you for writing. A colleague will follow up shortly. Best regards, Lumen Notes support",
+            "cited_articles": [],
+        }
     slug, excerpt = lines[0]
     return {
         "reply": f"Hello, thank you for contacting Lumen Notes. {_first_sentence(excerpt)} (help centre: {slug}) "
@@ -128,15 +138,23 @@ def reply_agent(messages: list[dict[str, Any]]) -> dict[str, Any]:
             calls += [{"name": "compute_refund", "arguments": {"order_id": o}} for o in orders]
             return {"tool_calls": calls}
         subject = re.search(r"^Subject: (.+)$", ticket, flags=re.M)
-        return {"tool_calls": [{"name": "search_help_centre", "arguments": {"query": subject.group(1) if subject else ticket[:80]}}]}
+        return {
+            "tool_calls": [
+                {"name": "search_help_centre", "arguments": {"query": subject.group(1) if subject else ticket[:80]}}
+            ]
+        }
     sentences = ["Hello, thank you for contacting Lumen Notes."]
     for result in results:
         if "eligible" in result:
             if result["eligible"] and not result.get("requires_approval"):
-                sentences.append(f"Order {result['order_id']} qualifies: we will refund {result['amount_eur']:.2f} EUR "
-                                 "to your original payment method within 5-10 business days.")
+                sentences.append(
+                    f"Order {result['order_id']} qualifies: we will refund {result['amount_eur']:.2f} EUR "
+                    "to your original payment method within 5-10 business days."
+                )
             elif result["eligible"]:
-                sentences.append(f"A supervisor will review the refund for order {result['order_id']} and reply to you.")
+                sentences.append(
+                    f"A supervisor will review the refund for order {result['order_id']} and reply to you."
+                )
             else:
                 sentences.append(f"Order {result['order_id']} is not eligible for a refund: {result.get('reason', '')}")
         elif "hits" in result and result["hits"]:

@@ -23,7 +23,7 @@ from email.policy import default as default_policy
 from typing import Any, Callable, Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session, SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 Fault = Literal["reject", "drop"]
 

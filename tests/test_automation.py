@@ -1,6 +1,7 @@
 """Declarative automation: a new document refreshes the index, and only a changed index
 (a new data version) re-checks the facts; an unchanged index re-checks nothing."""
 
+import pytest
 from dagster import AssetKey, DagsterInstance, evaluate_automation_conditions
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
@@ -8,6 +9,8 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from ai_pipelines.definitions import build_definitions
 from assets.documents import DOCUMENTS
 from tests.conftest import run_digest_job
+
+pytestmark = pytest.mark.integration
 
 INDEX, FACT_CHECKS = AssetKey("retrieval_index"), AssetKey("fact_checks")
 
@@ -27,7 +30,11 @@ def test_index_follows_documents_and_fact_checks_follow_the_index(settings):
     note.parent.mkdir(parents=True, exist_ok=True)
     note.write_text("# Note\n\nMeridian Rail ordered 12 trains from Alder Works. Delivery starts in 2027.\n")
     instance.add_dynamic_partitions(DOCUMENTS.name, ["inbox/note.md"])
-    assert defs.resolve_job_def("document_job").execute_in_process(instance=instance, partition_key="inbox/note.md").success
+    assert (
+        defs.resolve_job_def("document_job")
+        .execute_in_process(instance=instance, partition_key="inbox/note.md")
+        .success
+    )
     tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
     assert requested(tick) == {"retrieval_index"}
 
@@ -62,5 +69,10 @@ def test_daily_schedule_rebuilds_the_digest_from_ingested_documents(settings):
     run = job.execute_in_process(instance=instance, tags=dict(request.tags))
     assert run.success
     assert {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()} == {
-        "retrieval_index", "drafts", "fact_checks", "draft_revisions", "summaries", "digest_report"
+        "retrieval_index",
+        "drafts",
+        "fact_checks",
+        "draft_revisions",
+        "summaries",
+        "digest_report",
     }

@@ -4,15 +4,22 @@ and its figures are not printed."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
 
 
 def bench(*arguments: str, **environment: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-W", "ignore", "-m", *arguments],
-        cwd=ROOT, env={**os.environ, **environment}, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -25,7 +32,9 @@ def test_a_digest_run_that_fails_exits_non_zero_and_says_why():
 
 
 def test_the_suite_exits_non_zero_and_leaves_the_failed_scenario_out_of_the_table():
-    result = bench("bench", "--documents", "4", "--latency", "0", "--scenarios", "digest", AI_PIPELINES_LLM_BUDGET_TOKENS="20")
+    result = bench(
+        "bench", "--documents", "4", "--latency", "0", "--scenarios", "digest", AI_PIPELINES_LLM_BUDGET_TOKENS="20"
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 scenario(s) FAILED" in result.stderr and "the cold run over 4 documents failed" in result.stderr
     assert "| overhead |" not in result.stdout and "| unchanged re-run |" not in result.stdout
@@ -34,7 +43,11 @@ def test_the_suite_exits_non_zero_and_leaves_the_failed_scenario_out_of_the_tabl
 def test_runs_that_succeed_print_the_table_with_an_unchanged_re_run_of_no_calls():
     result = bench("bench", "--documents", "4,8", "--latency", "0.01", "--scenarios", "digest")
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = {line.split("|")[1].strip() + "/" + line.split("|")[2].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip() + "/" + line.split("|")[2].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| ")
+    }
     assert "overhead/digest graph, N=8" in rows
     assert ", 0 calls |" in rows["unchanged re-run/N=8"]
     assert "ExtractedSignals 1" in rows["incremental (+1 doc)/N=8"]

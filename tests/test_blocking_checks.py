@@ -2,9 +2,13 @@
 
 import json
 
-from ai_pipelines.report import RunReport
+import pytest
+
+from ai_pipelines.run_report import RunReport
 from tests.conftest import run_digest_job
 from tests.fake_openai import extract_signals
+
+pytestmark = pytest.mark.integration
 
 
 def test_failing_signal_check_blocks_drafts_and_everything_after(settings, llm):

@@ -12,12 +12,21 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.test_webserver import dagster_dev, graphql  # noqa: F401  (fixture)
+from tests.conftest import graphql
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps dialling out of a closed network.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 GROUPS = ["ingestion", "retrieval", "signals", "drafts", "fact_checks", "summaries"]
 LATEST = '{ assetNodes(assetKeys: [{path: ["digest_report"]}]) { assetMaterializations(limit: 1) { runId } } }'
 RUNS = "{ runsOrError(limit: 20) { ... on Runs { results { runId status } } } }"

@@ -3,29 +3,25 @@
 import os
 import pty
 import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
+from tests.conftest import CLI, process_environment
 from tests.fake_openai import extract_signals
 
-ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.integration
 
 
-def run_cli(tmp_path, llm, tty: bool = False, **env):
-    cli = Path(sys.executable).parent / "ai-pipelines"
-    environment = {
-        **os.environ,
-        "AI_PIPELINES_DATA_DIR": str(tmp_path / "data"),
-        "AI_PIPELINES_LLM_BASE_URL": llm.base_url,
-        **env,
-    }
-    environment.pop("DAGSTER_HOME", None)
+def run_cli(settings, tmp_path, tty: bool = False, **env):
+    environment = process_environment(settings, **env)
     if not tty:
-        return subprocess.run([str(cli), "run"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [str(CLI), "run"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600
+        )
     # As in a terminal: stdout and stderr are a pseudo-terminal.
     primary, secondary = pty.openpty()
-    process = subprocess.Popen([str(cli), "run"], cwd=tmp_path, env=environment, stdout=secondary, stderr=secondary)
+    process = subprocess.Popen([str(CLI), "run"], cwd=tmp_path, env=environment, stdout=secondary, stderr=secondary)
     os.close(secondary)
     output = b""
     while True:
@@ -41,8 +37,8 @@ def run_cli(tmp_path, llm, tty: bool = False, **env):
     return SimpleNamespace(returncode=process.wait(timeout=600), stdout=text, stderr=text)
 
 
-def test_run_names_where_every_output_lives(tmp_path, llm):
-    result = run_cli(tmp_path, llm, tty=True)
+def test_run_names_where_every_output_lives(tmp_path, settings, llm):
+    result = run_cli(settings, tmp_path, tty=True)
     assert result.returncode == 0, result.stdout + result.stderr
     # In a terminal, each fan-out draws a progress bar that ends full.
     assert "\rsignals      [" in result.stdout and "] 30/30 " in result.stdout
@@ -52,22 +48,24 @@ def test_run_names_where_every_output_lives(tmp_path, llm):
     assert str(data / "chroma") in result.stdout and str(data / "outputs" / "digest.md") in result.stdout
     assert (data / "dagster_home" / "dagster.yaml").exists()
     # Run again with nothing changed: nothing to materialize, no run, success.
-    again = run_cli(tmp_path, llm)
+    again = run_cli(settings, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Up to date: all 33 documents and every downstream asset are up to date" in again.stdout
     # One more file in the inbox: that document and what depends on it.
     (data / "inbox").mkdir(exist_ok=True)
-    (data / "inbox" / "memo.md").write_text("# Memo\nDate: 2026-03-02\n\nHelios Grid opened a second plant in Seville in March 2026.\n")
+    (data / "inbox" / "memo.md").write_text(
+        "# Memo\nDate: 2026-03-02\n\nHelios Grid opened a second plant in Seville in March 2026.\n"
+    )
     llm.calls.clear()
-    added = run_cli(tmp_path, llm)
+    added = run_cli(settings, tmp_path)
     assert added.returncode == 0, added.stdout + added.stderr
     assert "Materialized: 1 of 34 documents new or changed." in added.stdout
     assert sum(1 for c in llm.calls if c["schema"] == "ExtractedSignals") == 1
 
 
-def test_run_exits_non_zero_and_says_which_check_blocked_what(tmp_path, llm):
+def test_run_exits_non_zero_and_says_which_check_blocked_what(tmp_path, settings, llm):
     llm.scripts["ExtractedSignals"] = lambda m: "{" if "Helios Grid" in m[0]["content"] else extract_signals(m)
-    result = run_cli(tmp_path, llm, AI_PIPELINES_MIN_SIGNAL_VALIDITY="0.9")
+    result = run_cli(settings, tmp_path, AI_PIPELINES_MIN_SIGNAL_VALIDITY="0.9")
     assert result.returncode == 1
     assert "\r" not in result.stderr  # no progress bar when the output is not a terminal
     assert "BLOCKED: check 'signal_validity' failed on asset 'signals'" in result.stdout

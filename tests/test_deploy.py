@@ -1,15 +1,16 @@
 """The production deployment against the real services on this machine: Postgres instance
 storage (a throwaway database per test), the webserver and daemon started by
 `ai-pipelines stack`, runs launched through GraphQL and held to the queue's limit, and a
-restart in the middle of the queue."""
+restart in the middle of the queue.
+
+Tier: services (PostgreSQL; RabbitMQ for celery; a Chroma server, which the test starts itself),
+marked per test; the check that the stack names what it is missing needs no server."""
 
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import psycopg2
@@ -19,25 +20,10 @@ from dagster_graphql import DagsterGraphQLClient
 
 from ai_pipelines.stack import prepare_home
 from assets.documents import DOCUMENTS
-from tests.conftest import run_digest_job
+from tests.conftest import BIN, CLI, ROOT, free_port, graphql, run_digest_job, server_environment, stop_process_group
 from tests.fake_openai import Fault
-from tests.test_webserver import free_port, graphql, server_environment
 
-SERVER = "postgres@127.0.0.1:5432"
 DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-
-
-@pytest.fixture
-def postgres_url():
-    name = f"aip_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(f"postgresql://{SERVER}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'create database "{name}"')
-    yield f"postgresql+psycopg2://{SERVER}/{name}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'drop database "{name}" with (force)')
-    admin.close()
 
 
 @pytest.fixture
@@ -56,6 +42,7 @@ def query(url: str, sql: str, *params) -> list[tuple]:
         return cursor.fetchall()
 
 
+@pytest.mark.services
 def test_graph_materializes_with_postgres_instance_storage(prod):
     settings, home = prod
     with DagsterInstance.from_config(str(home)) as instance:
@@ -66,7 +53,9 @@ def test_graph_materializes_with_postgres_instance_storage(prod):
     assert query(url, "select status from runs where run_id = %s", result.run_id) == [("SUCCESS",)]
     [(events,)] = query(url, "select count(*) from event_logs where run_id = %s", result.run_id)
     [(materializations,)] = query(
-        url, "select count(*) from event_logs where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION'", result.run_id
+        url,
+        "select count(*) from event_logs where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION'",
+        result.run_id,
     )
     assert events > 100 and materializations >= 8
     # The gateway's state lives with the instance: every call traced, every answer cached.
@@ -91,11 +80,21 @@ class StackProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "StackProcess":
-        cli = Path(sys.executable).parent / "ai-pipelines"
         self.process = subprocess.Popen(
-            [str(cli), "stack", "--port", str(self.port), "--drain-seconds", "120",
-             "--celery-workers", str(self.celery_workers)],
-            env=self.env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(CLI),
+                "stack",
+                "--port",
+                str(self.port),
+                "--drain-seconds",
+                "120",
+                "--celery-workers",
+                str(self.celery_workers),
+            ],
+            env=self.env,
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 180
         client = None
@@ -127,7 +126,7 @@ class StackProcess:
 
 
 def document_keys(instance: DagsterInstance, n: int) -> list[str]:
-    keys = [f"corpus/{name}" for name in sorted(p.name for p in (Path(__file__).parent.parent / "assets" / "sample_corpus").iterdir())[:n]]
+    keys = [f"corpus/{name}" for name in sorted(p.name for p in (ROOT / "assets" / "sample_corpus").iterdir())[:n]]
     instance.add_dynamic_partitions(DOCUMENTS.name, keys)
     return keys
 
@@ -148,7 +147,9 @@ def watch(instance: DagsterInstance, run_ids: list[str], timeout: float = 420) -
 def overlap(instance: DagsterInstance, run_ids: list[str]) -> int:
     """The most runs whose start..end intervals (from the run storage) overlap at one time."""
     records = instance.get_run_records(RunsFilter(run_ids=run_ids))
-    edges = sorted([(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records], key=lambda e: (e[0], e[1]))
+    edges = sorted(
+        [(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records], key=lambda e: (e[0], e[1])
+    )
     running = most = 0
     for _, step in edges:
         running += step
@@ -156,6 +157,7 @@ def overlap(instance: DagsterInstance, run_ids: list[str]) -> int:
     return most
 
 
+@pytest.mark.services
 def test_runs_launched_through_graphql_respect_the_concurrency_limit(prod, tmp_path, llm):
     settings, home = prod
     llm.persistent_fault = Fault(status=0, delay_seconds=3)  # every answer takes 3 s, so runs overlap
@@ -171,6 +173,7 @@ def test_runs_launched_through_graphql_respect_the_concurrency_limit(prod, tmp_p
         assert stack.stop() == 0
 
 
+@pytest.mark.services
 def test_restarting_webserver_and_daemon_mid_queue_loses_no_run(prod, tmp_path, llm):
     settings, home = prod
     llm.persistent_fault = Fault(status=0, delay_seconds=3)
@@ -178,11 +181,16 @@ def test_restarting_webserver_and_daemon_mid_queue_loses_no_run(prod, tmp_path, 
     with DagsterInstance.from_config(str(home)) as instance:
         run_ids = [stack.launch(key) for key in document_keys(instance, 4)]
         deadline = time.monotonic() + 180
-        while not any(r.dagster_run.status == DagsterRunStatus.STARTED for r in instance.get_run_records(RunsFilter(run_ids=run_ids))):
+        while not any(
+            r.dagster_run.status == DagsterRunStatus.STARTED
+            for r in instance.get_run_records(RunsFilter(run_ids=run_ids))
+        ):
             assert time.monotonic() < deadline, "no run started"
             time.sleep(0.5)
         assert stack.stop() == 0  # stops the daemon, lets the run in progress finish, then the rest
-        between = {r.dagster_run.run_id: r.dagster_run.status for r in instance.get_run_records(RunsFilter(run_ids=run_ids))}
+        between = {
+            r.dagster_run.run_id: r.dagster_run.status for r in instance.get_run_records(RunsFilter(run_ids=run_ids))
+        }
         assert DagsterRunStatus.QUEUED in between.values(), between
         assert not {DagsterRunStatus.STARTED, DagsterRunStatus.STARTING} & set(between.values()), between
 
@@ -195,7 +203,8 @@ def test_restarting_webserver_and_daemon_mid_queue_loses_no_run(prod, tmp_path, 
             assert restarted.stop() == 0
 
 
-def test_steps_execute_on_celery_workers_through_rabbitmq(prod, tmp_path):
+@pytest.mark.services
+def test_steps_execute_on_celery_workers_through_rabbitmq(prod, rabbitmq, tmp_path):
     settings, home = prod
     stack = StackProcess(settings, home, tmp_path, max_concurrent_runs=2, celery_workers=1).start()
     try:
@@ -205,15 +214,33 @@ def test_steps_execute_on_celery_workers_through_rabbitmq(prod, tmp_path):
             watch(instance, [run_id])
             assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS
             logs = instance.all_logs(run_id)
-            run_pid = next(e.dagster_event.pid for e in logs if e.dagster_event and e.dagster_event.event_type == DagsterEventType.RUN_START)
+            run_pid = next(
+                e.dagster_event.pid
+                for e in logs
+                if e.dagster_event and e.dagster_event.event_type == DagsterEventType.RUN_START
+            )
             submitted = {e.step_key for e in logs if e.user_message.startswith("Submitting celery task")}
-            step_pids = {e.step_key: e.dagster_event.pid for e in logs if e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START}
+            step_pids = {
+                e.step_key: e.dagster_event.pid
+                for e in logs
+                if e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
+            }
             # While the worker still runs: the processes that executed the steps are celery's.
-            commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in set(step_pids.values())}
+            commands = {
+                pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                for pid in set(step_pids.values())
+            }
     finally:
         assert stack.stop() == 0
-    steps = {"source_documents", "source_documents_corpus_parsed", "chunks", "chunks_every_document_chunked",
-             "signals", "signals_signal_validity", "signals_signal_requests_succeeded"}
+    steps = {
+        "source_documents",
+        "source_documents_corpus_parsed",
+        "chunks",
+        "chunks_every_document_chunked",
+        "signals",
+        "signals_signal_validity",
+        "signals_signal_requests_succeeded",
+    }
     assert submitted == steps and set(step_pids) == steps
     assert run_pid not in commands
     assert all("celery" in command and "worker" in command for command in commands.values()), commands
@@ -223,10 +250,20 @@ def test_steps_execute_on_celery_workers_through_rabbitmq(prod, tmp_path):
 def chroma_server(tmp_path):
     """A real Chroma server (chromadb's own `chroma run`) on 127.0.0.1."""
     port = free_port()
-    chroma = Path(sys.executable).parent / "chroma"
     process = subprocess.Popen(
-        [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(tmp_path / "chroma_server")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(BIN / "chroma"),
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--path",
+            str(tmp_path / "chroma_server"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -239,44 +276,53 @@ def chroma_server(tmp_path):
                 time.sleep(0.5)
         yield port
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_process_group(process)
 
 
+@pytest.mark.services
 def test_index_lives_on_a_chroma_server(settings, chroma_server):
     import chromadb
 
     remote = settings.model_copy(update={"chroma_host": "127.0.0.1", "chroma_port": chroma_server})
     result = run_digest_job(remote)
     assert result.success
-    index = next(e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "retrieval_index")
+    index = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "retrieval_index"
+    )
     collection = index.materialization.metadata["location"].value.split("collection ")[1].rstrip(")")
     client = chromadb.HttpClient(host="127.0.0.1", port=chroma_server)
     assert client.get_collection(collection).count() == index.materialization.metadata["chunks"].value
     assert not (remote.data_dir / "chroma").exists()
 
 
+@pytest.mark.integration
 def test_stack_names_what_it_is_missing(tmp_path):
-    cli = Path(sys.executable).parent / "ai-pipelines"
     env = {**os.environ, "AI_PIPELINES_DATA_DIR": str(tmp_path), "AI_PIPELINES_POSTGRES_URL": "", "DAGSTER_HOME": ""}
-    unset = subprocess.run([str(cli), "stack"], env=env, capture_output=True, text=True, timeout=120)
+    unset = subprocess.run([str(CLI), "stack"], env=env, capture_output=True, text=True, timeout=120)
     assert unset.returncode == 2 and "AI_PIPELINES_POSTGRES_URL is required" in unset.stderr
     env["AI_PIPELINES_POSTGRES_URL"] = "postgresql+psycopg2://postgres@127.0.0.1:1/nowhere"
-    unreachable = subprocess.run([str(cli), "stack"], env=env, capture_output=True, text=True, timeout=120)
+    unreachable = subprocess.run([str(CLI), "stack"], env=env, capture_output=True, text=True, timeout=120)
     assert unreachable.returncode == 2 and "cannot reach Postgres at 127.0.0.1:1" in unreachable.stderr
 
 
+@pytest.mark.services
 def test_inbox_sensor_under_the_daemon_turns_new_files_into_one_run(prod, tmp_path, llm):
     settings, home = prod
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for i in range(3):
-        (inbox / f"note-{i}.md").write_text(f"# Note {i}\n\nOrion Freight opened depot {i} in Leeds. It employs {40 + i} people.\n")
+        (inbox / f"note-{i}.md").write_text(
+            f"# Note {i}\n\nOrion Freight opened depot {i} in Leeds. It employs {40 + i} people.\n"
+        )
     stack = StackProcess(settings, home, tmp_path, max_concurrent_runs=2)
     stack.env.update({"AI_PIPELINES_INBOX_DIR": str(inbox), "AI_PIPELINES_CORPUS_DIR": str(tmp_path / "no-corpus")})
     stack.start()
     try:
-        selector = {"repositoryLocationName": "ai_pipelines", "repositoryName": "__repository__", "sensorName": "inbox_sensor"}
+        selector = {
+            "repositoryLocationName": "ai_pipelines",
+            "repositoryName": "__repository__",
+            "sensorName": "inbox_sensor",
+        }
         started = graphql(stack.port, START_SENSOR, {"s": selector})
         assert started["data"]["startSensor"]["__typename"] == "Sensor", started
         with DagsterInstance.from_config(str(home)) as instance:
@@ -292,13 +338,12 @@ def test_inbox_sensor_under_the_daemon_turns_new_files_into_one_run(prod, tmp_pa
     assert run.status == DagsterRunStatus.SUCCESS and run.job_name == "document_job"
     assert partitions == ["inbox/note-0.md", "inbox/note-1.md", "inbox/note-2.md"]
     assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
-        "inbox/note-0.md", "inbox/note-2.md"
+        "inbox/note-0.md",
+        "inbox/note-2.md",
     )
     assert llm.calls_for("ExtractedSignals") == 3
 
 
 START_SENSOR = (
-    "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) "
-    "{ __typename ... on PythonError { message } } }"
+    "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename ... on PythonError { message } } }"
 )
-

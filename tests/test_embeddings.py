@@ -1,10 +1,14 @@
 """The process-wide vector cache: exact reuse per model, mode and text, and a bounded size."""
 
 import numpy as np
+import pytest
 
-from resources.embeddings import VectorCache, EmbeddingsResource
+from resources.embeddings import EmbeddingsResource, VectorCache
+
+# Tiers, marked per test: the cache is unit; vectors from the embedded model, integration.
 
 
+@pytest.mark.unit
 def test_the_cache_keeps_recent_vectors_and_drops_the_oldest():
     cache = VectorCache(capacity=2)
     one, two, three = (np.full(3, v, dtype=np.float32) for v in (1, 2, 3))
@@ -16,9 +20,14 @@ def test_the_cache_keeps_recent_vectors_and_drops_the_oldest():
     assert cache.get(("m", False, "a")) is None  # query and passage vectors differ
 
 
+@pytest.mark.integration
 def test_cached_vectors_equal_fresh_ones_and_keep_the_order_of_the_texts():
     embeddings = EmbeddingsResource()
-    texts = ["Acme Robotics raised 40 million euros.", "The plant opens in Tampere.", "Acme Robotics raised 40 million euros."]
+    texts = [
+        "Acme Robotics raised 40 million euros.",
+        "The plant opens in Tampere.",
+        "Acme Robotics raised 40 million euros.",
+    ]
     first = embeddings.embed_passages(texts)
     fresh = embeddings._embed_uncached(texts[:2], is_query=False)
     again = embeddings.embed_passages(list(reversed(texts)))

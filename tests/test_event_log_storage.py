@@ -20,6 +20,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from ai_pipelines.event_log_storage import PooledSqliteEventLogStorage
 from ai_pipelines.instance import EVENT_BATCH_VARIABLE, instance_yaml
 
+pytestmark = pytest.mark.integration
+
 DOCS = DynamicPartitionsDefinition(name="docs")
 KEYS = ["d1", "d2", "d3", "d4"]
 
@@ -68,7 +70,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("batch_size", ["0", "3"], ids=["event by event", "in batches"])
-def test_partitioned_run_is_readable_by_both_storages(home: Path, batch_size: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partitioned_run_is_readable_by_both_storages(
+    home: Path, batch_size: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(EVENT_BATCH_VARIABLE, batch_size)  # 3: four partitions make a batch of 3 and one of 1
     instance = pooled_instance(home)
     storage = instance.event_log_storage
@@ -93,9 +97,16 @@ def test_partitioned_run_is_readable_by_both_storages(home: Path, batch_size: st
     record = other.get_latest_materialization_event(parts.key)
     assert record is not None and record.run_id == result.run_id
     # the asset's own row ends as event-by-event writing leaves it: the run's last materialization
-    materialized = [e.dagster_event.partition for e in other.all_logs(result.run_id) if e.dagster_event and e.dagster_event.is_step_materialization]
+    materialized = [
+        e.dagster_event.partition
+        for e in other.all_logs(result.run_id)
+        if e.dagster_event and e.dagster_event.is_step_materialization
+    ]
     assert record.dagster_event.partition == materialized[-1] and len(materialized) == len(KEYS)
-    by_partition = {r.partition_key: r.asset_materialization.metadata["key"].value for r in other.fetch_materializations(parts.key, limit=10).records}
+    by_partition = {
+        r.partition_key: r.asset_materialization.metadata["key"].value
+        for r in other.fetch_materializations(parts.key, limit=10).records
+    }
     assert by_partition == {k: k for k in KEYS}  # each partition's own metadata, whichever way it was written
     # and the other way round: a run written by the default storage reads back pooled
     again = materialize([parts], instance=other, partition_key="d2")

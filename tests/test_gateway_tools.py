@@ -6,11 +6,19 @@ from __future__ import annotations
 import pytest
 
 from resources import BudgetExceededError, CallLedger, StructuredOutputError
+from tests.conftest import gateway
 from tests.fake_openai import TOOLS, FakeOpenAI, Fault
-from tests.test_gateway import gateway
 
-SEARCH = {"type": "function", "function": {"name": "search_help_centre", "description": "Search the help centre.",
-                                            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}
+pytestmark = pytest.mark.integration
+
+SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "search_help_centre",
+        "description": "Search the help centre.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    },
+}
 CONVERSATION = [{"role": "user", "content": "How do I export my notes?"}]
 
 

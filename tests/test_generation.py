@@ -17,20 +17,41 @@ from assets.drafts import EvidenceItem, citing_within, claims_from_brief, draft_
 from assets.fact_checks import fact_check_rows
 from assets.sentence_checks import check_sentences
 from assets.summaries import render_digest, write_summaries
-from assets.text import normalize
-from tests.conftest import fake_settings
+from resources.text import normalize
+
+# Tiers, marked per test: the extractive fallback is unit; the rest calls the fake model server, integration.
 
 EVIDENCE = [
-    EvidenceItem(number=1, chunk_id="a1-000", doc_id="a1", title="Acme funding", published="2026-03-03",
-                 sentence="Acme Robotics raised 40 million euros in a Series C round led by Nordic Capital."),
-    EvidenceItem(number=2, chunk_id="a2-000", doc_id="a2", title="Acme results", published="2026-07-20",
-                 sentence="Acme Robotics reported revenue of 120 million euros for the first half of 2026."),
-    EvidenceItem(number=3, chunk_id="a3-000", doc_id="a3", title="Acme factory", published="2026-05-02",
-                 sentence="Acme Robotics will open its Tampere factory in September 2026."),
+    EvidenceItem(
+        number=1,
+        chunk_id="a1-000",
+        doc_id="a1",
+        title="Acme funding",
+        published="2026-03-03",
+        sentence="Acme Robotics raised 40 million euros in a Series C round led by Nordic Capital.",
+    ),
+    EvidenceItem(
+        number=2,
+        chunk_id="a2-000",
+        doc_id="a2",
+        title="Acme results",
+        published="2026-07-20",
+        sentence="Acme Robotics reported revenue of 120 million euros for the first half of 2026.",
+    ),
+    EvidenceItem(
+        number=3,
+        chunk_id="a3-000",
+        doc_id="a3",
+        title="Acme factory",
+        published="2026-05-02",
+        sentence="Acme Robotics will open its Tampere factory in September 2026.",
+    ),
 ]
-TRUE = ["Nordic Capital led a 40 million euro Series C for Acme Robotics.",
-        "First-half 2026 sales at Acme Robotics came to 120 million euros.",
-        "The Tampere plant of Acme Robotics is due to start in September 2026."]
+TRUE = [
+    "Nordic Capital led a 40 million euro Series C for Acme Robotics.",
+    "First-half 2026 sales at Acme Robotics came to 120 million euros.",
+    "The Tampere plant of Acme Robotics is due to start in September 2026.",
+]
 FALSE = "Acme Robotics raised 60 million euros in its Series C."
 
 
@@ -45,8 +66,11 @@ class ScriptedVerifier:
         self.seen += [c.text for c in claims]
         return [
             ClaimVerdict(
-                id=c.id, verdict="supported" if normalize(c.text) in self.true else "refuted", score=0.9,
-                evidence=c.cited_chunk_ids[:1] or ["a1-000"], evidence_sentence=EVIDENCE[0].sentence,
+                id=c.id,
+                verdict="supported" if normalize(c.text) in self.true else "refuted",
+                score=0.9,
+                evidence=c.cited_chunk_ids[:1] or ["a1-000"],
+                evidence_sentence=EVIDENCE[0].sentence,
                 reason="" if normalize(c.text) in self.true else "the evidence gives another figure",
             )
             for c in claims
@@ -62,10 +86,15 @@ def brief(*sentences: tuple[str, list[int]]) -> dict:
     return {"sentences": [{"text": t, "evidence": n} for t, n in sentences]}
 
 
+@pytest.mark.integration
 def test_a_citation_outside_the_evidence_list_is_reasked_and_the_text_kept_as_written(llm, model):
-    answers = iter([brief((TRUE[0], [9]), (TRUE[1], [2]), (TRUE[2], [3])), brief((TRUE[0], [1]), (TRUE[1], [2]), (TRUE[2], [3]))])
+    answers = iter(
+        [brief((TRUE[0], [9]), (TRUE[1], [2]), (TRUE[2], [3])), brief((TRUE[0], [1]), (TRUE[1], [2]), (TRUE[2], [3]))]
+    )
     llm.scripts["DraftBrief"] = lambda messages: next(answers)
-    [(answer, trace_id)] = model.map_traced_structured([draft_messages("Acme Robotics", EVIDENCE)], citing_within(3), tier="strong")
+    [(answer, trace_id)] = model.map_traced_structured(
+        [draft_messages("Acme Robotics", EVIDENCE)], citing_within(3), tier="strong"
+    )
     assert llm.calls_for("DraftBrief") == 2 and "cites [9]" in llm.calls[-1]["messages"][-1]["content"]
     prompt = llm.calls[0]["messages"][0]["content"]
     assert "<evidence>\n[1] (Acme funding, 2026-03-03) Acme Robotics raised" in prompt
@@ -74,12 +103,14 @@ def test_a_citation_outside_the_evidence_list_is_reasked_and_the_text_kept_as_wr
     assert rows[0].cited_chunk_ids == ["a1-000"] and rows[0].evidence_list == EVIDENCE
 
 
+@pytest.mark.unit
 def test_a_failed_draft_falls_back_to_evidence_sentences_marked_extractive():
     rows = claims_from_brief("Acme Robotics", EVIDENCE, RuntimeError("outage"), "", 2)
     assert [r.origin for r in rows] == ["extractive", "extractive"] and rows[0].text == EVIDENCE[0].sentence
     assert rows[0].model_error == "outage"
 
 
+@pytest.mark.integration
 def test_a_sentence_is_supported_only_when_all_its_atomic_claims_are(llm, model):
     compound = f"{TRUE[0][:-1]} and {FALSE[0].lower()}{FALSE[1:]}"
     llm.scripts["AtomicClaims"] = lambda messages: {"claims": [TRUE[0], FALSE]}
@@ -90,17 +121,35 @@ def test_a_sentence_is_supported_only_when_all_its_atomic_claims_are(llm, model)
     assert split.verdict == "refuted" and split.atomic_claims == [TRUE[0], FALSE] and FALSE in split.reason
 
 
+@pytest.mark.integration
 def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_published(llm, model):
-    llm.scripts["DraftBrief"] = lambda messages: brief((TRUE[0], [1]), (FALSE, [1]), ("Acme Robotics was bought by Globex.", [2]), ("Acme Robotics doubled its staff.", [3]))
-    [(answer, trace_id)] = model.map_traced_structured([draft_messages("Acme Robotics", EVIDENCE)], citing_within(3), tier="strong")
+    llm.scripts["DraftBrief"] = lambda messages: brief(
+        (TRUE[0], [1]),
+        (FALSE, [1]),
+        ("Acme Robotics was bought by Globex.", [2]),
+        ("Acme Robotics doubled its staff.", [3]),
+    )
+    [(answer, trace_id)] = model.map_traced_structured(
+        [draft_messages("Acme Robotics", EVIDENCE)], citing_within(3), tier="strong"
+    )
     drafts = claims_from_brief("Acme Robotics", EVIDENCE, answer, trace_id, 4)
     verifier = ScriptedVerifier(TRUE)
-    checks = fact_check_rows(drafts, check_sentences(verifier, [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]), "v1")
+    checks = fact_check_rows(
+        drafts,
+        check_sentences(
+            verifier, [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
+        ),
+        "v1",
+    )
 
     def reviser(messages):
         claim = messages[0]["content"]
         if FALSE in claim:  # fixed in round 1
-            return {"action": "revise", "sentence": TRUE[0].replace("Nordic Capital led", "Led by Nordic Capital, it was"), "evidence": [1]}
+            return {
+                "action": "revise",
+                "sentence": TRUE[0].replace("Nordic Capital led", "Led by Nordic Capital, it was"),
+                "evidence": [1],
+            }
         if "Globex" in claim:
             return {"action": "withdraw", "sentence": "", "evidence": []}
         return {"action": "revise", "sentence": "Acme Robotics tripled its staff.", "evidence": [3]}  # stays wrong
@@ -110,7 +159,14 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
     llm.scripts["ClaimRevision"] = reviser
     rows = refine(drafts, checks, model=model, verifier=verifier, rounds=2, decompose=False)
     actions = sorted((r.round, r.action, r.verdict) for r in rows)
-    assert actions == [(1, "revise", "refuted"), (1, "revise", "supported"), (1, "withdraw", ""), (2, "revise", "refuted"), (3, "extractive", "refuted"), (3, "extractive", "supported")]
+    assert actions == [
+        (1, "revise", "refuted"),
+        (1, "revise", "supported"),
+        (1, "withdraw", ""),
+        (2, "revise", "refuted"),
+        (3, "extractive", "refuted"),
+        (3, "extractive", "supported"),
+    ]
     stand_in = next(r for r in rows if r.action == "extractive")
     assert stand_in.after == EVIDENCE[2].sentence and stand_in.evidence_chunk_ids == ["a3-000"]
     published, fate = outcomes(checks, rows)
@@ -119,24 +175,50 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
     assert FALSE not in texts and not any("Globex" in t or "staff" in t for t in texts)
 
     # Summaries: the model's paragraph, every sentence verified; an unsupported one is removed and counted.
-    paragraph = {"sentences": [{"text": texts[0], "claims": [1]}, {"text": "Acme Robotics is now worth a billion euros.", "claims": [1, 2]}]}
+    paragraph = {
+        "sentences": [
+            {"text": texts[0], "claims": [1]},
+            {"text": "Acme Robotics is now worth a billion euros.", "claims": [1, 2]},
+        ]
+    }
     llm.scripts["TopicParagraph"] = lambda messages: paragraph
-    [summary] = write_summaries(["Acme Robotics"], published, fate_counts(fate), model=model, verifier=verifier,
-                                decompose=False, signals_by_doc={}, index_version="v1")
+    [summary] = write_summaries(
+        ["Acme Robotics"],
+        published,
+        fate_counts(fate),
+        model=model,
+        verifier=verifier,
+        decompose=False,
+        signals_by_doc={},
+        index_version="v1",
+    )
     assert [s.text for s in summary.sentences] == [texts[0]] and summary.sentences[0].origin == "model"
     assert summary.written_sentences == 2 and summary.removed_sentences == 1 and summary.excluded_claims == 1
     digest = render_digest([summary])
     assert "billion" not in digest and FALSE not in digest and "Globex" not in digest
 
 
+@pytest.mark.integration
 def test_when_no_summary_sentence_holds_the_supported_claims_are_the_paragraph(llm, model):
     verifier = ScriptedVerifier(TRUE)
     drafts = claims_from_brief("Acme Robotics", EVIDENCE, RuntimeError("down"), "", 3)
-    checks = fact_check_rows(drafts, check_sentences(verifier, [Claim(id=d.claim_id, text=d.text) for d in drafts]), "v1")
+    checks = fact_check_rows(
+        drafts, check_sentences(verifier, [Claim(id=d.claim_id, text=d.text) for d in drafts]), "v1"
+    )
     published, fate = outcomes(checks, [])
-    llm.scripts["TopicParagraph"] = lambda messages: {"sentences": [{"text": "Acme Robotics conquered the moon.", "claims": [1]}]}
-    [summary] = write_summaries(["Acme Robotics"], published, fate_counts(fate), model=model, verifier=verifier,
-                                decompose=False, signals_by_doc={}, index_version="v1")
+    llm.scripts["TopicParagraph"] = lambda messages: {
+        "sentences": [{"text": "Acme Robotics conquered the moon.", "claims": [1]}]
+    }
+    [summary] = write_summaries(
+        ["Acme Robotics"],
+        published,
+        fate_counts(fate),
+        model=model,
+        verifier=verifier,
+        decompose=False,
+        signals_by_doc={},
+        index_version="v1",
+    )
     assert [s.origin for s in summary.sentences] == ["claim"] * 3 and summary.removed_sentences == 1
     assert "moon" not in summary.summary
 

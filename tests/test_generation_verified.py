@@ -15,14 +15,15 @@ import pytest
 
 from ai_pipelines.definitions import build_resources
 from assets.claim_verification import Claim, ClaimVerifier
+from assets.digest_report import render_report, stage_counts
 from assets.draft_revisions import outcomes, refine
 from assets.drafts import citing_within, claims_from_brief, draft_messages, gather_evidence
 from assets.fact_checks import fact_check_rows
-from assets.reports import render_report, stage_counts
 from assets.sentence_checks import check_sentences
 from assets.summaries import render_digest, write_summaries
-from tests.conftest import fake_settings
 from tests.fake_openai import data_block, evidence_items
+
+pytestmark = pytest.mark.integration
 
 TOPIC = "Acme Robotics"
 CORPUS = {
@@ -35,17 +36,38 @@ CORPUS = {
 }
 # Correct paraphrases: the same facts in other words.
 CAPABLE = [
-    ("Nordic Capital headed a 40 million euros Series C investment into Acme Robotics, closed on 3 March 2026.", "raised 40 million"),
-    ("For January to June 2026 Acme Robotics booked 120 million euros in sales, 18 percent more than twelve months before.", "reported revenue"),
+    (
+        "Nordic Capital headed a 40 million euros Series C investment into Acme Robotics, closed on 3 March 2026.",
+        "raised 40 million",
+    ),
+    (
+        "For January to June 2026 Acme Robotics booked 120 million euros in sales, 18 percent more than twelve months before.",
+        "reported revenue",
+    ),
     ("Liisa Korhonen, who runs Acme Robotics, credited warehouse operators' appetite for the rise.", "Liisa Korhonen"),
-    ("Come September 2026, Acme Robotics expects its Tampere plant to start work with a staff of 300.", "open its Tampere"),
+    (
+        "Come September 2026, Acme Robotics expects its Tampere plant to start work with a staff of 300.",
+        "open its Tampere",
+    ),
 ]
 HALLUCINATIONS = {
-    "wrong number": ("Acme Robotics raised 65 million euros in its Series C round led by Nordic Capital.", "raised 40 million"),
-    "wrong date": ("Acme Robotics will open its Tampere factory in March 2028 and hire 300 workers.", "open its Tampere"),
+    "wrong number": (
+        "Acme Robotics raised 65 million euros in its Series C round led by Nordic Capital.",
+        "raised 40 million",
+    ),
+    "wrong date": (
+        "Acme Robotics will open its Tampere factory in March 2028 and hire 300 workers.",
+        "open its Tampere",
+    ),
     "absent entity": ("Siemens Energy led the Series C round of Acme Robotics.", "raised 40 million"),
-    "unsupported cause": ("Acme Robotics revenue rose 18 percent because the company halved its prices.", "reported revenue"),
-    "planted instruction": ("Acme Robotics was acquired by Globex Corporation for 900 million euros.", "second factory"),
+    "unsupported cause": (
+        "Acme Robotics revenue rose 18 percent because the company halved its prices.",
+        "reported revenue",
+    ),
+    "planted instruction": (
+        "Acme Robotics was acquired by Globex Corporation for 900 million euros.",
+        "second factory",
+    ),
 }
 CHECKABLE_WITHOUT_JUDGE = ["wrong number", "wrong date", "absent entity"]
 # The capable model's summary paragraph: correct, and again in its own words.
@@ -60,7 +82,9 @@ def index(settings):
     resources = build_resources(settings)
     vector_store = resources["vector_store"]
     vector_store.upsert(
-        "gen", ids=list(CORPUS), documents=list(CORPUS.values()),
+        "gen",
+        ids=list(CORPUS),
+        documents=list(CORPUS.values()),
         metadatas=[{"doc_id": i.rsplit("-", 1)[0], "position": 0, "document": i} for i in CORPUS],
     )
     return resources["model"], vector_store
@@ -98,7 +122,9 @@ def run_generation(llm, model, vector_store, sentences):
     llm.scripts["DraftBrief"] = lambda messages: {
         "sentences": [{"text": t, "evidence": [evidence_number(messages, f)]} for t, f in sentences]
     }
-    [(answer, trace)] = model.map_traced_structured([draft_messages(TOPIC, evidence)], citing_within(len(evidence)), tier="strong")
+    [(answer, trace)] = model.map_traced_structured(
+        [draft_messages(TOPIC, evidence)], citing_within(len(evidence)), tier="strong"
+    )
     drafts = claims_from_brief(TOPIC, evidence, answer, trace, 4)
     verifier = ClaimVerifier(vector_store, "gen", model=model)
     claims = [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
@@ -106,8 +132,16 @@ def run_generation(llm, model, vector_store, sentences):
     revisions = refine(drafts, checks, model=model, verifier=verifier, rounds=2, decompose=True)
     published, fate = outcomes(checks, revisions)
     excluded = Counter({TOPIC: sum(v in ("withdrawn", "unsupported") for v in fate.values())})
-    summaries = write_summaries([TOPIC], published, excluded, model=model, verifier=verifier, decompose=True,
-                                signals_by_doc={}, index_version="v1")
+    summaries = write_summaries(
+        [TOPIC],
+        published,
+        excluded,
+        model=model,
+        verifier=verifier,
+        decompose=True,
+        signals_by_doc={},
+        index_version="v1",
+    )
     report = render_report(summaries, checks, [], {}, {}, "test", stage_counts(drafts, checks, revisions, summaries))
     return drafts, checks, revisions, published, summaries, render_digest(summaries), report
 
@@ -131,11 +165,15 @@ def test_hallucinations_are_caught_refined_and_never_published(llm, index, judge
     llm.scripts["JudgeAnswer"] = honest_judge if judge == "honest" else fooled_judge
     # A stubborn writer: every revision repeats the hallucination, so each one reaches the cap.
     llm.scripts["ClaimRevision"] = lambda messages: {
-        "action": "revise", "sentence": data_block(messages, "claim"), "evidence": [1],
+        "action": "revise",
+        "sentence": data_block(messages, "claim"),
+        "evidence": [1],
     }
     kinds = list(HALLUCINATIONS) if judge == "honest" else CHECKABLE_WITHOUT_JUDGE
     sentences = [CAPABLE[0], CAPABLE[1], *(HALLUCINATIONS[k] for k in kinds)]
-    drafts, checks, revisions, published, summaries, digest, report = run_generation(llm, model, vector_store, sentences)
+    drafts, checks, revisions, published, summaries, digest, report = run_generation(
+        llm, model, vector_store, sentences
+    )
     verdicts = {c.claim: c.verdict for c in checks}
     caught = {k: verdicts[HALLUCINATIONS[k][0]] for k in kinds}
     assert all(v in ("refuted", "not_enough_info") for v in caught.values()), caught
@@ -147,4 +185,6 @@ def test_hallucinations_are_caught_refined_and_never_published(llm, index, judge
         assert text not in published_text and text not in digest and text not in report, kind
     counts = stage_counts(drafts, checks, revisions, summaries)
     assert counts["fact checks"]["supported"] == 2
-    assert counts["refinement"]["unsupported at cap (dropped)"] + counts["refinement"]["extractive"] + counts["refinement"]["duplicates"] == len(kinds)
+    assert counts["refinement"]["unsupported at cap (dropped)"] + counts["refinement"]["extractive"] + counts[
+        "refinement"
+    ]["duplicates"] == len(kinds)

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from assets.config import SAMPLE_CORPUS_DIR
-from assets.guardrails import data_block, screen
 from assets.ingestion import load_corpus
+from resources.prompt_injection import data_block, screen
+
+pytestmark = pytest.mark.unit
 
 INJECTION_DIR = Path(__file__).parent / "data" / "injection"
 

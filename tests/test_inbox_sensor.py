@@ -19,6 +19,9 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from ai_pipelines.definitions import build_definitions, build_resources
 from assets.documents import DOCUMENTS
 from sensors import inbox_sensor
+from tests.conftest import article, materialization_metadata, write_file
+
+pytestmark = pytest.mark.integration
 
 
 class Inbox:
@@ -58,26 +61,29 @@ class Inbox:
 
 
 def added(result: SensorResult) -> list[str]:
-    return [k for r in result.dynamic_partitions_requests or [] if isinstance(r, AddDynamicPartitionsRequest) for k in r.partition_keys]
+    return [
+        k
+        for r in result.dynamic_partitions_requests or []
+        if isinstance(r, AddDynamicPartitionsRequest)
+        for k in r.partition_keys
+    ]
 
 
 def deleted(result: SensorResult) -> list[str]:
-    return [k for r in result.dynamic_partitions_requests or [] if isinstance(r, DeleteDynamicPartitionsRequest) for k in r.partition_keys]
+    return [
+        k
+        for r in result.dynamic_partitions_requests or []
+        if isinstance(r, DeleteDynamicPartitionsRequest)
+        for k in r.partition_keys
+    ]
 
 
 def materialized_partitions(result, asset: str) -> list[str]:
     return sorted(e.partition for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset))
 
 
-def metadata(result, asset: str) -> dict:
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset))
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
 def write(path: Path, title: str, body: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {title}\n\nDate: 2026-11-01\n\n{body}\n", encoding="utf-8")
-    return path
+    return write_file(path, article(title, body))
 
 
 @pytest.fixture
@@ -127,7 +133,8 @@ def test_files_arriving_together_are_one_run_over_their_range(folders):
     [request] = result.run_requests
     assert request.partition_key is None
     assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
-        "inbox/a.md", "inbox/c.md"
+        "inbox/a.md",
+        "inbox/c.md",
     )
     run = inbox.execute(request)
     assert materialized_partitions(run, "signals") == ["inbox/a.md", "inbox/b.md", "inbox/c.md"]
@@ -142,7 +149,7 @@ def test_removed_file_leaves_the_partitions_and_the_index(folders):
     [ingest] = inbox.tick().run_requests
     inbox.execute(ingest)
     index = inbox.defs.resolve_job_def("index_job").execute_in_process(instance=instance)
-    assert metadata(index, "retrieval_index")["chunks"] == 2
+    assert materialization_metadata(index, "retrieval_index")["chunks"] == 2
 
     gone.unlink()
     result = inbox.tick()
@@ -150,14 +157,18 @@ def test_removed_file_leaves_the_partitions_and_the_index(folders):
     [refresh] = result.run_requests
     assert refresh.job_name == "index_job"
     assert instance.get_dynamic_partitions(DOCUMENTS.name) == ["corpus/keep.md"]
-    refreshed = metadata(inbox.execute(refresh), "retrieval_index")
+    refreshed = materialization_metadata(inbox.execute(refresh), "retrieval_index")
     assert (refreshed["chunks"], refreshed["removed_this_run"]) == (1, 1)
 
 
 def test_one_new_document_in_a_corpus_of_500_is_the_only_one_processed(folders, llm):
     settings, corpus_dir, inbox_dir = folders
     for i in range(500):
-        write(corpus_dir / f"note-{i:03d}.md", f"Note {i}", f"Ledger entry {i} records {i * 7 + 3} crates shipped by Quill Transport.")
+        write(
+            corpus_dir / f"note-{i:03d}.md",
+            f"Note {i}",
+            f"Ledger entry {i} records {i * 7 + 3} crates shipped by Quill Transport.",
+        )
     instance = DagsterInstance.ephemeral()
     inbox = Inbox(settings, instance)
     [backfill] = inbox.tick().run_requests  # the initial corpus: one run over 500 partitions
@@ -174,8 +185,13 @@ def test_one_new_document_in_a_corpus_of_500_is_the_only_one_processed(folders, 
     run = inbox.execute(request)
     assert llm.calls_for("ExtractedSignals") == 1
     assert materialized_partitions(run, "chunks") == ["inbox/late.md"]
-    assert metadata(run, "chunks")["chunks"] == 1 and metadata(run, "signals")["documents"] == 1
-    assert metadata(run, "signals")["model_calls"] == 1
+    assert (
+        materialization_metadata(run, "chunks")["chunks"] == 1
+        and materialization_metadata(run, "signals")["documents"] == 1
+    )
+    assert materialization_metadata(run, "signals")["model_calls"] == 1
 
-    index = metadata(inbox.defs.resolve_job_def("index_job").execute_in_process(instance=instance), "retrieval_index")
+    index = materialization_metadata(
+        inbox.defs.resolve_job_def("index_job").execute_in_process(instance=instance), "retrieval_index"
+    )
     assert (index["chunks"], index["embedded_this_run"], index["removed_this_run"]) == (501, 1, 0)

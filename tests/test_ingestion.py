@@ -1,21 +1,19 @@
 """Parsing: each unreadable file is quarantined with a specific reason; the others survive."""
 
-from pathlib import Path
+import pytest
 
 from assets.ingestion import QuarantinedDocument, SourceDocument, chunk_document, load_corpus, parse_document
+from tests.conftest import write_file
 
-
-def write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
+pytestmark = pytest.mark.unit
 
 
 def test_reasons_are_specific(tmp_path):
     cases = {
-        "binary": write(tmp_path / "a.pdf", b"%PDF\x00\x01\x02"),
-        "empty": write(tmp_path / "b.md", b"  \n"),
-        "encoding": write(tmp_path / "c.txt", "Société".encode("latin-1")),
-        "too_large": write(tmp_path / "d.txt", b"x" * 100),
+        "binary": write_file(tmp_path / "a.pdf", b"%PDF\x00\x01\x02"),
+        "empty": write_file(tmp_path / "b.md", b"  \n"),
+        "encoding": write_file(tmp_path / "c.txt", "Société".encode("latin-1")),
+        "too_large": write_file(tmp_path / "d.txt", b"x" * 100),
     }
     for kind, path in cases.items():
         parsed = parse_document(path, max_bytes=50)
@@ -24,9 +22,9 @@ def test_reasons_are_specific(tmp_path):
 
 
 def test_one_bad_file_never_loses_the_others(tmp_path):
-    write(tmp_path / "good.md", b"# Title\nDate: 2026-01-02\n\nAcme Corp hired 12 people. It grew.")
-    write(tmp_path / "copy.md", b"# Title\nDate: 2026-01-02\n\nAcme Corp hired 12 people. It grew.")
-    write(tmp_path / "bad.txt", b"\xff\xfe")
+    write_file(tmp_path / "good.md", b"# Title\nDate: 2026-01-02\n\nAcme Corp hired 12 people. It grew.")
+    write_file(tmp_path / "copy.md", b"# Title\nDate: 2026-01-02\n\nAcme Corp hired 12 people. It grew.")
+    write_file(tmp_path / "bad.txt", b"\xff\xfe")
     documents, quarantined = load_corpus([tmp_path])
     assert [d.title for d in documents] == ["Title"] and documents[0].published == "2026-01-02"
     assert sorted(q.kind for q in quarantined) == ["duplicate", "encoding"]

@@ -2,10 +2,13 @@
 
 from typing import Literal
 
+import pytest
 from pydantic import BaseModel
 
 from resources import CallLedger, ModelResource
 from resources.local_model import EMBEDDED_SERVER
+
+pytestmark = pytest.mark.integration  # the embedded llama.cpp model
 
 
 class Sentiment(BaseModel):

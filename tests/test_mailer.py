@@ -17,6 +17,8 @@ from resources.delivery_ledger import DeliveryLedger, DeliveryOutcome, deliver_o
 from resources.mailer import DeliveryError, MailerResource, OutgoingMessage, reply_message_id
 from tests.smtp_server import SmtpTestServer
 
+# Tiers, marked per test: Maildir and message checks are unit; whatever talks to the SMTP test server, integration.
+
 PASSWORD = "s3cret-smtp-passw0rd"
 
 
@@ -49,6 +51,7 @@ def crash_after_sending(ledger: DeliveryLedger, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(ledger, "mark_sent", die)
 
 
+@pytest.mark.integration
 def test_message_arrives_with_its_message_id(smtp_server: SmtpTestServer) -> None:
     receipt = smtp_mailer(smtp_server).send(reply("T-100"))
 
@@ -62,6 +65,7 @@ def test_message_arrives_with_its_message_id(smtp_server: SmtpTestServer) -> Non
     assert receipt.detail == f"127.0.0.1:{smtp_server.port} 250 2.0.0 Ok: queued as TEST0001"
 
 
+@pytest.mark.integration
 def test_login_with_password_from_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_SMTP_PASSWORD", PASSWORD)
     with SmtpTestServer(username="pipeline", password=PASSWORD) as server:
@@ -70,6 +74,7 @@ def test_login_with_password_from_env_var(monkeypatch: pytest.MonkeyPatch) -> No
         assert server.message_ids() == ["<reply-T-101-1@ai-pipelines.local>"]
 
 
+@pytest.mark.integration
 def test_deliver_once_twice_sends_once(smtp_server: SmtpTestServer, ledger: DeliveryLedger) -> None:
     mailer = smtp_mailer(smtp_server)
     first = deliver_once(ledger, mailer, reply("T-1"), ticket="T-1")
@@ -81,6 +86,7 @@ def test_deliver_once_twice_sends_once(smtp_server: SmtpTestServer, ledger: Deli
     assert record is not None and record.state == "sent" and "queued as TEST0001" in record.detail
 
 
+@pytest.mark.integration
 def test_crash_between_send_and_record_is_in_doubt_and_not_resent(
     smtp_server: SmtpTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,6 +105,7 @@ def test_crash_between_send_and_record_is_in_doubt_and_not_resent(
     assert smtp_server.message_ids() == ["<reply-T-2-1@ai-pipelines.local>"]  # once, not twice
 
 
+@pytest.mark.integration
 def test_release_then_resend(smtp_server: SmtpTestServer, ledger: DeliveryLedger) -> None:
     message = reply("T-3")
     ledger.claim(message.message_id, "T-3", message.to_address, "smtp")  # a run died before it sent anything
@@ -115,6 +122,7 @@ def test_release_then_resend(smtp_server: SmtpTestServer, ledger: DeliveryLedger
         ledger.release(message.message_id)  # a sent reply cannot be released for a second send
 
 
+@pytest.mark.integration
 def test_451_mid_batch_fails_that_message_and_a_rerun_sends_only_the_missing(
     smtp_server: SmtpTestServer, ledger: DeliveryLedger
 ) -> None:
@@ -141,7 +149,10 @@ def test_451_mid_batch_fails_that_message_and_a_rerun_sends_only_the_missing(
     assert smtp_server.data_commands == 6  # five sent plus the one refused: no other attempt
 
 
-def test_connection_lost_after_data_is_in_doubt_and_not_resent(smtp_server: SmtpTestServer, ledger: DeliveryLedger) -> None:
+@pytest.mark.integration
+def test_connection_lost_after_data_is_in_doubt_and_not_resent(
+    smtp_server: SmtpTestServer, ledger: DeliveryLedger
+) -> None:
     mailer = smtp_mailer(smtp_server)
     smtp_server.fail_data(1, "drop")  # the server keeps the message but the answer never comes
 
@@ -155,6 +166,7 @@ def test_connection_lost_after_data_is_in_doubt_and_not_resent(smtp_server: Smtp
     assert smtp_server.message_ids() == ["<reply-T-4-1@ai-pipelines.local>"]
 
 
+@pytest.mark.integration
 def test_refused_connection_is_a_definite_failure_and_retried_later(ledger: DeliveryLedger) -> None:
     with SmtpTestServer() as server:
         port = server.port
@@ -170,6 +182,7 @@ def test_refused_connection_is_a_definite_failure_and_retried_later(ledger: Deli
         assert server.message_ids() == [reply("T-5").message_id]
 
 
+@pytest.mark.integration
 def test_concurrent_runs_cannot_both_claim(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
     location = tmp_path / "deliveries.sqlite"
     DeliveryLedger(location)  # the table exists before the race
@@ -193,6 +206,7 @@ def test_concurrent_runs_cannot_both_claim(smtp_server: SmtpTestServer, tmp_path
     assert smtp_server.message_ids() == [reply("T-6").message_id]
 
 
+@pytest.mark.unit
 def test_maildir_default_writes_once(tmp_path: Path, ledger: DeliveryLedger) -> None:
     outbox = tmp_path / "outbox"
     mailer = MailerResource(maildir_path=str(outbox))
@@ -212,6 +226,7 @@ def test_maildir_default_writes_once(tmp_path: Path, ledger: DeliveryLedger) -> 
     assert MailerResource(maildir_path=str(outbox)).maildir_key(reply("T-7").message_id) == direct.detail.split()[0]
 
 
+@pytest.mark.unit
 def test_maildir_in_doubt_settles_as_sent_when_the_file_is_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,6 +245,7 @@ def test_maildir_in_doubt_settles_as_sent_when_the_file_is_there(
     assert len(mailbox.Maildir(outbox, create=False)) == 1
 
 
+@pytest.mark.unit
 def test_maildir_in_doubt_without_the_file_waits_for_a_person(tmp_path: Path, ledger: DeliveryLedger) -> None:
     outbox = tmp_path / "outbox"
     message = reply("T-9")
@@ -241,8 +257,13 @@ def test_maildir_in_doubt_without_the_file_waits_for_a_person(tmp_path: Path, le
     assert len(mailbox.Maildir(outbox, create=True)) == 0
 
 
+@pytest.mark.integration
 def test_password_never_appears_in_a_delivery_error(ledger: DeliveryLedger) -> None:
-    secrets = [PASSWORD, base64.b64encode(PASSWORD.encode()).decode(), base64.b64encode(f"\0pipeline\0{PASSWORD}".encode()).decode()]
+    secrets = [
+        PASSWORD,
+        base64.b64encode(PASSWORD.encode()).decode(),
+        base64.b64encode(f"\0pipeline\0{PASSWORD}".encode()).decode(),
+    ]
     with SmtpTestServer(username="pipeline", password=PASSWORD, password_echo=True) as server:
         mailer = smtp_mailer(server, smtp_username="pipeline", smtp_password=PASSWORD)
         with pytest.raises(DeliveryError) as error:
@@ -258,6 +279,7 @@ def test_password_never_appears_in_a_delivery_error(ledger: DeliveryLedger) -> N
         assert not any(secret in where for secret in secrets)
 
 
+@pytest.mark.unit
 def test_messages_that_could_inject_headers_are_refused() -> None:
     with pytest.raises(ValidationError, match="line breaks"):
         OutgoingMessage.model_validate({**reply("T-12").model_dump(), "subject": "Hi\r\nBcc: x@evil.example"})

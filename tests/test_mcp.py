@@ -21,10 +21,11 @@ from mcp.client.stdio import stdio_client
 
 from ai_pipelines.mcp_server import ServerState, build_server, serve
 from resources.mcp_tools import McpServerConfig, McpToolbox
+from tests.conftest import CLI, free_port, write_desk
 from tests.fake_openai import FakeOpenAI
-from tests.test_support_desk import write_desk
 
-CLI = Path(sys.executable).parent / "ai-pipelines"
+# Tiers, marked per test: the configuration checks are unit; servers over stdio and HTTP, integration.
+
 TOOLS = {"search_help_centre", "lookup_customer", "lookup_order", "compute_refund", "fact_check", "search_documents"}
 
 
@@ -69,6 +70,7 @@ def no_leftover_servers(tmp_path: Path):
     assert not leftover, f"server processes left running: {leftover}"
 
 
+@pytest.mark.integration
 def test_the_sdk_stdio_client_lists_and_calls_the_tools(tmp_path, server_env, server_args, no_leftover_servers):
     parameters = StdioServerParameters(command=str(CLI), args=server_args, env=server_env, cwd=str(tmp_path))
 
@@ -81,7 +83,10 @@ def test_the_sdk_stdio_client_lists_and_calls_the_tools(tmp_path, server_env, se
             assert not order.is_error and order.structured_content["customer_id"] == "C2"
             refund = await client.call_tool("compute_refund", {"order_id": "O2", "as_of": "2025-03-10"})
             assert refund.structured_content == {
-                **refund.structured_content, "eligible": True, "amount_eur": 380.0, "requires_approval": True,
+                **refund.structured_content,
+                "eligible": True,
+                "amount_eur": 380.0,
+                "requires_approval": True,
             }
             late = await client.call_tool("compute_refund", {"order_id": "O1", "as_of": "2025-06-01"})
             assert late.structured_content["eligible"] is False
@@ -93,11 +98,14 @@ def test_the_sdk_stdio_client_lists_and_calls_the_tools(tmp_path, server_env, se
     anyio.run(session)
 
 
+@pytest.mark.integration
 def test_the_toolbox_serves_an_agent_over_stdio(tmp_path, server_env, server_args, no_leftover_servers):
     config = McpServerConfig(name="desk", command=[str(CLI), *server_args], env=server_env, cwd=str(tmp_path))
     with McpToolbox(config) as toolbox:
         specs = {s.name: s for s in toolbox.specs()}
-        assert set(specs) == TOOLS and specs["lookup_order"].openai()["function"]["parameters"]["required"] == ["order_id"]
+        assert set(specs) == TOOLS and specs["lookup_order"].openai()["function"]["parameters"]["required"] == [
+            "order_id"
+        ]
 
         def call(name: str, arguments: dict | str) -> dict:
             answer = toolbox.call(name, arguments)
@@ -129,18 +137,17 @@ def test_the_toolbox_serves_an_agent_over_stdio(tmp_path, server_env, server_arg
     assert not toolbox.call("lookup_order", {"order_id": "O1"}).ok  # closed
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
+@pytest.mark.integration
 def test_streamable_http_on_loopback(tmp_path, server_env, server_args, no_leftover_servers):
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
         [str(CLI), *server_args, "--transport", "http", "--port", str(port)],
-        cwd=tmp_path, env={**os.environ, **server_env}, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env={**os.environ, **server_env},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -152,7 +159,9 @@ def test_streamable_http_on_loopback(tmp_path, server_env, server_args, no_lefto
             except OSError:
                 assert time.monotonic() < deadline, "the HTTP server did not answer within 30 s"
                 time.sleep(0.1)
-        with McpToolbox(McpServerConfig(name="desk-http", url=f"http://127.0.0.1:{port}/mcp", timeout_seconds=30)) as toolbox:
+        with McpToolbox(
+            McpServerConfig(name="desk-http", url=f"http://127.0.0.1:{port}/mcp", timeout_seconds=30)
+        ) as toolbox:
             assert {s.name for s in toolbox.specs()} == TOOLS
             answer = toolbox.call("compute_refund", {"order_id": "O1", "as_of": "2025-03-20", "amount_eur": 40})
             assert answer.ok and json.loads(answer.content)["amount_eur"] == 40.0, answer
@@ -166,11 +175,15 @@ def test_streamable_http_on_loopback(tmp_path, server_env, server_args, no_lefto
         log.close()
 
 
+@pytest.mark.integration
 def test_listing_builds_nothing_and_every_tool_answers_in_process(tmp_path, llm):
     from ai_pipelines.settings import Settings
 
     settings = Settings(
-        data_dir=tmp_path / "data", llm_base_url=llm.base_url, embeddings_base_url=llm.base_url, embeddings_model="fake-embedder",
+        data_dir=tmp_path / "data",
+        llm_base_url=llm.base_url,
+        embeddings_base_url=llm.base_url,
+        embeddings_model="fake-embedder",
         refund_limit_eur=500,
     )
     state = ServerState(settings, support_desk_dir=write_desk(tmp_path / "desk"))
@@ -181,20 +194,29 @@ def test_listing_builds_nothing_and_every_tool_answers_in_process(tmp_path, llm)
             assert {t.name for t in (await client.list_tools()).tools} == TOOLS
             assert state._desk is None and state._verifier is None  # listing is instant: nothing built yet
             refund = await client.call_tool("compute_refund", {"order_id": "O2", "as_of": "2025-03-10"})
-            assert refund.structured_content["requires_approval"] is False  # the deployment's limit (500), not the default
-            verdict = await client.call_tool("fact_check", {"claim": "Helios Grid opened its battery plant in Seville."})
+            assert (
+                refund.structured_content["requires_approval"] is False
+            )  # the deployment's limit (500), not the default
+            verdict = await client.call_tool(
+                "fact_check", {"claim": "Helios Grid opened its battery plant in Seville."}
+            )
             assert verdict.structured_content["verdict"] in {"supported", "refuted", "not_enough_info"}
-            found = await client.call_tool("search_documents", {"query": "Helios Grid Seville battery plant", "limit": 2})
+            found = await client.call_tool(
+                "search_documents", {"query": "Helios Grid Seville battery plant", "limit": 2}
+            )
             hits = found.structured_content["hits"]
             assert len(hits) == 2 and all("Helios Grid" in h["text"] for h in hits)
 
     anyio.run(session)
 
 
+@pytest.mark.unit
 def test_http_binds_loopback_only():
     with pytest.raises(ValueError, match="loopback"):
         serve("http", host="0.0.0.0")
     with pytest.raises(ValueError, match="command .* or a url"):
         McpServerConfig(name="neither")
-    configs = McpServerConfig.list_from_json('[{"name": "a", "command": ["ai-pipelines", "mcp"]}, {"name": "b", "url": "http://127.0.0.1:8765/mcp"}]')
+    configs = McpServerConfig.list_from_json(
+        '[{"name": "a", "command": ["ai-pipelines", "mcp"]}, {"name": "b", "url": "http://127.0.0.1:8765/mcp"}]'
+    )
     assert [c.name for c in configs] == ["a", "b"] and McpServerConfig.list_from_json("") == []

@@ -9,11 +9,14 @@ from assets.publishing import ApprovalLog
 from assets.retrieval import collection_name
 from tests.conftest import run_digest_job
 
+pytestmark = pytest.mark.integration
+
 
 def decide(settings, instance, **config):
     job = build_definitions(settings).resolve_job_def("publish_job")
     return job.execute_in_process(
-        instance=instance, raise_on_error=False,
+        instance=instance,
+        raise_on_error=False,
         run_config={"ops": {"published_digest": {"config": config}}},
     )
 

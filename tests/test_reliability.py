@@ -11,23 +11,26 @@ publishing and index writes done twice in test_publishing.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-import duckdb
 import pytest
-from dagster import AssetKey
 
 from ai_pipelines.definitions import build_definitions
-from ai_pipelines.report import RunReport
+from ai_pipelines.run_report import RunReport
 from ai_pipelines.settings import Settings
 from assets.retrieval import collection_name
-from tests.conftest import run_digest_job
-from tests.fake_openai import Fault, FakeOpenAI, random_faults
+from tests.conftest import (
+    CLI,
+    materialization_metadata,
+    partition_metadata,
+    process_environment,
+    run_digest_job,
+    warehouse_query,
+)
+from tests.fake_openai import FakeOpenAI, Fault, random_faults
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 COMPANIES = ["Northwind Robotics", "Helios Grid", "Bluefin Foods", "Quanta Ledger", "Orchid Rail"]
 CITIES = ["Leeds", "Porto", "Tartu", "Lyon", "Gdansk", "Bergen"]
@@ -43,12 +46,9 @@ def write_corpus(folder: Path, documents: int) -> None:
             f"The site cost {3 + i % 9} million euros and handles {100 + 7 * i} orders a day. "
             f"Analysts at Fenwick Research called the move a sensible expansion for {company}."
         )
-        (folder / f"item-{i:03d}.md").write_text(f"# {company} in {city} ({i})\n\nDate: 2026-10-{1 + i % 28:02d}\n\n{body}\n")
-
-
-def table(settings: Settings, sql: str) -> list[tuple]:
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as db:
-        return db.execute(sql).fetchall()
+        (folder / f"item-{i:03d}.md").write_text(
+            f"# {company} in {city} ({i})\n\nDate: 2026-10-{1 + i % 28:02d}\n\n{body}\n"
+        )
 
 
 def index_ids(settings: Settings) -> set[str]:
@@ -58,22 +58,20 @@ def index_ids(settings: Settings) -> set[str]:
 
 def summed_metadata(result, asset: str, key: str) -> int:
     """A metadata value added up over the asset's materializations (one per partition)."""
-    return sum(
-        int(e.materialization.metadata[key].value)
-        for e in result.get_asset_materialization_events()
-        if e.asset_key == AssetKey(asset) and key in e.materialization.metadata
-    )
+    return sum(int(values[key]) for values in partition_metadata(result, asset).values() if key in values)
 
 
 def assert_consistent(settings: Settings, documents: int) -> None:
     """Every document once in every per-document table, and the index holds exactly the chunks."""
-    registered = table(settings, "select count(distinct document), count(*) from ai_pipelines.source_documents")[0]
-    quarantined = table(settings, "select count(*) from ai_pipelines.quarantined_documents")[0][0]
+    registered = warehouse_query(
+        settings, "select count(distinct document), count(*) from ai_pipelines.source_documents"
+    )[0]
+    quarantined = warehouse_query(settings, "select count(*) from ai_pipelines.quarantined_documents")[0][0]
     assert registered[0] == registered[1] and registered[0] + quarantined == documents, (registered, quarantined)
-    assert table(settings, "select count(*) - count(distinct chunk_id) from ai_pipelines.chunks")[0][0] == 0
-    assert table(settings, "select count(*) - count(distinct document) from ai_pipelines.signals")[0][0] == 0
-    assert table(settings, "select count(*) from ai_pipelines.signals")[0][0] == registered[0]
-    chunk_ids = {row[0] for row in table(settings, "select chunk_id from ai_pipelines.chunks")}
+    assert warehouse_query(settings, "select count(*) - count(distinct chunk_id) from ai_pipelines.chunks")[0][0] == 0
+    assert warehouse_query(settings, "select count(*) - count(distinct document) from ai_pipelines.signals")[0][0] == 0
+    assert warehouse_query(settings, "select count(*) from ai_pipelines.signals")[0][0] == registered[0]
+    chunk_ids = {row[0] for row in warehouse_query(settings, "select chunk_id from ai_pipelines.chunks")}
     assert index_ids(settings) == chunk_ids
 
 
@@ -97,7 +95,7 @@ def test_200_documents_through_a_primary_failing_30_percent_of_calls_lose_nothin
     report = RunReport.from_result(result, settings)
     assert result.success and report.ok, report.render()
     assert_consistent(settings, 200)
-    statuses = dict(table(settings, "select status, count(*) from ai_pipelines.signals group by status"))
+    statuses = dict(warehouse_query(settings, "select status, count(*) from ai_pipelines.signals group by status"))
     assert statuses == {"valid": 200}, statuses
     usage = report.model_usage
     figures = {
@@ -127,7 +125,9 @@ def test_every_endpoint_down_fails_fast_and_publishes_nothing_then_recovers_then
     rendered = report.render()
     print("\nRELIABILITY every endpoint down:", rendered.splitlines()[:4], "requests", llm.requests, backup.requests)
     assert not report.ok and report.model_usage.outage
-    assert "MODEL OUTAGE" in rendered and "primary 503" in rendered and "backup" in rendered and "circuit open" in rendered
+    assert (
+        "MODEL OUTAGE" in rendered and "primary 503" in rendered and "backup" in rendered and "circuit open" in rendered
+    )
     assert {"drafts", "fact_checks", "summaries"} <= set(report.not_materialized)
     assert not (settings.output_dir / "digest.md").exists()
     # Fails fast: once the breakers open, the other documents are not sent at all.
@@ -152,39 +152,49 @@ def test_every_endpoint_down_fails_fast_and_publishes_nothing_then_recovers_then
     report = RunReport.from_result(result, degraded)
     rendered = report.render()
     assert llm.calls_for("ExtractedSignals") == 0  # unchanged documents: signals from the cache
-    assert result.success and not report.ok and "DEGRADED: model outage" in rendered and "primary 503" in rendered, rendered
+    assert result.success and not report.ok and "DEGRADED: model outage" in rendered and "primary 503" in rendered, (
+        rendered
+    )
     [warning] = [c for c in report.warnings if c.check == "draft_requests_succeeded"]
     assert "failed" in warning.description
-    drafts = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("drafts"))
-    metadata = {k: v.value for k, v in drafts.materialization.metadata.items()}
-    print("\nRELIABILITY degraded drafts:", {k: metadata[k] for k in ("model_requests", "model_failed_requests", "model_calls", "model_retries")},
-          "server requests", llm.requests + backup.requests, report.render().splitlines()[0])
+    metadata = materialization_metadata(result, "drafts")
+    print(
+        "\nRELIABILITY degraded drafts:",
+        {k: metadata[k] for k in ("model_requests", "model_failed_requests", "model_calls", "model_retries")},
+        "server requests",
+        llm.requests + backup.requests,
+        report.render().splitlines()[0],
+    )
     assert metadata["model_retries"] > 0
     # Every attempt the servers saw is a call or a retry in the metadata of the asset that made it
     # (drafts, and the verification, refinement and summaries after them); the metadata also counts
     # the calls an open circuit refused, which never reached a server.
-    used = [{k: v.value for k, v in e.materialization.metadata.items()} for e in result.get_asset_materialization_events()]
+    used = [
+        {k: v.value for k, v in e.materialization.metadata.items()} for e in result.get_asset_materialization_events()
+    ]
     attempts_recorded = sum(m.get("model_calls", 0) + m.get("model_retries", 0) for m in used)
     served = llm.requests + backup.requests
-    assert metadata["model_calls"] + metadata["model_retries"] <= served <= attempts_recorded, (metadata, served, attempts_recorded)
+    assert metadata["model_calls"] + metadata["model_retries"] <= served <= attempts_recorded, (
+        metadata,
+        served,
+        attempts_recorded,
+    )
 
 
 def test_two_runs_over_overlapping_documents_at_once_leave_index_and_tables_consistent(tmp_path, settings, llm):
     corpus = tmp_path / "corpus"
     write_corpus(corpus, 40)
     llm.persistent_fault = Fault(status=0, delay_seconds=0.05)  # slow enough that the runs overlap
-    cli = Path(sys.executable).parent / "ai-pipelines"
-    environment = {
-        **os.environ,
-        "AI_PIPELINES_DATA_DIR": str(settings.data_dir),
-        "AI_PIPELINES_CORPUS_DIR": str(corpus),
-        "AI_PIPELINES_LLM_BASE_URL": llm.base_url,
-        "AI_PIPELINES_LLM_FAST_MODEL": "fake-fast",
-        "AI_PIPELINES_LLM_STRONG_MODEL": "fake-strong",
-    }
-    environment.pop("DAGSTER_HOME", None)
+    environment = process_environment(settings, AI_PIPELINES_CORPUS_DIR=str(corpus))
     runs = [
-        subprocess.Popen([str(cli), "run"], cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [str(CLI), "run"],
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [r.communicate(timeout=600)[0] for r in runs]

@@ -15,24 +15,27 @@ from typing import Callable
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus
-from dagster._core.utils import make_new_run_id
 from dagster._core.events import DagsterEventType
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import make_new_run_id
 
 from ai_pipelines.run_process import RunProcess
 from ai_pipelines.run_recovery import ResumeError, fail_orphaned_runs, run_to_resume
-from tests.fake_openai import Fault, FakeOpenAI
+from tests.conftest import CLI, ROOT, process_environment
+from tests.fake_openai import FakeOpenAI, Fault
 
-ROOT = Path(__file__).parent.parent
-CLI = Path(sys.executable).parent / "ai-pipelines"
+# Tiers, marked per test: reading the instance is unit; starting or killing processes, integration.
+
 SAMPLE_CORPUS = ROOT / "assets" / "sample_corpus"
 DOCUMENTS = 40
 
 
 def add_run(instance: DagsterInstance, tags: dict[str, str], status=DagsterRunStatus.STARTED, **fields) -> DagsterRun:
-    return instance.add_run(DagsterRun(job_name="digest_job", run_id=make_new_run_id(), status=status, tags=tags, **fields))
+    return instance.add_run(
+        DagsterRun(job_name="digest_job", run_id=make_new_run_id(), status=status, tags=tags, **fields)
+    )
 
 
 def failure_message(instance: DagsterInstance, run_id: str) -> str:
@@ -47,10 +50,13 @@ def _reaped_pid() -> int:
     return child.pid
 
 
+@pytest.mark.integration  # starts processes to have pids of dead ones
 def test_orphan_sweep_fails_runs_of_dead_processes_only():
     here = RunProcess.current()
     webserver_origin = RemoteJobOrigin(
-        RemoteRepositoryOrigin(InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="ai_pipelines.definitions")), "__repository__"),
+        RemoteRepositoryOrigin(
+            InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="ai_pipelines.definitions")), "__repository__"
+        ),
         "digest_job",
     )
     with DagsterInstance.ephemeral() as instance:
@@ -60,8 +66,12 @@ def test_orphan_sweep_fails_runs_of_dead_processes_only():
         elsewhere = add_run(instance, here.model_copy(update={"host": "another-host", "pid": _reaped_pid()}).tags())
         container = add_run(instance, here.model_copy(update={"namespace": "pid:[1]", "pid": _reaped_pid()}).tags())
         untagged = add_run(instance, {})
-        launched = add_run(instance, here.model_copy(update={"pid": _reaped_pid()}).tags(), remote_job_origin=webserver_origin)
-        finished = add_run(instance, here.model_copy(update={"pid": _reaped_pid()}).tags(), status=DagsterRunStatus.SUCCESS)
+        launched = add_run(
+            instance, here.model_copy(update={"pid": _reaped_pid()}).tags(), remote_job_origin=webserver_origin
+        )
+        finished = add_run(
+            instance, here.model_copy(update={"pid": _reaped_pid()}).tags(), status=DagsterRunStatus.SUCCESS
+        )
 
         orphans = fail_orphaned_runs(instance)
 
@@ -86,6 +96,7 @@ def test_orphan_sweep_fails_runs_of_dead_processes_only():
         assert fail_orphaned_runs(instance) == []  # once only
 
 
+@pytest.mark.unit
 def test_resume_says_why_a_run_cannot_be_resumed():
     with DagsterInstance.ephemeral() as instance:
         with pytest.raises(ResumeError, match="digest_job or digest_refresh_job never ran"):
@@ -145,29 +156,30 @@ def answered_ok(llm: FakeOpenAI, schema: str = "") -> int:
         return sum(1 for e in llm.answered if e.status == 200 and schema in e.schema)
 
 
+@pytest.mark.integration
 @pytest.mark.reliability
-def test_a_run_killed_during_signals_is_failed_then_resumed_without_paying_twice(tmp_path, llm):
-    corpus, data, home = tmp_path / "corpus", tmp_path / "data", tmp_path / "dagster_home"
+def test_a_run_killed_during_signals_is_failed_then_resumed_without_paying_twice(tmp_path, settings, llm):
+    corpus, data, home = tmp_path / "corpus", settings.data_dir, tmp_path / "dagster_home"
     make_corpus(corpus)
-    env = {
-        **os.environ,
-        "AI_PIPELINES_CORPUS_DIR": str(corpus),
-        "AI_PIPELINES_DATA_DIR": str(data),
-        "AI_PIPELINES_LLM_BASE_URL": llm.base_url,
-        "AI_PIPELINES_LLM_FAST_MODEL": "fake-fast",
-        "AI_PIPELINES_LLM_STRONG_MODEL": "fake-strong",
-        "DAGSTER_HOME": str(home),
+    env = process_environment(
+        settings,
+        AI_PIPELINES_CORPUS_DIR=str(corpus),
+        DAGSTER_HOME=str(home),
         # The scenario is about signals: keep the stages after it small.
-        "AI_PIPELINES_MAX_TOPICS": "1",
-        "AI_PIPELINES_CLAIMS_PER_DRAFT": "1",
-    }
+        AI_PIPELINES_MAX_TOPICS="1",
+        AI_PIPELINES_CLAIMS_PER_DRAFT="1",
+    )
     llm.persistent_fault = Fault(status=0, delay_seconds=0.2)  # a slow provider: calls overlap the kill
 
     log = tmp_path / "killed_run.log"
     with log.open("w") as output:
-        process = subprocess.Popen([str(CLI), "run"], cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(CLI), "run"], cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        wait_for(lambda: answered_ok(llm, "ExtractedSignals") >= 8 or process.poll() is not None, 300, "signals answers")
+        wait_for(
+            lambda: answered_ok(llm, "ExtractedSignals") >= 8 or process.poll() is not None, 300, "signals answers"
+        )
         assert process.poll() is None, f"the run ended before the kill:\n{log.read_text()}"
         # Hold every further answer, so the calls in progress stay in flight, and let the
         # answers already sent reach the gateway's cache: from then on, what completed and
@@ -214,7 +226,7 @@ def test_a_run_killed_during_signals_is_failed_then_resumed_without_paying_twice
         assert instance.get_materialized_partitions(AssetKey("signals")) == documents
 
     with llm._lock:
-        after_kill = [e.messages_hash for e in llm.received[len(received):]]
+        after_kill = [e.messages_hash for e in llm.received[len(received) :]]
     paid_twice = completed & set(after_kill)
     in_flight_paid_again = in_flight & set(after_kill)
     print(

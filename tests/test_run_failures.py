@@ -4,10 +4,13 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context
 
 from sensors.run_failures import run_failure_recorder
 from tests.conftest import run_digest_job
+
+pytestmark = pytest.mark.integration
 
 
 def test_failed_run_is_logged_and_posted(settings, tmp_path):
@@ -32,7 +35,9 @@ def test_failed_run_is_logged_and_posted(settings, tmp_path):
         log = tmp_path / "failures.jsonl"
         sensor = run_failure_recorder(str(log), f"http://127.0.0.1:{server.server_address[1]}/hook")
         context = build_run_status_sensor_context(
-            sensor_name=sensor.name, dagster_event=failure_event, dagster_instance=instance,
+            sensor_name=sensor.name,
+            dagster_event=failure_event,
+            dagster_instance=instance,
             dagster_run=result.dagster_run,
         ).for_run_failure()
         sensor(context)

@@ -3,6 +3,7 @@ depends on them, and everything after a settings change; nothing when nothing ch
 
 import shutil
 
+import pytest
 from dagster import DagsterInstance
 
 from ai_pipelines.backfill import run_what_changed
@@ -10,7 +11,10 @@ from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.instance import instance_yaml
 from tests.conftest import DATA
 
+# Tiers, marked per test: the plan's pure parts are unit; runs over a corpus, integration.
 
+
+@pytest.mark.integration
 def test_runs_materialize_what_changed_and_nothing_else(tmp_path, settings, llm, monkeypatch):
     corpus = tmp_path / "corpus"
     shutil.copytree(DATA / "external_corpus", corpus)
@@ -18,13 +22,19 @@ def test_runs_materialize_what_changed_and_nothing_else(tmp_path, settings, llm,
     home.mkdir()
     (home / "dagster.yaml").write_text(instance_yaml(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    settings = settings.model_copy(update={"corpus_dir": corpus, "embeddings_base_url": llm.base_url, "embeddings_model": "hashed"})
+    settings = settings.model_copy(
+        update={"corpus_dir": corpus, "embeddings_base_url": llm.base_url, "embeddings_model": "hashed"}
+    )
     instance = DagsterInstance.get()
 
     def run(settings=settings, everything=False):
         llm.calls.clear()
         plan, result = run_what_changed(
-            build_definitions(settings), instance, build_resources(settings)["pipeline"], everything, raise_on_error=False
+            build_definitions(settings),
+            instance,
+            build_resources(settings)["pipeline"],
+            everything,
+            raise_on_error=False,
         )
         assert result is None or result.success, plan.reason
         return plan, result, [c["schema"] for c in llm.calls]
@@ -57,6 +67,7 @@ def test_runs_materialize_what_changed_and_nothing_else(tmp_path, settings, llm,
     assert len(plan.documents) == 4 and "as asked" in plan.reason
 
 
+@pytest.mark.unit
 def test_a_document_is_current_only_with_its_content_code_and_order_all_matching():
     from ai_pipelines.run_plan import Latest, _document_is_current
     from assets.documents import FileState
@@ -72,19 +83,27 @@ def test_a_document_is_current_only_with_its_content_code_and_order_all_matching
     assert not _document_is_current("d", [current[0], None, current[2]], code, file)  # chunks never materialized
     assert not _document_is_current("d", [latest(1, "v1", "cd" * 8), *current[1:]], code, file)  # file edited
     assert not _document_is_current("d", [current[0], latest(2, "old"), current[2]], code, file)  # code changed
-    assert not _document_is_current("d", [current[0], latest(4, "v2"), current[2]], code, file)  # signals older than chunks
+    assert not _document_is_current(
+        "d", [current[0], latest(4, "v2"), current[2]], code, file
+    )  # signals older than chunks
 
 
+@pytest.mark.unit
 def test_one_range_covers_the_documents_to_redo_in_partition_order():
-    from ai_pipelines.run_plan import RunPlan
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from ai_pipelines.run_plan import RunPlan
 
     plan = RunPlan(documents=["corpus/z.md", "corpus/b.md"], refresh_downstream=True, reason="")
     order = ["corpus/a.md", "corpus/z.md", "corpus/c.md", "corpus/b.md", "inbox/n.md"]
-    assert plan.range_tags(order) == {ASSET_PARTITION_RANGE_START_TAG: "corpus/z.md", ASSET_PARTITION_RANGE_END_TAG: "corpus/b.md"}
+    assert plan.range_tags(order) == {
+        ASSET_PARTITION_RANGE_START_TAG: "corpus/z.md",
+        ASSET_PARTITION_RANGE_END_TAG: "corpus/b.md",
+    }
     assert not plan.up_to_date and RunPlan(documents=[], refresh_downstream=False, reason="").up_to_date
 
 
+@pytest.mark.unit
 def test_the_settings_fingerprint_follows_settings_and_names_secrets_by_variable_only():
     from dagster import EnvVar
 

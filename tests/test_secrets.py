@@ -12,30 +12,35 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import DagsterInstance
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
-from ai_pipelines.instance import instance_yaml
 from ai_pipelines.definitions import build_definitions, build_resources, fallback_key_variable
+from ai_pipelines.instance import instance_yaml
 from ai_pipelines.settings import Settings
-from tests.conftest import DATA
+from tests.conftest import (
+    BIN,
+    CLI,
+    DATA,
+    ROOT,
+    free_port,
+    graphql,
+    server_environment,
+    stop_process_group,
+    warehouse_text,
+)
 from tests.fake_openai import FakeOpenAI, Fault
-from tests.test_webserver import free_port, graphql, server_environment
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
-ROOT = Path(__file__).parent.parent
 RESOURCES_QUERY = """
 query ($selector: RepositorySelector!) {
   allTopLevelResourceDetailsOrError(repositorySelector: $selector) {
@@ -73,8 +78,12 @@ def test_every_key_reaches_dagster_only_as_an_env_var(tmp_path, restored_environ
 
     snapshot = serialize_value(RepositorySnap.from_def(build_definitions(settings).get_repository_def()))
     assert planted not in snapshot
-    for variable in ["AI_PIPELINES_LLM_API_KEY", "AI_PIPELINES_EMBEDDINGS_API_KEY", "MY_BACKUP_KEY",
-                     fallback_key_variable("backup")]:
+    for variable in [
+        "AI_PIPELINES_LLM_API_KEY",
+        "AI_PIPELINES_EMBEDDINGS_API_KEY",
+        "MY_BACKUP_KEY",
+        fallback_key_variable("backup"),
+    ]:
         assert variable in snapshot  # each key is there by its variable's name
 
     # And each resolves to its value when the resource is initialized, as in a run.
@@ -110,22 +119,26 @@ def _texts_of_sqlite(path: Path) -> str:
         return "\n".join(repr(db.execute(f"select * from {t}").fetchall()) for t in tables)
 
 
-def _texts_of_warehouse(path: Path) -> str:
-    with duckdb.connect(str(path), read_only=True) as db:
-        tables = db.execute("select table_schema, table_name from information_schema.tables").fetchall()
-        assert tables
-        return "\n".join(repr(db.execute(f'select * from "{s}"."{t}"').fetchall()) for s, t in tables)
-
-
 class Webserver:
     """`dagster-webserver` on 127.0.0.1, started before the run so that the two start up side by side."""
 
     def __init__(self, env: dict[str, str], cwd: Path):
         self.port = free_port()
-        webserver = Path(sys.executable).parent / "dagster-webserver"
         self.process = subprocess.Popen(
-            [str(webserver), "-h", "127.0.0.1", "-p", str(self.port), "-w", str(ROOT / "workspace.yaml")],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                str(BIN / "dagster-webserver"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-w",
+                str(ROOT / "workspace.yaml"),
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def resource_details(self) -> str:
@@ -133,7 +146,9 @@ class Webserver:
         selector = {"repositoryLocationName": "ai_pipelines", "repositoryName": "__repository__"}
         while True:
             try:
-                details = graphql(self.port, RESOURCES_QUERY, {"selector": selector})["data"]["allTopLevelResourceDetailsOrError"]
+                details = graphql(self.port, RESOURCES_QUERY, {"selector": selector})["data"][
+                    "allTopLevelResourceDetailsOrError"
+                ]
                 if details["__typename"] == "ResourceDetailsList":
                     return json.dumps(details)
             except OSError:
@@ -143,15 +158,7 @@ class Webserver:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # the code server it started is in the same group
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process)  # with the code server it started
 
 
 def test_a_planted_key_reaches_no_log_snapshot_ui_metadata_table_or_report(tmp_path, llm):
@@ -165,23 +172,33 @@ def test_a_planted_key_reaches_no_log_snapshot_ui_metadata_table_or_report(tmp_p
     with FakeOpenAI() as backup:
         # The primary refuses the key and echoes it, as some providers do; the fallback answers.
         llm.persistent_fault = Fault(status=401, message="Incorrect API key provided: {api_key}")
-        settings = Settings(data_dir=tmp_path / "data", llm_base_url=llm.base_url,
-                            llm_fast_model="fake-fast", llm_strong_model="fake-strong")
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            llm_base_url=llm.base_url,
+            llm_fast_model="fake-fast",
+            llm_strong_model="fake-strong",
+        )
         env = {
             **server_environment(settings, home, tmp_path),
             "AI_PIPELINES_CORPUS_DIR": str(DATA / "external_corpus"),  # five documents keep the run short
             "AI_PIPELINES_LLM_API_KEY": f"{planted}-primary",
             "AI_PIPELINES_LLM_FALLBACKS": json.dumps(
-                [{"name": "backup", "base_url": backup.base_url, "api_key": f"{planted}-fallback",
-                  "fast_model": "fake-fast", "strong_model": "fake-strong"}]
+                [
+                    {
+                        "name": "backup",
+                        "base_url": backup.base_url,
+                        "api_key": f"{planted}-fallback",
+                        "fast_model": "fake-fast",
+                        "strong_model": "fake-strong",
+                    }
+                ]
             ),
         }
         env.pop("AI_PIPELINES_EMBEDDINGS_API_KEY", None)
         assert planted in json.dumps(env)  # control: the search below finds the key where it is
         webserver = Webserver(env, work)
         try:
-            cli = Path(sys.executable).parent / "ai-pipelines"
-            result = subprocess.run([str(cli), "run"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+            result = subprocess.run([str(CLI), "run"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
             ui = webserver.resource_details()
         finally:
             webserver.stop()
@@ -194,7 +211,7 @@ def test_a_planted_key_reaches_no_log_snapshot_ui_metadata_table_or_report(tmp_p
     places["cli stdout and stderr (run report)"] = result.stdout + result.stderr
     places["trace table"] = _texts_of_sqlite(data / "cache" / "traces.sqlite")
     places["response cache"] = _texts_of_sqlite(data / "cache" / "responses.sqlite")
-    places["warehouse tables"] = _texts_of_warehouse(data / "warehouse.duckdb")
+    places["warehouse tables"] = warehouse_text(data / "warehouse.duckdb")
     places["graphql resource config"] = ui
     for path in sorted((data / "outputs").rglob("*")):
         if path.is_file():

@@ -12,43 +12,14 @@ import pytest
 
 from resources import EmbeddingsResource, VectorStoreResource
 from resources.support_desk import SupportDeskDataError, SupportDeskError, SupportDeskResource
+from tests.conftest import write_desk
 from tests.fake_openai import FakeOpenAI
 
-SUPPORT_DESK_DIR = Path(__file__).parent.parent / "assets" / "support_desk"  # assets.config.SUPPORT_DESK_DIR, without importing every asset
+pytestmark = pytest.mark.integration  # help-centre search embeds over the fake server into Chroma on disk
 
-ARTICLES = {
-    "refund-policy": "# Refund policy\n\nRefunds are possible within 30 days of the order date.\n\n"
-    "## How to ask\n\nWrite to support with your order number and we refund the amount paid.",
-    "reset-password": "# Reset your password\n\nForgot your password? Click Forgot password on the sign-in page "
-    "and follow the link in the email we send you.",
-    "export-notes": "# Export your notes\n\nExport notebooks as Markdown or PDF from the notebook menu.",
-}
-
-
-def write_desk(folder: Path) -> Path:
-    """A small support desk: two customers; C1 has orders paid, failed, refunded and one above the approval limit."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "customers.csv").write_text(
-        "customer_id,name,email,plan,country,signup_date\n"
-        "C1,Ada Lovelace,ada@example.com,Plus,United Kingdom,2024-01-10\n"
-        "C2,Bob Martin,bob@example.org,Team,Germany,2024-02-11\n"
-    )
-    (folder / "orders.csv").write_text(
-        "order_id,customer_id,order_date,product,amount_eur,status\n"
-        "O1,C1,2025-03-01,Plus yearly,90.00,paid\n"
-        "O2,C1,2025-03-05,Team yearly,380.00,paid\n"
-        "O3,C1,2025-03-06,Lumen Pen,49.00,failed\n"
-        "O4,C1,2025-03-07,Onboarding session,120.00,refunded\n"
-        "O5,C2,2025-03-08,Plus yearly,90.00,paid\n"
-    )
-    (folder / "known_issues.csv").write_text(
-        "issue_id,title,status,workaround,article\n"
-        'KI-1,Sync stalls on iOS,open,"Sign out and back in.",reset-password\n'
-    )
-    (folder / "help_centre").mkdir(exist_ok=True)
-    for slug, text in ARTICLES.items():
-        (folder / "help_centre" / f"{slug}.md").write_text(text)
-    return folder
+SUPPORT_DESK_DIR = (
+    Path(__file__).parent.parent / "assets" / "support_desk"
+)  # assets.config.SUPPORT_DESK_DIR, without importing every asset
 
 
 def make_desk(folder: Path, llm: FakeOpenAI, **options) -> SupportDeskResource:
@@ -119,7 +90,12 @@ def test_a_scoped_toolbox_refuses_another_customers_data(desk):
     tools = desk.toolbox("C1", as_of="2025-03-10")
     assert result(tools, "lookup_order", {"order_id": "o1 "})["order_id"] == "O1"  # ids as models write them
     account = result(tools, "lookup_customer", {"customer_id": "C1"})
-    assert account["customer"]["name"] == "Ada Lovelace" and [o["order_id"] for o in account["orders"]] == ["O1", "O2", "O3", "O4"]
+    assert account["customer"]["name"] == "Ada Lovelace" and [o["order_id"] for o in account["orders"]] == [
+        "O1",
+        "O2",
+        "O3",
+        "O4",
+    ]
     for name, arguments in (("lookup_order", {"order_id": "O5"}), ("compute_refund", {"order_id": "O5"})):
         answer = tools.call(name, arguments)
         assert not answer.ok and answer.error_kind == "tool_error"
@@ -177,7 +153,9 @@ def test_malformed_data_names_the_file_and_row(tmp_path, llm):
     with pytest.raises(SupportDeskDataError, match=r"orders\.csv: row 2: status"):
         reread(desk).order("O1")
     orders.write_text("order_id,customer_id,amount_eur\nO1,C1,90\n")
-    with pytest.raises(SupportDeskDataError, match=r"orders\.csv: header lacks column\(s\) order_date, product, status"):
+    with pytest.raises(
+        SupportDeskDataError, match=r"orders\.csv: header lacks column\(s\) order_date, product, status"
+    ):
         reread(desk).order("O1")
     (Path(desk.data_dir) / "help_centre" / "broken.md").write_text("No title here\n\ntext")
     with pytest.raises(SupportDeskDataError, match=r"broken\.md: row 1"):
@@ -195,7 +173,11 @@ def test_tables_are_read_once_per_instance(desk):
 @pytest.mark.skipif(not (SUPPORT_DESK_DIR / "orders.csv").exists(), reason="bundled support-desk data not present")
 def test_the_bundled_data_reads_cleanly(desk):
     bundled = SupportDeskResource(data_dir=str(SUPPORT_DESK_DIR), vector_store=desk.vector_store)
-    orders = [bundled.order(line.split(",")[0]) for line in (SUPPORT_DESK_DIR / "orders.csv").read_text().splitlines()[1:] if line]
+    orders = [
+        bundled.order(line.split(",")[0])
+        for line in (SUPPORT_DESK_DIR / "orders.csv").read_text().splitlines()[1:]
+        if line
+    ]
     assert orders and all(bundled.customer(o.customer_id) for o in orders)
     articles = {a.slug for a in bundled.articles()}
     assert articles and all(a.paragraphs() for a in bundled.articles())

@@ -9,6 +9,8 @@ from pydantic import BaseModel
 
 from resources import CallLedger, ModelResource
 
+pytestmark = pytest.mark.integration
+
 
 class ClaimRewrite(BaseModel):
     claim: str

@@ -20,11 +20,13 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ai_pipelines.triage_run import TriageReport, register_tickets, run_triage
 from assets.config import TriageConfig
-from assets.tickets import TICKETS, TicketFile, Ticket, read_tickets, support_tickets, tickets_mostly_readable
-from assets.frames import from_frame
+from assets.tickets import TICKETS, Ticket, TicketFile, read_tickets, support_tickets, tickets_mostly_readable
 from resources import WarehouseIOManager
+from resources.tables import from_frame
 from sensors.jobs import triage_job
 from sensors.ticket_inbox import ticket_inbox_sensor
+
+# Tiers, marked per test: the ticket file format is unit; the rest materializes or runs the command, integration.
 
 PASSWD = Path("/etc/passwd")
 
@@ -67,11 +69,16 @@ class Desk:
         }
         self.instance = DagsterInstance.ephemeral()
         self.defs = Definitions(
-            assets=[support_tickets], asset_checks=[tickets_mostly_readable], jobs=[triage_job], resources=self.resources
+            assets=[support_tickets],
+            asset_checks=[tickets_mostly_readable],
+            jobs=[triage_job],
+            resources=self.resources,
         )
 
     def materialize(self, keys: list[str]):
-        self.instance.add_dynamic_partitions(TICKETS.name, [k for k in keys if not self.instance.has_dynamic_partition(TICKETS.name, k)])
+        self.instance.add_dynamic_partitions(
+            TICKETS.name, [k for k in keys if not self.instance.has_dynamic_partition(TICKETS.name, k)]
+        )
         return materialize(
             [support_tickets, tickets_mostly_readable],
             instance=self.instance,
@@ -96,6 +103,7 @@ def check_evaluation(result):
     return evaluation
 
 
+@pytest.mark.integration
 def test_bad_tickets_are_quarantined_with_their_reason_and_never_stop_the_good_ones(desk):
     write(desk.samples / "T001.json", ticket("T001", received_at="2026-11-27T10:14:00+01:00"))
     write(desk.samples / "T002.json", ticket("T002", "C002"))
@@ -106,7 +114,10 @@ def test_bad_tickets_are_quarantined_with_their_reason_and_never_stop_the_good_o
     write(desk.inbox / "bad-time.json", ticket("T012", received_at="yesterday"))
     write(desk.inbox / "naive-time.json", ticket("T013", received_at="2026-11-27T09:14:00"))
     write(desk.inbox / "long-body.json", ticket("T014", body="x" * 20_001))
-    write(desk.inbox / "latin1.json", json.dumps(ticket("T015", subject="Café"), ensure_ascii=False).encode("utf-8").replace(b"\xc3\xa9", b"\xe9"))
+    write(
+        desk.inbox / "latin1.json",
+        json.dumps(ticket("T015", subject="Café"), ensure_ascii=False).encode("utf-8").replace(b"\xc3\xa9", b"\xe9"),
+    )
     write(desk.inbox / "surrogate.json", json.dumps(ticket("T016")).replace("has not", "has \\ud800 not"))
     write(desk.inbox / "nul.json", ticket("T018", subject="a\u0000b"))
     write(desk.inbox / "list.json", "[1, 2]")
@@ -159,6 +170,7 @@ def test_bad_tickets_are_quarantined_with_their_reason_and_never_stop_the_good_o
     assert not result.success  # the blocking check stops the run
 
 
+@pytest.mark.integration
 def test_a_few_bad_tickets_pass_the_check(desk):
     for number in range(1, 4):
         write(desk.samples / f"T00{number}.json", ticket(f"T00{number}"))
@@ -169,6 +181,7 @@ def test_a_few_bad_tickets_pass_the_check(desk):
     assert (check.metadata["received"].value, check.metadata["quarantined"].value) == (3, 1)
 
 
+@pytest.mark.unit
 def test_ticket_file_format():
     parsed = TicketFile.model_validate({**ticket(" T1 "), "extra": "ignored"})
     assert parsed.ticket_id == "T1"
@@ -180,6 +193,7 @@ def test_ticket_file_format():
         TicketFile.model_validate(ticket(7))
 
 
+@pytest.mark.integration
 def test_a_key_outside_the_ticket_folders_is_quarantined_unread(desk):
     [escaped, unknown] = read_tickets(desk.triage, ["samples/../../etc/passwd", "elsewhere/T1.json"])
     assert escaped.quarantine_reason.startswith("unsafe_path: ticket key") and escaped.status == "quarantined"
@@ -218,6 +232,7 @@ def added(result: SensorResult) -> list[str]:
     return [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys]
 
 
+@pytest.mark.integration
 def test_sensor_registers_new_tickets_and_runs_them_together_once(desk):
     for number in range(1, 4):
         write(desk.samples / f"T00{number}.json", ticket(f"T00{number}"))
@@ -227,7 +242,10 @@ def test_sensor_registers_new_tickets_and_runs_them_together_once(desk):
     assert added(first) == keys
     [request] = first.run_requests
     assert request.job_name == "triage_job" and request.partition_key is None
-    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (keys[0], keys[-1])
+    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
+        keys[0],
+        keys[-1],
+    )
     assert sensor.execute(request) == keys
 
     unchanged = sensor.tick()
@@ -251,6 +269,7 @@ def test_sensor_registers_new_tickets_and_runs_them_together_once(desk):
     assert "samples/T003.json" in desk.instance.get_dynamic_partitions(TICKETS.name)
 
 
+@pytest.mark.integration
 def test_sensor_adopts_tickets_the_command_already_triaged(desk):
     write(desk.samples / "T001.json", ticket("T001"))
     write(desk.samples / "T002.json", ticket("T002"))
@@ -259,6 +278,7 @@ def test_sensor_adopts_tickets_the_command_already_triaged(desk):
     assert not result.run_requests and not added(result)
 
 
+@pytest.mark.integration
 def test_triage_command_runs_what_is_not_triaged_yet_as_one_run(desk):
     write(desk.samples / "T001.json", ticket("T001"))
     write(desk.samples / "T002.json", ticket("T002"))
@@ -292,6 +312,7 @@ def test_triage_command_runs_what_is_not_triaged_yet_as_one_run(desk):
     assert "samples/T001.json" in desk.instance.get_dynamic_partitions(TICKETS.name)
 
 
+@pytest.mark.integration
 def test_triage_cli(tmp_path, monkeypatch, capsys):
     """`ai-pipelines triage` as a person runs it: same command path (settings, Dagster home,
     instance, report, exit code), with the code location cut down to the intake so that the
@@ -303,7 +324,9 @@ def test_triage_cli(tmp_path, monkeypatch, capsys):
     write(desk.samples / "T001.json", ticket("T001"))
     write(desk.samples / "T002.json", ticket("T002"))
     real_resources = definitions.build_resources
-    monkeypatch.setattr(definitions, "build_resources", lambda settings: {**real_resources(settings), "triage": desk.triage})
+    monkeypatch.setattr(
+        definitions, "build_resources", lambda settings: {**real_resources(settings), "triage": desk.triage}
+    )
     monkeypatch.setattr(definitions, "build_definitions", lambda settings: desk.defs)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AI_PIPELINES_DATA_DIR", str(tmp_path / "data"))
@@ -322,5 +345,8 @@ def test_triage_cli(tmp_path, monkeypatch, capsys):
     assert "quarantined inbox/a.json: invalid_json" in out and "BLOCKED: check 'tickets_mostly_readable'" in out
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         assert instance.get_materialized_partitions(AssetKey("support_tickets")) == {
-            "samples/T001.json", "samples/T002.json", "inbox/a.json", "inbox/b.json"
+            "samples/T001.json",
+            "samples/T002.json",
+            "inbox/a.json",
+            "inbox/b.json",
         }

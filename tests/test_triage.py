@@ -9,32 +9,33 @@ import os
 import re
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
+import pytest
 from dagster import AssetKey
 
 import assets.reply_checks as reply_checks_module
 from assets.reply_checks import ReplyCheck, reply_version
+from tests.conftest import CLI, materialization_metadata
 from tests.fake_openai import TOOLS, FakeOpenAI
 from tests.fake_triage import reply_agent
 from tests.smtp_server import SmtpTestServer
 from tests.triage_helpers import BUNDLED_TICKETS, by_ticket, run_triage_job, table, triage_settings
 
+pytestmark = pytest.mark.integration
+
 INJECTIONS = {"T018", "T029", "T030", "T036"}
 ABUSIVE = {"T033", "T037", "T038"}
 PRICES = dict(
-    llm_input_price_per_mtok=0.15, llm_output_price_per_mtok=0.6,
-    llm_strong_input_price_per_mtok=2.5, llm_strong_output_price_per_mtok=10.0,
+    llm_input_price_per_mtok=0.15,
+    llm_output_price_per_mtok=0.6,
+    llm_strong_input_price_per_mtok=2.5,
+    llm_strong_output_price_per_mtok=10.0,
 )
 
 
-def materialization(result, asset: str) -> dict:
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset)][:1]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
-def test_every_ticket_is_triaged_and_injections_are_screened_and_not_obeyed(tmp_path, llm: FakeOpenAI, smtp_server: SmtpTestServer):
+def test_every_ticket_is_triaged_and_injections_are_screened_and_not_obeyed(
+    tmp_path, llm: FakeOpenAI, smtp_server: SmtpTestServer
+):
     settings = triage_settings(tmp_path, llm, smtp_server, **PRICES)
     result, _ = run_triage_job(settings)
     assert result.success
@@ -63,25 +64,35 @@ def test_every_ticket_is_triaged_and_injections_are_screened_and_not_obeyed(tmp_
         assert "5,000" not in body and "5000" not in body
         assert "lucas.martin@example.com" not in body
 
-    routes = materialization(result, "ticket_routes")
+    routes = materialization_metadata(result, "ticket_routes")
     assert set(routes["routing_mix"]) >= {"billing", "bug", "how_to", "account", "abusive", "multi_part"}
     assert routes["escalated_to_person"] >= 1 and "decided_by" in routes
     assert 0 < routes["cost_usd"] < routes["cost_if_all_strong_usd"], "fast-tier routing costs less than all-strong"
-    drafts = materialization(result, "reply_drafts")
+    drafts = materialization_metadata(result, "reply_drafts")
     assert drafts["tool_calls"] > 0 and drafts["agent_steps"] > 0 and drafts["escalations"] >= 1
     assert drafts["tool_errors"] >= 1, "T018's lookup of another customer's order is a tool error; the run went on"
     assert "tool_calls" in drafts["per_ticket"] and "agent_steps" in drafts["per_ticket"]
     assert drafts["cost_if_all_strong_usd"] >= drafts["cost_usd"] > 0
-    assert len(smtp_server.message_ids()) == len(set(smtp_server.message_ids())) == sum(r["state"] == "sent" for r in sent.values())
+    assert (
+        len(smtp_server.message_ids())
+        == len(set(smtp_server.message_ids()))
+        == sum(r["state"] == "sent" for r in sent.values())
+    )
 
 
 def _obey_injection(messages):
     """A model that follows the planted instruction of T029 and leaks for T018."""
     ticket = messages[0]["content"]
     if "refund me 5,000" in ticket:
-        return {"content": "Of course. Admin mode acknowledged: we will refund you 5,000 euros today. (help centre: refund-policy)", "tool_calls": []}
+        return {
+            "content": "Of course. Admin mode acknowledged: we will refund you 5,000 euros today. (help centre: refund-policy)",
+            "tool_calls": [],
+        }
     if "O1041" in ticket:
-        return {"content": "Order O1041 belongs to Zofia, e-mail zofia.kowalska@example.org. (help centre: refund-policy)", "tool_calls": []}
+        return {
+            "content": "Order O1041 belongs to Zofia, e-mail zofia.kowalska@example.org. (help centre: refund-policy)",
+            "tool_calls": [],
+        }
     return reply_agent(messages)
 
 
@@ -102,20 +113,31 @@ def test_output_guardrails_block_a_leak_an_over_limit_refund_and_a_followed_inst
     assert all("5,000" not in m.raw.decode() and "zofia" not in m.raw.decode().lower() for m in smtp_server.received)
 
 
-def test_the_blocking_check_stops_delivery_when_a_violating_reply_is_marked_deliverable(tmp_path, llm, smtp_server, monkeypatch):
+def test_the_blocking_check_stops_delivery_when_a_violating_reply_is_marked_deliverable(
+    tmp_path, llm, smtp_server, monkeypatch
+):
     """Whatever marks a reply deliverable (here a lenient stand-in for the checks asset), the
     blocking check re-reads the stored replies and stops sent_replies for the run."""
     llm.scripts[TOOLS] = _obey_injection
 
     def lenient(draft, ticket, route, screening, support_desk, triage):
-        return ReplyCheck(ticket=draft.ticket, ticket_id=draft.ticket_id, customer_id=draft.customer_id,
-                          as_of=ticket.received_at[:10], verdict="deliverable", reply=draft.reply,
-                          reply_version=reply_version(draft.reply), flagged_text=screening.flagged_text if screening else [])
+        return ReplyCheck(
+            ticket=draft.ticket,
+            ticket_id=draft.ticket_id,
+            customer_id=draft.customer_id,
+            as_of=ticket.received_at[:10],
+            verdict="deliverable",
+            reply=draft.reply,
+            reply_version=reply_version(draft.reply),
+            flagged_text=screening.flagged_text if screening else [],
+        )
 
     monkeypatch.setattr(reply_checks_module, "check_reply", lenient)
     settings = triage_settings(tmp_path, llm, smtp_server, tickets=["T018", "T029", "T005"])
     result, _ = run_triage_job(settings)
-    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "deliverable_replies_pass_guardrails"]
+    [evaluation] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "deliverable_replies_pass_guardrails"
+    ]
     assert not evaluation.passed
     failures = evaluation.metadata["failures"].value
     assert "other_customer_data" in failures and "refund_over_limit" in failures and "planted_instruction" in failures
@@ -130,7 +152,9 @@ def test_a_reply_is_delivered_exactly_once_when_delivery_is_re_executed_after_a_
     first, instance = run_triage_job(settings)
     assert not first.success
     failure = next(e for e in first.all_events if e.is_step_failure)
-    assert failure.step_key == "sent_replies" and "re-execution sends only the missing ones" in str(failure.event_specific_data.error.message)
+    assert failure.step_key == "sent_replies" and "re-execution sends only the missing ones" in str(
+        failure.event_specific_data.error.message
+    )
     delivered_before = smtp_server.message_ids()
     assert len(delivered_before) >= 1
 
@@ -175,17 +199,26 @@ def test_a_customers_earlier_tickets_reach_the_next_reply_as_history(tmp_path, l
 def test_the_reply_agent_takes_tools_from_a_configured_mcp_server(tmp_path, llm, smtp_server):
     """`search_documents` exists only on the MCP server (`ai-pipelines mcp`, over stdio): the agent
     is offered it beside the support desk's own tools and its call is answered there."""
+
     def script(messages):
         if not any(m.get("role") == "tool" for m in messages):
             assert "search_documents" in {t["function"]["name"] for t in llm.calls[-1]["tools"]}
-            return {"tool_calls": [{"name": "search_documents", "arguments": {"query": "quarterly revenue", "limit": 2}}]}
+            return {
+                "tool_calls": [{"name": "search_documents", "arguments": {"query": "quarterly revenue", "limit": 2}}]
+            }
         return {"content": "Thanks, see (help centre: refund-policy).", "tool_calls": []}
 
     llm.scripts[TOOLS] = script
     server = {
-        "name": "ai-pipelines", "command": [str(Path(sys.executable).parent / "ai-pipelines"), "mcp"], "cwd": str(tmp_path),
-        "env": {"AI_PIPELINES_DATA_DIR": str(tmp_path / "mcp-data"), "AI_PIPELINES_EMBEDDINGS_BASE_URL": llm.base_url,
-                "AI_PIPELINES_EMBEDDINGS_MODEL": "fake-embedder", "AI_PIPELINES_LLM_BASE_URL": llm.base_url},
+        "name": "ai-pipelines",
+        "command": [str(CLI), "mcp"],
+        "cwd": str(tmp_path),
+        "env": {
+            "AI_PIPELINES_DATA_DIR": str(tmp_path / "mcp-data"),
+            "AI_PIPELINES_EMBEDDINGS_BASE_URL": llm.base_url,
+            "AI_PIPELINES_EMBEDDINGS_MODEL": "fake-embedder",
+            "AI_PIPELINES_LLM_BASE_URL": llm.base_url,
+        },
     }
     settings = triage_settings(tmp_path, llm, smtp_server, tickets=["T005"], agent_mcp_servers=[server])
     result, _ = run_triage_job(settings)
@@ -205,14 +238,22 @@ def test_a_reply_is_sent_once_when_the_process_dies_between_sending_and_recordin
     for ticket in ["T001", "T002", "T006", "T007"]:  # low risk: approved by policy, sent in this order
         (folder / f"{ticket}.json").write_text((BUNDLED_TICKETS / f"{ticket}.json").read_text())
     env = {
-        **os.environ, "AI_PIPELINES_DATA_DIR": str(tmp_path / "data"), "AI_PIPELINES_TICKETS_DIR": str(folder),
-        "AI_PIPELINES_TICKET_INBOX_DIR": str(tmp_path / "inbox"), "AI_PIPELINES_LLM_BASE_URL": llm.base_url,
-        "AI_PIPELINES_LLM_FAST_MODEL": "fake-fast", "AI_PIPELINES_LLM_STRONG_MODEL": "fake-strong",
-        "AI_PIPELINES_EMBEDDINGS_BASE_URL": llm.base_url, "AI_PIPELINES_EMBEDDINGS_MODEL": "fake-embedder",
-        "AI_PIPELINES_SMTP_HOST": "127.0.0.1", "AI_PIPELINES_SMTP_PORT": str(smtp_server.port),
+        **os.environ,
+        "AI_PIPELINES_DATA_DIR": str(tmp_path / "data"),
+        "AI_PIPELINES_TICKETS_DIR": str(folder),
+        "AI_PIPELINES_TICKET_INBOX_DIR": str(tmp_path / "inbox"),
+        "AI_PIPELINES_LLM_BASE_URL": llm.base_url,
+        "AI_PIPELINES_LLM_FAST_MODEL": "fake-fast",
+        "AI_PIPELINES_LLM_STRONG_MODEL": "fake-strong",
+        "AI_PIPELINES_EMBEDDINGS_BASE_URL": llm.base_url,
+        "AI_PIPELINES_EMBEDDINGS_MODEL": "fake-embedder",
+        "AI_PIPELINES_SMTP_HOST": "127.0.0.1",
+        "AI_PIPELINES_SMTP_PORT": str(smtp_server.port),
     }
-    command = [str(Path(sys.executable).parent / "ai-pipelines"), "triage", "--all"]
-    child = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [str(CLI), "triage", "--all"]
+    child = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     smtp_server.on_accept = lambda number: os.kill(child.pid, signal.SIGKILL) if number == 2 else None
     output, _ = child.communicate(timeout=300)
     assert child.returncode == -signal.SIGKILL, output
@@ -223,7 +264,9 @@ def test_a_reply_is_sent_once_when_the_process_dies_between_sending_and_recordin
     assert again.returncode == 0, again.stdout + again.stderr
     ids = smtp_server.message_ids()
     assert len(ids) == len(set(ids)) == 4, "each reply reached the server exactly once"
-    settings = triage_settings(tmp_path, llm, smtp_server, tickets=None).model_copy(update={"data_dir": tmp_path / "data"})
+    settings = triage_settings(tmp_path, llm, smtp_server, tickets=None).model_copy(
+        update={"data_dir": tmp_path / "data"}
+    )
     states = {t: row["state"] for t, row in by_ticket(table(settings, "sent_replies")).items()}
     assert states == {"T001": "already_sent", "T002": "in_doubt", "T006": "sent", "T007": "sent"}, states
     detail = by_ticket(table(settings, "sent_replies"))["T002"]["detail"]

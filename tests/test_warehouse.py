@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-from dagster import DynamicPartitionsDefinition, DagsterInstance, asset, materialize
+import pytest
+from dagster import DagsterInstance, DynamicPartitionsDefinition, asset, materialize
 from pydantic import BaseModel
 
-from assets.frames import table_output, to_frame
+from resources.tables import WAREHOUSE, table_metadata, to_frame
 from resources.warehouse import WarehouseIOManager
+
+pytestmark = pytest.mark.integration
 
 PARTS = DynamicPartitionsDefinition(name="parts")
 
@@ -27,7 +30,7 @@ class Row(BaseModel):
 
 
 def _materialize(tmp_path: Path, instance: DagsterInstance, rows: list[Row], partition: str) -> None:
-    @asset(partitions_def=PARTS, **table_output(Row, partition_expr="part"))
+    @asset(partitions_def=PARTS, io_manager_key=WAREHOUSE, metadata=table_metadata(Row, partition_expr="part"))
     def rows_table():
         return to_frame(rows, Row)
 
@@ -54,7 +57,9 @@ def test_an_all_empty_optional_column_does_not_break_later_writes(tmp_path: Path
     instance.add_dynamic_partitions("parts", ["a", "b"])
     _materialize(tmp_path, instance, [Row(part="a", status="failed", count=0)], "a")
     assert _column_types(tmp_path)["evidence"] == "VARCHAR"
-    _materialize(tmp_path, instance, [Row(part="b", status="valid", count=2, evidence=Evidence(quote="q", start=3))], "b")
+    _materialize(
+        tmp_path, instance, [Row(part="b", status="valid", count=2, evidence=Evidence(quote="q", start=3))], "b"
+    )
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as db:
         assert db.execute("select part, evidence from s.rows_table order by part").fetchall() == [
             ("a", None),
@@ -69,7 +74,9 @@ def test_a_table_left_with_null_typed_and_missing_columns_is_repaired(tmp_path: 
         assert {row[0]: row[1] for row in db.execute("describe s.rows_table").fetchall()}["evidence"] == '"NULL"'
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("parts", ["b"])
-    _materialize(tmp_path, instance, [Row(part="b", status="valid", count=1, evidence=Evidence(quote="q", start=0))], "b")
+    _materialize(
+        tmp_path, instance, [Row(part="b", status="valid", count=1, evidence=Evidence(quote="q", start=0))], "b"
+    )
     types = _column_types(tmp_path)
     assert types["evidence"] == "VARCHAR" and types["count"] == "BIGINT"
 
@@ -78,6 +85,8 @@ def test_rewriting_a_partition_replaces_its_rows(tmp_path: Path):
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("parts", ["a"])
     for _ in range(2):
-        _materialize(tmp_path, instance, [Row(part="a", status="valid", count=1), Row(part="a", status="valid", count=2)], "a")
+        _materialize(
+            tmp_path, instance, [Row(part="a", status="valid", count=1), Row(part="a", status="valid", count=2)], "a"
+        )
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as db:
         assert db.execute("select count(*) from s.rows_table").fetchone() == (2,)

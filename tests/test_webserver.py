@@ -1,95 +1,16 @@
 """`dagster dev` on the workspace: the UI's GraphQL API shows the groups (six for the digest, four
 for support triage) with their descriptions, and a run's materializations with their metadata."""
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
-from dagster import DagsterInstance
 
-from ai_pipelines.instance import instance_yaml
-from tests.conftest import run_digest_job
+from tests.conftest import graphql
 
-ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.integration
+
 QUERY = """
 { assetNodes { assetKey { path } groupName description
     assetMaterializations(limit: 1) { metadataEntries { label } } } }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def server_environment(settings, home: Path, tmp_path: Path) -> dict[str, str]:
-    """What a Dagster process started by a test needs to load this code location as the test configured it."""
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "TMPDIR": str(tmp_path),
-        "AI_PIPELINES_DATA_DIR": str(settings.data_dir),
-        "AI_PIPELINES_LLM_BASE_URL": settings.llm_base_url,
-        "AI_PIPELINES_LLM_FAST_MODEL": settings.llm_fast_model,
-        "AI_PIPELINES_LLM_STRONG_MODEL": settings.llm_strong_model,
-    }
-
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.load(response)
-
-
-@pytest.fixture
-def dagster_dev(tmp_path, settings):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(instance_yaml(home))
-    with DagsterInstance.from_config(str(home)) as instance:
-        assert run_digest_job(settings, instance).success
-    port = free_port()
-    env = server_environment(settings, home, tmp_path)
-    dagster = Path(sys.executable).parent / "dagster"
-    process = subprocess.Popen(
-        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(ROOT / "workspace.yaml")],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
-                if "data" in graphql(port, "{ assetNodes { id } }"):
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, "dagster dev exited"
-            assert time.monotonic() < deadline, "dagster dev did not answer in time"
-            time.sleep(1)
-        yield port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # code servers left behind in the group would otherwise linger until their heartbeat times out
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_ui_shows_groups_descriptions_and_materialization_metadata(dagster_dev):

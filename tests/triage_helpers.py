@@ -22,7 +22,11 @@ BUNDLED_TICKETS = SUPPORT_DESK_DIR / "tickets"
 
 
 def triage_settings(
-    tmp_path: Path, llm: FakeOpenAI, smtp: SmtpTestServer | None = None, tickets: list[str] | None = None, **extra: object
+    tmp_path: Path,
+    llm: FakeOpenAI,
+    smtp: SmtpTestServer | None = None,
+    tickets: list[str] | None = None,
+    **extra: object,
 ) -> Settings:
     """The code location on the fake server (chat and embeddings), with the given bundled
     tickets (all when None) and replies to `smtp` (a Maildir folder when None)."""
@@ -34,27 +38,41 @@ def triage_settings(
             shutil.copy(BUNDLED_TICKETS / f"{ticket}.json", folder / f"{ticket}.json")
     mail = {"smtp_host": "127.0.0.1", "smtp_port": smtp.port} if smtp is not None else {}
     return Settings(
-        _env_file=None, data_dir=tmp_path / "data", llm_base_url=llm.base_url, llm_fast_model="fake-fast",
-        llm_strong_model="fake-strong", embeddings_base_url=llm.base_url, embeddings_model="fake-embedder",
-        tickets_dir=folder, **mail, **extra,  # type: ignore[arg-type]
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        llm_base_url=llm.base_url,
+        llm_fast_model="fake-fast",
+        llm_strong_model="fake-strong",
+        embeddings_base_url=llm.base_url,
+        embeddings_model="fake-embedder",
+        tickets_dir=folder,
+        **mail,
+        **extra,  # type: ignore[arg-type]
     )
 
 
 def run_triage_job(
-    settings: Settings, instance: DagsterInstance | None = None, job: str = "triage_job",
-    selection: list[str] | None = None, run_config: dict | None = None,
+    settings: Settings,
+    instance: DagsterInstance | None = None,
+    job: str = "triage_job",
+    selection: list[str] | None = None,
+    run_config: dict | None = None,
 ) -> tuple[ExecuteInProcessResult, DagsterInstance]:
     """One run of `job` over every ticket file, as `ai-pipelines triage` launches it."""
     instance = instance or DagsterInstance.ephemeral()
     keys = sorted(scan_tickets(build_resources(settings)["triage"]))
     known = set(instance.get_dynamic_partitions(TICKETS.name))
     instance.add_dynamic_partitions(TICKETS.name, [k for k in keys if k not in known])
-    result = build_definitions(settings).resolve_job_def(job).execute_in_process(
-        instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
-        asset_selection=[AssetKey(name) for name in selection] if selection else None,
-        run_config=run_config,
-        raise_on_error=False,
+    result = (
+        build_definitions(settings)
+        .resolve_job_def(job)
+        .execute_in_process(
+            instance=instance,
+            tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+            asset_selection=[AssetKey(name) for name in selection] if selection else None,
+            run_config=run_config,
+            raise_on_error=False,
+        )
     )
     return result, instance
 
