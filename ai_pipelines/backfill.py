@@ -13,13 +13,13 @@ so in its tags, so that a later process can tell when it was killed (run_recover
 from __future__ import annotations
 
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, JobDefinition
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import BaseModel
 
 from ai_pipelines.run_plan import SETTINGS_TAG, RunPlan, plan_run, settings_fingerprint
 from ai_pipelines.run_process import RunProcess
 from assets.config import PipelineConfig
 from assets.documents import DOCUMENTS, FileState, is_valid_key, scan, watched_folders
+from resources.partition_ranges import range_tags
 
 
 class NoDocumentsError(RuntimeError):
@@ -47,13 +47,17 @@ def register_documents(instance: DagsterInstance, pipeline: PipelineConfig) -> R
     if added:
         instance.add_dynamic_partitions(DOCUMENTS.name, added)
     return RegisteredDocuments(
-        keys=keys, files={k: files[k] for k in keys}, added=added, removed=removed, skipped=sorted(set(found) - set(keys))
+        keys=keys,
+        files={k: files[k] for k in keys},
+        added=added,
+        removed=removed,
+        skipped=sorted(set(found) - set(keys)),
     )
 
 
 def all_documents_tags(instance: DagsterInstance) -> dict[str, str]:
     keys = instance.get_dynamic_partitions(DOCUMENTS.name)
-    return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+    return range_tags(keys)
 
 
 def _registered(instance: DagsterInstance, pipeline: PipelineConfig) -> RegisteredDocuments:
@@ -65,7 +69,11 @@ def _registered(instance: DagsterInstance, pipeline: PipelineConfig) -> Register
 
 
 def _run_tags(pipeline: PipelineConfig, execute_kwargs: dict) -> dict[str, str]:
-    return {**execute_kwargs.pop("tags", {}), SETTINGS_TAG: settings_fingerprint(pipeline), **RunProcess.current().tags()}
+    return {
+        **execute_kwargs.pop("tags", {}),
+        SETTINGS_TAG: settings_fingerprint(pipeline),
+        **RunProcess.current().tags(),
+    }
 
 
 def run_over_all_documents(

@@ -41,8 +41,8 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SqliteEventLogStorage,
 )
-from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
@@ -162,8 +162,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         planned or materialized partitions of a step) in two transactions, one per shard,
         instead of two per event. The statements are `store_event`'s, in its order; any
         other batch goes through `store_event` one event at a time, as Dagster's does."""
-        if not events or len({e.run_id for e in events}) != 1 or not all(
-            e.is_dagster_event and e.dagster_event_type in ASSET_EVENTS for e in events
+        if (
+            not events
+            or len({e.run_id for e in events}) != 1
+            or not all(e.is_dagster_event and e.dagster_event_type in ASSET_EVENTS for e in events)
         ):
             return super().store_event_batch(events)
         statements = [self.prepare_insert_event(event) for event in events]

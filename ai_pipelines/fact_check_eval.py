@@ -10,7 +10,7 @@ under tests/data/factcheck/ and:
    on; `frank-cnndm-fresh`, built after the protocol was fixed), per claim and per summary, for:
    - the one-feature baseline: max cosine between the claim and an article sentence, with the
      threshold that maximises balanced accuracy on the fit split;
-   - verifier v2 with the embedded default (logistic regression over `assets.claim_features`);
+   - verifier v2 with the embedded default (logistic regression over `resources.claim_features`);
    - optionally (`--v1`) verifier v1, the similarity-threshold verifier v2 replaced, kept here
      verbatim in `legacy_supported` so its figure stays reproducible;
    - optionally (`--judge`) v2 with the configured model as judge, on a small fixed sample.
@@ -35,11 +35,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from assets.claim_features import (
+from assets.claim_verification import (
+    Calibration,
+    Classifier,
+    JudgeAnswer,
+    decide,
+    is_supported,
+    judge_feature,
+    judge_messages,
+    model_fingerprint,
+    read_claims,
+)
+from resources import CallLedger, EmbeddingsResource, ModelResource
+from resources.claim_features import (
     BASE_FEATURE_NAMES,
     FEATURE_NAMES,
-    REFUTE_FEATURE_NAMES,
     JUDGE_FEATURE,
+    REFUTE_FEATURE_NAMES,
     Candidate,
     ClaimFeatures,
     Passage,
@@ -48,19 +60,7 @@ from assets.claim_features import (
     claim_features,
     sentences_to_embed,
 )
-from assets.claim_verification import (
-    Calibration,
-    Classifier,
-    JudgeAnswer,
-    decide,
-    is_supported,
-    read_claims,
-    judge_feature,
-    judge_messages,
-    model_fingerprint,
-)
-from assets.text import has_negation, numbers_in, words_in
-from resources import CallLedger, EmbeddingsResource, ModelResource
+from resources.text import has_negation, numbers_in, words_in
 
 ROOT = Path(__file__).parent.parent
 DATA_DIR = ROOT / "tests" / "data" / "factcheck"
@@ -274,7 +274,12 @@ def score_records(records: Sequence[Record], embeddings: EmbeddingsResource, leg
         vectors = candidate_vectors(cands, passage_vectors)
         singles = [c.text for c in cands if c.sentences == 1]
         baseline = float(max((passage_vectors[s] @ vector for s in singles), default=0.0))
-        is_legacy = legacy and legacy_supported(record.claim, vector, singles, np.stack([query_vectors[s] for s in singles]) if singles else np.zeros((0, 1)))
+        is_legacy = legacy and legacy_supported(
+            record.claim,
+            vector,
+            singles,
+            np.stack([query_vectors[s] for s in singles]) if singles else np.zeros((0, 1)),
+        )
         out.append(
             Scored(
                 id=record.id,
@@ -296,12 +301,14 @@ def score_records(records: Sequence[Record], embeddings: EmbeddingsResource, leg
 class DevClaim(BaseModel):
     label: str
     features: ClaimFeatures
-    source: str = Field(default="", description="The sample-corpus document the claim is about: its cross-validation group.")
+    source: str = Field(
+        default="", description="The sample-corpus document the claim is about: its cross-validation group."
+    )
 
 
 def score_dev(settings: object | None = None, cache: Path | None = None) -> list[DevClaim]:
     """Features of the dev-set claims against the sample corpus, through the real `ClaimVerifier` (retrieval included)."""
-    from ai_pipelines.fact_check import corpus_verifier
+    from ai_pipelines.corpus_fact_check import corpus_verifier
     from ai_pipelines.settings import Settings
 
     rows = [json.loads(line) for line in DEV_SET.read_text().splitlines() if line.strip()]
@@ -311,7 +318,9 @@ def score_dev(settings: object | None = None, cache: Path | None = None) -> list
     features = verifier.features(read_claims(DEV_SET))
     if isinstance(embeddings, CachedEmbeddings):
         embeddings.save()
-    return [DevClaim(label=row["label"], features=f, source=row.get("source", row["id"])) for row, f in zip(rows, features)]
+    return [
+        DevClaim(label=row["label"], features=f, source=row.get("source", row["id"])) for row, f in zip(rows, features)
+    ]
 
 
 JUDGE_VERDICT = "judge_verdict"
@@ -326,7 +335,8 @@ class JudgeStats(BaseModel):
     verified_quotes: int = 0
     seconds: float = 0.0
     raw_balanced_accuracy: float | None = Field(
-        default=None, description="Its bare verdict (supported or not) as the decision, quote ignored: is there any signal at all?"
+        default=None,
+        description="Its bare verdict (supported or not) as the decision, quote ignored: is there any signal at all?",
     )
 
 
@@ -340,7 +350,11 @@ def add_judge(scored: Sequence[Scored], model: ModelResource, candidates: int = 
         assert item.features.best is not None
         evidence.append([item.features.best][:candidates])
     answers = model.map_structured(
-        [judge_messages(s.claim, e) for s, e in zip(pending, evidence)], JudgeAnswer, tier="strong", max_tokens=200, ledger=CallLedger()
+        [judge_messages(s.claim, e) for s, e in zip(pending, evidence)],
+        JudgeAnswer,
+        tier="strong",
+        max_tokens=200,
+        ledger=CallLedger(),
     )
     stats = JudgeStats(asked=len(pending))
     for item, cands, answer in zip(pending, evidence, answers):
@@ -377,7 +391,11 @@ def fit_threshold(scores: Sequence[float], gold: Sequence[bool]) -> float:
 
 
 def fit_classifier(
-    rows: Sequence[dict[str, float]], gold: Sequence[bool], features: Sequence[str], l2: float = 1.0, weights: Sequence[float] | None = None
+    rows: Sequence[dict[str, float]],
+    gold: Sequence[bool],
+    features: Sequence[str],
+    l2: float = 1.0,
+    weights: Sequence[float] | None = None,
 ) -> Classifier:
     """L2-regularised logistic regression by Newton's method, classes weighted to equal total weight."""
     x_raw = np.array([[r.get(f, 0.0) for f in features] for r in rows], dtype=float)
@@ -401,15 +419,24 @@ def fit_classifier(
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return Classifier(features=list(features), mean=mean.tolist(), scale=scale.tolist(), weights=w[:-1].tolist(), bias=float(w[-1]))
+    return Classifier(
+        features=list(features), mean=mean.tolist(), scale=scale.tolist(), weights=w[:-1].tolist(), bias=float(w[-1])
+    )
 
 
-def stack_judge(classifier: Classifier, rows: Sequence[dict[str, float]], gold: Sequence[bool], l2: float = 1.0) -> Classifier:
+def stack_judge(
+    classifier: Classifier, rows: Sequence[dict[str, float]], gold: Sequence[bool], l2: float = 1.0
+) -> Classifier:
     """v2 plus the judge: a logistic regression over (v2's log-odds, judge), folded back into one
     classifier over v2's features and `judge`. Only two weights and a bias are fitted, so a small
     judged sample is enough; a judge that never gives a verified answer gets weight 0."""
     logits = [_logit(classifier.probability(r)) for r in rows]
-    stacked = fit_classifier([{"v2": z, JUDGE_FEATURE: r.get(JUDGE_FEATURE, 0.0)} for z, r in zip(logits, rows)], gold, ("v2", JUDGE_FEATURE), l2=l2)
+    stacked = fit_classifier(
+        [{"v2": z, JUDGE_FEATURE: r.get(JUDGE_FEATURE, 0.0)} for z, r in zip(logits, rows)],
+        gold,
+        ("v2", JUDGE_FEATURE),
+        l2=l2,
+    )
     (a, b), (mean_z, mean_j), (scale_z, scale_j) = stacked.weights, stacked.mean, stacked.scale
     slope = a / scale_z
     return Classifier(
@@ -471,7 +498,9 @@ def grouped_folds(groups: Sequence[str], folds: int, seed: int) -> list[int]:
     return [fold_of[g] for g in groups]
 
 
-def cross_validate(frank: FitData, dev: FitData | None, features: Sequence[str], l2: float, dev_weight: float) -> tuple[float, float | None]:
+def cross_validate(
+    frank: FitData, dev: FitData | None, features: Sequence[str], l2: float, dev_weight: float
+) -> tuple[float, float | None]:
     """Out-of-fold balanced accuracy on FRANK and on the dev set, averaged over repeats."""
     folds = min(CV_FOLDS, len(set(frank.groups)), len(set(dev.groups)) if dev else CV_FOLDS)
     on_frank, on_dev = [], []
@@ -507,12 +536,22 @@ def select_model(frank: FitData, dev: FitData | None) -> tuple[Choice, list[Choi
     tried: list[Choice] = []
     if len(set(frank.groups)) < 2:  # a one-article sample: nothing to cross-validate, take the first candidate
         name, features = next(iter(FEATURE_SETS.items()))
-        return Choice(feature_set=name, l2=L2_GRID[0], dev_weight=DEV_WEIGHTS[0] if dev else 0.0, cv_frank=float("nan")), tried
+        return Choice(
+            feature_set=name, l2=L2_GRID[0], dev_weight=DEV_WEIGHTS[0] if dev else 0.0, cv_frank=float("nan")
+        ), tried
     for name, features in FEATURE_SETS.items():
         for l2 in L2_GRID:
             for dev_weight in DEV_WEIGHTS if dev else (0.0,):
                 cv_frank, cv_dev = cross_validate(frank, dev, features, l2, dev_weight)
-                tried.append(Choice(feature_set=name, l2=l2, dev_weight=dev_weight, cv_frank=round(cv_frank, 4), cv_dev=None if cv_dev is None else round(cv_dev, 4)))
+                tried.append(
+                    Choice(
+                        feature_set=name,
+                        l2=l2,
+                        dev_weight=dev_weight,
+                        cv_frank=round(cv_frank, 4),
+                        cv_dev=None if cv_dev is None else round(cv_dev, 4),
+                    )
+                )
     best = tried[0]
     for choice in tried[1:]:
         if choice.objective > best.objective + 1e-9:
@@ -560,14 +599,18 @@ class EvalReport(BaseModel):
             name = s.name + ("" if s.looked_at_before else " (fresh)")
             v1 = f"{s.v1:.3f}" if s.v1 is not None else "-"
             frank_only = f"{s.v2_frank_only:.3f}" if s.v2_frank_only is not None else "-"
-            lines.append(f"| {name} | {s.claims} ({s.supported}) | {s.baseline:.3f} | {v1} | {s.v2:.3f} | {frank_only} |")
+            lines.append(
+                f"| {name} | {s.claims} ({s.supported}) | {s.baseline:.3f} | {v1} | {s.v2:.3f} | {frank_only} |"
+            )
         return "\n".join(lines)
 
     def summary_table(self) -> str:
         lines = ["| set | summaries (fully factual) | baseline | v2 shipped |", "|---|---|---|---|"]
         for s in self.sets:
             if s.summary_v2 is not None:
-                lines.append(f"| {s.name} | {s.summaries} ({s.summaries_supported}) | {s.summary_baseline:.3f} | {s.summary_v2:.3f} |")
+                lines.append(
+                    f"| {s.name} | {s.summaries} ({s.summaries_supported}) | {s.summary_baseline:.3f} | {s.summary_v2:.3f} |"
+                )
         return "\n".join(lines)
 
     def judge_table(self) -> str:
@@ -642,7 +685,9 @@ def evaluate(data_dir: Path = DATA_DIR, **options: Any) -> EvalReport:
     return report
 
 
-def cross_validation_only(data_dir: Path = DATA_DIR, articles: int | None = None, **options: Any) -> tuple[Choice, list[Choice]]:
+def cross_validation_only(
+    data_dir: Path = DATA_DIR, articles: int | None = None, **options: Any
+) -> tuple[Choice, list[Choice]]:
     """The model selection alone: scores the fit split and the dev set, never a held-out set."""
     result = _run(EvalOptions(data_dir=data_dir, articles=articles, progress=True, select_only=True, **options))
     assert isinstance(result, tuple)
@@ -676,7 +721,11 @@ def _run(options: EvalOptions) -> EvalReport | tuple[Choice, list[Choice]]:
     threshold = fit_threshold([s.baseline for s in fit], gold_fit)
     frank = FitData(rows=[s.features.values for s in fit], gold=gold_fit, groups=[s.article_id for s in fit])
     dev_data = (
-        FitData(rows=[d.features.values for d in dev_claims], gold=[d.label == "supported" for d in dev_claims], groups=[d.source for d in dev_claims])
+        FitData(
+            rows=[d.features.values for d in dev_claims],
+            gold=[d.label == "supported" for d in dev_claims],
+            groups=[d.source for d in dev_claims],
+        )
         if dev_claims
         else None
     )
@@ -684,7 +733,9 @@ def _run(options: EvalOptions) -> EvalReport | tuple[Choice, list[Choice]]:
     say(f"model selection: {len(tried)} configurations cross-validated on the fit data")
     if select_only:
         return choice, tried
-    calibration, frank_only = fit_calibration(frank, dev_data, dev_claims, choice, model_fingerprint(embeddings.model_id))
+    calibration, frank_only = fit_calibration(
+        frank, dev_data, dev_claims, choice, model_fingerprint(embeddings.model_id)
+    )
     assert calibration.classifier is not None
     classifier = calibration.classifier
     sets = [measure(name, scored[name], classifier, frank_only, threshold, legacy) for name in HELDOUT_SETS]
@@ -714,12 +765,18 @@ def fit_calibration(
     features = FEATURE_SETS[choice.feature_set]
     rows, gold, weights = list(frank.rows), list(frank.gold), [1.0] * len(frank.rows)
     if dev_data:
-        rows, gold, weights = rows + dev_data.rows, gold + dev_data.gold, weights + [choice.dev_weight] * len(dev_data.rows)
+        rows, gold, weights = (
+            rows + dev_data.rows,
+            gold + dev_data.gold,
+            weights + [choice.dev_weight] * len(dev_data.rows),
+        )
     classifier = fit_classifier(rows, gold, features, l2=choice.l2, weights=weights)
     frank_only = fit_classifier(frank.rows, frank.gold, features, l2=choice.l2) if dev_data else None
     rejected = [d for d in dev_claims if d.label != "supported"]
     refute_classifier = (
-        fit_classifier([d.features.values for d in rejected], [d.label == "refuted" for d in rejected], REFUTE_FEATURE_NAMES)
+        fit_classifier(
+            [d.features.values for d in rejected], [d.label == "refuted" for d in rejected], REFUTE_FEATURE_NAMES
+        )
         if {d.label for d in rejected} == {"refuted", "not_enough_info"}
         else None
     )
@@ -739,14 +796,23 @@ def fit_calibration(
     }
     if dev_claims:
         verdicts = [decide(str(i), d.features, calibration).verdict for i, d in enumerate(dev_claims)]
-        calibration.fitted["dev_accuracy_3_labels"] = round(sum(v == d.label for v, d in zip(verdicts, dev_claims)) / len(dev_claims), 3)
+        calibration.fitted["dev_accuracy_3_labels"] = round(
+            sum(v == d.label for v, d in zip(verdicts, dev_claims)) / len(dev_claims), 3
+        )
         calibration.fitted["dev_balanced_accuracy"] = round(
             balanced_accuracy([d.label == "supported" for d in dev_claims], [v == "supported" for v in verdicts]), 3
         )
     return calibration, frank_only
 
 
-def measure(name: str, items: Sequence[Scored], classifier: Classifier, frank_only: Classifier | None, threshold: float, legacy: bool) -> SetFigures:
+def measure(
+    name: str,
+    items: Sequence[Scored],
+    classifier: Classifier,
+    frank_only: Classifier | None,
+    threshold: float,
+    legacy: bool,
+) -> SetFigures:
     """Balanced accuracy of each decision rule on one held-out set, per sentence and per summary."""
     claims = labelled(items)
     gold = [s.supported for s in claims]
@@ -795,9 +861,15 @@ def judge_figures(
         gold = [s.supported for s in items]
         figures.judged_claims = len(items)
         figures.judge = stats[figures.name]
-        figures.v2_on_judged = round(balanced_accuracy(gold, predict(classifier, [s.features.values for s in items])), 3)
-        figures.v2_judge = round(balanced_accuracy(gold, predict(judge_classifier, [s.features.values for s in items])), 3)
-        figures.judge.raw_balanced_accuracy = round(balanced_accuracy(gold, [s.features.values.get(JUDGE_VERDICT, 0.0) > 0 for s in items]), 3)
+        figures.v2_on_judged = round(
+            balanced_accuracy(gold, predict(classifier, [s.features.values for s in items])), 3
+        )
+        figures.v2_judge = round(
+            balanced_accuracy(gold, predict(judge_classifier, [s.features.values for s in items])), 3
+        )
+        figures.judge.raw_balanced_accuracy = round(
+            balanced_accuracy(gold, [s.features.values.get(JUDGE_VERDICT, 0.0) > 0 for s in items]), 3
+        )
     return Calibration(
         fingerprint=model_fingerprint(embedding_model, judge_model.model_for("strong")),
         classifier=judge_classifier,
@@ -812,22 +884,44 @@ def judge_figures(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ai_pipelines.fact_check_eval", description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA_DIR), help="Folder with the FRANK claim sets (JSONL).")
-    parser.add_argument("--articles", type=int, default=None, help="Use only the first N articles of each set (a quick sample).")
-    parser.add_argument("--v1", action="store_true", help="Also measure verifier v1 (embeds every article sentence a second time, in query mode).")
-    parser.add_argument("--judge", action="store_true", help="Also run the configured model (embedded by default) as judge, on a sample.")
-    parser.add_argument("--judge-claims", type=int, default=12, help="Claims per set sent to the judge (half of each label).")
+    parser.add_argument(
+        "--articles", type=int, default=None, help="Use only the first N articles of each set (a quick sample)."
+    )
+    parser.add_argument(
+        "--v1",
+        action="store_true",
+        help="Also measure verifier v1 (embeds every article sentence a second time, in query mode).",
+    )
+    parser.add_argument(
+        "--judge",
+        action="store_true",
+        help="Also run the configured model (embedded by default) as judge, on a sample.",
+    )
+    parser.add_argument(
+        "--judge-claims", type=int, default=12, help="Claims per set sent to the judge (half of each label)."
+    )
     parser.add_argument("--no-dev", action="store_true", help="Fit on FRANK alone (skip the sample-corpus dev set).")
-    parser.add_argument("--no-cache", action="store_true", help="Embed everything again instead of reading <data dir>/cache/embeddings-*.npz.")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="Embed everything again instead of reading <data dir>/cache/embeddings-*.npz.",
+    )
     parser.add_argument("--json", default="", help="Also write the full report (JSON) here.")
     parser.add_argument(
-        "--cross-validation-only", action="store_true", help="Only the model selection on the fit data: no held-out set is scored."
+        "--cross-validation-only",
+        action="store_true",
+        help="Only the model selection on the fit data: no held-out set is scored.",
     )
     args = parser.parse_args(argv)
     if args.cross_validation_only:
-        choice, tried = cross_validation_only(Path(args.data), args.articles, dev=not args.no_dev, cache=not args.no_cache)
+        choice, tried = cross_validation_only(
+            Path(args.data), args.articles, dev=not args.no_dev, cache=not args.no_cache
+        )
         print("\n| features | l2 | dev weight | CV FRANK | CV dev | objective |\n|---|---|---|---|---|---|")
         for c in tried:
-            print(f"| {c.feature_set} | {c.l2:g} | {c.dev_weight:g} | {c.cv_frank:.3f} | {c.cv_dev if c.cv_dev is not None else '-'} | {c.objective:.3f} |")
+            print(
+                f"| {c.feature_set} | {c.l2:g} | {c.dev_weight:g} | {c.cv_frank:.3f} | {c.cv_dev if c.cv_dev is not None else '-'} | {c.objective:.3f} |"
+            )
         print(f"\nchosen: {choice}")
         return 0
     judge_model = None
@@ -837,8 +931,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         judge_model = build_resources(Settings())["model"]
     report = evaluate(
-        Path(args.data), articles=args.articles, legacy=args.v1, judge_model=judge_model, judge_claims=args.judge_claims, progress=True,
-        dev=not args.no_dev, cache=not args.no_cache,
+        Path(args.data),
+        articles=args.articles,
+        legacy=args.v1,
+        judge_model=judge_model,
+        judge_claims=args.judge_claims,
+        progress=True,
+        dev=not args.no_dev,
+        cache=not args.no_cache,
     )
     choice = report.choice
     print(
@@ -846,7 +946,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"l2 {choice.l2:g}, dev weight {choice.dev_weight:g}; CV balanced accuracy FRANK {choice.cv_frank:.3f}"
         + (f", dev {choice.cv_dev:.3f}" if choice.cv_dev is not None else "")
     )
-    print(f"\nBalanced accuracy per claim on held-out FRANK claims ({report.fingerprint}; baseline threshold {report.baseline_threshold}; {report.seconds}s)\n")
+    print(
+        f"\nBalanced accuracy per claim on held-out FRANK claims ({report.fingerprint}; baseline threshold {report.baseline_threshold}; {report.seconds}s)\n"
+    )
     print(report.table())
     print("\nPer summary (accepted when all its sentences are; label: FRANK Factuality = 1)\n")
     print(report.summary_table())

@@ -58,7 +58,9 @@ class ServerState:
                 resources = build_resources(self.settings)
                 configured = resources.get("support_desk")  # the code location's, with the deployment's limits
                 if not isinstance(configured, SupportDeskResource):
-                    configured = SupportDeskResource(data_dir=str(SUPPORT_DESK_DIR), vector_store=resources["vector_store"])
+                    configured = SupportDeskResource(
+                        data_dir=str(SUPPORT_DESK_DIR), vector_store=resources["vector_store"]
+                    )
                 self._desk = SupportDeskResource(
                     data_dir=str(self.support_desk_dir or configured.data_dir),
                     vector_store=configured.vector_store,
@@ -71,7 +73,7 @@ class ServerState:
     def verifier(self) -> "ClaimVerifier":
         with self._verifier_lock:
             if self._verifier is None:
-                from ai_pipelines.fact_check import corpus_verifier
+                from ai_pipelines.corpus_fact_check import corpus_verifier
                 from assets.config import SAMPLE_CORPUS_DIR
 
                 corpus = Path(self.settings.corpus_dir or SAMPLE_CORPUS_DIR)
@@ -105,7 +107,9 @@ def build_server(state: ServerState) -> MCPServer:
         limit: Annotated[int, Field(ge=1, le=10, description="How many articles to return.")] = 3,
     ) -> dict[str, Any]:
         """Search the Lumen Notes help centre; returns the closest articles (slug, title, excerpt, distance)."""
-        return _answer(lambda: {"hits": [h.model_dump(mode="json") for h in state.desk().search_help_centre(query, limit)]})
+        return _answer(
+            lambda: {"hits": [h.model_dump(mode="json") for h in state.desk().search_help_centre(query, limit)]}
+        )
 
     @server.tool()
     def lookup_customer(
@@ -132,7 +136,9 @@ def build_server(state: ServerState) -> MCPServer:
     @server.tool()
     def compute_refund(
         order_id: Annotated[str, Field(min_length=1, description="The order to refund, e.g. O1001.")],
-        as_of: Annotated[str, Field(description="The ticket's date (YYYY-MM-DD) the refund window is counted to; default today.")] = "",
+        as_of: Annotated[
+            str, Field(description="The ticket's date (YYYY-MM-DD) the refund window is counted to; default today.")
+        ] = "",
         amount_eur: Annotated[
             float | None, Field(gt=0, description="Amount asked for, in EUR; omit for the full amount paid.")
         ] = None,
@@ -168,10 +174,17 @@ def build_server(state: ServerState) -> MCPServer:
         def hits() -> dict[str, Any]:
             verifier = state.verifier()
             found = verifier.vector_store.query(verifier.collection, [query], n_results=limit)[0]
-            return {"hits": [
-                {"chunk_id": h.id, "doc_id": h.metadata.get("doc_id", ""), "text": h.text, "distance": round(h.distance or 0.0, 4)}
-                for h in found
-            ]}
+            return {
+                "hits": [
+                    {
+                        "chunk_id": h.id,
+                        "doc_id": h.metadata.get("doc_id", ""),
+                        "text": h.text,
+                        "distance": round(h.distance or 0.0, 4),
+                    }
+                    for h in found
+                ]
+            }
 
         return _answer(hits)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import TextIO
 
-from assets.progress import Progress
+from resources.model_session import Progress
 
 WIDTH = 30
 

@@ -27,12 +27,12 @@ import hashlib
 import json
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions, EnvVar, RunsFilter
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import BaseModel
 
 from assets.config import PipelineConfig
 from assets.documents import FileState
 from assets.ingestion import CONTENT_HASH
+from resources.partition_ranges import range_tags
 
 PER_DOCUMENT_ASSETS = ("source_documents", "chunks", "signals")
 DOWNSTREAM_ASSETS = ("retrieval_index", "drafts", "fact_checks", "draft_revisions", "summaries", "digest_report")
@@ -63,7 +63,7 @@ class RunPlan(BaseModel):
         """Run tags for one partition range covering every document to redo."""
         position = {key: i for i, key in enumerate(order)}
         ordered = sorted(self.documents, key=position.__getitem__)
-        return {ASSET_PARTITION_RANGE_START_TAG: ordered[0], ASSET_PARTITION_RANGE_END_TAG: ordered[-1]}
+        return range_tags(ordered)
 
 
 def settings_fingerprint(pipeline: PipelineConfig) -> str:
@@ -136,7 +136,10 @@ def plan_run(
     removed: list[str],
 ) -> RunPlan:
     """Compare the instance's records with the files, code and settings of now; see the module docstring."""
-    code = {n: defs.resolve_assets_def(n).code_versions_by_key[AssetKey(n)] or "" for n in (*PER_DOCUMENT_ASSETS, *DOWNSTREAM_ASSETS)}
+    code = {
+        n: defs.resolve_assets_def(n).code_versions_by_key[AssetKey(n)] or ""
+        for n in (*PER_DOCUMENT_ASSETS, *DOWNSTREAM_ASSETS)
+    }
     per_document = {n: latest_materializations(instance, n, set(order)) for n in PER_DOCUMENT_ASSETS}
     downstream = {n: latest_materializations(instance, n, None).get("") for n in DOWNSTREAM_ASSETS}
     records = [r for per in per_document.values() for r in per.values()] + [r for r in downstream.values() if r]
@@ -145,7 +148,10 @@ def plan_run(
         key
         for key in order
         if not _document_is_current(
-            key, [per_document[n].get(key) for n in PER_DOCUMENT_ASSETS], [code[n] for n in PER_DOCUMENT_ASSETS], files[key]
+            key,
+            [per_document[n].get(key) for n in PER_DOCUMENT_ASSETS],
+            [code[n] for n in PER_DOCUMENT_ASSETS],
+            files[key],
         )
         or any(per_document[n][key].run_id in other_settings for n in PER_DOCUMENT_ASSETS)
     ]
@@ -157,7 +163,10 @@ def plan_run(
         if r is None
         or r.code_version != code[n]
         or r.run_id in other_settings
-        or any(newest.get(up.to_user_string(), 0) > r.storage_id for up in defs.resolve_assets_def(n).asset_deps[AssetKey(n)])
+        or any(
+            newest.get(up.to_user_string(), 0) > r.storage_id
+            for up in defs.resolve_assets_def(n).asset_deps[AssetKey(n)]
+        )
     ]
     reasons = [f"{len(stale)} of {len(order)} documents new or changed"] if stale else []
     if removed:

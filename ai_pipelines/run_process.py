@@ -64,7 +64,10 @@ class RunProcess(BaseModel):
     @classmethod
     def current(cls) -> "RunProcess":
         return cls(
-            host=socket.gethostname(), pid=os.getpid(), started=process_start_identity(os.getpid()), namespace=pid_namespace()
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=process_start_identity(os.getpid()),
+            namespace=pid_namespace(),
         )
 
     @classmethod

@@ -33,8 +33,8 @@ from dagster._core.storage.tags import (
 )
 from pydantic import BaseModel
 
-from ai_pipelines.report import RunReport
 from ai_pipelines.run_process import HOST_TAG, PROCESS_TAGS, RunProcess
+from ai_pipelines.run_report import RunReport
 from ai_pipelines.settings import Settings, load_settings
 
 # A run in one of these states has a process that should still be working on it.
@@ -92,7 +92,9 @@ class ResumeError(ValueError):
 RUN_COMMAND_JOBS = ("digest_job", "digest_refresh_job")  # what `ai-pipelines run` launches (see backfill)
 
 
-def run_to_resume(instance: DagsterInstance, run_id: str | None, job_names: tuple[str, ...] = RUN_COMMAND_JOBS) -> DagsterRun:
+def run_to_resume(
+    instance: DagsterInstance, run_id: str | None, job_names: tuple[str, ...] = RUN_COMMAND_JOBS
+) -> DagsterRun:
     """The run named, or else the latest run of `job_names`, provided it failed.
 
     Without a run id, an older failure that a later run superseded is not resumed: only

@@ -21,11 +21,11 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from ai_pipelines.settings import Settings, SettingsError
+from resources.model import MODEL_POOL
 from resources.state_store import libpq_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-MODEL_POOL = "model_endpoints"
 ACTIVE = ("STARTING", "STARTED", "CANCELING")
 
 
@@ -105,8 +105,16 @@ class Stack:
         workspace = str(ROOT / "workspace.yaml")
         for i in range(self.celery_workers):
             self._start(
-                f"celery-worker-{i}", "dagster-celery", "worker", "start", "-A", "dagster_celery.app",
-                "-y", str(self.home / "celery.yaml"), "-n", f"ai-pipelines-{i}",
+                f"celery-worker-{i}",
+                "dagster-celery",
+                "worker",
+                "start",
+                "-A",
+                "dagster_celery.app",
+                "-y",
+                str(self.home / "celery.yaml"),
+                "-n",
+                f"ai-pipelines-{i}",
             )
         self._start("daemon", "dagster-daemon", "run", "-w", workspace)
         self._start("webserver", "dagster-webserver", "-h", "127.0.0.1", "-p", str(self.port), "-w", workspace)

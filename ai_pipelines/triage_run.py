@@ -17,7 +17,6 @@ tickets between them too, and the plan says how many.
 from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import BaseModel
 
 from ai_pipelines.run_plan import latest_materializations
@@ -25,6 +24,7 @@ from ai_pipelines.run_process import RunProcess
 from assets.config import TriageConfig
 from assets.documents import FileState, is_valid_key
 from assets.tickets import TICKETS, scan_tickets
+from resources.partition_ranges import range_tags
 
 INTAKE_ASSET = "support_tickets"
 
@@ -61,7 +61,7 @@ class TriagePlan(BaseModel):
         return not self.tickets
 
     def run_tags(self) -> dict[str, str]:
-        return {ASSET_PARTITION_RANGE_START_TAG: self.covered[0], ASSET_PARTITION_RANGE_END_TAG: self.covered[-1]}
+        return range_tags(self.covered)
 
 
 def _expected_hash(state: FileState) -> str:
@@ -76,10 +76,7 @@ def plan_triage(instance: DagsterInstance, files: dict[str, FileState], everythi
         todo, why = with_files, "as asked"
     else:
         latest = latest_materializations(instance, INTAKE_ASSET, set(with_files))
-        todo = [
-            k for k in with_files
-            if k not in latest or latest[k].content_hash != _expected_hash(files[k])
-        ]
+        todo = [k for k in with_files if k not in latest or latest[k].content_hash != _expected_hash(files[k])]
         new = sum(k not in latest for k in todo)
         why = f"{new} new, {len(todo) - new} edited"
     if not todo:
@@ -88,9 +85,11 @@ def plan_triage(instance: DagsterInstance, files: dict[str, FileState], everythi
     covered = order[position[todo[0]] : position[todo[-1]] + 1]
     extra = len(covered) - len(todo)
     gone = sum(k not in files for k in covered)
-    reason = f"{len(todo)} of {len(with_files)} tickets ({why})" + (
-        f"; the run's partition range also covers {extra} tickets between them" if extra else ""
-    ) + (f", {gone} of them with their file removed (recorded as quarantined: file no longer exists)" if gone else "")
+    reason = (
+        f"{len(todo)} of {len(with_files)} tickets ({why})"
+        + (f"; the run's partition range also covers {extra} tickets between them" if extra else "")
+        + (f", {gone} of them with their file removed (recorded as quarantined: file no longer exists)" if gone else "")
+    )
     return TriagePlan(tickets=todo, covered=covered, reason=reason)
 
 
@@ -109,7 +108,9 @@ def run_triage(
     tags = {**execute_kwargs.pop("tags", {}), **RunProcess.current().tags()}
     job = defs.resolve_job_def("triage_job")
     if len(plan.covered) == 1:
-        return plan, job.execute_in_process(instance=instance, partition_key=plan.covered[0], tags=tags, **execute_kwargs)
+        return plan, job.execute_in_process(
+            instance=instance, partition_key=plan.covered[0], tags=tags, **execute_kwargs
+        )
     return plan, job.execute_in_process(instance=instance, tags={**tags, **plan.run_tags()}, **execute_kwargs)
 
 
@@ -173,12 +174,18 @@ class TriageReport(BaseModel):
             lines.append("Routes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.routing_mix.items())))
         if self.replies:
             waiting = self.replies.get("awaiting_approval", 0)
-            lines.append("Replies: " + ", ".join(f"{k} {v}" for k, v in sorted(self.replies.items())) + " (table sent_replies)")
+            lines.append(
+                "Replies: " + ", ".join(f"{k} {v}" for k, v in sorted(self.replies.items())) + " (table sent_replies)"
+            )
             if waiting:
-                lines.append(f"{waiting} replies wait for a person: launch reply_approval_job with a decision (README, Support triage)")
+                lines.append(
+                    f"{waiting} replies wait for a person: launch reply_approval_job with a decision (README, Support triage)"
+                )
             if self.replies.get("not_deliverable"):
-                lines.append("Not deliverable: escalated to a person, blocked by a guardrail or abusive; "
-                             "the reason is on each row of reply_checks")
+                lines.append(
+                    "Not deliverable: escalated to a person, blocked by a guardrail or abusive; "
+                    "the reason is on each row of reply_checks"
+                )
         lines += [f"BLOCKED: check '{check}' failed: {description}" for check, description in self.blocked_by]
         if self.failed_steps:
             lines.append(f"Failed steps: {', '.join(self.failed_steps)} (see the run's logs in the Dagster UI)")

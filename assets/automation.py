@@ -18,9 +18,7 @@ _SETTLED = (
 
 def when_documents_change() -> AutomationCondition:
     """Any document partition upstream was re-materialized, and no document run is still going."""
-    return (AutomationCondition.any_deps_updated().since_last_handled() & _SETTLED).with_label(
-        "documents changed"
-    )
+    return (AutomationCondition.any_deps_updated().since_last_handled() & _SETTLED).with_label("documents changed")
 
 
 def when_index_changes(index: str) -> AutomationCondition:
@@ -28,6 +26,6 @@ def when_index_changes(index: str) -> AutomationCondition:
     changed = AutomationCondition.any_deps_match(AutomationCondition.data_version_changed()).allow(
         AssetSelection.assets(index)
     )
-    return (
-        changed.since_last_handled() & ~AutomationCondition.any_deps_missing() & _SETTLED
-    ).with_label("index changed")
+    return (changed.since_last_handled() & ~AutomationCondition.any_deps_missing() & _SETTLED).with_label(
+        "index changed"
+    )

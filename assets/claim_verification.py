@@ -1,7 +1,7 @@
 """Claim verification: the reusable fact-checking component (verifier v2).
 
 A claim is judged against candidate passages: its cited chunks plus chunks retrieved for
-it, cut into single sentences and windows of 2-3 adjacent sentences (`assets.claim_features`).
+it, cut into single sentences and windows of 2-3 adjacent sentences (`resources.claim_features`).
 Features (embedding similarity with the claim in query mode and the evidence in passage mode,
 coverage of numbers, dates, named entities and content words, negation and antonym mismatch)
 go to a small logistic-regression classifier fitted on human-labelled public benchmark data
@@ -28,7 +28,9 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
-from assets.claim_features import (
+from assets.prompts import load_prompt
+from resources import CallLedger, ModelResource, VectorStoreResource
+from resources.claim_features import (
     FEATURE_NAMES,
     JUDGE_FEATURE,
     Candidate,
@@ -37,14 +39,12 @@ from assets.claim_features import (
     candidate_vectors,
     candidates_of,
     claim_features,
-    sentences_to_embed,
     conflict_between,
     content_words,
+    sentences_to_embed,
 )
-from assets.guardrails import data_block
-from assets.prompts import load_prompt
-from assets.text import normalize
-from resources import CallLedger, ModelResource, VectorStoreResource
+from resources.prompt_injection import data_block
+from resources.text import normalize
 
 __all__ = ["FEATURE_NAMES", "Passage", "conflict_between", "content_words"]  # re-exported for callers
 
@@ -150,7 +150,12 @@ def judge_feature(answer: JudgeAnswer | None, evidence: str) -> tuple[float, str
 
 def judge_messages(claim: str, candidates: Sequence[Candidate]) -> list[dict[str, str]]:
     evidence = "\n\n".join(f"[{i + 1}] {c.text}" for i, c in enumerate(candidates))
-    return [{"role": "user", "content": PROMPT.render(claim=data_block("claim", claim), evidence=data_block("evidence", evidence))}]
+    return [
+        {
+            "role": "user",
+            "content": PROMPT.render(claim=data_block("claim", claim), evidence=data_block("evidence", evidence)),
+        }
+    ]
 
 
 # Hard constraints, not thresholds: evidence that lacks a number the claim states, or names another month, cannot
@@ -166,7 +171,9 @@ def is_supported(classifier: Classifier, values: dict[str, float]) -> bool:
     return classifier.probability(values) >= 0.5 and not missing_facts(values)
 
 
-def decide(claim_id: str, features: ClaimFeatures, calibration: Calibration, judge: str = "", quote: str = "") -> ClaimVerdict:
+def decide(
+    claim_id: str, features: ClaimFeatures, calibration: Calibration, judge: str = "", quote: str = ""
+) -> ClaimVerdict:
     """The classifier's probability decides; a rejected claim whose best evidence conflicts is refuted."""
     assert calibration.classifier is not None, "no calibration for this model configuration"
     probability = calibration.classifier.probability(features.values)
@@ -177,7 +184,9 @@ def decide(claim_id: str, features: ClaimFeatures, calibration: Calibration, jud
         verdict: Verdict = "supported"
         reason = ""
     elif judge == "refuted" or (
-        calibration.refute_classifier.probability(features.values) >= 0.5 if calibration.refute_classifier else bool(features.conflict)
+        calibration.refute_classifier.probability(features.values) >= 0.5
+        if calibration.refute_classifier
+        else bool(features.conflict)
     ):
         verdict = "refuted"
         reason = f"the evidence contradicts the claim ({features.conflict or ('judge' if judge == 'refuted' else 'classifier')})"
@@ -209,12 +218,18 @@ def overrule_by_judge(verdict: ClaimVerdict, features: ClaimFeatures, judge_valu
     but it can only raise a claim to supported when the evidence also holds every number, date and
     named entity of the claim, so a judge fooled into answering "supported" cannot pass those."""
     if judge_value > 0 and verdict.verdict != "supported":
-        missing = missing_facts(features.values) + (["entity"] if features.values.get("entity_coverage", 1.0) < 1.0 else [])
+        missing = missing_facts(features.values) + (
+            ["entity"] if features.values.get("entity_coverage", 1.0) < 1.0 else []
+        )
         if not missing:
             return verdict.model_copy(update={"verdict": "supported", "reason": "", "conflict": ""})
-        return verdict.model_copy(update={"reason": verdict.reason + f"; the judge's support is overruled: no {' or '.join(missing)} match"})
+        return verdict.model_copy(
+            update={"reason": verdict.reason + f"; the judge's support is overruled: no {' or '.join(missing)} match"}
+        )
     if judge_value < 0 and verdict.verdict == "supported":
-        return verdict.model_copy(update={"verdict": "refuted", "reason": f"the judge quotes a contradiction: {quote!r}"})
+        return verdict.model_copy(
+            update={"verdict": "refuted", "reason": f"the judge quotes a contradiction: {quote!r}"}
+        )
     return verdict
 
 
@@ -244,7 +259,11 @@ class ClaimVerifier:
         self.model = model
         self.ledger = ledger or CallLedger()
         embedding_model = vector_store.embeddings.model_id
-        judged = load_calibration(model_fingerprint(embedding_model, model.model_for("strong"))) if model is not None else None
+        judged = (
+            load_calibration(model_fingerprint(embedding_model, model.model_for("strong")))
+            if model is not None
+            else None
+        )
         self.calibration = calibration or (judged if judged is not None and judged.judge else load_calibration())
         self.thresholds = thresholds or self.calibration.thresholds
         self._vectors: dict[str, np.ndarray] = {}
@@ -256,7 +275,9 @@ class ClaimVerifier:
         return self.model is not None and (self.calibration.judge or bool(self.model.base_url))
 
     def passages(self, claims: Sequence[Claim]) -> list[list[Passage]]:
-        queried = self.vector_store.query(self.collection, [c.text for c in claims], n_results=self.thresholds.candidates)
+        queried = self.vector_store.query(
+            self.collection, [c.text for c in claims], n_results=self.thresholds.candidates
+        )
         cited_ids = sorted({i for c in claims for i in c.cited_chunk_ids})
         cited = {h.id: h for h in self.vector_store.get(self.collection, cited_ids)} if cited_ids else {}
         out = []
@@ -289,7 +310,11 @@ class ClaimVerifier:
         pending = [i for i, f in enumerate(features) if f.best is not None]
         evidence = {i: [features[i].best] for i in pending}  # type: ignore[list-item]
         answers = self.model.map_structured(
-            [judge_messages(claims[i].text, evidence[i]) for i in pending], JudgeAnswer, tier="strong", max_tokens=200, ledger=self.ledger
+            [judge_messages(claims[i].text, evidence[i]) for i in pending],
+            JudgeAnswer,
+            tier="strong",
+            max_tokens=200,
+            ledger=self.ledger,
         )
         out: list[tuple[float, str, str]] = [(0.0, "", "")] * len(claims)
         for i, answer in zip(pending, answers):
@@ -314,7 +339,9 @@ class ClaimVerifier:
             decided.append(result)
         checked = iter(decided)
         return [
-            next(checked) if not r else ClaimVerdict(id=c.id, verdict="not_enough_info", score=0.0, evidence=[], reason=r)
+            next(checked)
+            if not r
+            else ClaimVerdict(id=c.id, verdict="not_enough_info", score=0.0, evidence=[], reason=r)
             for c, r in zip(claims, reasons)
         ]
 
@@ -340,4 +367,3 @@ def read_claims_lenient(path: Path) -> tuple[list[Claim], list[str]]:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             errors.append(f"{path}:{number}: not a claim object with a non-empty 'id' and 'text': {detail}")
     return claims, errors
-

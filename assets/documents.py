@@ -14,7 +14,6 @@ leave the folder, so neither discovery, the sensor, duplicate detection nor inge
 can be made to hang or to read outside the folders.
 """
 
-
 import hashlib
 import os
 import stat
@@ -22,26 +21,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from dagster import BackfillPolicy, DynamicPartitionsDefinition
+from dagster import DynamicPartitionsDefinition
 from pydantic import BaseModel
 
 from assets.config import PipelineConfig
 
+# Every asset partitioned by document also declares `backfill_policy=BackfillPolicy.single_run()`:
+# a backfill of many documents is one run (one process, one model server) whose assets fan out
+# over the run's partitions, not one process per document.
 DOCUMENTS = DynamicPartitionsDefinition(name="documents")
 # The column of every per-document table that holds the partition key.
 PARTITION_COLUMN = "document"
 # Dagster refuses these in partition keys.
 _INVALID_IN_KEYS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 _BLOCK = 1 << 20
-
-
-def per_document() -> dict[str, object]:
-    """Arguments of every asset partitioned by document.
-
-    A backfill of many documents is one run (one process, one model server) whose
-    assets fan out over the run's partitions, not one process per document.
-    """
-    return {"partitions_def": DOCUMENTS, "backfill_policy": BackfillPolicy.single_run()}
 
 
 class FileState(BaseModel):
@@ -96,7 +89,9 @@ def check_entry(root: Path, path: Path) -> os.stat_result:
     except FileNotFoundError:
         if os.path.lexists(path):
             raise UnsafeFile("unreadable", f"broken symlink to {real}", "special:broken-link") from None
-        raise UnsafeFile("unreadable", "file no longer exists (removed after it was registered)", "special:missing") from None
+        raise UnsafeFile(
+            "unreadable", "file no longer exists (removed after it was registered)", "special:missing"
+        ) from None
     except OSError as exc:
         raise UnsafeFile("unreadable", f"cannot stat file: {exc.strerror or exc}", "special:unreadable") from None
     if not stat.S_ISREG(status.st_mode):
@@ -118,7 +113,9 @@ def open_regular_file(root: Path, path: Path) -> Iterator[tuple[int, os.stat_res
     try:
         fd = os.open(real, flags)
     except FileNotFoundError:
-        raise UnsafeFile("unreadable", "file no longer exists (removed after it was registered)", "special:missing") from None
+        raise UnsafeFile(
+            "unreadable", "file no longer exists (removed after it was registered)", "special:missing"
+        ) from None
     except OSError as exc:
         raise UnsafeFile("unreadable", f"cannot open file: {exc.strerror or exc}", "special:unreadable") from None
     try:
@@ -127,7 +124,9 @@ def open_regular_file(root: Path, path: Path) -> Iterator[tuple[int, os.stat_res
             raise _not_regular(status.st_mode)
         opened = f"/proc/self/fd/{fd}"
         if os.path.exists(opened) and not _inside(os.readlink(opened), os.path.realpath(root)):
-            raise UnsafeFile("unsafe_path", "file moved outside the watched folder while opening", "special:outside-root")
+            raise UnsafeFile(
+                "unsafe_path", "file moved outside the watched folder while opening", "special:outside-root"
+            )
         yield fd, status
     finally:
         os.close(fd)

@@ -16,7 +16,6 @@ from typing import Literal, Sequence
 import pandas as pd
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     AssetIn,
     MetadataValue,
@@ -30,15 +29,16 @@ from assets.claim_verification import Claim, ClaimVerifier
 from assets.config import PipelineConfig
 from assets.drafts import DraftClaim, EvidenceItem, numbered_evidence
 from assets.fact_checks import VERIFIER_VERSION, FactCheck
-from assets.frames import from_frame, table_output, to_frame
-from assets.guardrails import data_block, neutralize
-from assets.metadata import MODEL_POOL, ledger_metadata
-from assets.previews import markdown_table
 from assets.prompts import load_prompt
 from assets.retrieval import IndexManifest
 from assets.sentence_checks import SentenceCheck, check_sentences
-from assets.text import normalize
+from assets.share_checks import share_within_limit
 from resources import CallLedger, ModelResource, VectorStoreResource
+from resources.markdown_tables import markdown_table
+from resources.model import MODEL_POOL
+from resources.prompt_injection import data_block, neutralize
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.text import normalize
 
 GROUP = "drafts"
 PROMPT = load_prompt("revise_claim")
@@ -50,7 +50,9 @@ class ClaimRevision(BaseModel):
     # Every field is required, so a grammar-constrained local model writes all of them.
     action: Literal["revise", "withdraw"]
     sentence: str = Field(max_length=400, description="The revised sentence ('' when withdrawn).")
-    evidence: list[int] = Field(max_length=4, description="Numbers of the evidence items it rests on ([] when withdrawn).")
+    evidence: list[int] = Field(
+        max_length=4, description="Numbers of the evidence items it rests on ([] when withdrawn)."
+    )
 
 
 def revision_within(count: int) -> type[ClaimRevision]:
@@ -113,13 +115,21 @@ def _accepted(verdict: str, contested: bool) -> bool:
 def _publishable(check: FactCheck, judged: FactCheck | RevisionRound, text: str, origin: str) -> PublishableClaim:
     """The claim as published: its final text, and the verdict and evidence that text was judged on."""
     return PublishableClaim(
-        claim_id=check.claim_id, topic=check.topic, text=text, origin=origin, verdict=judged.verdict,
-        score=judged.score, evidence_chunk_ids=judged.evidence_chunk_ids, evidence_sentence=judged.evidence_sentence,
+        claim_id=check.claim_id,
+        topic=check.topic,
+        text=text,
+        origin=origin,
+        verdict=judged.verdict,
+        score=judged.score,
+        evidence_chunk_ids=judged.evidence_chunk_ids,
+        evidence_sentence=judged.evidence_sentence,
         quote=judged.quote,
     )
 
 
-def outcomes(checks: Sequence[FactCheck], revisions: Sequence[RevisionRound]) -> tuple[list[PublishableClaim], dict[str, Outcome]]:
+def outcomes(
+    checks: Sequence[FactCheck], revisions: Sequence[RevisionRound]
+) -> tuple[list[PublishableClaim], dict[str, Outcome]]:
     """What became of each drafted claim, and the claims that may be published (one per distinct text per topic)."""
     last: dict[str, RevisionRound] = {}
     withdrawn: set[str] = set()
@@ -149,17 +159,21 @@ def outcomes(checks: Sequence[FactCheck], revisions: Sequence[RevisionRound]) ->
     return published, fate
 
 
-def revision_messages(topic: str, check: FactCheck | RevisionRound, text: str, evidence: list[EvidenceItem]) -> list[dict[str, str]]:
-    return [{
-        "role": "user",
-        "content": PROMPT.render(
-            topic=topic.replace("{", "(").replace("}", ")"),
-            verdict=check.verdict or "not checked",
-            reason=neutralize(check.reason).replace("{", "(").replace("}", ")"),
-            claim=data_block("claim", text),
-            evidence=data_block("evidence", numbered_evidence(evidence)),
-        ),
-    }]
+def revision_messages(
+    topic: str, check: FactCheck | RevisionRound, text: str, evidence: list[EvidenceItem]
+) -> list[dict[str, str]]:
+    return [
+        {
+            "role": "user",
+            "content": PROMPT.render(
+                topic=topic.replace("{", "(").replace("}", ")"),
+                verdict=check.verdict or "not checked",
+                reason=neutralize(check.reason).replace("{", "(").replace("}", ")"),
+                claim=data_block("claim", text),
+                evidence=data_block("evidence", numbered_evidence(evidence)),
+            ),
+        }
+    ]
 
 
 MAX_REVISION_EVIDENCE = 6
@@ -170,10 +184,22 @@ def evidence_for(draft: DraftClaim, check: FactCheck) -> list[EvidenceItem]:
     judged against, then the rest of the draft's list, at most MAX_REVISION_EVIDENCE (prompts stay short)."""
     cited = [i for i in draft.evidence_list if i.number in draft.evidence_numbers]
     judged = []
-    if check.evidence_sentence and check.evidence_chunk_ids and all(i.sentence != check.evidence_sentence for i in cited):
+    if (
+        check.evidence_sentence
+        and check.evidence_chunk_ids
+        and all(i.sentence != check.evidence_sentence for i in cited)
+    ):
         chunk_id = check.evidence_chunk_ids[0]
-        judged = [EvidenceItem(number=0, chunk_id=chunk_id, doc_id=chunk_id.rsplit("-", 1)[0], sentence=check.evidence_sentence)]
-    rest = [i for i in draft.evidence_list if i.number not in draft.evidence_numbers and i.sentence != check.evidence_sentence]
+        judged = [
+            EvidenceItem(
+                number=0, chunk_id=chunk_id, doc_id=chunk_id.rsplit("-", 1)[0], sentence=check.evidence_sentence
+            )
+        ]
+    rest = [
+        i
+        for i in draft.evidence_list
+        if i.number not in draft.evidence_numbers and i.sentence != check.evidence_sentence
+    ]
     chosen = (cited + judged + rest)[:MAX_REVISION_EVIDENCE]
     return [item.model_copy(update={"number": n}) for n, item in enumerate(chosen, start=1)]
 
@@ -214,28 +240,46 @@ def refine(
             groups[len(item.evidence)].append(index)
         for count, indexes in groups.items():
             traced = model.map_traced_structured(
-                [revision_messages(pending[i].draft.topic, pending[i].state, pending[i].text, pending[i].evidence) for i in indexes],
-                revision_within(count), tier="strong", max_tokens=300, ledger=ledger,
+                [
+                    revision_messages(pending[i].draft.topic, pending[i].state, pending[i].text, pending[i].evidence)
+                    for i in indexes
+                ],
+                revision_within(count),
+                tier="strong",
+                max_tokens=300,
+                ledger=ledger,
             )
             answers.update(zip(indexes, traced))
-        revised = [
-            (i, a) for i, (a, _) in answers.items() if isinstance(a, ClaimRevision) and a.action == "revise"
-        ]
+        revised = [(i, a) for i, (a, _) in answers.items() if isinstance(a, ClaimRevision) and a.action == "revise"]
         claims = [
             Claim(
-                id=f"{pending[i].draft.claim_id}-r{number}", text=a.sentence.strip(),
+                id=f"{pending[i].draft.claim_id}-r{number}",
+                text=a.sentence.strip(),
                 cited_chunk_ids=list(dict.fromkeys(pending[i].evidence[n - 1].chunk_id for n in a.evidence)),
             )
             for i, a in revised
         ]
-        verdicts = dict(zip((i for i, _ in revised), zip(claims, check_sentences(verifier, claims, model=model, decompose=decompose, ledger=ledger))))
+        verdicts = dict(
+            zip(
+                (i for i, _ in revised),
+                zip(claims, check_sentences(verifier, claims, model=model, decompose=decompose, ledger=ledger)),
+            )
+        )
         still: list[_Pending] = []
         for index, item in enumerate(pending):
             answer, trace_id = answers[index]
-            base = {"claim_id": item.draft.claim_id, "draft_id": item.draft.draft_id, "topic": item.draft.topic,
-                    "round": number, "before": item.text, "trace_id": trace_id}
+            base = {
+                "claim_id": item.draft.claim_id,
+                "draft_id": item.draft.draft_id,
+                "topic": item.draft.topic,
+                "round": number,
+                "before": item.text,
+                "trace_id": trace_id,
+            }
             if isinstance(answer, Exception):
-                row = RevisionRound(**base, action="failed", after="", verdict="", reason=f"model call failed: {answer}")
+                row = RevisionRound(
+                    **base, action="failed", after="", verdict="", reason=f"model call failed: {answer}"
+                )
                 still.append(item)
             elif answer.action == "withdraw":
                 row = RevisionRound(**base, action="withdraw", after="", verdict="", reason="withdrawn by the model")
@@ -247,20 +291,35 @@ def refine(
                     still.append(_Pending(draft=item.draft, text=claim.text, state=row, evidence=item.evidence))
             rows.append(row)
         pending = still
-    rows += extractive_stand_ins(pending + withdrawn, rounds + 1, verifier=verifier, model=model, decompose=decompose, ledger=ledger)
+    rows += extractive_stand_ins(
+        pending + withdrawn, rounds + 1, verifier=verifier, model=model, decompose=decompose, ledger=ledger
+    )
     return rows
 
 
 def _round_row(base: dict, action: str, claim: Claim, check: SentenceCheck) -> RevisionRound:
     return RevisionRound(
-        **base, action=action, after=claim.text, verdict=check.verdict, reason=check.reason, quote=check.quote,
-        score=check.score, cited_chunk_ids=claim.cited_chunk_ids, evidence_chunk_ids=check.evidence_chunk_ids,
-        evidence_sentence=check.evidence_sentence, contested=check.contested,
+        **base,
+        action=action,
+        after=claim.text,
+        verdict=check.verdict,
+        reason=check.reason,
+        quote=check.quote,
+        score=check.score,
+        cited_chunk_ids=claim.cited_chunk_ids,
+        evidence_chunk_ids=check.evidence_chunk_ids,
+        evidence_sentence=check.evidence_sentence,
+        contested=check.contested,
     )
 
 
 def extractive_stand_ins(
-    pending: Sequence[_Pending], number: int, *, verifier: ClaimVerifier, model: ModelResource, decompose: bool,
+    pending: Sequence[_Pending],
+    number: int,
+    *,
+    verifier: ClaimVerifier,
+    model: ModelResource,
+    decompose: bool,
     ledger: CallLedger | None,
 ) -> list[RevisionRound]:
     """After the cap: the first cited evidence sentence stands in for the claim, verified like any claim."""
@@ -272,8 +331,16 @@ def extractive_stand_ins(
     checks = check_sentences(verifier, claims, model=model, decompose=decompose, ledger=ledger)
     return [
         _round_row(
-            {"claim_id": p.draft.claim_id, "draft_id": p.draft.draft_id, "topic": p.draft.topic, "round": number,
-             "before": p.text}, "extractive", claim, check,
+            {
+                "claim_id": p.draft.claim_id,
+                "draft_id": p.draft.draft_id,
+                "topic": p.draft.topic,
+                "round": number,
+                "before": p.text,
+            },
+            "extractive",
+            claim,
+            check,
         )
         for p, claim, check in zip(usable, claims, checks)
     ]
@@ -283,7 +350,10 @@ def extractive_stand_ins(
     group_name=GROUP,
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
-    **table_output(RevisionRound, "openai", "chroma", prompt_version=PROMPT.version),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "openai", "chroma"},
+    owners=OWNERS,
+    metadata=table_metadata(RevisionRound, prompt_version=PROMPT.version),
 )
 def draft_revisions(
     context: AssetExecutionContext,
@@ -297,12 +367,17 @@ def draft_revisions(
     """Every refinement round of the claims the fact checks did not support: before, after, verdict and reason."""
     claims = from_frame(drafts, DraftClaim)
     checks = from_frame(fact_checks, FactCheck)
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=ledger)
-    rows = refine(
-        claims, checks, model=model, verifier=verifier, rounds=pipeline.max_refinement_rounds,
-        decompose=pipeline.decompose_claims, ledger=ledger,
-    )
+    with model.session(context) as llm:
+        verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=llm.ledger)
+        rows = refine(
+            claims,
+            checks,
+            model=model,
+            verifier=verifier,
+            rounds=pipeline.max_refinement_rounds,
+            decompose=pipeline.decompose_claims,
+            ledger=llm.ledger,
+        )
     published, fate = outcomes(checks, rows)
     counts = Counter(fate.values())
     total = len(checks)
@@ -313,19 +388,37 @@ def draft_revisions(
             "claims": total,
             "rounds": len(rows),
             "claims_sent_to_refinement": sum(c.verdict != "supported" for c in checks),
-            **{f"{kind}_claims": counts[kind] for kind in ("model", "revised", "extractive", "withdrawn", "unsupported", "duplicate")},
+            **{
+                f"{kind}_claims": counts[kind]
+                for kind in ("model", "revised", "extractive", "withdrawn", "unsupported", "duplicate")
+            },
             "dropped_claims": counts["withdrawn"] + counts["unsupported"],
             "publishable_claims": len(published),
-            "supported_share_before_refinement": round(sum(c.verdict == "supported" for c in checks) / total, 3) if total else 0.0,
+            "supported_share_before_refinement": round(sum(c.verdict == "supported" for c in checks) / total, 3)
+            if total
+            else 0.0,
             "supported_share_after_refinement": round(
                 sum(counts[k] for k in ("model", "revised", "extractive", "duplicate")) / total, 3
-            ) if total else 0.0,
+            )
+            if total
+            else 0.0,
             "max_refinement_rounds": pipeline.max_refinement_rounds,
-            **ledger_metadata(ledger, model),
-            "preview": MetadataValue.md(markdown_table([
-                {"round": r.round, "action": r.action, "verdict": r.verdict, "before": r.before, "after": r.after}
-                for r in rows[:15]
-            ]) if rows else "_(every claim was supported as written)_"),
+            "preview": MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            "round": r.round,
+                            "action": r.action,
+                            "verdict": r.verdict,
+                            "before": r.before,
+                            "after": r.after,
+                        }
+                        for r in rows[:15]
+                    ]
+                )
+                if rows
+                else "_(every claim was supported as written)_"
+            ),
         },
     )
 
@@ -343,18 +436,23 @@ def unsupported_after_refinement_within_limit(
     checks = from_frame(fact_checks, FactCheck)
     published, fate = outcomes(checks, from_frame(draft_revisions, RevisionRound))
     dropped = [c for c in checks if fate.get(c.claim_id) in ("withdrawn", "unsupported")]
-    share = len(dropped) / len(checks) if checks else 1.0
-    return AssetCheckResult(
-        passed=bool(published) and share <= pipeline.max_unsupported_share,
-        severity=AssetCheckSeverity.ERROR,
-        description=f"{len(dropped)} of {len(checks)} claims still unsupported after refinement ({share:.0%}); "
+    return share_within_limit(
+        len(dropped),
+        len(checks),
+        pipeline.max_unsupported_share,
+        blocking=True,
+        description=f"{len(dropped)} of {len(checks)} claims still unsupported after refinement ({{share:.0%}}); "
         f"{len(published)} publishable",
+        share_key="unsupported_share",
+        limit_key="max_unsupported_share",
+        empty_passes=False,
+        requires=bool(published),
         metadata={
-            "unsupported_share": round(share, 3),
-            "max_unsupported_share": pipeline.max_unsupported_share,
             "publishable_claims": len(published),
             "dropped_claims": MetadataValue.md(
-                markdown_table([{"outcome": fate[c.claim_id], "claim": c.claim} for c in dropped[:10]]) if dropped else "_none_"
+                markdown_table([{"outcome": fate[c.claim_id], "claim": c.claim} for c in dropped[:10]])
+                if dropped
+                else "_none_"
             ),
         },
     )

@@ -9,7 +9,6 @@ the gateway. The model's text is kept exactly as written, and the evidence list 
 is kept with the draft.
 """
 
-
 import hashlib
 import re
 from collections import Counter
@@ -29,18 +28,18 @@ from dagster import (
 )
 from pydantic import BaseModel, Field
 
-from assets.citations import citing_within as cited_schema
 from assets.config import PipelineConfig
-from assets.frames import from_frame, table_output, to_frame
-from assets.guardrails import data_block
 from assets.ingestion import SourceDocument
-from assets.metadata import MODEL_POOL, failed_requests_check_result, ledger_metadata
-from assets.progress import ProgressLog
 from assets.prompts import load_prompt
 from assets.retrieval import IndexManifest
+from assets.share_checks import failed_requests_check_result
 from assets.signals import DocumentSignals
-from assets.text import normalize, split_sentences
-from resources import CallLedger, ModelResource, VectorStoreResource
+from resources import ModelResource, VectorStoreResource
+from resources.citations import citing_within as cited_schema
+from resources.model import MODEL_POOL
+from resources.prompt_injection import data_block
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.text import normalize, split_sentences
 
 GROUP = "drafts"
 PROMPT = load_prompt("draft_brief")
@@ -79,14 +78,22 @@ class DraftClaim(BaseModel):
     draft_id: str
     topic: str
     position: int
-    text: str = Field(description="The sentence exactly as the model wrote it (or the evidence sentence, if extractive).")
+    text: str = Field(
+        description="The sentence exactly as the model wrote it (or the evidence sentence, if extractive)."
+    )
     cited_chunk_ids: list[str]
     evidence_numbers: list[int] = Field(description="The evidence items it cites, numbered as in evidence_list.")
     evidence_sentence: str = Field(description="The first cited evidence item's sentence.")
-    evidence_list: list[EvidenceItem] = Field(description="The whole numbered evidence list the draft was written from.")
-    origin: str = Field(description="'model' when the model wrote it, 'extractive' when its draft failed and evidence stood in.")
+    evidence_list: list[EvidenceItem] = Field(
+        description="The whole numbered evidence list the draft was written from."
+    )
+    origin: str = Field(
+        description="'model' when the model wrote it, 'extractive' when its draft failed and evidence stood in."
+    )
     trace_id: str = Field(description="The model call that wrote this draft, in the trace table.")
-    model_error: str = Field(default="", description="Why the model call failed, when evidence sentences stood in for it.")
+    model_error: str = Field(
+        default="", description="Why the model call failed, when evidence sentences stood in for it."
+    )
 
 
 def choose_topics(rows: list[DocumentSignals], configured: list[str], limit: int) -> list[str]:
@@ -179,7 +186,10 @@ def claims_from_brief(
     draft_id = slug(topic)
     by_number = {i.number: i for i in evidence}
     if isinstance(answer, DraftBrief):
-        written = [(s.text.strip(), [n for n in dict.fromkeys(s.evidence) if n in by_number], "model") for s in answer.sentences]
+        written = [
+            (s.text.strip(), [n for n in dict.fromkeys(s.evidence) if n in by_number], "model")
+            for s in answer.sentences
+        ]
         error = ""
     else:
         written = [(i.sentence, [i.number], "extractive") for i in evidence[:fallback_claims]]
@@ -210,7 +220,10 @@ def claims_from_brief(
     group_name=GROUP,
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
-    **table_output(DraftClaim, "openai", "chroma", prompt_version=PROMPT.version),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "openai", "chroma"},
+    owners=OWNERS,
+    metadata=table_metadata(DraftClaim, prompt_version=PROMPT.version),
 )
 def drafts(
     context: AssetExecutionContext,
@@ -230,19 +243,22 @@ def drafts(
         (topic, gather_evidence(vector_store, retrieval_index.collection, topic, wanted, documents)) for topic in topics
     ]
     plan = [(topic, evidence) for topic, evidence in plan if evidence]
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    progress = ProgressLog(context.log, "drafted topics", len(plan))
+    with model.session(context) as llm:
+        progress = llm.progress("drafted topics", len(plan))
 
-    def write(item: tuple[str, list[EvidenceItem]]) -> tuple[DraftBrief | Exception, str]:
-        # One request per topic: each has its own schema (the citations its evidence list allows).
-        topic, evidence = item
-        return model.map_traced_structured(
-            [draft_messages(topic, evidence)], citing_within(len(evidence)), tier="strong", max_tokens=900,
-            ledger=ledger, on_done=progress,
-        )[0]
+        def write(item: tuple[str, list[EvidenceItem]]) -> tuple[DraftBrief | Exception, str]:
+            # One request per topic: each has its own schema (the citations its evidence list allows).
+            topic, evidence = item
+            return llm.map_traced_structured(
+                [draft_messages(topic, evidence)],
+                citing_within(len(evidence)),
+                tier="strong",
+                max_tokens=900,
+                on_done=progress,
+            )[0]
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(plan), model.max_concurrency))) as pool:
-        traced = list(pool.map(write, plan))
+        with ThreadPoolExecutor(max_workers=max(1, min(len(plan), model.max_concurrency))) as pool:
+            traced = list(pool.map(write, plan))
     rows = [
         row
         for (topic, evidence), (answer, trace_id) in zip(plan, traced)
@@ -264,7 +280,6 @@ def drafts(
             "topics": MetadataValue.json([t for t, _ in plan]),
             "index_version": retrieval_index.version,
             "prompt_version": PROMPT.version,
-            **ledger_metadata(ledger, model),
             "preview": MetadataValue.md(preview or "_(no drafts)_"),
         },
     )

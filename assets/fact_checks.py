@@ -5,7 +5,6 @@ fail here go to the refinement loop (`draft_revisions`); the share supported her
 the "before" figure a person compares with the share after refinement.
 """
 
-
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -13,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     MetadataValue,
     Output,
@@ -26,12 +24,13 @@ from assets.automation import when_index_changes
 from assets.claim_verification import Claim, ClaimVerifier
 from assets.config import PipelineConfig
 from assets.drafts import DraftClaim
-from assets.frames import from_frame, table_output, to_frame
-from assets.metadata import MODEL_POOL, ledger_metadata
-from assets.previews import markdown_table
 from assets.retrieval import IndexManifest
 from assets.sentence_checks import DECOMPOSE_PROMPT, SentenceCheck, check_sentences
-from resources import CallLedger, ModelResource, VectorStoreResource
+from assets.share_checks import share_within_limit
+from resources import ModelResource, VectorStoreResource
+from resources.markdown_tables import markdown_table
+from resources.model import MODEL_POOL
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
 
 GROUP = "fact_checks"
 
@@ -102,7 +101,10 @@ def fact_check_rows(claims: list[DraftClaim], checks: list[SentenceCheck], index
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
     automation_condition=when_index_changes("retrieval_index"),
-    **table_output(FactCheck, "openai", "chroma"),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "openai", "chroma"},
+    owners=OWNERS,
+    metadata=table_metadata(FactCheck),
 )
 def fact_checks(
     context: AssetExecutionContext,
@@ -114,15 +116,15 @@ def fact_checks(
 ) -> Output[pd.DataFrame]:
     """A verdict for every drafted claim (supported / refuted / not enough info) with cited evidence and a score."""
     claims = from_frame(drafts, DraftClaim)
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=ledger)
-    verdicts = check_sentences(
-        verifier,
-        [Claim(id=c.claim_id, text=c.text, cited_chunk_ids=c.cited_chunk_ids) for c in claims],
-        model=model,
-        decompose=pipeline.decompose_claims,
-        ledger=ledger,
-    )
+    with model.session(context) as llm:
+        verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=llm.ledger)
+        verdicts = check_sentences(
+            verifier,
+            [Claim(id=c.claim_id, text=c.text, cited_chunk_ids=c.cited_chunk_ids) for c in claims],
+            model=model,
+            decompose=pipeline.decompose_claims,
+            ledger=llm.ledger,
+        )
     rows = fact_check_rows(claims, verdicts, retrieval_index.version)
     counts = Counter(r.verdict for r in rows)
     context.log.info(f"Verified {len(rows)} claims: {dict(counts)}")
@@ -138,7 +140,6 @@ def fact_checks(
             "decomposed_claims": sum(bool(r.atomic_claims) for r in rows),
             "index_version": retrieval_index.version,
             "verifier_version": VERIFIER_VERSION,
-            **ledger_metadata(ledger, model),
             "preview": MetadataValue.md(
                 markdown_table(
                     [
@@ -160,14 +161,16 @@ def fact_checks(
 def unsupported_share_within_limit(pipeline: PipelineConfig, fact_checks: pd.DataFrame) -> AssetCheckResult:
     total = len(fact_checks)
     unsupported = fact_checks[fact_checks["verdict"] != "supported"] if total else fact_checks
-    share = len(unsupported) / total if total else 1.0
-    return AssetCheckResult(
-        passed=total > 0 and share <= pipeline.max_unsupported_share,
-        severity=AssetCheckSeverity.WARN,
-        description=f"{len(unsupported)} of {total} claims are not supported ({share:.0%})",
+    return share_within_limit(
+        len(unsupported),
+        total,
+        pipeline.max_unsupported_share,
+        blocking=False,
+        description=f"{len(unsupported)} of {total} claims are not supported ({{share:.0%}})",
+        share_key="unsupported_share",
+        limit_key="max_unsupported_share",
+        empty_passes=False,
         metadata={
-            "unsupported_share": round(share, 3),
-            "max_unsupported_share": pipeline.max_unsupported_share,
             "unsupported_claims": MetadataValue.md(
                 markdown_table(unsupported[["verdict", "claim"]].head(10).to_dict(orient="records"))
             ),

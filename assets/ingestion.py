@@ -9,10 +9,9 @@ Only prose is ingested: the file type is decided by extension and by content (a 
 holding JSON is data, not prose), and structured formats are quarantined rather than
 read as sentences. Text is cut at `max_document_chars` and chunks at
 `max_chunk_chars`, with what was cut recorded. Text that reads as instructions to a
-model is flagged (assets/guardrails.py) and left out of the chunks, so it never becomes
+model is flagged (resources/prompt_injection.py) and left out of the chunks, so it never becomes
 evidence.
 """
-
 
 import hashlib
 import json
@@ -27,6 +26,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetOut,
+    BackfillPolicy,
     MetadataValue,
     Output,
     asset,
@@ -43,16 +43,16 @@ from assets.documents import (
     check_entry,
     discover_files,
     locate,
-    per_document,
     read_regular_file,
     sha256_of,
 )
-from assets.frames import from_frame, table_output, to_frame
-from assets.metadata import ledger_metadata
-from assets.guardrails import FlaggedSpan, screen, screen_title, screen_with_model, unflagged
-from assets.previews import markdown_table
-from assets.text import Span, split_sentences
-from resources import CallLedger, ModelResource
+from assets.share_checks import share_within_limit
+from resources import ModelResource
+from resources.markdown_tables import markdown_table
+from resources.model_session import ModelSession
+from resources.prompt_injection import FlaggedSpan, screen, screen_title, screen_with_model, unflagged
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.text import Span, split_sentences
 
 GROUP = "ingestion"
 CODE_VERSION = "3"
@@ -61,8 +61,16 @@ MAX_DOCUMENT_CHARS = 100_000
 MAX_CHUNK_CHARS = 1_500
 
 QuarantineKind = Literal[
-    "empty", "binary", "encoding", "too_large", "unreadable", "duplicate",
-    "unsafe_path", "not_regular_file", "unsupported_type", "injection",
+    "empty",
+    "binary",
+    "encoding",
+    "too_large",
+    "unreadable",
+    "duplicate",
+    "unsafe_path",
+    "not_regular_file",
+    "unsupported_type",
+    "injection",
 ]
 
 
@@ -116,7 +124,9 @@ def parse_document(
     root = root if root is not None else path.parent
 
     def refuse(kind: QuarantineKind, reason: str, n_bytes: int = 0, digest: str = "") -> QuarantinedDocument:
-        return QuarantinedDocument(document=document, path=str(path), kind=kind, reason=reason, n_bytes=n_bytes, content_sha256=digest)
+        return QuarantinedDocument(
+            document=document, path=str(path), kind=kind, reason=reason, n_bytes=n_bytes, content_sha256=digest
+        )
 
     try:
         raw, size = read_regular_file(root, path, max_bytes)
@@ -134,17 +144,20 @@ def parse_document(
         kind = f" in a {suffix} file" if suffix else ""
         return quarantine("binary", f"binary content (NUL bytes){kind}; only UTF-8 text is supported")
     if suffix not in TEXT_SUFFIXES:
-        return quarantine("unsupported_type", f"{suffix} files are not ingested: only prose ({', '.join(sorted(s for s in TEXT_SUFFIXES if s))} or no extension)")
+        return quarantine(
+            "unsupported_type",
+            f"{suffix} files are not ingested: only prose ({', '.join(sorted(s for s in TEXT_SUFFIXES if s))} or no extension)",
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return quarantine(
-            "encoding", f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
-        )
+        return quarantine("encoding", f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}")
     if not text.strip():
         return quarantine("empty", "no text in file")
     if structured := _structured_content(text):
-        return quarantine("unsupported_type", f"{structured} in a {suffix or 'extensionless'} file: structured data, not prose")
+        return quarantine(
+            "unsupported_type", f"{structured} in a {suffix or 'extensionless'} file: structured data, not prose"
+        )
     title, published, body = _split_header(text, fallback_title=path.stem)
     if not body.strip():
         return quarantine("empty", "header only, no body text")
@@ -154,8 +167,15 @@ def parse_document(
     if bad_title := screen_title(title):
         flagged, title = [bad_title, *flagged], path.stem
     parsed = SourceDocument(
-        document=document, doc_id=digest[:16], path=str(path), title=title, published=published, text=body,
-        n_chars=len(body), cut_chars=cut, flagged=flagged,
+        document=document,
+        doc_id=digest[:16],
+        path=str(path),
+        title=title,
+        published=published,
+        text=body,
+        n_chars=len(body),
+        cut_chars=cut,
+        flagged=flagged,
     )
     if not evidence_sentences(parsed):
         return quarantine("injection", f"every sentence reads as instructions to a model ({flagged[-1].reason})")
@@ -163,7 +183,7 @@ def parse_document(
 
 
 def _structured_content(text: str) -> str:
-    """"JSON" when prose-named text is really a JSON document, else ""."""
+    """ "JSON" when prose-named text is really a JSON document, else ""."""
     stripped = text.strip()
     if not stripped or stripped[0] not in "[{":
         return ""
@@ -217,7 +237,9 @@ def load_corpus(
 def evidence_sentences(document: SourceDocument, max_chars: int = MAX_CHUNK_CHARS) -> list[Span]:
     """The sentences that may be evidence: unflagged, and none longer than `max_chars`
     (a longer one is split at whitespace, or hard-split where there is none)."""
-    return [piece for s in unflagged(split_sentences(document.text), document.flagged) for piece in _pieces(s, max_chars)]
+    return [
+        piece for s in unflagged(split_sentences(document.text), document.flagged) for piece in _pieces(s, max_chars)
+    ]
 
 
 def _pieces(sentence: Span, limit: int) -> list[Span]:
@@ -292,7 +314,9 @@ def ingest_documents(
             root, path = locate(pipeline, key)
         except ValueError as exc:
             quarantined.append(
-                QuarantinedDocument(document=key, path=key, kind="unsafe_path", reason=str(exc), n_bytes=0, content_sha256="")
+                QuarantinedDocument(
+                    document=key, path=key, kind="unsafe_path", reason=str(exc), n_bytes=0, content_sha256=""
+                )
             )
             continue
         parsed = parse_document(
@@ -363,12 +387,12 @@ class _EarlierCopies:
 
 
 def _screen_with_model(
-    pipeline: PipelineConfig, model: ModelResource, documents: list[SourceDocument], ledger: CallLedger
+    pipeline: PipelineConfig, llm: ModelSession, documents: list[SourceDocument]
 ) -> tuple[list[SourceDocument], list[QuarantinedDocument], list[str]]:
     """The classifier pass over suspect sentences, when screening with a model is on."""
     if not pipeline.screen_with_model or not documents:
         return documents, [], []
-    screened, errors = screen_with_model(model, documents, ledger)
+    screened, errors = screen_with_model(llm.model, documents, llm.ledger)
     kept, injected = [], []
     for document in screened:
         if evidence_sentences(document):
@@ -376,9 +400,12 @@ def _screen_with_model(
         else:
             injected.append(
                 QuarantinedDocument(
-                    document=document.document, path=document.path, kind="injection",
+                    document=document.document,
+                    path=document.path,
+                    kind="injection",
                     reason="every sentence reads as instructions to a model (classifier)",
-                    n_bytes=len(document.text.encode()), content_sha256="",
+                    n_bytes=len(document.text.encode()),
+                    content_sha256="",
                 )
             )
     return kept, injected, errors
@@ -387,16 +414,22 @@ def _screen_with_model(
 @multi_asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    **per_document(),
+    partitions_def=DOCUMENTS,
+    backfill_policy=BackfillPolicy.single_run(),
     outs={
         "source_documents": AssetOut(
-            description="Parsed text documents, one row per documents partition (file), "
-            "keyed by content hash.",
-            **table_output(SourceDocument, "pandas", partition_expr=PARTITION_COLUMN),
+            description="Parsed text documents, one row per documents partition (file), keyed by content hash.",
+            io_manager_key=WAREHOUSE,
+            kinds={"duckdb", "pandas"},
+            owners=OWNERS,
+            metadata=table_metadata(SourceDocument, partition_expr=PARTITION_COLUMN),
         ),
         "quarantined_documents": AssetOut(
             description="Files that could not be read as text documents, each with the reason.",
-            **table_output(QuarantinedDocument, "pandas", partition_expr=PARTITION_COLUMN),
+            io_manager_key=WAREHOUSE,
+            kinds={"duckdb", "pandas"},
+            owners=OWNERS,
+            metadata=table_metadata(QuarantinedDocument, partition_expr=PARTITION_COLUMN),
         ),
     },
 )
@@ -404,14 +437,17 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig, m
     keys = context.partition_keys
     registered = context.instance.get_dynamic_partitions(DOCUMENTS.name)
     documents, quarantined = ingest_documents(pipeline, keys, registered)
-    ledger = CallLedger(run_id=context.run_id, asset="source_documents")
-    documents, injected, screening_errors = _screen_with_model(pipeline, model, documents, ledger)
+    # The screening calls' figures go on each document's own source_documents materialization.
+    with model.session(context, asset="source_documents") as llm:
+        documents, injected, screening_errors = _screen_with_model(pipeline, llm, documents)
     quarantined = sorted([*quarantined, *injected], key=lambda q: q.document)
     for bad in quarantined:
         context.log.warning(f"Quarantined {bad.document}: {bad.reason}")
     for document in documents:
         if document.cut_chars:
-            context.log.warning(f"Cut {document.document}: {document.cut_chars} characters beyond max_document_chars={pipeline.max_document_chars}")
+            context.log.warning(
+                f"Cut {document.document}: {document.cut_chars} characters beyond max_document_chars={pipeline.max_document_chars}"
+            )
         for span in document.flagged:
             context.log.warning(f"Flagged in {document.document} [{span.start}:{span.end}] {span.reason}")
     for error in screening_errors:
@@ -421,9 +457,8 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig, m
     by_key = {d.document: d for d in documents}
     quarantined_by_key = {q.document: q for q in quarantined}
     for key in keys:
-        screening = ledger_metadata(ledger, partition=key) if ledger.summary(partition=key).requests else {}
         context.add_asset_metadata(
-            {**document_metadata(by_key.get(key), quarantined_by_key.get(key)), **screening},
+            document_metadata(by_key.get(key), quarantined_by_key.get(key)),
             asset_key="source_documents",
             partition_key=key,
         )
@@ -460,7 +495,9 @@ def document_metadata(document: SourceDocument | None, quarantined: QuarantinedD
         "cut_chars": document.cut_chars,
         "flagged_spans": len(document.flagged),
         "flagged": MetadataValue.md(
-            markdown_table([{"start": f.start, "end": f.end, "reason": f.reason, "text": f.text[:160]} for f in document.flagged])
+            markdown_table(
+                [{"start": f.start, "end": f.end, "reason": f.reason, "text": f.text[:160]} for f in document.flagged]
+            )
             if document.flagged
             else "_(no text flagged as instructions to a model)_"
         ),
@@ -477,10 +514,16 @@ def quarantine_metadata(quarantined: QuarantinedDocument | None) -> dict[str, ob
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    **per_document(),
-    **table_output(Chunk, "pandas", partition_expr=PARTITION_COLUMN),
+    partitions_def=DOCUMENTS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "pandas"},
+    owners=OWNERS,
+    metadata=table_metadata(Chunk, partition_expr=PARTITION_COLUMN),
 )
-def chunks(context: AssetExecutionContext, pipeline: PipelineConfig, source_documents: pd.DataFrame) -> Output[pd.DataFrame]:
+def chunks(
+    context: AssetExecutionContext, pipeline: PipelineConfig, source_documents: pd.DataFrame
+) -> Output[pd.DataFrame]:
     """Sentence-aligned passages of each document: the unit the retrieval index stores."""
     documents = from_frame(source_documents, SourceDocument)
     per_key: dict[str, list[Chunk]] = {key: [] for key in context.partition_keys}
@@ -491,7 +534,9 @@ def chunks(context: AssetExecutionContext, pipeline: PipelineConfig, source_docu
             {
                 "chunks": len(rows),
                 "mean_chars": round(sum(len(c.text) for c in rows) / max(1, len(rows)), 1),
-                "preview": MetadataValue.md(markdown_table([{"chunk_id": c.chunk_id, "text": c.text} for c in rows[:5]])),
+                "preview": MetadataValue.md(
+                    markdown_table([{"chunk_id": c.chunk_id, "text": c.text} for c in rows[:5]])
+                ),
             },
             partition_key=key,
         )
@@ -510,17 +555,17 @@ def corpus_parsed(
 ) -> AssetCheckResult:
     failures = int((quarantined_documents["kind"] != "duplicate").sum()) if len(quarantined_documents) else 0
     files = len(source_documents) + failures
-    share = failures / files if files else 1.0
-    return AssetCheckResult(
-        passed=len(source_documents) > 0 and share <= pipeline.max_quarantine_share,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "documents": len(source_documents),
-            "parse_failures": failures,
-            "failure_share": round(share, 3),
-            "max_quarantine_share": pipeline.max_quarantine_share,
-        },
+    return share_within_limit(
+        failures,
+        files,
+        pipeline.max_quarantine_share,
+        blocking=True,
         description=f"{failures} of {files} files failed to parse",
+        share_key="failure_share",
+        limit_key="max_quarantine_share",
+        empty_passes=False,
+        requires=len(source_documents) > 0,
+        metadata={"documents": len(source_documents), "parse_failures": failures},
     )
 
 

@@ -16,10 +16,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from assets.guardrails import data_block
 from assets.reply_refinement import TicketReply
 from assets.triage_prompts import ANSWER_PART, MAX_TOKENS, MERGE, PLAN, user
 from resources import CallLedger, ModelCallError, ModelResource
+from resources.prompt_injection import data_block
 from resources.support_desk import SupportDeskResource
 
 MAX_PLANNED = 8
@@ -68,7 +68,13 @@ def answer_in_parts(
 ) -> MultiPartReply:
     ask = dict(ledger=ledger, partition=partition)
     try:
-        plan = model.structured(user(PLAN.render(ticket=ticket_block, max_parts=max_workers)), TicketPlan, tier="fast", max_tokens=MAX_TOKENS["plan"], **ask)
+        plan = model.structured(
+            user(PLAN.render(ticket=ticket_block, max_parts=max_workers)),
+            TicketPlan,
+            tier="fast",
+            max_tokens=MAX_TOKENS["plan"],
+            **ask,
+        )
     except ModelCallError as exc:
         return MultiPartReply(error=f"planner failed: {exc}"[:300])
     questions, folded = cap_questions(plan.questions, max_workers)
@@ -77,8 +83,11 @@ def answer_in_parts(
         try:
             hits = support_desk.search_help_centre(question, limit=2)
             answer = model.structured(
-                user(ANSWER_PART.render(context=excerpts_block(hits), question=question)), TicketReply,
-                tier="fast", max_tokens=MAX_TOKENS["part"], **ask,
+                user(ANSWER_PART.render(context=excerpts_block(hits), question=question)),
+                TicketReply,
+                tier="fast",
+                max_tokens=MAX_TOKENS["part"],
+                **ask,
             )
             return WorkerAnswer(question=question, reply=answer.reply.strip(), cited_articles=answer.cited_articles)
         except Exception as exc:  # a worker's failure is recorded on its question
@@ -92,7 +101,13 @@ def answer_in_parts(
         return result
     answers = "\n\n".join(f"Question {i + 1}: {w.question}\nAnswer: {w.reply}" for i, w in enumerate(workers))
     try:
-        merged = model.structured(user(MERGE.render(ticket=ticket_block, answers=answers)), TicketReply, tier="strong", max_tokens=MAX_TOKENS["merge"], **ask)
+        merged = model.structured(
+            user(MERGE.render(ticket=ticket_block, answers=answers)),
+            TicketReply,
+            tier="strong",
+            max_tokens=MAX_TOKENS["merge"],
+            **ask,
+        )
     except ModelCallError as exc:
         result.error = f"synthesizer failed: {exc}"[:300]
         return result

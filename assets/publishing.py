@@ -20,10 +20,10 @@ from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Outpu
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
-from assets.frames import OWNERS, from_frame
-from assets.output_files import write_whole
 from assets.summaries import TopicSummary, render_digest
+from resources.output_files import write_whole
 from resources.state_store import StateStore
+from resources.tables import OWNERS, from_frame
 
 GROUP = "summaries"
 
@@ -113,7 +113,9 @@ def published_digest(
     path = pipeline.output_path() / "published" / f"digest-{version}.md"
     digest = render_digest(from_frame(summaries, TopicSummary))
     if earlier is not None and path.exists():
-        context.log.info(f"Summaries {version} were already published by {earlier.approver} at {earlier.decided_at}: {path}")
+        context.log.info(
+            f"Summaries {version} were already published by {earlier.approver} at {earlier.decided_at}: {path}"
+        )
     else:
         write_whole(path, f"{digest}\nApproved by {approval.approver} at {approval.decided_at}.\n")
     yield Output(
@@ -127,4 +129,3 @@ def published_digest(
             "preview": MetadataValue.md(digest),
         },
     )
-

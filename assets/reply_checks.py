@@ -1,6 +1,6 @@
 """Reply checks: the output guardrails and the risk that decides whether a person approves.
 
-Every drafted reply is checked by `assets.reply_guardrails`; a reply that breaks a rule
+Every drafted reply is checked by `resources.reply_guardrails`; a reply that breaks a rule
 is `blocked` with the rules and what was found, and goes to a person instead of the
 customer. The others are `deliverable`. Risk decides who lets a deliverable reply go:
 a refund, a ticket that carried an injection, or a route settled by escalation or by a
@@ -11,24 +11,32 @@ the stored text, so no run can deliver a reply that breaks them: whatever change
 table (a bug, a hand edit, a later rule), delivery waits until it is fixed.
 """
 
-
 import hashlib
 from collections import Counter
 from typing import Literal
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue, Output, asset, asset_check
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MetadataValue,
+    Output,
+    asset,
+    asset_check,
+)
 from pydantic import BaseModel, Field
 
 from assets.config import TriageConfig
-from assets.frames import from_frame, table_output, to_frame
-from assets.previews import markdown_table
 from assets.reply_drafts import ReplyDraft
-from assets.reply_guardrails import Violation, output_violations, promised_refunds
 from assets.ticket_routes import TicketRoute
 from assets.ticket_screening import ScreenedTicket
-from assets.tickets import Ticket, per_ticket
+from assets.tickets import TICKETS, Ticket
+from resources.markdown_tables import markdown_table
+from resources.reply_guardrails import Violation, output_violations, promised_refunds
 from resources.support_desk import SupportDeskResource
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
 
 GROUP = "triage_replies"
 
@@ -66,33 +74,65 @@ def risk_factors(draft: ReplyDraft, route: TicketRoute | None, screening: Screen
 
 
 def check_reply(
-    draft: ReplyDraft, ticket: Ticket, route: TicketRoute | None, screening: ScreenedTicket | None,
-    support_desk: SupportDeskResource, triage: TriageConfig,
+    draft: ReplyDraft,
+    ticket: Ticket,
+    route: TicketRoute | None,
+    screening: ScreenedTicket | None,
+    support_desk: SupportDeskResource,
+    triage: TriageConfig,
 ) -> ReplyCheck:
-    base = ReplyCheck(ticket=draft.ticket, ticket_id=draft.ticket_id, customer_id=draft.customer_id,
-                      as_of=ticket.received_at[:10], verdict="escalated", reason=draft.reason, reply=draft.reply,
-                      flagged_text=screening.flagged_text if screening else [])
+    base = ReplyCheck(
+        ticket=draft.ticket,
+        ticket_id=draft.ticket_id,
+        customer_id=draft.customer_id,
+        as_of=ticket.received_at[:10],
+        verdict="escalated",
+        reason=draft.reason,
+        reply=draft.reply,
+        flagged_text=screening.flagged_text if screening else [],
+    )
     if draft.status == "no_reply":
         return base.model_copy(update={"verdict": "no_reply"})
     if draft.status != "drafted":
         return base
     violations = output_violations(
-        draft.reply, customer_id=draft.customer_id, as_of=base.as_of, flagged_text=base.flagged_text,
-        support_desk=support_desk, refund_limit=triage.refund_limit_eur,
+        draft.reply,
+        customer_id=draft.customer_id,
+        as_of=base.as_of,
+        flagged_text=base.flagged_text,
+        support_desk=support_desk,
+        refund_limit=triage.refund_limit_eur,
     )
     if violations:
-        return base.model_copy(update={
-            "verdict": "blocked", "violations": violations,
-            "reason": "blocked by output guardrails: " + "; ".join(f"{v.rule}: {v.detail}" for v in violations),
-        })
+        return base.model_copy(
+            update={
+                "verdict": "blocked",
+                "violations": violations,
+                "reason": "blocked by output guardrails: " + "; ".join(f"{v.rule}: {v.detail}" for v in violations),
+            }
+        )
     factors = risk_factors(draft, route, screening)
-    return base.model_copy(update={
-        "verdict": "deliverable", "risk_factors": factors, "needs_approval": bool(factors), "reason": "",
-        "reply_version": reply_version(draft.reply),
-    })
+    return base.model_copy(
+        update={
+            "verdict": "deliverable",
+            "risk_factors": factors,
+            "needs_approval": bool(factors),
+            "reason": "",
+            "reply_version": reply_version(draft.reply),
+        }
+    )
 
 
-@asset(group_name=GROUP, code_version="1", **per_ticket(), **table_output(ReplyCheck, "python", partition_expr="ticket"))
+@asset(
+    group_name=GROUP,
+    code_version="1",
+    partitions_def=TICKETS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    metadata=table_metadata(ReplyCheck, partition_expr="ticket"),
+)
 def reply_checks(
     context: AssetExecutionContext,
     support_desk: SupportDeskResource,
@@ -118,7 +158,9 @@ def reply_checks(
             "verdicts": MetadataValue.json(dict(Counter(r.verdict for r in rows))),
             "blocked_by_rule": MetadataValue.json(dict(Counter(v.rule for r in blocked for v in r.violations))),
             "needs_approval": sum(r.needs_approval for r in rows),
-            "blocked": MetadataValue.md(markdown_table([{"ticket": r.ticket, "reason": r.reason[:200]} for r in blocked[:20]])),
+            "blocked": MetadataValue.md(
+                markdown_table([{"ticket": r.ticket, "reason": r.reason[:200]} for r in blocked[:20]])
+            ),
         },
     )
 
@@ -137,14 +179,19 @@ def deliverable_replies_pass_guardrails(
         if row.verdict != "deliverable":
             continue
         violations = output_violations(
-            row.reply, customer_id=row.customer_id, as_of=row.as_of, flagged_text=row.flagged_text,
-            support_desk=support_desk, refund_limit=triage.refund_limit_eur,
+            row.reply,
+            customer_id=row.customer_id,
+            as_of=row.as_of,
+            flagged_text=row.flagged_text,
+            support_desk=support_desk,
+            refund_limit=triage.refund_limit_eur,
         )
         failures += [{"ticket": row.ticket, "rule": v.rule, "detail": v.detail} for v in violations]
     return AssetCheckResult(
         passed=not failures,
         severity=AssetCheckSeverity.ERROR,
         description=f"{len({f['ticket'] for f in failures})} deliverable replies break an output guardrail"
-        if failures else "every deliverable reply passes the output guardrails",
+        if failures
+        else "every deliverable reply passes the output guardrails",
         metadata={"violations": len(failures), "failures": MetadataValue.md(markdown_table(failures[:20]))},
     )

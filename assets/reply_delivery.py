@@ -13,26 +13,25 @@ stop the others; the step fails after trying them all, so the run shows it and a
 re-execution sends only what is missing. Sent replies join the customer's memory.
 """
 
-
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Literal
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, BackfillPolicy, Config, Failure, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig
-from assets.frames import from_frame, table_output, to_frame
-from assets.previews import markdown_table
 from assets.publishing import ApprovalLog
 from assets.reply_checks import ReplyCheck
 from assets.ticket_context import memory_for
-from assets.tickets import Ticket, per_ticket
+from assets.tickets import TICKETS, Ticket
 from resources.conversation_memory import Turn
 from resources.delivery_ledger import DeliveryLedger, deliver_once
 from resources.mailer import MailerResource, OutgoingMessage, reply_message_id
+from resources.markdown_tables import markdown_table
 from resources.support_desk import SupportDeskError, SupportDeskResource
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
 
 GROUP = "triage_delivery"
 POLICY_APPROVER = "policy:low-risk"
@@ -43,9 +42,13 @@ class ReplyDecisionConfig(Config):
     """A person's decision on waiting replies; empty when the pipeline runs unattended."""
 
     approver: str = Field(default="", description="Who decides (name or e-mail).")
-    decision: Literal["", "approve", "reject"] = Field(default="", description="approve or reject; empty = no decision.")
+    decision: Literal["", "approve", "reject"] = Field(
+        default="", description="approve or reject; empty = no decision."
+    )
     reason: str = Field(default="", description="Required when rejecting.")
-    tickets: list[str] = Field(default=[], description="Ticket partitions decided; empty = every waiting reply in the run.")
+    tickets: list[str] = Field(
+        default=[], description="Ticket partitions decided; empty = every waiting reply in the run."
+    )
 
 
 class ReplyApproval(BaseModel):
@@ -71,29 +74,58 @@ def approval_log(pipeline: PipelineConfig) -> ApprovalLog:
 
 def decide(check: ReplyCheck, log: ApprovalLog, config: ReplyDecisionConfig) -> ApprovalState:
     if check.verdict != "deliverable":
-        return ApprovalState(ticket=check.ticket, state="not_deliverable", reason=f"{check.verdict}: {check.reason}"[:300])
+        return ApprovalState(
+            ticket=check.ticket, state="not_deliverable", reason=f"{check.verdict}: {check.reason}"[:300]
+        )
     subject = f"{check.ticket}@{check.reply_version}"
     earlier = log.decision_of(subject)
     if earlier is None:
         now = datetime.now(timezone.utc).isoformat()
         if config.decision and (not config.tickets or check.ticket in config.tickets):
-            earlier = ReplyApproval(reply_version=subject, approver=config.approver, decision=config.decision,
-                                    reason=config.reason, decided_at=now)
+            earlier = ReplyApproval(
+                reply_version=subject,
+                approver=config.approver,
+                decision=config.decision,
+                reason=config.reason,
+                decided_at=now,
+            )
             log.record(earlier)
         elif not check.needs_approval:
-            earlier = ReplyApproval(reply_version=subject, approver=POLICY_APPROVER, decision="approve",
-                                    reason="low risk: no refund, no injection, confident route", decided_at=now)
+            earlier = ReplyApproval(
+                reply_version=subject,
+                approver=POLICY_APPROVER,
+                decision="approve",
+                reason="low risk: no refund, no injection, confident route",
+                decided_at=now,
+            )
             log.record(earlier)
         else:
-            return ApprovalState(ticket=check.ticket, state="awaiting_approval", reply_version=subject,
-                                 reason="needs a person: " + ", ".join(check.risk_factors))
+            return ApprovalState(
+                ticket=check.ticket,
+                state="awaiting_approval",
+                reply_version=subject,
+                reason="needs a person: " + ", ".join(check.risk_factors),
+            )
     return ApprovalState(
-        ticket=check.ticket, state="approved" if earlier.decision == "approve" else "rejected",
-        approver=earlier.approver, reason=earlier.reason, decided_at=earlier.decided_at, reply_version=subject,
+        ticket=check.ticket,
+        state="approved" if earlier.decision == "approve" else "rejected",
+        approver=earlier.approver,
+        reason=earlier.reason,
+        decided_at=earlier.decided_at,
+        reply_version=subject,
     )
 
 
-@asset(group_name=GROUP, code_version="1", **per_ticket(), **table_output(ApprovalState, "python", partition_expr="ticket"))
+@asset(
+    group_name=GROUP,
+    code_version="1",
+    partitions_def=TICKETS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    metadata=table_metadata(ApprovalState, partition_expr="ticket"),
+)
 def reply_approvals(
     context: AssetExecutionContext, config: ReplyDecisionConfig, pipeline: PipelineConfig, reply_checks: pd.DataFrame
 ) -> Output[pd.DataFrame]:
@@ -127,13 +159,25 @@ class SentReply(BaseModel):
 
 def outgoing(check: ReplyCheck, ticket: Ticket, recipient: str, sender: str) -> OutgoingMessage:
     return OutgoingMessage(
-        message_id=reply_message_id(ticket.ticket_id, check.reply_version), to_address=recipient, from_address=sender,
-        subject=f"Re: {' '.join(ticket.subject.split())[:150]}", body=check.reply + "\n",
+        message_id=reply_message_id(ticket.ticket_id, check.reply_version),
+        to_address=recipient,
+        from_address=sender,
+        subject=f"Re: {' '.join(ticket.subject.split())[:150]}",
+        body=check.reply + "\n",
         headers={"X-Ticket": ticket.ticket_id},
     )
 
 
-@asset(group_name=GROUP, code_version="1", **per_ticket(), **table_output(SentReply, "email", partition_expr="ticket"))
+@asset(
+    group_name=GROUP,
+    code_version="1",
+    partitions_def=TICKETS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "email"},
+    owners=OWNERS,
+    metadata=table_metadata(SentReply, partition_expr="ticket"),
+)
 def sent_replies(
     context: AssetExecutionContext,
     mailer: MailerResource,
@@ -150,14 +194,24 @@ def sent_replies(
     memory = memory_for(pipeline)
     for ticket in tickets.values():  # what each customer wrote is history, answered or not
         if ticket.status == "received":
-            memory.remember(Turn(turn_id=f"{ticket.ticket}#c", customer_id=ticket.customer_id, ticket=ticket.ticket,
-                                 role="customer", text=f"{ticket.subject}\n{ticket.body}", at=ticket.received_at))
+            memory.remember(
+                Turn(
+                    turn_id=f"{ticket.ticket}#c",
+                    customer_id=ticket.customer_id,
+                    ticket=ticket.ticket,
+                    role="customer",
+                    text=f"{ticket.subject}\n{ticket.body}",
+                    at=ticket.received_at,
+                )
+            )
     rows: list[SentReply] = []
     for check in from_frame(reply_checks, ReplyCheck):
         approval = approvals.get(check.ticket)
         if approval is None or approval.state != "approved":
             state = approval.state if approval is not None else "not_deliverable"
-            rows.append(SentReply(ticket=check.ticket, state=state, detail=approval.reason if approval else "no approval row"))
+            rows.append(
+                SentReply(ticket=check.ticket, state=state, detail=approval.reason if approval else "no approval row")
+            )
             continue
         ticket = tickets[check.ticket]
         try:
@@ -166,11 +220,26 @@ def sent_replies(
             rows.append(SentReply(ticket=check.ticket, state="failed", detail=f"no recipient: {exc}"))
             continue
         outcome = deliver_once(ledger, mailer, outgoing(check, ticket, recipient, mailer.sender), check.ticket)
-        rows.append(SentReply(ticket=check.ticket, state=outcome.state, message_id=outcome.message_id,
-                              recipient=recipient, detail=outcome.detail))
+        rows.append(
+            SentReply(
+                ticket=check.ticket,
+                state=outcome.state,
+                message_id=outcome.message_id,
+                recipient=recipient,
+                detail=outcome.detail,
+            )
+        )
         if outcome.state in ("sent", "already_sent"):
-            memory.remember(Turn(turn_id=f"{check.ticket}#a", customer_id=ticket.customer_id, ticket=check.ticket,
-                                 role="agent", text=check.reply, at=ticket.received_at + "+reply"))
+            memory.remember(
+                Turn(
+                    turn_id=f"{check.ticket}#a",
+                    customer_id=ticket.customer_id,
+                    ticket=check.ticket,
+                    role="agent",
+                    text=check.reply,
+                    at=ticket.received_at + "+reply",
+                )
+            )
     failed = [r for r in rows if r.state == "failed"]
     states = dict(Counter(r.state for r in rows))
     context.log.info(f"Delivery: {states}")

@@ -11,25 +11,20 @@ agent hit a cap, whose model calls failed or whose draft never passed the rubric
 `escalated` with the reason, for a person to answer.
 """
 
-
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
 from assets.config import TriageConfig
-from assets.frames import from_frame, table_output, to_frame
-from assets.guardrails import data_block
-from assets.metadata import MODEL_POOL, cost_against_all_strong, ledger_metadata
 from assets.multi_part import answer_in_parts
-from assets.previews import markdown_table
 from assets.reply_refinement import RefinementRound, TicketReply, refine
 from assets.ticket_context import TicketContext
 from assets.ticket_routes import TicketRoute
-from assets.tickets import Ticket, per_ticket
+from assets.tickets import TICKETS, Ticket
 from assets.triage_prompts import (
     AGENT,
     ANSWER,
@@ -43,11 +38,16 @@ from assets.triage_prompts import (
     user,
     versions,
 )
-from resources import CallLedger, ModelCallError, ModelResource
+from resources import ModelCallError, ModelResource
 from resources.agent import AgentLimits, AgentRun, run_agent
+from resources.markdown_tables import markdown_table
 from resources.mcp_tools import McpServerConfig, McpToolbox
-from resources.tools import CombinedToolbox, Toolbox
+from resources.model import MODEL_POOL
+from resources.model_session import ModelSession
+from resources.prompt_injection import data_block
 from resources.support_desk import SupportDeskResource
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tools import CombinedToolbox, Toolbox
 
 GROUP = "triage_replies"
 CODE_VERSION = f"1-{versions(AGENT, ANSWER, PLAN, ANSWER_PART, MERGE, CRITIQUE, REVISE)}"
@@ -67,7 +67,9 @@ class ReplyDraft(BaseModel):
     ticket_id: str = ""
     customer_id: str = ""
     intent: str = ""
-    handling: str = Field(default="", description="agent, kb_answer, fast_answer, orchestrator_worker, no_reply or person.")
+    handling: str = Field(
+        default="", description="agent, kb_answer, fast_answer, orchestrator_worker, no_reply or person."
+    )
     status: Literal["drafted", "escalated", "no_reply"]
     reason: str = Field(default="", description="Why a person takes over, or why there is no reply.")
     reply: str = ""
@@ -85,10 +87,18 @@ class ReplyDraft(BaseModel):
 
 def context_block(ctx: TicketContext) -> str:
     lines = [f"[{h['slug']}] {h['title']}: {h['excerpt']}" for h in ctx.help_centre]
-    lines += [f"Known issue {i['issue_id']} ({i['status']}): {i['title']}. Workaround: {i['workaround']}" for i in ctx.known_issues]
+    lines += [
+        f"Known issue {i['issue_id']} ({i['status']}): {i['title']}. Workaround: {i['workaround']}"
+        for i in ctx.known_issues
+    ]
     if ctx.customer:
-        lines.append(f"Customer {ctx.customer.get('customer_id')}: {ctx.customer.get('name')}, plan {ctx.customer.get('plan')}")
-    lines += [f"Order {o['order_id']} on {o['order_date']}: {o['product']}, {o['amount_eur']:.2f} EUR, {o['status']}" for o in ctx.orders]
+        lines.append(
+            f"Customer {ctx.customer.get('customer_id')}: {ctx.customer.get('name')}, plan {ctx.customer.get('plan')}"
+        )
+    lines += [
+        f"Order {o['order_id']} on {o['order_date']}: {o['product']}, {o['amount_eur']:.2f} EUR, {o['status']}"
+        for o in ctx.orders
+    ]
     return data_block("context", "\n".join(lines) or "(nothing found)")
 
 
@@ -98,15 +108,20 @@ def history_block(ctx: TicketContext) -> str:
 
 def agent_limits(triage: TriageConfig) -> AgentLimits:
     return AgentLimits(
-        max_iterations=triage.agent_max_iterations, max_tool_calls=triage.agent_max_tool_calls,
-        max_tokens=triage.agent_max_tokens, max_seconds=triage.agent_max_seconds,
+        max_iterations=triage.agent_max_iterations,
+        max_tool_calls=triage.agent_max_tool_calls,
+        max_tokens=triage.agent_max_tokens,
+        max_seconds=triage.agent_max_seconds,
     )
 
 
 def agent_fields(run: AgentRun) -> dict[str, Any]:
     return {
-        "agent_status": run.status, "agent_iterations": run.iterations, "agent_tool_calls": run.tool_calls,
-        "agent_tool_errors": run.tool_errors, "agent_tokens": run.tokens,
+        "agent_status": run.status,
+        "agent_iterations": run.iterations,
+        "agent_tool_calls": run.tool_calls,
+        "agent_tool_errors": run.tool_errors,
+        "agent_tokens": run.tokens,
         "agent_steps": [s.model_dump() for s in run.steps],
     }
 
@@ -115,65 +130,107 @@ class Drafter:
     """Drafts one ticket's reply by its route; shared by the tickets of one step."""
 
     def __init__(
-        self, model: ModelResource, support_desk: SupportDeskResource, triage: TriageConfig, ledger: CallLedger,
+        self,
+        llm: ModelSession,
+        support_desk: SupportDeskResource,
+        triage: TriageConfig,
         extra_tools: list[Toolbox] | None = None,
     ):
-        self.model, self.support_desk, self.triage, self.ledger = model, support_desk, triage, ledger
+        self.llm, self.model, self.support_desk, self.triage = llm, llm.model, support_desk, triage
         self.extra_tools = extra_tools or []
 
     def draft(self, ticket: Ticket, route: TicketRoute, ctx: TicketContext) -> ReplyDraft:
-        base = ReplyDraft(ticket=ticket.ticket, ticket_id=ticket.ticket_id, customer_id=ticket.customer_id,
-                          intent=route.intent, status="escalated")
+        base = ReplyDraft(
+            ticket=ticket.ticket,
+            ticket_id=ticket.ticket_id,
+            customer_id=ticket.customer_id,
+            intent=route.intent,
+            status="escalated",
+        )
         if route.needs_person:
             return base.model_copy(update={"handling": "person", "reason": f"routing unsure: {route.reason}"})
         handling = HANDLING.get(route.intent)
         if handling is None:
             return base.model_copy(update={"handling": "person", "reason": f"no branch for intent {route.intent!r}"})
         if handling == "no_reply":
-            return base.model_copy(update={"handling": handling, "status": "no_reply",
-                                           "reason": f"abusive: flagged for a person, no reply sent ({route.reason})"[:300]})
+            return base.model_copy(
+                update={
+                    "handling": handling,
+                    "status": "no_reply",
+                    "reason": f"abusive: flagged for a person, no reply sent ({route.reason})"[:300],
+                }
+            )
         block = ticket_block(ticket.subject, ticket.body)
-        ask = dict(ledger=self.ledger, partition=ticket.ticket)
+        # The agent, the workers and the refinement take the gateway and the session's ledger.
+        ask = dict(ledger=self.llm.ledger, partition=ticket.ticket)
         update: dict[str, Any] = {"handling": handling}
         try:
             if handling == "agent":
-                prompt = AGENT.render(
-                    refund_limit=f"{self.triage.refund_limit_eur:g}", customer_id=ticket.customer_id,
-                    ticket_date=ticket.received_at[:10], history=history_block(ctx), ticket=block,
-                ) + "\n\n" + context_block(ctx)
-                tools: Toolbox = self.support_desk.toolbox(customer_id=ticket.customer_id, as_of=ticket.received_at[:10])
+                prompt = (
+                    AGENT.render(
+                        refund_limit=f"{self.triage.refund_limit_eur:g}",
+                        customer_id=ticket.customer_id,
+                        ticket_date=ticket.received_at[:10],
+                        history=history_block(ctx),
+                        ticket=block,
+                    )
+                    + "\n\n"
+                    + context_block(ctx)
+                )
+                tools: Toolbox = self.support_desk.toolbox(
+                    customer_id=ticket.customer_id, as_of=ticket.received_at[:10]
+                )
                 if self.extra_tools:
                     tools = CombinedToolbox([tools, *self.extra_tools])
-                run = run_agent(self.model, user(prompt), tools, agent_limits(self.triage), tier="strong", max_tokens=MAX_TOKENS["agent_turn"], **ask)
+                run = run_agent(
+                    self.model,
+                    user(prompt),
+                    tools,
+                    agent_limits(self.triage),
+                    tier="strong",
+                    max_tokens=MAX_TOKENS["agent_turn"],
+                    **ask,
+                )
                 update.update(agent_fields(run))
                 if run.status != "answered":
                     return base.model_copy(update={**update, "reason": f"agent {run.status}: {run.reason}"})
                 reply = run.answer
             elif handling == "orchestrator_worker":
-                parts = answer_in_parts(block, max_workers=self.triage.max_workers, model=self.model,
-                                        support_desk=self.support_desk, **ask)
+                parts = answer_in_parts(
+                    block, max_workers=self.triage.max_workers, model=self.model, support_desk=self.support_desk, **ask
+                )
                 update.update(workers=len(parts.workers), sub_questions=parts.questions)
                 if parts.error:
                     return base.model_copy(update={**update, "reason": parts.error})
                 reply = parts.reply
             else:
                 tier = "strong" if handling == "kb_answer" else "fast"
-                answer = self.model.structured(
+                answer = self.llm.structured(
                     user(ANSWER.render(history=history_block(ctx), context=context_block(ctx), ticket=block)),
-                    TicketReply, tier=tier, max_tokens=MAX_TOKENS["reply"], **ask,
+                    TicketReply,
+                    tier=tier,
+                    max_tokens=MAX_TOKENS["reply"],
+                    partition=ticket.ticket,
                 )
                 reply = answer.reply.strip()
         except ModelCallError as exc:
             return base.model_copy(update={**update, "reason": f"model calls failed: {exc}"[:400]})
         final, rounds, passed = refine(
-            reply, ticket_block=block, context_block=context_block(ctx), known_slugs=[h["slug"] for h in ctx.help_centre],
-            refund_limit=self.triage.refund_limit_eur, max_rounds=self.triage.max_refinement_rounds,
-            model=self.model, **ask,
+            reply,
+            ticket_block=block,
+            context_block=context_block(ctx),
+            known_slugs=[h["slug"] for h in ctx.help_centre],
+            refund_limit=self.triage.refund_limit_eur,
+            max_rounds=self.triage.max_refinement_rounds,
+            model=self.model,
+            **ask,
         )
         update.update(reply=final, refinement_rounds=rounds, rubric_passed=passed)
         if not passed:
             failed = ", ".join(rounds[-1].failed) if rounds else "no critique"
-            return base.model_copy(update={**update, "reason": f"rubric not passed after {len(rounds)} rounds: {failed}"})
+            return base.model_copy(
+                update={**update, "reason": f"rubric not passed after {len(rounds)} rounds: {failed}"}
+            )
         return base.model_copy(update={**update, "status": "drafted"})
 
 
@@ -181,8 +238,12 @@ class Drafter:
     group_name=GROUP,
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
-    **per_ticket(),
-    **table_output(ReplyDraft, "openai", partition_expr="ticket"),
+    partitions_def=TICKETS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "openai"},
+    owners=OWNERS,
+    metadata=table_metadata(ReplyDraft, partition_expr="ticket"),
 )
 def reply_drafts(
     context: AssetExecutionContext,
@@ -194,24 +255,25 @@ def reply_drafts(
     ticket_context: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
     """Each ticket's reply, written by its route's branch and refined against the rubric, or escalated with the reason."""
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
     routes = {r.ticket: r for r in from_frame(ticket_routes, TicketRoute)}
     contexts = {c.ticket: c for c in from_frame(ticket_context, TicketContext)}
     tickets = [t for t in from_frame(support_tickets, Ticket) if t.status == "received" and t.ticket in routes]
     servers = mcp_toolboxes(context, triage)
-    drafter = Drafter(model, support_desk, triage, ledger, servers)
+    # compare_tiers: what routing by tier saved against sending every call to the strong tier.
+    with model.session(context, compare_tiers=True) as llm:
+        drafter = Drafter(llm, support_desk, triage, servers)
 
-    def one(ticket: Ticket) -> ReplyDraft:
-        ctx = contexts.get(ticket.ticket) or TicketContext(ticket=ticket.ticket)
-        return drafter.draft(ticket, routes[ticket.ticket], ctx)
+        def one(ticket: Ticket) -> ReplyDraft:
+            ctx = contexts.get(ticket.ticket) or TicketContext(ticket=ticket.ticket)
+            return drafter.draft(ticket, routes[ticket.ticket], ctx)
 
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
-            rows = list(pool.map(one, tickets))
-    finally:
-        for server in servers:
-            server.close()
-    return Output(to_frame(rows, ReplyDraft), metadata=drafts_metadata(rows, ledger, model))
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
+                rows = list(pool.map(one, tickets))
+        finally:
+            for server in servers:
+                server.close()
+    return Output(to_frame(rows, ReplyDraft), metadata=drafts_metadata(rows))
 
 
 def mcp_toolboxes(context: AssetExecutionContext, triage: TriageConfig) -> list[McpToolbox]:
@@ -230,7 +292,7 @@ def mcp_toolboxes(context: AssetExecutionContext, triage: TriageConfig) -> list[
     return servers
 
 
-def drafts_metadata(rows: list[ReplyDraft], ledger: CallLedger, model: ModelResource) -> dict[str, object]:
+def drafts_metadata(rows: list[ReplyDraft]) -> dict[str, object]:
     return {
         "tickets": len(rows),
         "statuses": MetadataValue.json(dict(Counter(r.status for r in rows))),
@@ -241,12 +303,21 @@ def drafts_metadata(rows: list[ReplyDraft], ledger: CallLedger, model: ModelReso
         "tool_calls": sum(r.agent_tool_calls for r in rows),
         "tool_errors": sum(r.agent_tool_errors for r in rows),
         "refinement_rounds": sum(len(r.refinement_rounds) for r in rows),
-        **ledger_metadata(ledger, model),
-        **cost_against_all_strong(ledger, model),
-        "per_ticket": MetadataValue.md(markdown_table([
-            {"ticket": r.ticket, "intent": r.intent, "handling": r.handling, "status": r.status,
-             "agent_steps": len(r.agent_steps), "tool_calls": r.agent_tool_calls, "rounds": len(r.refinement_rounds),
-             "reason": r.reason[:120]}
-            for r in rows[:40]
-        ])),
+        "per_ticket": MetadataValue.md(
+            markdown_table(
+                [
+                    {
+                        "ticket": r.ticket,
+                        "intent": r.intent,
+                        "handling": r.handling,
+                        "status": r.status,
+                        "agent_steps": len(r.agent_steps),
+                        "tool_calls": r.agent_tool_calls,
+                        "rounds": len(r.refinement_rounds),
+                        "reason": r.reason[:120],
+                    }
+                    for r in rows[:40]
+                ]
+            )
+        ),
     }

@@ -73,9 +73,13 @@ def refine(
     rounds: list[RefinementRound] = []
     ask = dict(ledger=ledger, partition=partition)
     for number in range(1, max_rounds + 2):
-        prompt = CRITIQUE.render(refund_limit=f"{refund_limit:g}", context=context_block, ticket=ticket_block, reply=reply)
+        prompt = CRITIQUE.render(
+            refund_limit=f"{refund_limit:g}", context=context_block, ticket=ticket_block, reply=reply
+        )
         try:
-            critique = model.structured(user(prompt), RubricCritique, tier="fast", max_tokens=MAX_TOKENS["critique"], **ask)
+            critique = model.structured(
+                user(prompt), RubricCritique, tier="fast", max_tokens=MAX_TOKENS["critique"], **ask
+            )
         except ModelCallError as exc:
             rounds.append(RefinementRound(round=number, failed=["critique failed"], error=str(exc)[:300]))
             return reply, rounds, False
@@ -88,11 +92,16 @@ def refine(
             break
         feedback = critique.feedback or f"The reply fails: {', '.join(failed)}."
         if "cites_help_centre" in failed:
-            feedback += f" Cite one of these articles as (help centre: <slug>): {', '.join(known_slugs) or 'none available'}."
+            feedback += (
+                f" Cite one of these articles as (help centre: <slug>): {', '.join(known_slugs) or 'none available'}."
+            )
         try:
             revised = model.structured(
                 user(REVISE.render(feedback=feedback, context=context_block, ticket=ticket_block, reply=reply)),
-                TicketReply, tier="strong", max_tokens=MAX_TOKENS["reply"], **ask,
+                TicketReply,
+                tier="strong",
+                max_tokens=MAX_TOKENS["reply"],
+                **ask,
             )
         except ModelCallError as exc:
             this.error = f"revision failed: {exc}"[:300]

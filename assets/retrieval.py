@@ -5,7 +5,6 @@ same chunks embedded the same way are the same index, so downstream assets can s
 exactly which index they used, and an unchanged corpus re-embeds nothing.
 """
 
-
 import hashlib
 from typing import Collection
 
@@ -26,9 +25,9 @@ from pydantic import BaseModel
 from assets.automation import when_documents_change
 from assets.config import PipelineConfig
 from assets.documents import DOCUMENTS
-from assets.frames import OWNERS, from_frame
 from assets.ingestion import Chunk
 from resources import VectorStoreResource
+from resources.tables import OWNERS, from_frame
 
 GROUP = "retrieval"
 CODE_VERSION = "1"
@@ -78,7 +77,12 @@ def sync_index(
             i
             for i, meta in existing.items()
             if i not in wanted
-            and (registered is None or not meta.get("document") or meta["document"] in known or meta["document"] not in registered)
+            and (
+                registered is None
+                or not meta.get("document")
+                or meta["document"] in known
+                or meta["document"] not in registered
+            )
         )
         vector_store.upsert(
             collection,

@@ -15,9 +15,9 @@ from typing import Sequence
 from pydantic import BaseModel, Field
 
 from assets.claim_verification import Claim, ClaimVerdict, ClaimVerifier
-from assets.guardrails import data_block
 from assets.prompts import load_prompt
 from resources import CallLedger, ModelResource
+from resources.prompt_injection import data_block
 
 DECOMPOSE_PROMPT = load_prompt("decompose_claim")
 MAX_ATOMIC_CLAIMS = 6
@@ -108,7 +108,10 @@ def check_sentences(
     parts: list[list[str]] = [[s.text] for s in sentences]
     if decompose and model is not None:
         answers = model.map_structured(
-            [[{"role": "user", "content": DECOMPOSE_PROMPT.render(claim=data_block("claim", s.text))}] for s in sentences],
+            [
+                [{"role": "user", "content": DECOMPOSE_PROMPT.render(claim=data_block("claim", s.text))}]
+                for s in sentences
+            ],
             AtomicClaims,
             tier="fast",
             max_tokens=300,

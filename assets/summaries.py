@@ -9,7 +9,6 @@ themselves are the paragraph, so a digest still appears. The tone and key figure
 only from signals that held up against their evidence.
 """
 
-
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,21 +27,21 @@ from dagster import (
 )
 from pydantic import BaseModel, Field
 
-from assets.citations import citing_within
 from assets.claim_verification import Claim, ClaimVerifier
 from assets.config import PipelineConfig
 from assets.draft_revisions import PublishableClaim, RevisionRound, outcomes
 from assets.fact_checks import VERIFIER_VERSION, FactCheck
-from assets.frames import from_frame, table_output, to_frame
-from assets.guardrails import data_block
-from assets.metadata import MODEL_POOL, ledger_metadata
-from assets.output_files import write_whole
 from assets.prompts import load_prompt
 from assets.retrieval import IndexManifest
 from assets.sentence_checks import check_sentences
 from assets.signals import DocumentSignals, KeyFigure
-from assets.text import split_sentences, words_in
 from resources import CallLedger, ModelResource, VectorStoreResource
+from resources.citations import citing_within
+from resources.model import MODEL_POOL
+from resources.output_files import write_whole
+from resources.prompt_injection import data_block
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.text import split_sentences, words_in
 
 GROUP = "summaries"
 PROMPT = load_prompt("summarize_topic")
@@ -85,7 +84,9 @@ class TopicSummary(BaseModel):
     claim_ids: list[str]
     chunk_ids: list[str]
     written_sentences: int = Field(default=0, description="Sentences the summary model wrote.")
-    removed_sentences: int = Field(default=0, description="Written sentences removed because verification did not support them.")
+    removed_sentences: int = Field(
+        default=0, description="Written sentences removed because verification did not support them."
+    )
     excluded_claims: int
     sentiment_mix: dict[str, int]
     key_figures: list[str]
@@ -101,20 +102,22 @@ def figure_label(figure: KeyFigure) -> str:
     quote = figure.evidence.quote
     at = quote.find(figure.value)
     before = [w for w in quote[:at].split() if words_in(w)] if at >= 0 else []
-    after = [w for w in quote[at + len(figure.value):].split() if words_in(w)] if at >= 0 else quote.split()
+    after = [w for w in quote[at + len(figure.value) :].split() if words_in(w)] if at >= 0 else quote.split()
     words = before[-4:] or after[:4]
     label = " ".join(w.strip(".,;:()\"'") for w in words).strip()
     return label or figure.label
 
 
-def source_signals(chunk_ids: Sequence[str], signals_by_doc: dict[str, DocumentSignals]) -> tuple[dict[str, int], list[str]]:
+def source_signals(
+    chunk_ids: Sequence[str], signals_by_doc: dict[str, DocumentSignals]
+) -> tuple[dict[str, int], list[str]]:
     """Tone mix and key figures of the documents behind these chunks, from grounded signals only."""
     doc_ids = {i.rsplit("-", 1)[0] for i in chunk_ids}
     cited = [signals_by_doc[d] for d in sorted(doc_ids) if d in signals_by_doc]
     tone = dict(Counter(s.grounded_sentiment for s in cited if s.grounded_sentiment))
-    figures = list(dict.fromkeys(
-        f"{figure_label(f)}: {f.value}" for s in cited if s.status == "valid" for f in s.key_figures
-    ))[:6]
+    figures = list(
+        dict.fromkeys(f"{figure_label(f)}: {f.value}" for s in cited if s.status == "valid" for f in s.key_figures)
+    )[:6]
     return tone, figures
 
 
@@ -123,20 +126,29 @@ def numbered_claims(claims: Sequence[PublishableClaim]) -> str:
 
 
 def summary_messages(topic: str, claims: Sequence[PublishableClaim]) -> list[dict[str, str]]:
-    return [{
-        "role": "user",
-        "content": PROMPT.render(
-            topic=topic.replace("{", "(").replace("}", ")"), max_sentences=MAX_SUMMARY_SENTENCES,
-            claims=data_block("evidence", numbered_claims(claims)),
-        ),
-    }]
+    return [
+        {
+            "role": "user",
+            "content": PROMPT.render(
+                topic=topic.replace("{", "(").replace("}", ")"),
+                max_sentences=MAX_SUMMARY_SENTENCES,
+                claims=data_block("evidence", numbered_claims(claims)),
+            ),
+        }
+    ]
 
 
 def claims_as_sentences(claims: Sequence[PublishableClaim]) -> list[SummarySentence]:
     return [
         SummarySentence(
-            text=c.text, origin="claim", claim_ids=[c.claim_id], verdict=c.verdict, score=c.score,
-            evidence_chunk_ids=c.evidence_chunk_ids, evidence_sentence=c.evidence_sentence, quote=c.quote,
+            text=c.text,
+            origin="claim",
+            claim_ids=[c.claim_id],
+            verdict=c.verdict,
+            score=c.score,
+            evidence_chunk_ids=c.evidence_chunk_ids,
+            evidence_sentence=c.evidence_sentence,
+            quote=c.quote,
         )
         for c in claims
     ]
@@ -158,7 +170,9 @@ def assemble(
     tone, figures = source_signals(chunk_ids, signals_by_doc)
     return TopicSummary(
         topic=topic,
-        summary=" ".join(s.text.strip() if s.text.strip().endswith((".", "!", "?")) else s.text.strip() + "." for s in sentences),
+        summary=" ".join(
+            s.text.strip() if s.text.strip().endswith((".", "!", "?")) else s.text.strip() + "." for s in sentences
+        ),
         sentences=sentences,
         claim_ids=list(dict.fromkeys(i for s in sentences for i in s.claim_ids)),
         chunk_ids=chunk_ids,
@@ -204,8 +218,11 @@ def write_summaries(
     def write(topic: str) -> tuple[TopicParagraph | Exception, str]:
         # One request per topic: each has its own schema (the citations its claim list allows).
         return model.map_traced_structured(
-            [summary_messages(topic, per_topic[topic])], citing_claims_within(len(per_topic[topic])), tier="strong",
-            max_tokens=700, ledger=ledger,
+            [summary_messages(topic, per_topic[topic])],
+            citing_claims_within(len(per_topic[topic])),
+            tier="strong",
+            max_tokens=700,
+            ledger=ledger,
         )[0]
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(asked), model.max_concurrency))) as pool:
@@ -218,7 +235,11 @@ def write_summaries(
                 for span in split_sentences(sentence.text.strip()) or []:
                     written.append((topic, cited, span.text))
     requests = [
-        Claim(id=f"{topic}#{n}", text=text, cited_chunk_ids=list(dict.fromkeys(i for c in cited for i in c.evidence_chunk_ids)))
+        Claim(
+            id=f"{topic}#{n}",
+            text=text,
+            cited_chunk_ids=list(dict.fromkeys(i for c in cited for i in c.evidence_chunk_ids)),
+        )
         for n, (topic, cited, text) in enumerate(written)
     ]
     checks = check_sentences(verifier, requests, model=model, decompose=decompose, ledger=ledger)
@@ -227,19 +248,32 @@ def write_summaries(
         mine = [(cited, text, check) for (t, cited, text), check in zip(written, checks) if t == topic]
         kept = [
             SummarySentence(
-                text=text, origin="model", claim_ids=[c.claim_id for c in cited], verdict=check.verdict,
-                score=check.score, evidence_chunk_ids=check.evidence_chunk_ids,
-                evidence_sentence=check.evidence_sentence, quote=check.quote,
+                text=text,
+                origin="model",
+                claim_ids=[c.claim_id for c in cited],
+                verdict=check.verdict,
+                score=check.score,
+                evidence_chunk_ids=check.evidence_chunk_ids,
+                evidence_sentence=check.evidence_sentence,
+                quote=check.quote,
             )
             for cited, text, check in mine
             if check.verdict == "supported" and not check.contested and check.evidence_chunk_ids
         ]
         answer, trace_id = answers.get(topic, (None, ""))
-        rows.append(assemble(
-            topic, kept or claims_as_sentences(per_topic[topic]), written=len(mine), removed=len(mine) - len(kept),
-            excluded=excluded[topic], signals_by_doc=signals_by_doc, index_version=index_version, trace_id=trace_id,
-            model_error=str(answer) if isinstance(answer, Exception) else "",
-        ))
+        rows.append(
+            assemble(
+                topic,
+                kept or claims_as_sentences(per_topic[topic]),
+                written=len(mine),
+                removed=len(mine) - len(kept),
+                excluded=excluded[topic],
+                signals_by_doc=signals_by_doc,
+                index_version=index_version,
+                trace_id=trace_id,
+                model_error=str(answer) if isinstance(answer, Exception) else "",
+            )
+        )
     return rows
 
 
@@ -247,7 +281,10 @@ def write_summaries(
     group_name=GROUP,
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
-    **table_output(TopicSummary, "markdown", "openai", prompt_version=PROMPT.version),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "markdown", "openai"},
+    owners=OWNERS,
+    metadata=table_metadata(TopicSummary, prompt_version=PROMPT.version),
 )
 def summaries(
     context: AssetExecutionContext,
@@ -264,13 +301,19 @@ def summaries(
     claims, fate = outcomes(checks, from_frame(draft_revisions, RevisionRound))
     excluded = Counter(c.topic for c in checks if fate.get(c.claim_id) in ("withdrawn", "unsupported"))
     signals_by_doc = {s.doc_id: s for s in from_frame(signals, DocumentSignals)}
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=ledger)
-    rows = write_summaries(
-        list(dict.fromkeys(c.topic for c in checks)), claims, excluded, model=model, verifier=verifier,
-        decompose=pipeline.decompose_claims, signals_by_doc=signals_by_doc, index_version=retrieval_index.version,
-        ledger=ledger,
-    )
+    with model.session(context) as llm:
+        verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=llm.ledger)
+        rows = write_summaries(
+            list(dict.fromkeys(c.topic for c in checks)),
+            claims,
+            excluded,
+            model=model,
+            verifier=verifier,
+            decompose=pipeline.decompose_claims,
+            signals_by_doc=signals_by_doc,
+            index_version=retrieval_index.version,
+            ledger=llm.ledger,
+        )
     digest = render_digest(rows)
     path = pipeline.output_path() / "digest.md"
     write_whole(path, digest)
@@ -284,12 +327,13 @@ def summaries(
             "sentences_published": len(published),
             "model_written_sentences": sum(s.origin == "model" for s in published),
             "claim_sentences": sum(s.origin == "claim" for s in published),
-            "model_written_share": round(sum(s.origin == "model" for s in published) / len(published), 3) if published else 0.0,
+            "model_written_share": round(sum(s.origin == "model" for s in published) / len(published), 3)
+            if published
+            else 0.0,
             "sentences_written": sum(r.written_sentences for r in rows),
             "sentences_removed": sum(r.removed_sentences for r in rows),
             "claims_published": sum(len(r.claim_ids) for r in rows),
             "claims_excluded": sum(r.excluded_claims for r in rows),
-            **ledger_metadata(ledger, model),
             "preview": MetadataValue.md(digest),
         },
     )

@@ -8,25 +8,25 @@ conversation memory, trimmed to the context budget with a running summary (writt
 the `fast` tier) of what no longer fits verbatim.
 """
 
-
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
 from assets.config import PipelineConfig, TriageConfig
-from assets.frames import OWNERS, from_frame, table_output, to_frame
-from assets.metadata import MODEL_POOL, ledger_metadata
-from assets.previews import markdown_table
 from assets.ticket_routes import TicketRoute
-from assets.tickets import Ticket, per_ticket
+from assets.tickets import TICKETS, Ticket
 from assets.triage_prompts import MAX_TOKENS, SUMMARIZE_HISTORY, user
-from resources import CallLedger, ModelCallError, ModelResource
+from resources import ModelCallError, ModelResource
 from resources.conversation_memory import ConversationMemory, Recall, Turn
+from resources.markdown_tables import markdown_table
+from resources.model import MODEL_POOL
+from resources.model_session import ModelSession
 from resources.support_desk import SupportDeskResource
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
 
 GROUP = "triage_routing"
 CODE_VERSION = f"1-{SUMMARIZE_HISTORY.version}"
@@ -43,9 +43,13 @@ class TicketContext(BaseModel):
     customer_id: str = ""
     customer: dict[str, Any] = {}
     orders: list[dict[str, Any]] = []
-    help_centre: list[dict[str, Any]] = Field(default=[], description="Nearest help-centre articles, each with its closest paragraph.")
+    help_centre: list[dict[str, Any]] = Field(
+        default=[], description="Nearest help-centre articles, each with its closest paragraph."
+    )
     known_issues: list[dict[str, Any]] = []
-    history: str = Field(default="", description="The window of recent turns and the running summary the reply is written with.")
+    history: str = Field(
+        default="", description="The window of recent turns and the running summary the reply is written with."
+    )
     history_turns: int = 0
     summarized_turns: int = 0
     dropped_turns: int = 0
@@ -58,11 +62,13 @@ def memory_for(pipeline: PipelineConfig) -> ConversationMemory:
     return ConversationMemory(pipeline.state_location(MEMORY_STORE))
 
 
-def history_summarizer(model: ModelResource, ledger: CallLedger, partition: str) -> Callable[[str, list[Turn]], str | None]:
+def history_summarizer(llm: ModelSession, partition: str) -> Callable[[str, list[Turn]], str | None]:
     def summarize(previous: str, turns: list[Turn]) -> str | None:
         prompt = SUMMARIZE_HISTORY.render(previous=previous or "(none)", turns="\n".join(t.line for t in turns))
         try:
-            return model.structured(user(prompt), HistorySummary, tier="fast", max_tokens=MAX_TOKENS["history"], ledger=ledger, partition=partition).summary
+            return llm.structured(
+                user(prompt), HistorySummary, tier="fast", max_tokens=MAX_TOKENS["history"], partition=partition
+            ).summary
         except ModelCallError:
             return None
 
@@ -79,21 +85,22 @@ def gather(
     support_desk: SupportDeskResource,
     memory: ConversationMemory,
     triage: TriageConfig,
-    model: ModelResource,
-    ledger: CallLedger,
+    llm: ModelSession,
     help_centre: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> TicketContext:
     """The four lookups of one ticket, concurrently; each one's failure is its own.
     `help_centre` gives this ticket's share of a search made for many tickets at once."""
     lookups: dict[str, Callable[[], Any]] = {
-        "help_centre": help_centre or (
-            lambda: [h.model_dump() for h in support_desk.search_help_centre(help_centre_query(ticket), limit=3)]
-        ),
+        "help_centre": help_centre
+        or (lambda: [h.model_dump() for h in support_desk.search_help_centre(help_centre_query(ticket), limit=3)]),
         "customer": lambda: support_desk.customer(ticket.customer_id).model_dump(mode="json"),
         "orders": lambda: [o.model_dump(mode="json") for o in support_desk.orders_of(ticket.customer_id)],
         "history": lambda: memory.recall(
-            ticket.customer_id, triage.memory_budget_chars, triage.memory_window_turns,
-            history_summarizer(model, ledger, ticket.ticket), exclude_ticket=ticket.ticket,
+            ticket.customer_id,
+            triage.memory_budget_chars,
+            triage.memory_window_turns,
+            history_summarizer(llm, ticket.ticket),
+            exclude_ticket=ticket.ticket,
         ),
     }
     results: dict[str, Any] = {}
@@ -112,13 +119,26 @@ def gather(
     with ThreadPoolExecutor(max_workers=len(lookups)) as pool:
         list(pool.map(timed, lookups))
     recall: Recall = results.get("history") or Recall()
-    issues = [i.model_dump() for i in support_desk.known_issues()] if route is not None and route.intent in ("bug", "multi_part") else []
+    issues = (
+        [i.model_dump() for i in support_desk.known_issues()]
+        if route is not None and route.intent in ("bug", "multi_part")
+        else []
+    )
     return TicketContext(
-        ticket=ticket.ticket, ticket_id=ticket.ticket_id, customer_id=ticket.customer_id,
-        customer=results.get("customer", {}), orders=results.get("orders", []), help_centre=results.get("help_centre", []),
-        known_issues=issues, history=recall.text(), history_turns=recall.total_turns,
-        summarized_turns=recall.summarized_turns, dropped_turns=recall.dropped_turns,
-        source_errors=errors, source_seconds=seconds, wall_seconds=round(time.perf_counter() - started, 4),
+        ticket=ticket.ticket,
+        ticket_id=ticket.ticket_id,
+        customer_id=ticket.customer_id,
+        customer=results.get("customer", {}),
+        orders=results.get("orders", []),
+        help_centre=results.get("help_centre", []),
+        known_issues=issues,
+        history=recall.text(),
+        history_turns=recall.total_turns,
+        summarized_turns=recall.summarized_turns,
+        dropped_turns=recall.dropped_turns,
+        source_errors=errors,
+        source_seconds=seconds,
+        wall_seconds=round(time.perf_counter() - started, 4),
     )
 
 
@@ -129,8 +149,12 @@ def help_centre_index(support_desk: SupportDeskResource) -> Output[dict]:
     articles = support_desk.articles()
     return Output(
         {"version": version, "articles": len(articles)},
-        metadata={"index_version": version, "articles": len(articles), "collection": support_desk.collection_name(),
-                  "titles": MetadataValue.md("\n".join(f"- {a.slug}: {a.title}" for a in articles))},
+        metadata={
+            "index_version": version,
+            "articles": len(articles),
+            "collection": support_desk.collection_name(),
+            "titles": MetadataValue.md("\n".join(f"- {a.slug}: {a.title}" for a in articles)),
+        },
     )
 
 
@@ -139,8 +163,12 @@ def help_centre_index(support_desk: SupportDeskResource) -> Output[dict]:
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
     deps=[help_centre_index],
-    **per_ticket(),
-    **table_output(TicketContext, "chroma", partition_expr="ticket"),
+    partitions_def=TICKETS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "chroma"},
+    owners=OWNERS,
+    metadata=table_metadata(TicketContext, partition_expr="ticket"),
 )
 def ticket_context(
     context: AssetExecutionContext,
@@ -152,11 +180,14 @@ def ticket_context(
     ticket_routes: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
     """Per ticket: help-centre excerpts, the customer, their orders and their history, gathered concurrently."""
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
     memory = memory_for(pipeline)
     routes = {r.ticket: r for r in from_frame(ticket_routes, TicketRoute)}
     tickets = [t for t in from_frame(support_tickets, Ticket) if t.status == "received"]
-    with ThreadPoolExecutor(max_workers=1) as searcher, ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
+    with (
+        model.session(context) as llm,
+        ThreadPoolExecutor(max_workers=1) as searcher,
+        ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool,
+    ):
         # One help-centre search for every ticket (one embedding request, one Chroma query), beside the
         # per-ticket lookups; each ticket takes its share when its other lookups are under way.
         searched = searcher.submit(support_desk.search_help_centre_many, [help_centre_query(t) for t in tickets], 3)
@@ -164,10 +195,14 @@ def ticket_context(
         def share(index: int) -> Callable[[], list[dict[str, Any]]]:
             return lambda: [h.model_dump() for h in searched.result()[index]]
 
-        rows = list(pool.map(
-            lambda item: gather(item[1], routes.get(item[1].ticket), support_desk, memory, triage, model, ledger, share(item[0])),
-            enumerate(tickets),
-        ))
+        rows = list(
+            pool.map(
+                lambda item: gather(
+                    item[1], routes.get(item[1].ticket), support_desk, memory, triage, llm, share(item[0])
+                ),
+                enumerate(tickets),
+            )
+        )
     sequential = sum(sum(r.source_seconds.values()) for r in rows)
     wall = sum(r.wall_seconds for r in rows)
     return Output(
@@ -180,11 +215,20 @@ def ticket_context(
             "concurrency_gain": round(sequential / wall, 2) if wall else None,
             "history_summarized_turns": sum(r.summarized_turns for r in rows),
             "history_dropped_turns": sum(r.dropped_turns for r in rows),
-            **ledger_metadata(ledger, model),
-            "preview": MetadataValue.md(markdown_table([
-                {"ticket": r.ticket, "articles": ", ".join(h["slug"] for h in r.help_centre), "orders": len(r.orders),
-                 "history_turns": r.history_turns, "summarized": r.summarized_turns, "errors": "; ".join(r.source_errors.values())[:100]}
-                for r in rows[:20]
-            ])),
+            "preview": MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            "ticket": r.ticket,
+                            "articles": ", ".join(h["slug"] for h in r.help_centre),
+                            "orders": len(r.orders),
+                            "history_turns": r.history_turns,
+                            "summarized": r.summarized_turns,
+                            "errors": "; ".join(r.source_errors.values())[:100],
+                        }
+                        for r in rows[:20]
+                    ]
+                )
+            ),
         },
     )

@@ -1,6 +1,6 @@
 """Input guardrails for tickets: prompt injection and abuse, before any model acts on one.
 
-Two opinions, both recorded. The heuristics of `assets.guardrails` (role markers,
+Two opinions, both recorded. The heuristics of `resources.prompt_injection` (role markers,
 "ignore your rules", fake system turns) and an abuse lexicon cost nothing and cannot be
 talked out of their verdict; the `fast`-tier classifier reads every ticket as delimited
 data and catches what the patterns miss. For injection either one flagging is enough:
@@ -12,21 +12,21 @@ classifier sees is `abuse_suspected`, which puts the reply before a person inste
 (a small model flags nearly everything).
 """
 
-
 import re
 from typing import Literal
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
-from assets.frames import from_frame, table_output, to_frame
-from assets.guardrails import screen
-from assets.metadata import MODEL_POOL, ledger_metadata
-from assets.previews import markdown_table
-from assets.tickets import Ticket, per_ticket
+from assets.tickets import TICKETS, Ticket
 from assets.triage_prompts import MAX_TOKENS, SCREEN, ticket_block, user
-from resources import CallLedger, ModelResource
+from resources import ModelResource
+from resources.markdown_tables import markdown_table
+from resources.model import MODEL_POOL
+from resources.model_session import ModelSession
+from resources.prompt_injection import screen
+from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
 
 GROUP = "triage_intake"
 CODE_VERSION = f"1-{SCREEN.version}"
@@ -53,11 +53,17 @@ class ScreenedTicket(BaseModel):
     ticket_id: str = ""
     verdict: Literal["clean", "injection", "abusive", "injection_and_abusive", "quarantined"]
     injection: bool = False
-    abusive: bool = Field(default=False, description="Abuse the patterns found: the ticket gets no reply, a person is told.")
-    abuse_suspected: bool = Field(default=False, description="Abuse only the classifier saw: the reply waits for a person.")
+    abusive: bool = Field(
+        default=False, description="Abuse the patterns found: the ticket gets no reply, a person is told."
+    )
+    abuse_suspected: bool = Field(
+        default=False, description="Abuse only the classifier saw: the reply waits for a person."
+    )
     reasons: list[str] = Field(default=[], description="Each rule or classifier reason that flagged the ticket.")
     flagged_text: list[str] = Field(default=[], description="The spans the heuristics caught.")
-    classifier: str = Field(default="", description="flagged, clean, or failed: <error> (the heuristics stand alone then).")
+    classifier: str = Field(
+        default="", description="flagged, clean, or failed: <error> (the heuristics stand alone then)."
+    )
     trace_id: str = ""
 
 
@@ -71,21 +77,38 @@ def heuristic_screen(ticket: Ticket) -> tuple[list[str], list[str], list[str]]:
 
 
 def verdict_of(injection: bool, abusive: bool) -> str:
-    return "injection_and_abusive" if injection and abusive else "injection" if injection else "abusive" if abusive else "clean"
+    return (
+        "injection_and_abusive"
+        if injection and abusive
+        else "injection"
+        if injection
+        else "abusive"
+        if abusive
+        else "clean"
+    )
 
 
-def screen_tickets(tickets: list[Ticket], model: ModelResource, ledger: CallLedger) -> list[ScreenedTicket]:
+def screen_tickets(tickets: list[Ticket], llm: ModelSession) -> list[ScreenedTicket]:
     received = [t for t in tickets if t.status == "received"]
-    answers = model.map_traced_structured(
+    answers = llm.map_traced_structured(
         [user(SCREEN.render(ticket=ticket_block(t.subject, t.body))) for t in received],
-        TicketScreen, tier="fast", max_tokens=MAX_TOKENS["screen"], ledger=ledger, partitions=[t.ticket for t in received],
+        TicketScreen,
+        tier="fast",
+        max_tokens=MAX_TOKENS["screen"],
+        partitions=[t.ticket for t in received],
     )
     by_ticket = dict(zip((t.ticket for t in received), answers))
     rows = []
     for ticket in tickets:
         if ticket.status != "received":
-            rows.append(ScreenedTicket(ticket=ticket.ticket, ticket_id=ticket.ticket_id, verdict="quarantined",
-                                       reasons=[ticket.quarantine_reason]))
+            rows.append(
+                ScreenedTicket(
+                    ticket=ticket.ticket,
+                    ticket_id=ticket.ticket_id,
+                    verdict="quarantined",
+                    reasons=[ticket.quarantine_reason],
+                )
+            )
             continue
         injection, abuse, spans = heuristic_screen(ticket)
         answer, trace_id = by_ticket[ticket.ticket]
@@ -101,9 +124,16 @@ def screen_tickets(tickets: list[Ticket], model: ModelResource, ledger: CallLedg
         abusive = bool(abuse) and not suspected
         rows.append(
             ScreenedTicket(
-                ticket=ticket.ticket, ticket_id=ticket.ticket_id, verdict=verdict_of(bool(injection), abusive),  # type: ignore[arg-type]
-                injection=bool(injection), abusive=abusive, abuse_suspected=suspected, reasons=injection + abuse,
-                flagged_text=spans, classifier=classifier, trace_id=trace_id,
+                ticket=ticket.ticket,
+                ticket_id=ticket.ticket_id,
+                verdict=verdict_of(bool(injection), abusive),  # type: ignore[arg-type]
+                injection=bool(injection),
+                abusive=abusive,
+                abuse_suspected=suspected,
+                reasons=injection + abuse,
+                flagged_text=spans,
+                classifier=classifier,
+                trace_id=trace_id,
             )
         )
     return rows
@@ -113,13 +143,19 @@ def screen_tickets(tickets: list[Ticket], model: ModelResource, ledger: CallLedg
     group_name=GROUP,
     code_version=CODE_VERSION,
     pool=MODEL_POOL,
-    **per_ticket(),
-    **table_output(ScreenedTicket, "openai", prompt_version=SCREEN.version, partition_expr="ticket"),
+    partitions_def=TICKETS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "openai"},
+    owners=OWNERS,
+    metadata=table_metadata(ScreenedTicket, prompt_version=SCREEN.version, partition_expr="ticket"),
 )
-def ticket_screening(context: AssetExecutionContext, model: ModelResource, support_tickets: pd.DataFrame) -> Output[pd.DataFrame]:
+def ticket_screening(
+    context: AssetExecutionContext, model: ModelResource, support_tickets: pd.DataFrame
+) -> Output[pd.DataFrame]:
     """Each ticket's input-guardrail verdict (prompt injection, abuse) with the rule or classifier reason."""
-    ledger = CallLedger(run_id=context.run_id, asset=context.asset_key.to_user_string())
-    rows = screen_tickets(from_frame(support_tickets, Ticket), model, ledger)
+    with model.session(context) as llm:
+        rows = screen_tickets(from_frame(support_tickets, Ticket), llm)
     mix = pd.Series([r.verdict for r in rows]).value_counts().to_dict() if rows else {}
     flagged = [r for r in rows if r.verdict not in ("clean", "quarantined")]
     return Output(
@@ -130,9 +166,13 @@ def ticket_screening(context: AssetExecutionContext, model: ModelResource, suppo
             "flagged": len(flagged),
             "abuse_suspected": sum(r.abuse_suspected for r in rows),
             "classifier_failures": sum(r.classifier.startswith("failed") for r in rows),
-            **ledger_metadata(ledger, model),
-            "preview": MetadataValue.md(markdown_table(
-                [{"ticket": r.ticket, "verdict": r.verdict, "reasons": "; ".join(r.reasons)[:200]} for r in flagged[:15]]
-            )),
+            "preview": MetadataValue.md(
+                markdown_table(
+                    [
+                        {"ticket": r.ticket, "verdict": r.verdict, "reasons": "; ".join(r.reasons)[:200]}
+                        for r in flagged[:15]
+                    ]
+                )
+            ),
         },
     )

@@ -17,7 +17,6 @@ when a large share of a run's tickets is unreadable, which says the intake itsel
 broken rather than one customer's file.
 """
 
-
 import hashlib
 import json
 from datetime import datetime, timezone
@@ -28,7 +27,6 @@ import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     BackfillPolicy,
     DynamicPartitionsDefinition,
@@ -41,9 +39,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from assets.config import TriageConfig
 from assets.documents import FileState, UnsafeFile, locate_in, read_regular_file, scan_folders, sha256_of
-from assets.frames import table_output, to_frame
-from assets.previews import markdown_table
+from assets.share_checks import share_within_limit
+from resources.markdown_tables import markdown_table
+from resources.tables import OWNERS, WAREHOUSE, table_metadata, to_frame
 
+# Like documents, tickets are backfilled in one run (`backfill_policy=BackfillPolicy.single_run()`).
 TICKETS = DynamicPartitionsDefinition(name="tickets")
 # The column of every per-ticket table that holds the partition key.
 PARTITION_COLUMN = "ticket"
@@ -56,11 +56,6 @@ MAX_QUARANTINED_SHARE = 0.25
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # What `content_hash` holds (16 hex digits of the file's SHA-256), the key the run command compares.
 CONTENT_HASH = "content_hash"
-
-
-def per_ticket() -> dict[str, object]:
-    """Arguments of every asset partitioned by ticket: a backfill of many tickets is one run."""
-    return {"partitions_def": TICKETS, "backfill_policy": BackfillPolicy.single_run()}
 
 
 def scan_tickets(triage: TriageConfig, known: Mapping[str, FileState] | None = None) -> dict[str, FileState]:
@@ -79,7 +74,9 @@ class TicketFile(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     ticket_id: str = Field(pattern=ID_PATTERN, description="Unique per ticket, e.g. T001.")
-    customer_id: str = Field(pattern=ID_PATTERN, description="The customer whose history and account the reply may use.")
+    customer_id: str = Field(
+        pattern=ID_PATTERN, description="The customer whose history and account the reply may use."
+    )
     subject: str = Field(max_length=MAX_SUBJECT_CHARS)
     body: str = Field(max_length=MAX_BODY_CHARS)
     received_at: str = Field(description="ISO-8601 with a timezone; stored as UTC, e.g. 2026-11-27T09:14:00Z.")
@@ -145,7 +142,9 @@ def read_ticket(root: Path, path: Path, key: str, max_bytes: int) -> Ticket:
     """Read one ticket file inside `root`, or say precisely why it is quarantined."""
 
     def quarantine(kind: str, detail: str, content_hash: str = "") -> Ticket:
-        return Ticket(ticket=key, content_hash=content_hash, status="quarantined", quarantine_reason=f"{kind}: {detail}")
+        return Ticket(
+            ticket=key, content_hash=content_hash, status="quarantined", quarantine_reason=f"{kind}: {detail}"
+        )
 
     try:
         raw, size = read_regular_file(root, path, max_bytes)
@@ -191,7 +190,9 @@ def read_tickets(triage: TriageConfig, keys: Sequence[str]) -> list[Ticket]:
         if row.status == "received":
             if row.ticket_id in first_with_id:
                 row = Ticket(
-                    ticket=key, content_hash=row.content_hash, status="quarantined",
+                    ticket=key,
+                    content_hash=row.content_hash,
+                    status="quarantined",
                     quarantine_reason=f"duplicate: ticket_id {row.ticket_id} is also in {first_with_id[row.ticket_id]}",
                 )
             else:
@@ -204,8 +205,13 @@ def _preview(rows: Sequence[Ticket]) -> MetadataValue:
     return MetadataValue.md(
         markdown_table(
             [
-                {"ticket": r.ticket, "customer": r.customer_id, "subject": r.subject, "status": r.status,
-                 "reason": r.quarantine_reason}
+                {
+                    "ticket": r.ticket,
+                    "customer": r.customer_id,
+                    "subject": r.subject,
+                    "status": r.status,
+                    "reason": r.quarantine_reason,
+                }
                 for r in rows[:20]
             ],
             width=80,
@@ -228,8 +234,12 @@ def ticket_metadata(row: Ticket) -> dict[str, object]:
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
-    **per_ticket(),
-    **table_output(Ticket, "json", partition_expr=PARTITION_COLUMN),
+    partitions_def=TICKETS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key=WAREHOUSE,
+    kinds={"duckdb", "json"},
+    owners=OWNERS,
+    metadata=table_metadata(Ticket, partition_expr=PARTITION_COLUMN),
 )
 def support_tickets(context: AssetExecutionContext, triage: TriageConfig) -> Output[pd.DataFrame]:
     """Customer tickets read from their JSON files, one row per tickets partition: received,
@@ -258,16 +268,19 @@ def tickets_mostly_readable(context: AssetCheckExecutionContext, support_tickets
         support_tickets = support_tickets[support_tickets[PARTITION_COLUMN].isin(run.partition_keys)]
     total = len(support_tickets)
     bad = support_tickets[support_tickets["status"] == "quarantined"]
-    share = len(bad) / total if total else 0.0
-    return AssetCheckResult(
-        passed=share <= MAX_QUARANTINED_SHARE,
-        severity=AssetCheckSeverity.ERROR,
+    return share_within_limit(
+        len(bad),
+        total,
+        MAX_QUARANTINED_SHARE,
+        blocking=True,
+        description=f"{len(bad)} of {total} tickets quarantined",
+        share_key="quarantined_share",
+        limit_key="max_quarantined_share",
+        empty_passes=True,
         metadata={
             "tickets": total,
             "received": total - len(bad),
             "quarantined": len(bad),
-            "quarantined_share": round(share, 3),
-            "max_quarantined_share": MAX_QUARANTINED_SHARE,
             "quarantined_tickets": MetadataValue.md(
                 markdown_table(
                     [{"ticket": t, "reason": r} for t, r in zip(bad["ticket"][:50], bad["quarantine_reason"][:50])],
@@ -275,5 +288,4 @@ def tickets_mostly_readable(context: AssetCheckExecutionContext, support_tickets
                 )
             ),
         },
-        description=f"{len(bad)} of {total} tickets quarantined",
     )

@@ -16,15 +16,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
 from typing import TypeVar
 
 from pydantic import BaseModel
 
 from bench import gateway_overhead, indexing
 from bench.digest_runs import DigestMeasurements
-from bench.triage_runs import TriageMeasurements
 from bench.table import BenchmarkFailed, Row, render
+from bench.triage_runs import TriageMeasurements
 
 ROOT = Path(__file__).resolve().parent.parent
 M = TypeVar("M", bound=BaseModel)
@@ -40,10 +39,16 @@ class Sizes(BaseModel):
 
 
 FULL = Sizes(
-    documents=[100, 500, 2000], target_documents=500, other_instances=["postgres", "dagster-default"],
-    gateway_calls=400, indexing_documents=200, tickets=200,
+    documents=[100, 500, 2000],
+    target_documents=500,
+    other_instances=["postgres", "dagster-default"],
+    gateway_calls=400,
+    indexing_documents=200,
+    tickets=200,
 )
-SMOKE = Sizes(documents=[10, 40], target_documents=40, other_instances=[], gateway_calls=60, indexing_documents=10, tickets=40)
+SMOKE = Sizes(
+    documents=[10, 40], target_documents=40, other_instances=[], gateway_calls=60, indexing_documents=10, tickets=40
+)
 INSTANCE_LABELS = {"sqlite": "", "postgres": ", Postgres", "dagster-default": ", Dagster's default SQLite storage"}
 
 
@@ -51,18 +56,35 @@ def child_measurement(module: str, arguments: list[str], label: str, model: type
     """A measurement made by `python -m <module>` in a child process (its own peak RSS, no
     warm caches from another measurement), read from the last line it prints."""
     command = [sys.executable, "-W", "ignore", "-m", module, *arguments]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
-        first = next((i for i, line in enumerate(lines) if line.startswith("benchmark failed:")), max(0, len(lines) - 15))
-        raise BenchmarkFailed(f"{label}: " + "\n".join(lines[first:first + 25]))
+        first = next(
+            (i for i, line in enumerate(lines) if line.startswith("benchmark failed:")), max(0, len(lines) - 15)
+        )
+        raise BenchmarkFailed(f"{label}: " + "\n".join(lines[first : first + 25]))
     return model.model_validate_json(done.stdout.strip().splitlines()[-1])
 
 
-def digest_runs(documents: int, instance: str, latency: float, concurrency: int, cold_only: bool = False) -> DigestMeasurements:
-    arguments = ["--documents", str(documents), "--latency", str(latency), "--concurrency", str(concurrency), "--instance", instance]
+def digest_runs(
+    documents: int, instance: str, latency: float, concurrency: int, cold_only: bool = False
+) -> DigestMeasurements:
+    arguments = [
+        "--documents",
+        str(documents),
+        "--latency",
+        str(latency),
+        "--concurrency",
+        str(concurrency),
+        "--instance",
+        instance,
+    ]
     arguments += ["--cold-only"] if cold_only else []
-    return child_measurement("bench.digest_runs", arguments, f"digest graph over {documents} documents ({instance})", DigestMeasurements)
+    return child_measurement(
+        "bench.digest_runs", arguments, f"digest graph over {documents} documents ({instance})", DigestMeasurements
+    )
 
 
 def triage_runs(tickets: int, latency: float, concurrency: int) -> TriageMeasurements:
@@ -73,12 +95,15 @@ def triage_runs(tickets: int, latency: float, concurrency: int) -> TriageMeasure
 def triage_rows(m: TriageMeasurements) -> list[Row]:
     ideal = m.calls * m.latency_s / m.concurrency
     per_minute = m.tickets / m.seconds * 60
-    return [Row(
-        scenario="triage", measure=f"tickets through routing, agent, checks and delivery, {m.tickets} tickets",
-        value=f"{per_minute:.0f} tickets/min ({m.seconds:.1f} s)",
-        baseline=f"ideal {m.tickets / ideal * 60:.0f} tickets/min ({m.calls} calls x {m.latency_s * 1000:.0f} ms / {m.concurrency})",
-        ratio=m.seconds / ideal,
-    )]
+    return [
+        Row(
+            scenario="triage",
+            measure=f"tickets through routing, agent, checks and delivery, {m.tickets} tickets",
+            value=f"{per_minute:.0f} tickets/min ({m.seconds:.1f} s)",
+            baseline=f"ideal {m.tickets / ideal * 60:.0f} tickets/min ({m.calls} calls x {m.latency_s * 1000:.0f} ms / {m.concurrency})",
+            ratio=m.seconds / ideal,
+        )
+    ]
 
 
 def where(m: DigestMeasurements) -> str:
@@ -89,26 +114,50 @@ def graph_row(m: DigestMeasurements, targeted: bool) -> Row:
     ideal = m.cold.calls * m.latency_s / m.concurrency
     ratio = m.cold.seconds / ideal
     return Row(
-        scenario="overhead", measure=f"digest graph, {where(m)}", value=f"{m.cold.seconds:.1f} s",
+        scenario="overhead",
+        measure=f"digest graph, {where(m)}",
+        value=f"{m.cold.seconds:.1f} s",
         baseline=f"ideal {ideal:.1f} s ({m.cold.calls} calls x {m.latency_s * 1000:.0f} ms / {m.concurrency})",
-        ratio=ratio, target="<= 1.2" if targeted else "", met=ratio <= 1.2 if targeted else None,
+        ratio=ratio,
+        target="<= 1.2" if targeted else "",
+        met=ratio <= 1.2 if targeted else None,
     )
 
 
 def overhead_rows(m: DigestMeasurements, targeted: bool) -> list[Row]:
-    sampled = "" if m.sequential_timed_calls == m.cold.calls else f" ({m.sequential_timed_calls} of {m.cold.calls} calls timed, scaled)"
+    sampled = (
+        ""
+        if m.sequential_timed_calls == m.cold.calls
+        else f" ({m.sequential_timed_calls} of {m.cold.calls} calls timed, scaled)"
+    )
     speedup = m.sequential_s / m.cold.seconds
     versus_asyncio = m.cold.seconds / m.asyncio_s
     return [
         graph_row(m, targeted),
-        Row(scenario="overhead", measure=f"start-up, {where(m)}", value=f"{m.startup_s:.1f} s",
-            baseline="imports, definitions, instance (not in the graph's time)"),
-        Row(scenario="overhead", measure=f"sequential script / graph, {where(m)}", value=f"{m.sequential_s:.1f} s{sampled}",
-            baseline=f"graph {m.cold.seconds:.1f} s", ratio=speedup,
-            target=">= 10" if targeted else "", met=speedup >= 10 if targeted else None),
-        Row(scenario="overhead", measure=f"graph / asyncio script, {where(m)}", value=f"{m.cold.seconds:.1f} s",
-            baseline=f"asyncio {m.asyncio_s:.1f} s", ratio=versus_asyncio,
-            target="<= 1.1" if targeted else "", met=versus_asyncio <= 1.1 if targeted else None),
+        Row(
+            scenario="overhead",
+            measure=f"start-up, {where(m)}",
+            value=f"{m.startup_s:.1f} s",
+            baseline="imports, definitions, instance (not in the graph's time)",
+        ),
+        Row(
+            scenario="overhead",
+            measure=f"sequential script / graph, {where(m)}",
+            value=f"{m.sequential_s:.1f} s{sampled}",
+            baseline=f"graph {m.cold.seconds:.1f} s",
+            ratio=speedup,
+            target=">= 10" if targeted else "",
+            met=speedup >= 10 if targeted else None,
+        ),
+        Row(
+            scenario="overhead",
+            measure=f"graph / asyncio script, {where(m)}",
+            value=f"{m.cold.seconds:.1f} s",
+            baseline=f"asyncio {m.asyncio_s:.1f} s",
+            ratio=versus_asyncio,
+            target="<= 1.1" if targeted else "",
+            met=versus_asyncio <= 1.1 if targeted else None,
+        ),
     ]
 
 
@@ -117,10 +166,14 @@ def instance_row(other: DigestMeasurements, embedded: DigestMeasurements | None)
     row = graph_row(other, targeted=False)
     if embedded is None:
         return [row]
-    return [row.model_copy(update={
-        "baseline": f"embedded instance {embedded.cold.seconds:.1f} s ({row.baseline})",
-        "ratio": other.cold.seconds / embedded.cold.seconds,
-    })]
+    return [
+        row.model_copy(
+            update={
+                "baseline": f"embedded instance {embedded.cold.seconds:.1f} s ({row.baseline})",
+                "ratio": other.cold.seconds / embedded.cold.seconds,
+            }
+        )
+    ]
 
 
 def rerun_rows(m: DigestMeasurements) -> list[Row]:
@@ -128,12 +181,24 @@ def rerun_rows(m: DigestMeasurements) -> list[Row]:
     unchanged = m.unchanged.seconds / m.cold.seconds
     schemas = ", ".join(f"{k} {v}" for k, v in m.incremental.calls_by_schema.items())
     return [
-        Row(scenario="unchanged re-run", measure=where(m), value=f"{m.unchanged.seconds:.2f} s, {m.unchanged.calls} calls",
-            baseline=cold, ratio=unchanged, target="0 calls, <= 0.10", met=m.unchanged.calls == 0 and unchanged <= 0.10),
-        Row(scenario="incremental (+1 doc)", measure=where(m),
+        Row(
+            scenario="unchanged re-run",
+            measure=where(m),
+            value=f"{m.unchanged.seconds:.2f} s, {m.unchanged.calls} calls",
+            baseline=cold,
+            ratio=unchanged,
+            target="0 calls, <= 0.10",
+            met=m.unchanged.calls == 0 and unchanged <= 0.10,
+        ),
+        Row(
+            scenario="incremental (+1 doc)",
+            measure=where(m),
             value=f"{m.incremental.seconds:.1f} s, {m.incremental.calls} calls ({schemas})",
-            baseline=cold, ratio=m.incremental.seconds / m.cold.seconds,
-            target="the new doc and its dependents only", met=m.incremental.documents == 1),
+            baseline=cold,
+            ratio=m.incremental.seconds / m.cold.seconds,
+            target="the new doc and its dependents only",
+            met=m.incremental.documents == 1,
+        ),
     ]
 
 
@@ -144,18 +209,26 @@ def memory_rows(by_size: dict[int, DigestMeasurements]) -> list[Row]:
         small, large = by_size[sizes[0]], by_size[sizes[-1]]
         growth = large.peak_rss_mb / small.peak_rss_mb
         rows[-1] = rows[-1].model_copy(update={"target": "<= 1536 MB", "met": large.peak_rss_mb <= 1536})
-        rows.append(Row(
-            scenario="memory", measure=f"growth N={sizes[0]} to N={sizes[-1]} ({sizes[-1] // sizes[0]}x documents)",
-            value=f"+{large.peak_rss_mb - small.peak_rss_mb:.0f} MB", baseline=f"N={sizes[0]}: {small.peak_rss_mb:.0f} MB",
-            ratio=growth, target=f"< {sizes[-1] / sizes[0]:.0f} (less than linear)", met=growth < sizes[-1] / sizes[0],
-        ))
+        rows.append(
+            Row(
+                scenario="memory",
+                measure=f"growth N={sizes[0]} to N={sizes[-1]} ({sizes[-1] // sizes[0]}x documents)",
+                value=f"+{large.peak_rss_mb - small.peak_rss_mb:.0f} MB",
+                baseline=f"N={sizes[0]}: {small.peak_rss_mb:.0f} MB",
+                ratio=growth,
+                target=f"< {sizes[-1] / sizes[0]:.0f} (less than linear)",
+                met=growth < sizes[-1] / sizes[0],
+            )
+        )
     return rows
 
 
 SCENARIOS = ("digest", "triage", "gateway", "indexing")
 
 
-def run(sizes: Sizes, latency: float, concurrency: int, scenarios: tuple[str, ...] = SCENARIOS) -> tuple[list[Row], list[str]]:
+def run(
+    sizes: Sizes, latency: float, concurrency: int, scenarios: tuple[str, ...] = SCENARIOS
+) -> tuple[list[Row], list[str]]:
     """Rows of the scenarios that succeeded, and the failures of those that did not."""
     rows: list[Row] = []
     failures: list[str] = []
@@ -194,26 +267,36 @@ def run(sizes: Sizes, latency: float, concurrency: int, scenarios: tuple[str, ..
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="Small sizes (under 2 minutes): keeps the benchmark from rotting in CI.")
-    parser.add_argument("--latency", type=float, default=0.1, help="Seconds the test server takes per chat call (default 0.1).")
+    parser.add_argument(
+        "--smoke", action="store_true", help="Small sizes (under 2 minutes): keeps the benchmark from rotting in CI."
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.1, help="Seconds the test server takes per chat call (default 0.1)."
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="Model calls in flight (default 16).")
     parser.add_argument("--documents", help="Comma-separated corpus sizes instead of the preset's, e.g. 100,1000.")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"Comma-separated subset of {', '.join(SCENARIOS)}.")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"Comma-separated subset of {', '.join(SCENARIOS)}."
+    )
     args = parser.parse_args(argv)
     sizes, preset = (SMOKE, "smoke") if args.smoke else (FULL, "full")
     if args.documents:
         preset = "custom sizes"
         documents = [int(n) for n in args.documents.split(",")]
-        sizes = sizes.model_copy(update={"documents": documents, "target_documents": documents[-1], "other_instances": []})
+        sizes = sizes.model_copy(
+            update={"documents": documents, "target_documents": documents[-1], "other_instances": []}
+        )
     scenarios = tuple(s.strip() for s in args.scenarios.split(","))
     if unknown := set(scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
     started = time.perf_counter()
     rows, failures = run(sizes, args.latency, args.concurrency, scenarios)
-    print(f"Benchmarks ({preset}), {datetime.date.today()}, {platform.node() or 'this machine'}: "
-          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"model latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}; "
-          f"{time.perf_counter() - started:.0f} s in all\n")
+    print(
+        f"Benchmarks ({preset}), {datetime.date.today()}, {platform.node() or 'this machine'}: "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"model latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}; "
+        f"{time.perf_counter() - started:.0f} s in all\n"
+    )
     print(render(rows))
     if failures:
         print(f"\n{len(failures)} scenario(s) FAILED; their figures are not in the table:", file=sys.stderr)

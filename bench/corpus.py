@@ -26,7 +26,20 @@ EVENTS = [
     ("hired {n} engineers for its {line} business", "Chief executive {ceo} announced the hires."),
     ("raised {n} million euros from investors", "The round values the company at {v} million euros."),
 ]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 CEOS = ["Maarten Visser", "Lucia Moreno", "Jonas Becker", "Claire Dubois", "Marco Bianchi", "Ines Costa"]
 
 
@@ -35,8 +48,15 @@ def document_text(index: int, rng: random.Random) -> str:
     what, more = EVENTS[rng.randrange(len(EVENTS))]
     month = rng.randrange(12)
     day = rng.randrange(1, 28)
-    values = {"city": city, "line": line, "n": rng.randrange(10, 900), "p": rng.randrange(2, 40),
-              "v": rng.randrange(200, 5000), "month": MONTHS[(month + 3) % 12], "ceo": CEOS[(index // 2) % len(CEOS)]}
+    values = {
+        "city": city,
+        "line": line,
+        "n": rng.randrange(10, 900),
+        "p": rng.randrange(2, 40),
+        "v": rng.randrange(200, 5000),
+        "month": MONTHS[(month + 3) % 12],
+        "ceo": CEOS[(index // 2) % len(CEOS)],
+    }
     headline = f"{company} {what.format(**values)}"
     return (
         f"# {headline} (item {index})\nDate: 2026-{month + 1:02d}-{day:02d}\n\n"

@@ -41,7 +41,9 @@ from bench.table import BenchmarkFailed, print_measurement
 
 STARTED = time.perf_counter()
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-SEQUENTIAL_SAMPLE = 300  # calls the sequential script times; beyond that its time is scaled (it is linear by construction)
+SEQUENTIAL_SAMPLE = (
+    300  # calls the sequential script times; beyond that its time is scaled (it is linear by construction)
+)
 
 
 class GraphRun(BaseModel):
@@ -85,7 +87,9 @@ def _dagster_home(root: Path, instance: str) -> Iterator[Path]:
     config = instance_yaml(home) if instance == "sqlite" else "telemetry:\n  enabled: false\n"
     database = f"bench_{os.getpid()}_{int(time.time())}" if instance == "postgres" else ""
     if database:
-        subprocess.run(["psql", POSTGRES_ADMIN_URL, "-qc", f"create database {database}"], check=True, capture_output=True)
+        subprocess.run(
+            ["psql", POSTGRES_ADMIN_URL, "-qc", f"create database {database}"], check=True, capture_output=True
+        )
         config += f"storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://postgres@127.0.0.1:5432/{database}\n"
     if instance == "dagster-default":
         os.environ[EVENT_BATCH_VARIABLE] = "0"
@@ -95,30 +99,45 @@ def _dagster_home(root: Path, instance: str) -> Iterator[Path]:
         yield home
     finally:
         if database:
-            subprocess.run(["psql", POSTGRES_ADMIN_URL, "-qc", f"drop database if exists {database} with (force)"], capture_output=True)
+            subprocess.run(
+                ["psql", POSTGRES_ADMIN_URL, "-qc", f"drop database if exists {database} with (force)"],
+                capture_output=True,
+            )
 
 
-def measure(documents: int, latency: float, concurrency: int, instance_kind: str, cold_only: bool = False) -> DigestMeasurements:
+def measure(
+    documents: int, latency: float, concurrency: int, instance_kind: str, cold_only: bool = False
+) -> DigestMeasurements:
     from dagster import DagsterInstance
 
     from ai_pipelines.backfill import run_what_changed
     from ai_pipelines.definitions import build_definitions, build_resources
     from ai_pipelines.instance import pool_connections
-    from ai_pipelines.report import RunReport
+    from ai_pipelines.run_report import RunReport
     from ai_pipelines.settings import Settings
     from bench import replay
     from tests.fake_openai import RemoteFakeOpenAI
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as folder, RemoteFakeOpenAI(latency) as llm, contextlib.ExitStack() as cleanup:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as folder,
+        RemoteFakeOpenAI(latency) as llm,
+        contextlib.ExitStack() as cleanup,
+    ):
         root = Path(folder)
         corpus = root / "corpus"
         write_corpus(corpus, documents)
         cleanup.enter_context(_dagster_home(root, instance_kind))
         settings = Settings(  # not from .env: the benchmark's own model and embedder, whatever a user configured
             _env_file=None,
-            data_dir=root / "data", corpus_dir=corpus, inbox_dir=root / "inbox",
-            llm_base_url=llm.base_url, llm_fast_model="bench-fast", llm_strong_model="bench-strong",
-            embeddings_base_url=llm.base_url, embeddings_model="hashed-bag-of-words", llm_max_concurrency=concurrency,
+            data_dir=root / "data",
+            corpus_dir=corpus,
+            inbox_dir=root / "inbox",
+            llm_base_url=llm.base_url,
+            llm_fast_model="bench-fast",
+            llm_strong_model="bench-strong",
+            embeddings_base_url=llm.base_url,
+            embeddings_model="hashed-bag-of-words",
+            llm_max_concurrency=concurrency,
         )
         instance = DagsterInstance.get()
         cleanup.callback(instance.dispose)  # before the home (and its database) goes
@@ -131,7 +150,10 @@ def measure(documents: int, latency: float, concurrency: int, instance_kind: str
             before = len(llm.calls)
             started = time.perf_counter()
             plan, result = run_what_changed(
-                defs, instance, pipeline, raise_on_error=False,
+                defs,
+                instance,
+                pipeline,
+                raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             )
             seconds = time.perf_counter() - started
@@ -142,23 +164,40 @@ def measure(documents: int, latency: float, concurrency: int, instance_kind: str
                     raise BenchmarkFailed(f"the {label} run over {documents} documents failed:\n{report.render()}")
                 sent = report.model_usage.requests - report.model_usage.cache_hits
                 if sent != len(calls):
-                    raise BenchmarkFailed(f"the {label} run: the gateway accounted {sent} calls, the server answered {len(calls)}")
+                    raise BenchmarkFailed(
+                        f"the {label} run: the gateway accounted {sent} calls, the server answered {len(calls)}"
+                    )
             by_schema = dict(Counter(c["schema"] for c in calls))
-            return GraphRun(seconds=seconds, calls=len(calls), calls_by_schema=by_schema, documents=len(plan.documents), plan=plan.reason), calls
+            return GraphRun(
+                seconds=seconds,
+                calls=len(calls),
+                calls_by_schema=by_schema,
+                documents=len(plan.documents),
+                plan=plan.reason,
+            ), calls
 
         cold, cold_calls = run("cold")
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if cold.calls_by_schema.get("ExtractedSignals", 0) != documents:
-            raise BenchmarkFailed(f"the cold run extracted signals {cold.calls_by_schema.get('ExtractedSignals', 0)} times for {documents} documents")
+            raise BenchmarkFailed(
+                f"the cold run extracted signals {cold.calls_by_schema.get('ExtractedSignals', 0)} times for {documents} documents"
+            )
         measured = DigestMeasurements(
-            documents=documents, latency_s=latency, concurrency=concurrency, instance=instance_kind,
-            startup_s=startup, cold=cold, peak_rss_mb=peak_rss_mb,
+            documents=documents,
+            latency_s=latency,
+            concurrency=concurrency,
+            instance=instance_kind,
+            startup_s=startup,
+            cold=cold,
+            peak_rss_mb=peak_rss_mb,
         )
         if cold_only:
             return measured
         unchanged, _ = run("unchanged")
         if unchanged.calls or unchanged.documents:
-            raise BenchmarkFailed(f"the unchanged re-run made {unchanged.calls} model calls over {unchanged.documents} documents; expected none")
+            raise BenchmarkFailed(
+                f"the unchanged re-run made {unchanged.calls} model calls over {unchanged.documents} documents; expected none"
+            )
         write_corpus(corpus, 1, start=documents)
         incremental, _ = run("incremental")
         if incremental.documents != 1 or incremental.calls_by_schema.get("ExtractedSignals", 0) != 1:
@@ -169,10 +208,15 @@ def measure(documents: int, latency: float, concurrency: int, instance_kind: str
         timed = cold_calls[:SEQUENTIAL_SAMPLE]
         sequential = replay.sequential(llm.base_url, timed) * len(cold_calls) / max(1, len(timed))
         concurrent = replay.concurrent(llm.base_url, cold_calls, concurrency)
-        return measured.model_copy(update={
-            "unchanged": unchanged, "incremental": incremental, "sequential_s": sequential,
-            "sequential_timed_calls": len(timed), "asyncio_s": concurrent,
-        })
+        return measured.model_copy(
+            update={
+                "unchanged": unchanged,
+                "incremental": incremental,
+                "sequential_s": sequential,
+                "sequential_timed_calls": len(timed),
+                "asyncio_s": concurrent,
+            }
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,10 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", type=int, required=True)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--instance", choices=sorted(INSTANCES), default="sqlite", help="; ".join(f"{k}: {v}" for k, v in INSTANCES.items()))
+    parser.add_argument(
+        "--instance",
+        choices=sorted(INSTANCES),
+        default="sqlite",
+        help="; ".join(f"{k}: {v}" for k, v in INSTANCES.items()),
+    )
     parser.add_argument("--cold-only", action="store_true", help="Only the cold run (no re-runs, no replay).")
     args = parser.parse_args(argv)
-    return print_measurement(lambda: measure(args.documents, args.latency, args.concurrency, args.instance, args.cold_only))
+    return print_measurement(
+        lambda: measure(args.documents, args.latency, args.concurrency, args.instance, args.cold_only)
+    )
 
 
 if __name__ == "__main__":

@@ -143,8 +143,16 @@ def import_litellm() -> Any:
         import litellm
     except ImportError as exc:
         raise BenchmarkFailed("litellm is not installed: install with pip install -e '.[bench]'") from exc
-    for callbacks in ("callbacks", "input_callback", "success_callback", "failure_callback", "service_callback",
-                      "_async_input_callback", "_async_success_callback", "_async_failure_callback"):
+    for callbacks in (
+        "callbacks",
+        "input_callback",
+        "success_callback",
+        "failure_callback",
+        "service_callback",
+        "_async_input_callback",
+        "_async_success_callback",
+        "_async_failure_callback",
+    ):
         setattr(litellm, callbacks, [])
     litellm.suppress_debug_info = True
     return litellm
@@ -222,8 +230,9 @@ class Run:
         return Latencies.of(self.samples_us)
 
 
-def measure_concurrency(clients: list[Client], server: RemoteFakeOpenAI, calls: int, concurrency: int,
-                        numbers: Callable[[], int]) -> dict[str, Latencies]:
+def measure_concurrency(
+    clients: list[Client], server: RemoteFakeOpenAI, calls: int, concurrency: int, numbers: Callable[[], int]
+) -> dict[str, Latencies]:
     """Each client's latencies at one concurrency, the clients taking turns in `ROUNDS` rounds."""
     runs = [Run(client, server, numbers) for client in clients]
     for run in runs:
@@ -270,7 +279,10 @@ def measure(calls: int) -> list[Row]:
     if calls < 2:
         raise ValueError(f"a p99 needs at least 2 calls, not {calls}")
     counter = itertools.count()
-    with RemoteFakeOpenAI(answers={Label.__name__: EXPECTED.model_dump()}) as server, tempfile.TemporaryDirectory() as state_dir:
+    with (
+        RemoteFakeOpenAI(answers={Label.__name__: EXPECTED.model_dump()}) as server,
+        tempfile.TemporaryDirectory() as state_dir,
+    ):
         model = gateway(server, Path(state_dir))
         ledger = CallLedger(run_id="bench", asset="gateway_overhead")
         clients = [direct_client(server), gateway_client(model, ledger), litellm_client(server, model)]

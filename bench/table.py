@@ -47,5 +47,7 @@ def render(rows: list[Row]) -> str:
     for row in rows:
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
         met = "" if row.met is None else ("yes" if row.met else "**no**")
-        lines.append(f"| {row.scenario} | {row.measure} | {row.value} | {row.baseline} | {ratio} | {row.target} | {met} |")
+        lines.append(
+            f"| {row.scenario} | {row.measure} | {row.value} | {row.baseline} | {ratio} | {row.target} | {met} |"
+        )
     return "\n".join(lines)

@@ -65,16 +65,28 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
         root = Path(folder)
         write_tickets(root / "tickets", tickets)
         settings = Settings(
-            _env_file=None, data_dir=root / "data", tickets_dir=root / "tickets", ticket_inbox_dir=root / "inbox",
-            llm_base_url=llm.base_url, llm_fast_model="bench-fast", llm_strong_model="bench-strong",
-            embeddings_base_url=llm.base_url, embeddings_model="hashed-bag-of-words", llm_max_concurrency=concurrency,
+            _env_file=None,
+            data_dir=root / "data",
+            tickets_dir=root / "tickets",
+            ticket_inbox_dir=root / "inbox",
+            llm_base_url=llm.base_url,
+            llm_fast_model="bench-fast",
+            llm_strong_model="bench-strong",
+            embeddings_base_url=llm.base_url,
+            embeddings_model="hashed-bag-of-words",
+            llm_max_concurrency=concurrency,
         )
         instance = DagsterInstance.ephemeral()
         defs = build_definitions(settings)
         triage = build_resources(settings)["triage"]
         started = time.perf_counter()
-        _, result = run_triage(defs, instance, triage, raise_on_error=False,
-                               run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+        _, result = run_triage(
+            defs,
+            instance,
+            triage,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
         seconds = time.perf_counter() - started
         if result is None:
             raise BenchmarkFailed("nothing to triage")
@@ -83,15 +95,22 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
             raise BenchmarkFailed(f"the triage run over {tickets} tickets failed:\n{report.render()}")
         calls = llm.calls
         sent = sum(
-            int(e.materialization.metadata["model_requests"].value) - int(e.materialization.metadata["cache_hits"].value)
-            for e in _first_per_asset(result) if "model_requests" in e.materialization.metadata
+            int(e.materialization.metadata["model_requests"].value)
+            - int(e.materialization.metadata["cache_hits"].value)
+            for e in _first_per_asset(result)
+            if "model_requests" in e.materialization.metadata
         )
         chat = [c for c in calls if c["schema"]]
         if sent != len(chat):
             raise BenchmarkFailed(f"the gateway accounted {sent} requests, the server answered {len(chat)} chat calls")
         return TriageMeasurements(
-            tickets=tickets, latency_s=latency, concurrency=concurrency, seconds=seconds, calls=len(chat),
-            calls_by_schema=dict(Counter(c["schema"] for c in chat)), replies=report.replies,
+            tickets=tickets,
+            latency_s=latency,
+            concurrency=concurrency,
+            seconds=seconds,
+            calls=len(chat),
+            calls_by_schema=dict(Counter(c["schema"] for c in chat)),
+            replies=report.replies,
         )
 
 

@@ -78,7 +78,9 @@ class ConversationMemory:
 
     def remember(self, turn: Turn) -> None:
         """Idempotent: a turn id written twice (a re-executed run) is one turn."""
-        self._db.execute(upsert_sql("conversation_turns", _TURN_COLUMNS, "turn_id"), [getattr(turn, c) for c in _TURN_COLUMNS])
+        self._db.execute(
+            upsert_sql("conversation_turns", _TURN_COLUMNS, "turn_id"), [getattr(turn, c) for c in _TURN_COLUMNS]
+        )
 
     def turns(self, customer_id: str, exclude_ticket: str = "") -> list[Turn]:
         rows = self._db.fetchall(

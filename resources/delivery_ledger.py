@@ -94,7 +94,9 @@ class DeliveryLedger:
         return DeliveryRecord(**dict(zip(DeliveryRecord.model_fields, row))) if row else None
 
     def all(self) -> list[DeliveryRecord]:
-        rows = self._db.fetchall(f"select {', '.join(DeliveryRecord.model_fields)} from reply_deliveries order by claimed_at")
+        rows = self._db.fetchall(
+            f"select {', '.join(DeliveryRecord.model_fields)} from reply_deliveries order by claimed_at"
+        )
         return [DeliveryRecord(**dict(zip(DeliveryRecord.model_fields, row))) for row in rows]
 
     def unsettled(self) -> list[DeliveryRecord]:
@@ -160,7 +162,9 @@ def deliver_once(
     return _settle_unsettled(ledger, mailer, record, ticket)
 
 
-def _send_claimed(ledger: DeliveryLedger, mailer: MailerResource, message: OutgoingMessage, ticket: str) -> DeliveryOutcome:
+def _send_claimed(
+    ledger: DeliveryLedger, mailer: MailerResource, message: OutgoingMessage, ticket: str
+) -> DeliveryOutcome:
     message_id = message.message_id
     try:
         receipt = mailer.send(message)
@@ -177,19 +181,27 @@ def _send_claimed(ledger: DeliveryLedger, mailer: MailerResource, message: Outgo
     return DeliveryOutcome(message_id=message_id, ticket=ticket, state="sent", detail=receipt.detail)
 
 
-def _settle_unsettled(ledger: DeliveryLedger, mailer: MailerResource, record: DeliveryRecord, ticket: str) -> DeliveryOutcome:
+def _settle_unsettled(
+    ledger: DeliveryLedger, mailer: MailerResource, record: DeliveryRecord, ticket: str
+) -> DeliveryOutcome:
     message_id = record.message_id
     if record.transport == "maildir":
         key = mailer.maildir_key(message_id)
         if key is not None:
             detail = f"{key} in {mailer.maildir_path} (found in the Maildir after an interrupted delivery)"
             ledger.mark_sent(message_id, "maildir", detail)
-            return DeliveryOutcome(message_id=message_id, ticket=ticket, state="already_sent", detail=f"settled as sent: {detail}")
+            return DeliveryOutcome(
+                message_id=message_id, ticket=ticket, state="already_sent", detail=f"settled as sent: {detail}"
+            )
     if record.state == "sending":
-        why = f"{record.detail} at {record.claimed_at}, with no outcome recorded (that run crashed, or is sending it now)"
+        why = (
+            f"{record.detail} at {record.claimed_at}, with no outcome recorded (that run crashed, or is sending it now)"
+        )
     else:
         why = record.detail
-    return DeliveryOutcome(message_id=message_id, ticket=ticket, state="in_doubt", detail=_ask_a_person(message_id, why))
+    return DeliveryOutcome(
+        message_id=message_id, ticket=ticket, state="in_doubt", detail=_ask_a_person(message_id, why)
+    )
 
 
 def _ask_a_person(message_id: str, why: str) -> str:

@@ -132,7 +132,9 @@ class _Session:
             return self.config.url  # mcp.Client opens a streamable-HTTP transport for a URL
         self._log = _errlog(self.config)
         program, *args = self.config.command
-        parameters = StdioServerParameters(command=program, args=args, env=self.config.env or None, cwd=self.config.cwd or None)
+        parameters = StdioServerParameters(
+            command=program, args=args, env=self.config.env or None, cwd=self.config.cwd or None
+        )
         return stdio_client(parameters, errlog=self._log)
 
     async def _hold(self, ready: concurrent.futures.Future[list[Any]]) -> None:
@@ -221,7 +223,9 @@ def _result_text(result: Any) -> str:
     """A tool result as the text the model reads: its structured content, else its text blocks."""
     if result.structured_content is not None and not result.is_error:
         return as_text(json.dumps(result.structured_content, ensure_ascii=False))
-    parts = [getattr(block, "text", None) or f"[{getattr(block, 'type', 'content')} omitted]" for block in result.content]
+    parts = [
+        getattr(block, "text", None) or f"[{getattr(block, 'type', 'content')} omitted]" for block in result.content
+    ]
     return as_text("\n".join(parts))
 
 
@@ -257,7 +261,8 @@ class McpToolbox:
         """The server's tools; raises McpUnavailableError when the server cannot be reached."""
         self._connected()
         return [
-            ToolSpec(name=t.name, description=t.description or "", parameters=t.input_schema) for t in self._tools.values()
+            ToolSpec(name=t.name, description=t.description or "", parameters=t.input_schema)
+            for t in self._tools.values()
         ]
 
     def call(self, name: str, arguments: dict[str, Any] | str) -> ToolResult:
@@ -274,10 +279,14 @@ class McpToolbox:
             return ToolResult(ok=False, error_kind="invalid_arguments", content=f"invalid arguments for {name}: {exc}")
         problem = _schema_problem(tool.input_schema, parsed)
         if problem:
-            return ToolResult(ok=False, error_kind="invalid_arguments", content=f"invalid arguments for {name}: {problem}")
+            return ToolResult(
+                ok=False, error_kind="invalid_arguments", content=f"invalid arguments for {name}: {problem}"
+            )
         timeout = self.config.timeout_seconds
         try:
-            result = session.request(lambda client: client.call_tool(name, parsed, read_timeout_seconds=timeout), timeout + 5)
+            result = session.request(
+                lambda client: client.call_tool(name, parsed, read_timeout_seconds=timeout), timeout + 5
+            )
         except Exception as exc:  # protocol error, timeout, dropped session: the model is told, the run goes on
             detail = exc.message if isinstance(exc, MCPError) else _describe(exc)
             return ToolResult(ok=False, error_kind="tool_error", content=f"{name} failed: {detail}")

@@ -31,7 +31,10 @@ class ToolSpec(BaseModel):
 
     def openai(self) -> dict[str, Any]:
         """The tool in the form of OpenAI's `tools` request parameter."""
-        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 class ToolResult(BaseModel):
@@ -50,7 +53,11 @@ class Toolbox(Protocol):
 
 def unknown_tool(name: str, available: Sequence[str]) -> ToolResult:
     """The answer to a call of a tool that is not offered: the model reads which ones are."""
-    return ToolResult(ok=False, error_kind="unknown_tool", content=f"unknown tool {name!r}; available tools: {', '.join(sorted(available))}")
+    return ToolResult(
+        ok=False,
+        error_kind="unknown_tool",
+        content=f"unknown tool {name!r}; available tools: {', '.join(sorted(available))}",
+    )
 
 
 def parse_arguments(arguments: dict[str, Any] | str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ natively, and answers SQL from its own CLI, from Python or from pandas; the
 production path swaps the IO manager, not the assets.
 
 Tables are typed from the asset's declared column schema (the pydantic row model,
-see `assets.frames.table_schema`), never inferred from the rows at hand: a first
+see `resources.tables.table_schema`), never inferred from the rows at hand: a first
 write whose optional column happened to be all empty would otherwise create a
 column of DuckDB type NULL that every later write fails to cast into. For the same
 reason a table an older version created is reconciled (missing columns added,
@@ -31,7 +31,7 @@ from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb_pandas import DuckDBPandasTypeHandler
 
 COLUMN_SCHEMA_KEY = "dagster/column_schema"
-# The column types assets declare (assets.frames) and how DuckDB stores them; nested
+# The column types assets declare (resources.tables) and how DuckDB stores them; nested
 # values travel as JSON text.
 _DUCKDB_TYPES = {"BIGINT": "BIGINT", "DOUBLE": "DOUBLE", "BOOLEAN": "BOOLEAN", "VARCHAR": "VARCHAR", "JSON": "VARCHAR"}
 _CONFLICT_RETRIES = 20
@@ -88,7 +88,9 @@ class _PandasTableHandler(DuckDBPandasTypeHandler):
         if columns is None:  # an asset without a row model: DuckDB infers, as upstream does
             if not obj.empty:
                 return super().handle_output(context, table_slice, obj, connection)
-            connection.execute(f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from obj")
+            connection.execute(
+                f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from obj"
+            )
             return
         table = f"{table_slice.schema}.{table_slice.table}"
         reconcile_table(connection, table, columns)

@@ -23,11 +23,11 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import BaseModel
 
 from assets.config import PipelineConfig
 from assets.documents import DOCUMENTS, FileState, is_valid_key, scan
+from resources.partition_ranges import range_tags
 from sensors.jobs import document_job, index_job
 
 
@@ -87,19 +87,21 @@ def partition_run_requests(
     requests = []
     if len(unregistered) == 1:
         [key] = unregistered
-        requests.append(RunRequest(job_name=job_name, partition_key=key,
-                                   run_key=numbered_run_key(cursor, key, current[key].sha256)))
+        requests.append(
+            RunRequest(job_name=job_name, partition_key=key, run_key=numbered_run_key(cursor, key, current[key].sha256))
+        )
     elif unregistered:
         requests.append(
             RunRequest(
                 job_name=job_name,
                 run_key=numbered_run_key(cursor, *(f"{k}@{current[k].sha256}" for k in unregistered)),
-                tags={ASSET_PARTITION_RANGE_START_TAG: unregistered[0], ASSET_PARTITION_RANGE_END_TAG: unregistered[-1]},
+                tags=range_tags(unregistered),
             )
         )
     for key in rerun:
-        requests.append(RunRequest(job_name=job_name, partition_key=key,
-                                   run_key=numbered_run_key(cursor, key, current[key].sha256)))
+        requests.append(
+            RunRequest(job_name=job_name, partition_key=key, run_key=numbered_run_key(cursor, key, current[key].sha256))
+        )
     return requests, unregistered
 
 
@@ -109,7 +111,9 @@ def plan_runs(
     """The run requests for one tick, and the keys to register as partitions."""
     requests, unregistered = partition_run_requests(document_job.name, changes, current, registered, cursor)
     if changes.removed:
-        requests.append(RunRequest(job_name=index_job.name, run_key=numbered_run_key(cursor, "removed", *changes.removed)))
+        requests.append(
+            RunRequest(job_name=index_job.name, run_key=numbered_run_key(cursor, "removed", *changes.removed))
+        )
     return requests, unregistered
 
 
@@ -125,9 +129,13 @@ def folder_changes(
     changes = compare(cursor.files, current)
     if changes.new or changes.changed or changes.removed:
         return current, changes, None
-    return current, changes, SensorResult(
-        skip_reason=SkipReason(f"No new, changed or removed {noun} among {len(current)} files"),
-        cursor=InboxCursor(files=current, requests=cursor.requests).model_dump_json(),
+    return (
+        current,
+        changes,
+        SensorResult(
+            skip_reason=SkipReason(f"No new, changed or removed {noun} among {len(current)} files"),
+            cursor=InboxCursor(files=current, requests=cursor.requests).model_dump_json(),
+        ),
     )
 
 

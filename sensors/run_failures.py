@@ -46,8 +46,12 @@ def run_failure_recorder(log_path: str, webhook_url: str = ""):
         if webhook_url:
             request = urllib.request.Request(
                 webhook_url,
-                data=json.dumps({"text": f"Run {failure.run_id} of {failure.job_name} failed: {failure.message}",
-                                 **failure.model_dump()}).encode(),
+                data=json.dumps(
+                    {
+                        "text": f"Run {failure.run_id} of {failure.job_name} failed: {failure.message}",
+                        **failure.model_dump(),
+                    }
+                ).encode(),
                 headers={"Content-Type": "application/json"},
             )
             try:

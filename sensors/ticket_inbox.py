@@ -58,7 +58,9 @@ def ticket_inbox_sensor(context: SensorEvaluationContext, triage: TriageConfig):
     next_cursor = InboxCursor(files=current, requests=cursor.requests + len(requests)).model_dump_json()
     if not requests:  # only removals, or files already triaged
         return SensorResult(
-            skip_reason=SkipReason(f"Nothing to triage: {len(changes.removed)} removed, {len(adopted)} already triaged"),
+            skip_reason=SkipReason(
+                f"Nothing to triage: {len(changes.removed)} removed, {len(adopted)} already triaged"
+            ),
             cursor=next_cursor,
         )
     return SensorResult(

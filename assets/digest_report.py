@@ -8,7 +8,6 @@ costs come from the trace table rows of the calls behind the rows shown, so the
 report accounts for exactly this digest, whichever runs produced its parts.
 """
 
-
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from html import escape
@@ -17,17 +16,17 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
-from assets.charts import stacked_bars
 from assets.config import PipelineConfig
 from assets.draft_revisions import RevisionRound, outcomes
 from assets.drafts import DraftClaim
 from assets.fact_checks import FactCheck
-from assets.frames import OWNERS, from_frame
 from assets.ingestion import SourceDocument
-from assets.output_files import write_whole
 from assets.signals import DocumentSignals
 from assets.summaries import TopicSummary
 from resources import ModelResource
+from resources.charts import stacked_bars
+from resources.output_files import write_whole
+from resources.tables import OWNERS, from_frame
 
 GROUP = "summaries"
 CODE_VERSION = "2"
@@ -65,7 +64,13 @@ def signals_per_document(signals: list[DocumentSignals], limit: int = 25) -> str
 
 def usage_per_stage(traces_by_stage: dict[str, list[dict]]) -> tuple[str, str]:
     tokens = [
-        (stage, {"prompt": sum(t["prompt_tokens"] or 0 for t in rows), "completion": sum(t["completion_tokens"] or 0 for t in rows)})
+        (
+            stage,
+            {
+                "prompt": sum(t["prompt_tokens"] or 0 for t in rows),
+                "completion": sum(t["completion_tokens"] or 0 for t in rows),
+            },
+        )
         for stage, rows in traces_by_stage.items()
     ]
     cost = [(stage, {"cost": sum(t["cost_usd"] or 0.0 for t in rows)}) for stage, rows in traces_by_stage.items()]
@@ -75,7 +80,9 @@ def usage_per_stage(traces_by_stage: dict[str, list[dict]]) -> tuple[str, str]:
     )
 
 
-def stage_counts(drafts: list[DraftClaim], checks: list[FactCheck], revisions: list[RevisionRound], summaries: list[TopicSummary]) -> dict[str, dict[str, object]]:
+def stage_counts(
+    drafts: list[DraftClaim], checks: list[FactCheck], revisions: list[RevisionRound], summaries: list[TopicSummary]
+) -> dict[str, dict[str, object]]:
     """Per stage, what was written, revised, replaced, dropped and supported: the figures a person checks first."""
     _, fate = outcomes(checks, revisions)
     outcome = Counter(fate.values())
@@ -235,7 +242,10 @@ def digest_report(
             "sentences_published": sum(len(r.sentences) for r in summary_rows),
             **{f"{stage.replace(' ', '_')}_counts": MetadataValue.json(figures) for stage, figures in counts.items()},
             "counts": MetadataValue.md(
-                "\n".join(f"- **{stage}**: " + ", ".join(f"{k} {v}" for k, v in figures.items()) for stage, figures in counts.items())
+                "\n".join(
+                    f"- **{stage}**: " + ", ".join(f"{k} {v}" for k, v in figures.items())
+                    for stage, figures in counts.items()
+                )
             ),
             "documents": len(signal_rows),
             "traced_calls": sum(len(v) for v in traces_by_stage.values()),

@@ -24,9 +24,7 @@ def to_frame(rows: Iterable[BaseModel], model: type[BaseModel]) -> pd.DataFrame:
     records = []
     for row in rows:
         record = row.model_dump(mode="json")
-        records.append(
-            {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()}
-        )
+        records.append({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()})
     frame = pd.DataFrame.from_records(records, columns=list(model.model_fields))
     for name, field in model.model_fields.items():
         if field.annotation in (int, float, bool) and not frame.empty:
@@ -75,13 +73,10 @@ def _pandas_dtype(annotation: object) -> str:
 
 
 OWNERS = ["team:ai-pipelines"]
+# The IO manager that stores every table asset in the DuckDB warehouse.
+WAREHOUSE = "warehouse_io_manager"
 
 
-def table_output(model: type[BaseModel], *kinds: str, **metadata: object) -> dict[str, object]:
-    """Arguments shared by every asset stored as a warehouse table of `model` rows."""
-    return {
-        "io_manager_key": "warehouse_io_manager",
-        "kinds": {"duckdb", *kinds},
-        "owners": OWNERS,
-        "metadata": {"dagster/column_schema": table_schema(model), **metadata},
-    }
+def table_metadata(model: type[BaseModel], **metadata: object) -> dict[str, object]:
+    """An asset's metadata with the column schema of its `model` rows first."""
+    return {"dagster/column_schema": table_schema(model), **metadata}

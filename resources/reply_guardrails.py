@@ -20,7 +20,7 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel
 
-from assets.guardrails import screen
+from resources.prompt_injection import screen
 from resources.support_desk import SupportDeskError, SupportDeskResource
 
 Rule = Literal["other_customer_data", "refund_over_limit", "planted_instruction"]
@@ -51,7 +51,7 @@ class Violation(BaseModel):
 
 
 def _amount(text: str) -> float:
-    """"5,000" and "5.000" are thousands; "380.00" and "49,50" have cents."""
+    """ "5,000" and "5.000" are thousands; "380.00" and "49,50" have cents."""
     digits = text.replace(" ", "")
     if match := re.match(r"^(.*?)[.,](\d{1,2})$", digits):
         return float(re.sub(r"[.,]", "", match.group(1)) + "." + match.group(2))
@@ -89,7 +89,9 @@ def output_violations(
             continue
         for label, value in (("customer id", other.customer_id), ("e-mail", other.email), ("name", other.name)):
             if value and len(value) > 3 and re.search(rf"(?<!\w){re.escape(value.lower())}(?!\w)", lowered):
-                found.append(Violation(rule="other_customer_data", detail=f"mentions another customer's {label}: {value}"))
+                found.append(
+                    Violation(rule="other_customer_data", detail=f"mentions another customer's {label}: {value}")
+                )
     for order_id in sorted(set(ORDER_ID.findall(reply)) - set(own_orders)):
         try:
             owner = support_desk.order(order_id).customer_id
@@ -104,17 +106,32 @@ def output_violations(
             continue
     for amount in promised_refunds(reply):
         if amount > refund_limit:
-            found.append(Violation(rule="refund_over_limit", detail=f"promises {amount:g} EUR, over the {refund_limit:g} EUR limit per reply"))
+            found.append(
+                Violation(
+                    rule="refund_over_limit",
+                    detail=f"promises {amount:g} EUR, over the {refund_limit:g} EUR limit per reply",
+                )
+            )
         elif amount > allowed + 0.005:
-            found.append(Violation(rule="refund_over_limit",
-                                   detail=f"promises {amount:g} EUR; the policy allows at most {allowed:g} EUR for this customer's orders"))
+            found.append(
+                Violation(
+                    rule="refund_over_limit",
+                    detail=f"promises {amount:g} EUR; the policy allows at most {allowed:g} EUR for this customer's orders",
+                )
+            )
     if screened := screen(reply).flagged:
-        found.append(Violation(rule="planted_instruction", detail=f"the reply carries instructions: {screened[0].reason}"))
+        found.append(
+            Violation(rule="planted_instruction", detail=f"the reply carries instructions: {screened[0].reason}")
+        )
     if match := _COMPLIANCE.search(reply):
-        found.append(Violation(rule="planted_instruction", detail=f"the reply complies with an override: {match.group()!r}"))
+        found.append(
+            Violation(rule="planted_instruction", detail=f"the reply complies with an override: {match.group()!r}")
+        )
     planted = set().union(*(_word_runs(t, REPEAT_WORDS) for t in flagged_text)) if flagged_text else set()
     if planted & _word_runs(reply, REPEAT_WORDS):
-        found.append(Violation(rule="planted_instruction", detail="the reply repeats the instruction flagged in the ticket"))
+        found.append(
+            Violation(rule="planted_instruction", detail="the reply repeats the instruction flagged in the ticket")
+        )
     return found
 
 

@@ -7,9 +7,7 @@ PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9
 ROW_HEIGHT, LABEL_WIDTH, BAR_WIDTH, VALUE_WIDTH = 22, 220, 420, 90
 
 
-def stacked_bars(
-    title: str, rows: list[tuple[str, dict[str, float]]], series: list[str], unit: str = ""
-) -> str:
+def stacked_bars(title: str, rows: list[tuple[str, dict[str, float]]], series: list[str], unit: str = "") -> str:
     """Horizontal stacked bars, one row per label, one colour per series, with a legend."""
     total = max((sum(values.get(s, 0) for s in series) for _, values in rows), default=0) or 1
     height = 40 + ROW_HEIGHT * len(rows) + 30

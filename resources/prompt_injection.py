@@ -25,8 +25,8 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel, Field
 
-from assets.text import Span, split_sentences
 from resources import CallLedger, ModelResource
+from resources.text import Span, split_sentences
 
 _FLAGS = re.IGNORECASE | re.MULTILINE
 _PARAGRAPH = re.compile(r"[^\n]+(?:\n(?!\s*\n)[^\n]+)*")
@@ -37,7 +37,9 @@ ROLE_MARKERS: dict[str, re.Pattern[str]] = {
         r"^[ \t>*_#-]*\**(?:system|assistant|developer|user|human)(?:\s+(?:prompt|message|instructions?|override|note))?\**\s*:",
         _FLAGS,
     ),
-    "instruction_header": re.compile(r"^\s*#{1,6}\s*(?:instructions?|system|response|new\s+instructions?)\b\s*:?\s*$", _FLAGS),
+    "instruction_header": re.compile(
+        r"^\s*#{1,6}\s*(?:instructions?|system|response|new\s+instructions?)\b\s*:?\s*$", _FLAGS
+    ),
     "chat_template": re.compile(
         r"<\|\s*(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id)\s*\|>|\[/?INST\]|<</?SYS>>|</?system>",
         re.IGNORECASE,
@@ -87,7 +89,8 @@ STRONG_CUES: dict[str, re.Pattern[str]] = {
 
 # Weak cues: a sentence that speaks to someone (imperative or "you") about a model or its prompt.
 _MODEL_WORDS = re.compile(
-    r"\b(?:ai|assistants?|chatbots?|language\s+models?|llms?|gpt|prompts?|instructions?|summari[sz]ers?)\b", re.IGNORECASE
+    r"\b(?:ai|assistants?|chatbots?|language\s+models?|llms?|gpt|prompts?|instructions?|summari[sz]ers?)\b",
+    re.IGNORECASE,
 )
 _ADDRESSED = re.compile(
     r"\b(?:you|your)\b|^(?:please\s+|dear\s+\w+,?\s*)?(?:write|say|tell|include|add|state|summari[sz]e|output|answer|"
@@ -157,7 +160,19 @@ def unflagged(sentences: Sequence[Span], flagged: Sequence[FlaggedSpan]) -> list
 
 # --- Delimited data blocks ------------------------------------------------------------------------
 
-DATA_TAGS = ("document", "evidence", "claim", "title", "text", "ticket", "context", "history", "reply", "question", "answers")
+DATA_TAGS = (
+    "document",
+    "evidence",
+    "claim",
+    "title",
+    "text",
+    "ticket",
+    "context",
+    "history",
+    "reply",
+    "question",
+    "answers",
+)
 _DELIMITER = re.compile(r"<\s*/?\s*(?:" + "|".join(DATA_TAGS) + r")\b[^>]*>", re.IGNORECASE)
 
 
@@ -193,7 +208,11 @@ def screen_with_model(model: ModelResource, documents: Sequence, ledger: CallLed
     """
     plan = [(i, s) for i, d in enumerate(documents) for s in screen(d.text).suspects if unflagged([s], d.flagged)]
     answers = model.map_structured(
-        [classifier_messages(s.text) for _, s in plan], InjectionVerdict, tier="fast", max_tokens=80, ledger=ledger,
+        [classifier_messages(s.text) for _, s in plan],
+        InjectionVerdict,
+        tier="fast",
+        max_tokens=80,
+        ledger=ledger,
         partitions=[documents[i].document for i, _ in plan],
     )
     updates: dict[int, dict[str, list]] = {}
@@ -206,7 +225,9 @@ def screen_with_model(model: ModelResource, documents: Sequence, ledger: CallLed
             errors.append(f"{documents[index].document or documents[index].path}: {message}")
         elif answer.flagged:
             entry["flagged"].append(
-                FlaggedSpan(start=sentence.start, end=sentence.end, text=sentence.text, reason=f"model: {answer.reason}"[:200])
+                FlaggedSpan(
+                    start=sentence.start, end=sentence.end, text=sentence.text, reason=f"model: {answer.reason}"[:200]
+                )
             )
     screened = list(documents)
     for index, entry in updates.items():

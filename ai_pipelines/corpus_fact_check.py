@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 from ai_pipelines.definitions import build_resources
-from ai_pipelines.fact_check_eval import DATA_DIR, EvalReport, evaluate as evaluate_on_benchmark
+from ai_pipelines.fact_check_eval import DATA_DIR, EvalReport
+from ai_pipelines.fact_check_eval import evaluate as evaluate_on_benchmark
 from ai_pipelines.settings import Settings
 from assets.claim_verification import (
     CALIBRATION_FILE,
@@ -29,7 +30,9 @@ from assets.ingestion import chunk_document, load_corpus
 from assets.retrieval import collection_name, sync_index
 
 
-def corpus_verifier(settings: Settings, corpus: Path, use_model: bool = True, calibration: Calibration | None = None) -> ClaimVerifier:
+def corpus_verifier(
+    settings: Settings, corpus: Path, use_model: bool = True, calibration: Calibration | None = None
+) -> ClaimVerifier:
     if not corpus.is_dir():
         raise FileNotFoundError(f"corpus folder not found: {corpus}")
     documents, quarantined = load_corpus([corpus])
@@ -44,21 +47,33 @@ def corpus_verifier(settings: Settings, corpus: Path, use_model: bool = True, ca
     corpus_id = hashlib.sha256("".join(sorted(d.doc_id for d in documents)).encode()).hexdigest()[:12]
     collection = collection_name(f"corpus-{corpus_id}", vector_store.embeddings.model_id)
     sync_index(vector_store, collection, chunks)
-    return ClaimVerifier(vector_store, collection, model=resources["model"] if use_model else None, calibration=calibration)
+    return ClaimVerifier(
+        vector_store, collection, model=resources["model"] if use_model else None, calibration=calibration
+    )
 
 
-def fact_check_corpus(settings: Settings, corpus: Path, claims_path: Path, use_model: bool = True) -> list[ClaimVerdict]:
+def fact_check_corpus(
+    settings: Settings, corpus: Path, claims_path: Path, use_model: bool = True
+) -> list[ClaimVerdict]:
     """Verdicts for a claims file; a malformed line raises an error naming it."""
     return corpus_verifier(settings, corpus, use_model).verify(read_claims(claims_path))
 
 
-def fact_check_lenient(settings: Settings, corpus: Path, claims_path: Path, use_model: bool = True) -> tuple[list[ClaimVerdict], list[str]]:
+def fact_check_lenient(
+    settings: Settings, corpus: Path, claims_path: Path, use_model: bool = True
+) -> tuple[list[ClaimVerdict], list[str]]:
     """Verdicts for every well-formed claim, and one error per malformed line: one bad line never stops the others."""
     claims, errors = read_claims_lenient(claims_path)
     return (corpus_verifier(settings, corpus, use_model).verify(claims) if claims else []), errors
 
 
-def calibrate(settings: Settings, data_dir: Path = DATA_DIR, judge: bool = False, articles: int | None = None, judge_claims: int = 40) -> EvalReport:
+def calibrate(
+    settings: Settings,
+    data_dir: Path = DATA_DIR,
+    judge: bool = False,
+    articles: int | None = None,
+    judge_claims: int = 40,
+) -> EvalReport:
     """Fit the classifier for the configured embedding model (and judge, with `judge`) on the FRANK fit split."""
     resources = build_resources(settings)
     return evaluate_on_benchmark(

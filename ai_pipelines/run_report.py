@@ -105,7 +105,9 @@ class RunReport(BaseModel):
             if "location" in metadata:
                 places.append(str(metadata["location"].value))
             location = "; ".join(places) or "Dagster IO manager storage"
-            outputs[asset] = OutputLocation(asset=asset, location=location, partitions=int(bool(materialization.partition)))
+            outputs[asset] = OutputLocation(
+                asset=asset, location=location, partitions=int(bool(materialization.partition))
+            )
         checks = [
             CheckOutcome(
                 asset=evaluation.asset_key.to_user_string(),
@@ -131,7 +133,13 @@ class RunReport(BaseModel):
         )
 
     def render(self) -> str:
-        state = "succeeded" if self.ok else "DEGRADED: model outage" if self.success and self.model_usage.outage and not self.blocked_by else "FAILED"
+        state = (
+            "succeeded"
+            if self.ok
+            else "DEGRADED: model outage"
+            if self.success and self.model_usage.outage and not self.blocked_by
+            else "FAILED"
+        )
         lines = [f"Run {self.run_id}: {state}", ""]
         usage = self.model_usage
         if usage.outage:
@@ -162,9 +170,7 @@ class RunReport(BaseModel):
             if usage.failures and not usage.outage:
                 lines.append(f"Endpoint failures: {usage.describe_failures()}")
         for check in self.blocked_by:
-            lines.append(
-                f"\nBLOCKED: check '{check.check}' failed on asset '{check.asset}': {check.description}"
-            )
+            lines.append(f"\nBLOCKED: check '{check.check}' failed on asset '{check.asset}': {check.description}")
         if self.not_materialized:
             lines.append(f"Not materialized: {', '.join(self.not_materialized)}")
         if self.failed_steps:

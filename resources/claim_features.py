@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from assets.text import has_negation, numbers_in, split_sentences, words_in
+from resources.text import has_negation, numbers_in, split_sentences, words_in
 
 WINDOW_SIZES = (1, 2, 3)
 BASE_FEATURE_NAMES = (
@@ -71,12 +71,35 @@ _ENTITY = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-zA-Z\-']+(?:\s+[A-Z][a-zA-Z\
 _ANTONYMS = {
     a: b
     for x, y in [
-        ("rise", "fall"), ("rose", "fell"), ("increase", "decrease"), ("increased", "decreased"), ("up", "down"),
-        ("win", "lose"), ("won", "lost"), ("gain", "loss"), ("higher", "lower"), ("more", "less"),
-        ("before", "after"), ("first", "last"), ("larger", "smaller"), ("biggest", "smallest"), ("open", "closed"),
-        ("approved", "rejected"), ("accepted", "rejected"), ("guilty", "innocent"), ("alive", "dead"),
-        ("male", "female"), ("man", "woman"), ("men", "women"), ("profit", "loss"), ("hired", "fired"),
-        ("expanded", "cut"), ("raised", "lowered"), ("start", "end"), ("started", "ended"), ("best", "worst"),
+        ("rise", "fall"),
+        ("rose", "fell"),
+        ("increase", "decrease"),
+        ("increased", "decreased"),
+        ("up", "down"),
+        ("win", "lose"),
+        ("won", "lost"),
+        ("gain", "loss"),
+        ("higher", "lower"),
+        ("more", "less"),
+        ("before", "after"),
+        ("first", "last"),
+        ("larger", "smaller"),
+        ("biggest", "smallest"),
+        ("open", "closed"),
+        ("approved", "rejected"),
+        ("accepted", "rejected"),
+        ("guilty", "innocent"),
+        ("alive", "dead"),
+        ("male", "female"),
+        ("man", "woman"),
+        ("men", "women"),
+        ("profit", "loss"),
+        ("hired", "fired"),
+        ("expanded", "cut"),
+        ("raised", "lowered"),
+        ("start", "end"),
+        ("started", "ended"),
+        ("best", "worst"),
     ]
     for a, b in [(x, y), (y, x)]
 }
@@ -229,7 +252,9 @@ def conflict_between(claim: str, sentence: str) -> str:
     return ""
 
 
-def claim_features(claim: str, claim_vector: np.ndarray, candidates: Sequence[Candidate], vectors: np.ndarray) -> ClaimFeatures:
+def claim_features(
+    claim: str, claim_vector: np.ndarray, candidates: Sequence[Candidate], vectors: np.ndarray
+) -> ClaimFeatures:
     """Features of a claim against its candidates (`vectors`: one normalized row per candidate)."""
     words = content_words(claim)
     length = min(len(words) / 20.0, 1.5)
