@@ -6,6 +6,9 @@ run counts as degraded."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from dagster import AssetCheckSeverity, ExecuteInProcessResult
 from pydantic import BaseModel
 
@@ -27,8 +30,20 @@ class CheckOutcome(BaseModel):
     description: str
 
 
+_USAGE_KEYS = {
+    "model_requests": "requests",
+    "model_failed_requests": "failed_requests",
+    "model_outage_requests": "outage_requests",
+    "model_retries": "retries",
+    "model_reasks": "reasks",
+    "fallbacks": "fallbacks",
+    "cache_hits": "cache_hits",
+}
+
+
 class ModelUsage(BaseModel):
-    """The run's model requests, added up over every materialization (partitions included)."""
+    """The run's model requests, added up over every materialization (partitions included)
+    and every check evaluation that called a model."""
 
     requests: int = 0
     failed_requests: int = 0
@@ -44,22 +59,18 @@ class ModelUsage(BaseModel):
         """Requests failed because no endpoint answered (not merely invalid answers)."""
         return self.outage_requests > 0
 
+    def add(self, metadata: Mapping[str, Any]) -> None:
+        """Adds the usage figures a materialization or a check evaluation recorded."""
+        for key, field in _USAGE_KEYS.items():
+            value = metadata.get(key)
+            if value is not None and isinstance(value.value, (int, float)):
+                setattr(self, field, getattr(self, field) + int(value.value))
+
     def describe_failures(self) -> str:
         return ", ".join(
             f"{f.endpoint} {f.kind} x{f.count}" + (f" ({f.attempts} attempts)" if f.attempts > f.count else "")
             for f in self.failures
         )
-
-
-_USAGE_KEYS = {
-    "model_requests": "requests",
-    "model_failed_requests": "failed_requests",
-    "model_outage_requests": "outage_requests",
-    "model_retries": "retries",
-    "model_reasks": "reasks",
-    "fallbacks": "fallbacks",
-    "cache_hits": "cache_hits",
-}
 
 
 class RunReport(BaseModel):
@@ -87,13 +98,13 @@ class RunReport(BaseModel):
     def from_result(cls, result: ExecuteInProcessResult, settings: Settings) -> "RunReport":
         outputs: dict[str, OutputLocation] = {}
         usage = ModelUsage()
+        # Checks that ask a model (a rubric judged by the strong tier) record their calls too.
+        for evaluation in result.get_asset_check_evaluations():
+            usage.add(evaluation.metadata)
         for event in result.get_asset_materialization_events():
             materialization = event.materialization
             asset = materialization.asset_key.to_user_string()
-            for key, field in _USAGE_KEYS.items():
-                value = materialization.metadata.get(key)
-                if value is not None and isinstance(value.value, (int, float)):
-                    setattr(usage, field, getattr(usage, field) + int(value.value))
+            usage.add(materialization.metadata)
             if asset in outputs:  # one event per partition; the location is the same table
                 outputs[asset].partitions += 1
                 continue

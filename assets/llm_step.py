@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import dagster as dg
 import pandas as pd
@@ -168,8 +168,8 @@ def _field_type(path: tuple[str, ...], spec: Any) -> tuple[Any, dict[str, Any]]:
             raise SchemaProblem((*path, "enum"), "enum must list strings")
         return Literal[values], {}  # type: ignore[valid-type]
     if kind == "array":
-        item, _ = _field_type((*path, "items"), spec.get("items", {}))
-        return list[item], {
+        item, item_constraints = _field_type((*path, "items"), spec.get("items", {}))
+        return list[Annotated[item, Field(**item_constraints)]], {
             k: spec[j] for k, j in (("min_length", "minItems"), ("max_length", "maxItems")) if j in spec
         }
     if kind not in JSON_TYPES:

@@ -97,7 +97,7 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
         sent = sum(
             int(e.materialization.metadata["model_requests"].value)
             - int(e.materialization.metadata["cache_hits"].value)
-            for e in _first_per_asset(result)
+            for e in result.get_asset_materialization_events()  # each partition's own calls
             if "model_requests" in e.materialization.metadata
         )
         chat = [c for c in calls if c["schema"]]
@@ -112,16 +112,6 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
             calls_by_schema=dict(Counter(c["schema"] for c in chat)),
             replies=report.replies,
         )
-
-
-def _first_per_asset(result):
-    """One materialization per asset: each partition's carries the run's totals."""
-    seen: set[str] = set()
-    for event in result.get_asset_materialization_events():
-        key = event.materialization.asset_key.to_user_string()
-        if key not in seen:
-            seen.add(key)
-            yield event
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -207,7 +207,11 @@ def smtp_server() -> Iterator[SmtpTestServer]:
 def fake_settings(data_dir: Path, llm: FakeOpenAI) -> Settings:
     """Settings that point the real code location at the fake server and at `data_dir`."""
     return Settings(
-        data_dir=data_dir, llm_base_url=llm.base_url, llm_fast_model="fake-fast", llm_strong_model="fake-strong"
+        _env_file=None,  # a developer's .env must not reach the tests
+        data_dir=data_dir,
+        llm_base_url=llm.base_url,
+        llm_fast_model="fake-fast",
+        llm_strong_model="fake-strong",
     )
 
 

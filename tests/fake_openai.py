@@ -122,9 +122,9 @@ def write_headline(messages: list[dict[str, str]]) -> dict[str, Any]:
     topic = (data_block(messages, "topic") or "news").strip()
     summary = " ".join((data_block(messages, "summary") or "").split())
     return {
-        "headline": f"{topic}: what the sources say"[:90],
+        "headline": f"{topic}: what the sources say"[:80],
         "meta_description": summary[:150] or topic,
-        "keywords": [topic[:40]],
+        "keywords": [topic[:30]],
     }
 
 

@@ -201,7 +201,7 @@ def test_json_schema_answers_are_validated_like_pydantic_models():
             "type": "object",
             "properties": {
                 "headline": {"type": "string", "maxLength": 10},
-                "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}, "maxItems": 2},
             },
         },
     )
@@ -210,6 +210,9 @@ def test_json_schema_answers_are_validated_like_pydantic_models():
         model(headline="far too long for it", tags=["a"])
     with pytest.raises(ValueError):
         model(headline="ok", tags=["a", "b", "c"])
+    assert model.model_json_schema()["properties"]["tags"]["items"] == {"maxLength": 5, "type": "string"}
+    with pytest.raises(ValueError):
+        model(headline="ok", tags=["longer than five"])
     with pytest.raises(ValueError, match="object schema"):
         model_from_json_schema("Nothing", {"type": "string"})
 
