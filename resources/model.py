@@ -747,6 +747,8 @@ class ModelResource(ConfigurableResource):
                 # lone small model is never shut off for a run of bad answers.
                 if outcome.kind != INVALID_OUTPUT or position < len(chain) - 1:
                     breaker.record_failure()
+                else:  # it answered, so it is up; this also settles a half-open probe
+                    breaker.record_success()
                 failures.append(outcome)
                 continue
             breaker.record_success()

@@ -83,6 +83,23 @@ def test_breaker_opens_after_failures_and_closes_after_cooldown(llm, second_llm)
     assert llm.requests == 3 and model.breaker_states()["primary"] == "closed"
 
 
+def test_a_half_open_probe_answered_invalidly_by_the_last_endpoint_closes_the_circuit(llm):
+    """The last endpoint's bad answers never open its circuit; a probe that gets one must
+    not leave the circuit waiting for a probe that already came back."""
+    model = gateway(llm, max_retries=0, breaker_failures=1, breaker_cooldown_seconds=0.2)
+    llm.persistent_fault = Fault(status=503)
+    with pytest.raises(ModelCallError):
+        model.structured(PROMPT, ClaimRewrite)
+    assert model.breaker_states()["primary"] == "open"
+    llm.persistent_fault = Fault(status=0, content="not json at all")
+    time.sleep(0.3)
+    with pytest.raises(ModelCallError):  # the probe: answered, invalidly, on every re-ask
+        model.structured(PROMPT, ClaimRewrite)
+    llm.persistent_fault = None
+    assert model.structured(PROMPT, ClaimRewrite).claim  # allowed, and answered
+    assert model.breaker_states()["primary"] == "closed"
+
+
 def test_malformed_json_is_reasked_and_counted(llm):
     answers = iter(['{"claim": ', '{"claim": "fixed"}'])
     llm.scripts["ClaimRewrite"] = lambda messages: next(answers)
