@@ -16,8 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -449,12 +453,10 @@ class RemoteFakeOpenAI:
 
     def __init__(self, latency_seconds: float = 0.0, answers: dict[str, Any] | None = None) -> None:
         """`answers`: a fixed answer per schema name, beside the default scripts."""
-        import subprocess
-        import sys
-
         fixed = [f"--answer={name}={json.dumps(answer)}" for name, answer in (answers or {}).items()]
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.fake_openai", "--latency", str(latency_seconds), *fixed],
+            stdin=subprocess.PIPE,  # closed when this process ends, however it ends: the server then exits
             stdout=subprocess.PIPE,
             text=True,
             cwd=Path(__file__).resolve().parent.parent,
@@ -477,7 +479,11 @@ class RemoteFakeOpenAI:
 
     def __exit__(self, *exc: object) -> None:
         self._process.terminate()
-        self._process.wait(timeout=10)
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
 
 
 def fixed_answer(answer: Any) -> Script:
@@ -495,6 +501,10 @@ def main() -> None:
         "--answer", action="append", default=[], metavar="SCHEMA=JSON", help="A fixed answer for a schema."
     )
     args = parser.parse_args()
+    # A parent that ignores SIGTERM passes that on; this server must still stop when told.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # And it must not outlive its parent: when the parent's end of stdin closes, exit.
+    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     with FakeOpenAI() as server:
         server.latency_seconds = args.latency
         for fixed in args.answer:

@@ -74,5 +74,6 @@ def test_daily_schedule_rebuilds_the_digest_from_ingested_documents(settings):
         "fact_checks",
         "draft_revisions",
         "summaries",
+        "summary_headlines",
         "digest_report",
     }
