@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import dagster._check as check
-from dagster._core.errors import DagsterInvariantViolationError
+from dagster import DagsterInvariantViolationError
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (

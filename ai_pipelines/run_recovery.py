@@ -141,7 +141,7 @@ def resume_tags(parent: DagsterRun) -> dict[str, str]:
 def resume_run(instance: DagsterInstance, parent: DagsterRun, log_level: str = "WARNING") -> ExecutionResult:
     """Re-execute `parent` from failure in this process: its failed and unfinished steps
     and everything downstream of them, over the parent's partitions."""
-    from dagster._core.errors import DagsterExecutionStepNotFoundError, DagsterInvalidSubsetError
+    from dagster import DagsterExecutionStepNotFoundError, DagsterInvalidSubsetError
 
     from ai_pipelines.definitions import build_definitions
 
