@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_mode
 from assets.documents import DOCUMENTS
 from assets.prompts import Prompt
 from assets.tickets import TICKETS
-from resources import CallLedger, ModelResource
+from resources import CallLedger, ModelCallError, ModelResource
 from resources.markdown_tables import markdown_table
 from resources.model import MODEL_POOL
 from resources.model_session import ModelSession, usage_metadata
@@ -186,7 +186,13 @@ def step_row_model(asset: str, answer: type[BaseModel], key: str, partition_colu
         fields[partition_column] = (str, Field(default="", description="The partition of this row."))
     for name, field in answer.model_fields.items():
         fields[name] = (field.annotation | None, Field(default=None, description=field.description or ""))
-    fields["status"] = (Literal["valid", "failed"], Field(description="valid: the answer met the output schema."))
+    fields["status"] = (
+        Literal["valid", "invalid", "no_answer"],
+        Field(
+            description="valid: the answer met the output schema; invalid: answers never did; "
+            "no_answer: no endpoint answered (an outage, not a quality failure)."
+        ),
+    )
     fields["error"] = (str, "")
     fields["trace_id"] = (
         str,
@@ -488,7 +494,8 @@ def run_rows(run: StepRun, partition_column: str) -> dg.Output:
     for name, partition, (answer, trace_id) in zip(names, partitions, answers):
         base = {key: name, **({partition_column: partition} if partition_column and partition_column != key else {})}
         if isinstance(answer, Exception):
-            rows.append(step.row_model(**base, status="failed", error=str(answer)[:500]))
+            outage = isinstance(answer, ModelCallError) and answer.outage and not answer.invalid_output
+            rows.append(step.row_model(**base, status="no_answer" if outage else "invalid", error=str(answer)[:500]))
         else:
             rows.append(step.row_model(**base, **answer.model_dump(), status="valid", trace_id=trace_id))
     if not partition_column:
@@ -521,18 +528,25 @@ def per_partition(step: LlmStep, verdicts: list[tuple[dict[str, Any], bool, str]
 
 
 def schema_validity(step: LlmStep, check: StepCheck, rows: pd.DataFrame) -> dg.AssetCheckResult:
-    failed = rows[rows["status"] != "valid"] if len(rows) else rows
-    rate = 1 - len(failed) / len(rows) if len(rows) else 1.0
+    """The share of answers that met the schema. Items no endpoint answered are left out:
+    an outage is not a quality failure (the run's report and the usage metadata name it),
+    and a blocking quality gate must not turn it into one."""
     records = rows.to_dict(orient="records") if len(rows) else []
+    answered = [r for r in records if r["status"] != "no_answer"]
+    invalid = [r for r in answered if r["status"] != "valid"]
+    rate = 1 - len(invalid) / len(answered) if answered else 1.0
+    unanswered = len(records) - len(answered)
     return dg.AssetCheckResult(
         passed=rate >= check.min_rate,
         severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
-        description=f"{len(rows) - len(failed)} of {len(rows)} rows hold a schema-valid answer (minimum {check.min_rate:.0%})",
+        description=f"{len(answered) - len(invalid)} of {len(answered)} answers met the schema "
+        f"(minimum {check.min_rate:.0%})" + (f"; {unanswered} items got no answer (outage)" if unanswered else ""),
         metadata={
             "validity_rate": round(rate, 3),
             "min_rate": check.min_rate,
-            "failures": dg.MetadataValue.md(markdown_table(failed.head(10).to_dict(orient="records"))),
-            **per_partition(step, [(r, r["status"] == "valid", r.get("error") or "") for r in records]),
+            "no_answer": unanswered,
+            "failures": dg.MetadataValue.md(markdown_table(invalid[:10])),
+            **per_partition(step, [(r, r["status"] == "valid", r.get("error") or "") for r in answered]),
         },
     )
 
@@ -587,11 +601,13 @@ def judge_rubric(
         else:
             verdict_rows.append((row, False, "no schema-valid answer"))
     passed = sum(o["passed"] for o in outcomes)
-    rate = passed / len(records) if records else 1.0
+    answered = [r for r in records if r.get("status") != "no_answer"]  # an outage is not a quality verdict
+    verdict_rows = [v for v in verdict_rows if v[0].get("status") != "no_answer"]
+    rate = passed / len(answered) if answered else 1.0
     return dg.AssetCheckResult(
         passed=rate >= check.min_rate,
         severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
-        description=f"{passed} of {len(records)} answers meet the rubric (minimum {check.min_rate:.0%})",
+        description=f"{passed} of {len(answered)} answers meet the rubric (minimum {check.min_rate:.0%})",
         metadata={
             "pass_rate": round(rate, 3),
             "min_rate": check.min_rate,

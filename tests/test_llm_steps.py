@@ -19,7 +19,7 @@ from ai_pipelines.settings import Settings
 from assets import steps
 from assets.llm_step import STEPS_DIR, LlmStep, StepDefinitionError, model_from_json_schema
 from tests.conftest import partition_metadata, run_digest_job, warehouse_rows
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import FakeOpenAI, Fault
 
 # Tiers per test: loading and validating steps is unit; materializing them is integration.
 
@@ -123,10 +123,22 @@ def test_a_stage_declared_in_yaml_alone_is_materialized_and_its_checks_run(setti
     failed = run_gists(settings.model_copy(update={"llm_cache": False}), package, instance)
     assert not failed.success
     rows = warehouse_rows(settings, "document_gists")
-    assert rows and all(r["status"] == "failed" and r["error"] for r in rows)
+    assert rows and all(r["status"] == "invalid" and r["error"] for r in rows)
     [validity] = [e for e in failed.get_asset_check_evaluations() if e.check_name == "schema_validity"]
     assert not validity.passed and validity.severity.value == "ERROR"
-    assert f"0 of {len(rows)} rows hold a schema-valid answer" in validity.description
+    assert f"0 of {len(rows)} answers met the schema" in validity.description
+
+    # No endpoint answers: an outage, not a quality failure. The rows say so and the blocking
+    # check judges only what was answered, so it does not turn the outage into a block.
+    llm.persistent_fault = Fault(status=503)
+    try:
+        down = run_gists(settings.model_copy(update={"llm_cache": False, "llm_max_retries": 0}), package, instance)
+    finally:
+        llm.persistent_fault = None
+    rows = warehouse_rows(settings, "document_gists")
+    assert rows and all(r["status"] == "no_answer" for r in rows)
+    [validity] = [e for e in down.get_asset_check_evaluations() if e.check_name == "schema_validity"]
+    assert validity.passed and f"{len(rows)} items got no answer (outage)" in validity.description
 
 
 BAD_STEPS = {
