@@ -15,7 +15,7 @@ from dagster import AssetKey
 
 import assets.reply_checks as reply_checks_module
 from assets.reply_checks import ReplyCheck, reply_version
-from tests.conftest import CLI, materialization_metadata
+from tests.conftest import CLI, materialization_metadata, partition_metadata
 from tests.fake_openai import TOOLS, FakeOpenAI
 from tests.fake_triage import reply_agent
 from tests.smtp_server import SmtpTestServer
@@ -67,12 +67,17 @@ def test_every_ticket_is_triaged_and_injections_are_screened_and_not_obeyed(
     routes = materialization_metadata(result, "ticket_routes")
     assert set(routes["routing_mix"]) >= {"billing", "bug", "how_to", "account", "abusive", "multi_part"}
     assert routes["escalated_to_person"] >= 1 and "decided_by" in routes
-    assert 0 < routes["cost_usd"] < routes["cost_if_all_strong_usd"], "fast-tier routing costs less than all-strong"
+    # Each ticket's materialization carries its own calls' cost: add them up over the tickets.
+    route_costs = partition_metadata(result, "ticket_routes").values()
+    cost, all_strong = (sum(m.get(k, 0) for m in route_costs) for k in ("cost_usd", "cost_if_all_strong_usd"))
+    assert 0 < cost < all_strong, "fast-tier routing costs less than all-strong"
     drafts = materialization_metadata(result, "reply_drafts")
     assert drafts["tool_calls"] > 0 and drafts["agent_steps"] > 0 and drafts["escalations"] >= 1
     assert drafts["tool_errors"] >= 1, "T018's lookup of another customer's order is a tool error; the run went on"
     assert "tool_calls" in drafts["per_ticket"] and "agent_steps" in drafts["per_ticket"]
-    assert drafts["cost_if_all_strong_usd"] >= drafts["cost_usd"] > 0
+    draft_costs = partition_metadata(result, "reply_drafts").values()
+    cost, all_strong = (sum(m.get(k, 0) for m in draft_costs) for k in ("cost_usd", "cost_if_all_strong_usd"))
+    assert all_strong >= cost > 0
     assert (
         len(smtp_server.message_ids())
         == len(set(smtp_server.message_ids()))
