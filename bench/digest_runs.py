@@ -36,6 +36,7 @@ from typing import Iterator
 
 from pydantic import BaseModel
 
+from bench.bench_settings import bench_settings
 from bench.corpus import write_corpus
 from bench.table import BenchmarkFailed, print_measurement
 
@@ -114,7 +115,6 @@ def measure(
     from ai_pipelines.definitions import build_definitions, build_resources
     from ai_pipelines.instance import pool_connections
     from ai_pipelines.run_report import RunReport
-    from ai_pipelines.settings import Settings
     from bench import replay
     from tests.fake_openai import RemoteFakeOpenAI
 
@@ -127,18 +127,7 @@ def measure(
         corpus = root / "corpus"
         write_corpus(corpus, documents)
         cleanup.enter_context(_dagster_home(root, instance_kind))
-        settings = Settings(  # not from .env: the benchmark's own model and embedder, whatever a user configured
-            _env_file=None,
-            data_dir=root / "data",
-            corpus_dir=corpus,
-            inbox_dir=root / "inbox",
-            llm_base_url=llm.base_url,
-            llm_fast_model="bench-fast",
-            llm_strong_model="bench-strong",
-            embeddings_base_url=llm.base_url,
-            embeddings_model="hashed-bag-of-words",
-            llm_max_concurrency=concurrency,
-        )
+        settings = bench_settings(root, llm.base_url, concurrency, corpus_dir=corpus, inbox_dir=root / "inbox")
         instance = DagsterInstance.get()
         cleanup.callback(instance.dispose)  # before the home (and its database) goes
         pool_connections(instance)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from bench.bench_settings import bench_settings
 from bench.table import BenchmarkFailed, print_measurement
 
 
@@ -57,24 +58,14 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
     from dagster import DagsterInstance
 
     from ai_pipelines.definitions import build_definitions, build_resources
-    from ai_pipelines.settings import Settings
     from ai_pipelines.triage_run import TriageReport, run_triage
     from tests.fake_openai import RemoteFakeOpenAI
 
     with tempfile.TemporaryDirectory(prefix="bench-triage-") as folder, RemoteFakeOpenAI(latency) as llm:
         root = Path(folder)
         write_tickets(root / "tickets", tickets)
-        settings = Settings(
-            _env_file=None,
-            data_dir=root / "data",
-            tickets_dir=root / "tickets",
-            ticket_inbox_dir=root / "inbox",
-            llm_base_url=llm.base_url,
-            llm_fast_model="bench-fast",
-            llm_strong_model="bench-strong",
-            embeddings_base_url=llm.base_url,
-            embeddings_model="hashed-bag-of-words",
-            llm_max_concurrency=concurrency,
+        settings = bench_settings(
+            root, llm.base_url, concurrency, tickets_dir=root / "tickets", ticket_inbox_dir=root / "inbox"
         )
         instance = DagsterInstance.ephemeral()
         defs = build_definitions(settings)

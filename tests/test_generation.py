@@ -121,6 +121,21 @@ def test_a_sentence_is_supported_only_when_all_its_atomic_claims_are(llm, model)
     assert split.verdict == "refuted" and split.atomic_claims == [TRUE[0], FALSE] and FALSE in split.reason
 
 
+def acme_summary(published, fate, model, verifier):
+    """The one-topic summary of Acme Robotics from the claims that passed, as the summaries asset writes it."""
+    [summary] = write_summaries(
+        ["Acme Robotics"],
+        published,
+        fate_counts(fate),
+        model=model,
+        verifier=verifier,
+        decompose=False,
+        signals_by_doc={},
+        index_version="v1",
+    )
+    return summary
+
+
 @pytest.mark.integration
 def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_published(llm, model):
     llm.scripts["DraftBrief"] = lambda messages: brief(
@@ -182,16 +197,7 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
         ]
     }
     llm.scripts["TopicParagraph"] = lambda messages: paragraph
-    [summary] = write_summaries(
-        ["Acme Robotics"],
-        published,
-        fate_counts(fate),
-        model=model,
-        verifier=verifier,
-        decompose=False,
-        signals_by_doc={},
-        index_version="v1",
-    )
+    summary = acme_summary(published, fate, model, verifier)
     assert [s.text for s in summary.sentences] == [texts[0]] and summary.sentences[0].origin == "model"
     assert summary.written_sentences == 2 and summary.removed_sentences == 1 and summary.excluded_claims == 1
     digest = render_digest([summary])
@@ -209,16 +215,7 @@ def test_when_no_summary_sentence_holds_the_supported_claims_are_the_paragraph(l
     llm.scripts["TopicParagraph"] = lambda messages: {
         "sentences": [{"text": "Acme Robotics conquered the moon.", "claims": [1]}]
     }
-    [summary] = write_summaries(
-        ["Acme Robotics"],
-        published,
-        fate_counts(fate),
-        model=model,
-        verifier=verifier,
-        decompose=False,
-        signals_by_doc={},
-        index_version="v1",
-    )
+    summary = acme_summary(published, fate, model, verifier)
     assert [s.origin for s in summary.sentences] == ["claim"] * 3 and summary.removed_sentences == 1
     assert "moon" not in summary.summary
 
