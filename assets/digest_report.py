@@ -26,12 +26,27 @@ from assets.summaries import TopicSummary
 from resources import ModelResource
 from resources.charts import stacked_bars
 from resources.output_files import write_whole
+from resources.publication_rules import (
+    DANGLING_START_DROPPED,
+    DANGLING_START_REPAIRED,
+    LIST_FURNITURE,
+    PROMPT_ECHO,
+    REPEATED_SENTENCE,
+    RULES,
+)
 from resources.tables import OWNERS, from_frame
 
 GROUP = "summaries"
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 VERDICT_COLOURS = {"supported": "#2e7d32", "refuted": "#c62828", "not_enough_info": "#8d6e63"}
 SENTIMENTS = ["positive", "neutral", "mixed", "negative"]
+RULE_LABELS = {
+    PROMPT_ECHO: "prompt echoes (dropped)",
+    LIST_FURNITURE: "titles or dates (dropped)",
+    DANGLING_START_DROPPED: "dangling starts (dropped)",
+    DANGLING_START_REPAIRED: "stray labels (stripped)",
+    REPEATED_SENTENCE: "repeats (dropped)",
+}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -117,6 +132,7 @@ def stage_counts(
             "published": len(sentences),
             "model-written": sum(s.origin == "model" for s in sentences),
             "claims used as is": sum(s.origin == "claim" for s in sentences),
+            **{RULE_LABELS[rule]: sum(r.rule_counts.get(rule, 0) for r in summaries) for rule in RULES},
         },
     }
 

@@ -3,10 +3,14 @@
 The model writes in its own words; nothing here constrains its wording. What keeps a
 draft honest is downstream: every sentence is a claim that cites the evidence items it
 rests on, the fact checks verify each one, and the refinement loop revises or drops
-what fails. The only thing enforced at this stage is that the model cites items that
-exist: a citation of a number not in the list is a validation error, re-asked through
-the gateway. The model's text is kept exactly as written, and the evidence list it saw
-is kept with the draft.
+what fails. What is enforced at this stage is form, never content: the model must cite
+items that exist, and must not echo the prompt's own instructions; either fault is a
+validation error, re-asked through the gateway with the error. The model's text is kept
+as written, and the evidence list it saw is kept with the draft, except where the
+publication rules say a line is not a sentence: a stray label before it ("2026:", "[3]",
+the evidence line's "(title, date)") is stripped, and a line that is only a title or a
+date is not a claim at all (dropped before verification, counted), since no verdict on
+it could make it worth reading.
 """
 
 import hashlib
@@ -26,7 +30,7 @@ from dagster import (
     asset,
     asset_check,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from assets.config import PipelineConfig
 from assets.ingestion import SourceDocument
@@ -38,12 +42,13 @@ from resources import ModelResource, VectorStoreResource
 from resources.citations import citing_within as cited_schema
 from resources.model import MODEL_POOL
 from resources.prompt_injection import data_block
+from resources.publication_rules import find_prompt_echo, is_list_furniture, without_label
 from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
 from resources.text import normalize, split_sentences
 
 GROUP = "drafts"
 PROMPT = load_prompt("draft_brief")
-CODE_VERSION = f"2-{PROMPT.version}"
+CODE_VERSION = f"3-{PROMPT.version}"
 MIN_SENTENCES, MAX_SENTENCES = 3, 8
 MAX_EVIDENCE_ITEMS = 12
 
@@ -71,6 +76,27 @@ class DraftBrief(BaseModel):
 def citing_within(count: int, minimum: int = MIN_SENTENCES) -> type[DraftBrief]:
     """The brief schema for one request: at least `minimum` sentences, citing only items 1..count."""
     return cited_schema(DraftBrief, count, field="evidence", items="evidence items", minimum=minimum)
+
+
+def brief_schema(messages: list[dict[str, str]], count: int, minimum: int = MIN_SENTENCES) -> type[DraftBrief]:
+    """The brief schema for one drafting request: `citing_within`, and no sentence may echo the
+    request's own instructions (the evidence it quotes may be repeated freely)."""
+    prompt = "\n".join(m["content"] for m in messages)
+
+    def _no_prompt_echo(answer: DraftBrief) -> DraftBrief:
+        for position, sentence in enumerate(answer.sentences, start=1):
+            echo = find_prompt_echo(sentence.text, prompt)
+            if echo is not None:
+                raise ValueError(
+                    f"sentence {position} repeats the instructions ({echo!r}); write about the evidence instead"
+                )
+        return answer
+
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        DraftBrief.__name__,
+        __base__=citing_within(count, minimum),
+        __validators__={"_no_prompt_echo": model_validator(mode="after")(_no_prompt_echo)},
+    )
 
 
 class DraftClaim(BaseModel):
@@ -103,9 +129,9 @@ def choose_topics(rows: list[DocumentSignals], configured: list[str], limit: int
     counts: Counter[str] = Counter()
     kinds: dict[str, str] = {}
     for row in rows:
-        for name in {e.name for e in row.entities}:
+        for name in {e.name for e in row.trusted_entities}:
             counts[name] += 1
-        for entity in row.entities:
+        for entity in row.trusted_entities:
             kinds.setdefault(entity.name, entity.kind)
     ranked = sorted(counts, key=lambda n: (kinds[n] != "company", -counts[n], n))
     return [n for n in ranked if counts[n] >= 2][:limit]
@@ -187,7 +213,7 @@ def claims_from_brief(
     by_number = {i.number: i for i in evidence}
     if isinstance(answer, DraftBrief):
         written = [
-            (s.text.strip(), [n for n in dict.fromkeys(s.evidence) if n in by_number], "model")
+            (without_label(s.text.strip()), [n for n in dict.fromkeys(s.evidence) if n in by_number], "model")
             for s in answer.sentences
         ]
         error = ""
@@ -214,6 +240,11 @@ def claims_from_brief(
             )
         )
     return rows
+
+
+def without_list_furniture(rows: list[DraftClaim]) -> tuple[list[DraftClaim], list[DraftClaim]]:
+    """The claims that are sentences, and the lines that are only a title or a date (not claims)."""
+    return [r for r in rows if not is_list_furniture(r.text)], [r for r in rows if is_list_furniture(r.text)]
 
 
 @asset(
@@ -249,9 +280,10 @@ def drafts(
         def write(item: tuple[str, list[EvidenceItem]]) -> tuple[DraftBrief | Exception, str]:
             # One request per topic: each has its own schema (the citations its evidence list allows).
             topic, evidence = item
+            messages = draft_messages(topic, evidence)
             return llm.map_traced_structured(
-                [draft_messages(topic, evidence)],
-                citing_within(len(evidence)),
+                [messages],
+                brief_schema(messages, len(evidence)),
                 tier="strong",
                 max_tokens=900,
                 on_done=progress,
@@ -259,11 +291,13 @@ def drafts(
 
         with ThreadPoolExecutor(max_workers=max(1, min(len(plan), model.max_concurrency))) as pool:
             traced = list(pool.map(write, plan))
-    rows = [
-        row
-        for (topic, evidence), (answer, trace_id) in zip(plan, traced)
-        for row in claims_from_brief(topic, evidence, answer, trace_id, pipeline.claims_per_draft)
-    ]
+    rows, furniture = without_list_furniture(
+        [
+            row
+            for (topic, evidence), (answer, trace_id) in zip(plan, traced)
+            for row in claims_from_brief(topic, evidence, answer, trace_id, pipeline.claims_per_draft)
+        ]
+    )
     preview = "\n\n".join(
         f"**{topic}**\n\n" + "\n".join(f"- {r.text} {r.evidence_numbers}" for r in rows if r.topic == topic)
         for topic, _ in plan
@@ -276,6 +310,8 @@ def drafts(
             "model_written_claims": sum(r.origin == "model" for r in rows),
             "extractive_claims": sum(r.origin == "extractive" for r in rows),
             "failed_drafts": sum(isinstance(a, Exception) for a, _ in traced),
+            "list_furniture_dropped": len(furniture),
+            "list_furniture_lines": MetadataValue.json([r.text for r in furniture][:20]),
             "evidence_items": sum(len(e) for _, e in plan),
             "topics": MetadataValue.json([t for t, _ in plan]),
             "index_version": retrieval_index.version,

@@ -3,10 +3,18 @@
 The strong tier writes each topic's paragraph from the claims that survived the fact
 checks and refinement (a numbered list), citing them. Every sentence it writes is then
 verified again, with the same verifier, against the index: a summary can fuse or
-overstate claims that were each true. Unsupported sentences are removed and counted.
-When nothing the model wrote holds (or the call failed), the supported claims
-themselves are the paragraph, so a digest still appears. The tone and key figures come
-only from signals that held up against their evidence.
+overstate claims that were each true. Unsupported sentences are removed and counted, and
+the supported claims such a sentence cited (and no kept sentence covers) stand in for it,
+so that a failed fusion does not take verified facts out of the digest with it. When
+nothing the model wrote holds (or the call failed), the supported claims themselves are
+the paragraph, so a digest still appears. The tone and key figures come only from
+signals that held up against their evidence.
+
+True is not enough to be published: the publication rules then read the digest as a
+whole, in order. A sentence that echoes the prompt, is only a title or a date, or repeats
+a sentence published earlier (under any topic) is dropped; a stray label before a
+sentence is stripped, and a paragraph cannot open with "It" or "The company". What each
+rule did is counted, and the blocking check reads the published digest again for them.
 """
 
 from collections import Counter
@@ -40,12 +48,13 @@ from resources.citations import citing_within
 from resources.model import MODEL_POOL
 from resources.output_files import write_whole
 from resources.prompt_injection import data_block
+from resources.publication_rules import RULES, Publication, breaches
 from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
 from resources.text import split_sentences, words_in
 
 GROUP = "summaries"
 PROMPT = load_prompt("summarize_topic")
-CODE_VERSION = f"2-{PROMPT.version}-{VERIFIER_VERSION}"
+CODE_VERSION = f"3-{PROMPT.version}-{VERIFIER_VERSION}"
 MAX_SUMMARY_SENTENCES = 6
 GENERIC_LABELS = frozenset({"", "figure", "figures", "number", "value", "amount", "key figure", "metric"})
 
@@ -88,6 +97,9 @@ class TopicSummary(BaseModel):
         default=0, description="Written sentences removed because verification did not support them."
     )
     excluded_claims: int
+    rule_counts: dict[str, int] = Field(
+        default={}, description="Sentences each publication rule dropped or repaired in this topic's paragraph."
+    )
     sentiment_mix: dict[str, int]
     key_figures: list[str]
     index_version: str
@@ -115,9 +127,7 @@ def source_signals(
     doc_ids = {i.rsplit("-", 1)[0] for i in chunk_ids}
     cited = [signals_by_doc[d] for d in sorted(doc_ids) if d in signals_by_doc]
     tone = dict(Counter(s.grounded_sentiment for s in cited if s.grounded_sentiment))
-    figures = list(
-        dict.fromkeys(f"{figure_label(f)}: {f.value}" for s in cited if s.status == "valid" for f in s.key_figures)
-    )[:6]
+    figures = list(dict.fromkeys(f"{figure_label(f)}: {f.value}" for s in cited for f in s.trusted_key_figures))[:6]
     return tone, figures
 
 
@@ -154,6 +164,35 @@ def claims_as_sentences(claims: Sequence[PublishableClaim]) -> list[SummarySente
     ]
 
 
+def publish(
+    publication: Publication, candidates: Sequence[SummarySentence], prompt: str, evidence: str
+) -> list[SummarySentence]:
+    """The candidates that pass the publication rules, in order (a stray label stripped), as one paragraph."""
+    paragraph: list[SummarySentence] = []
+    for candidate in candidates:
+        text = publication.admit(candidate.text, [s.text for s in paragraph], prompt, evidence)
+        if text is not None:
+            paragraph.append(candidate.model_copy(update={"text": text}))
+    return paragraph
+
+
+def standing_in(
+    written: Sequence[tuple[list[PublishableClaim], SummarySentence | None]],
+) -> list[SummarySentence]:
+    """The written sentences that were verified, each failed one replaced by the claims it cited
+    that no verified sentence cites (once each), in the model's order."""
+    covered = {c.claim_id for cited, sentence in written if sentence is not None for c in cited}
+    sentences: list[SummarySentence] = []
+    for cited, sentence in written:
+        if sentence is not None:
+            sentences.append(sentence)
+            continue
+        for claim in claims_as_sentences([c for c in cited if c.claim_id not in covered]):
+            covered.update(claim.claim_ids)
+            sentences.append(claim)
+    return sentences
+
+
 def assemble(
     topic: str,
     sentences: list[SummarySentence],
@@ -161,6 +200,7 @@ def assemble(
     written: int,
     removed: int,
     excluded: int,
+    rule_counts: dict[str, int] | None = None,
     signals_by_doc: dict[str, DocumentSignals],
     index_version: str,
     trace_id: str = "",
@@ -179,6 +219,7 @@ def assemble(
         written_sentences=written,
         removed_sentences=removed,
         excluded_claims=excluded,
+        rule_counts=rule_counts or {},
         sentiment_mix=tone,
         key_figures=figures,
         index_version=index_version,
@@ -227,13 +268,19 @@ def write_summaries(
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(asked), model.max_concurrency))) as pool:
         answers = dict(zip(asked, pool.map(write, asked)))
-    written: list[tuple[str, list[PublishableClaim], str]] = []
+    prompts = {t: (summary_messages(t, per_topic[t])[0]["content"], numbered_claims(per_topic[t])) for t in asked}
+    publication = Publication()
+    counts: dict[str, Counter[str]] = {t: Counter() for t in topics}
+    # (topic, claims cited, the sentence fit to verify or None when a rule ruled it out before verification)
+    written: list[tuple[str, list[PublishableClaim], str | None]] = []
     for topic, (answer, _) in answers.items():
+        before = publication.rule_counts()
         if isinstance(answer, TopicParagraph):
             for sentence in answer.sentences:
                 cited = [per_topic[topic][n - 1] for n in dict.fromkeys(sentence.claims)]
                 for span in split_sentences(sentence.text.strip()) or []:
-                    written.append((topic, cited, span.text))
+                    written.append((topic, cited, publication.screen(span.text, *prompts[topic])))
+        counts[topic].update({k: v - before[k] for k, v in publication.rule_counts().items()})
     requests = [
         Claim(
             id=f"{topic}#{n}",
@@ -241,33 +288,53 @@ def write_summaries(
             cited_chunk_ids=list(dict.fromkeys(i for c in cited for i in c.evidence_chunk_ids)),
         )
         for n, (topic, cited, text) in enumerate(written)
+        if text is not None
     ]
-    checks = check_sentences(verifier, requests, model=model, decompose=decompose, ledger=ledger)
+    verdicts = iter(check_sentences(verifier, requests, model=model, decompose=decompose, ledger=ledger))
+    checks = [next(verdicts) if text is not None else None for _, _, text in written]
     rows = []
     for topic in topics:
         mine = [(cited, text, check) for (t, cited, text), check in zip(written, checks) if t == topic]
-        kept = [
-            SummarySentence(
-                text=text,
-                origin="model",
-                claim_ids=[c.claim_id for c in cited],
-                verdict=check.verdict,
-                score=check.score,
-                evidence_chunk_ids=check.evidence_chunk_ids,
-                evidence_sentence=check.evidence_sentence,
-                quote=check.quote,
+        verified = [
+            (
+                cited,
+                SummarySentence(
+                    text=text,
+                    origin="model",
+                    claim_ids=[c.claim_id for c in cited],
+                    verdict=check.verdict,
+                    score=check.score,
+                    evidence_chunk_ids=check.evidence_chunk_ids,
+                    evidence_sentence=check.evidence_sentence,
+                    quote=check.quote,
+                )
+                if text is not None
+                and check is not None
+                and check.verdict == "supported"
+                and not check.contested
+                and check.evidence_chunk_ids
+                else None,
             )
             for cited, text, check in mine
-            if check.verdict == "supported" and not check.contested and check.evidence_chunk_ids
         ]
+        prompt, evidence = prompts.get(topic, ("", ""))
+        before = publication.rule_counts()
+        held = any(sentence is not None for _, sentence in verified)
+        kept = publish(publication, standing_in(verified), prompt, evidence) if held else []
+        if not kept:
+            kept = publish(publication, claims_as_sentences(per_topic[topic]), prompt, evidence)
+        counts[topic].update({k: v - before[k] for k, v in publication.rule_counts().items()})
         answer, trace_id = answers.get(topic, (None, ""))
         rows.append(
             assemble(
                 topic,
-                kept or claims_as_sentences(per_topic[topic]),
+                kept,
                 written=len(mine),
-                removed=len(mine) - len(kept),
+                removed=sum(
+                    check is not None and sentence is None for (_, sentence), (_, _, check) in zip(verified, mine)
+                ),
                 excluded=excluded[topic],
+                rule_counts={rule: counts[topic][rule] for rule in RULES},
                 signals_by_doc=signals_by_doc,
                 index_version=index_version,
                 trace_id=trace_id,
@@ -275,6 +342,16 @@ def write_summaries(
             )
         )
     return rows
+
+
+def publication_breaches(rows: Sequence[TopicSummary], claims: Sequence[PublishableClaim]) -> list[str]:
+    """The published sentences that break a publication rule, read in digest order; each topic's
+    sentences are checked for echoes of the prompt its paragraph was written from."""
+    prompts = []
+    for row in rows:
+        mine = [c for c in claims if c.topic == row.topic]
+        prompts.append((summary_messages(row.topic, mine)[0]["content"] if mine else "", numbered_claims(mine)))
+    return breaches([[s.text for s in row.sentences] for row in rows], prompts)
 
 
 @asset(
@@ -334,6 +411,7 @@ def summaries(
             "sentences_removed": sum(r.removed_sentences for r in rows),
             "claims_published": sum(len(r.claim_ids) for r in rows),
             "claims_excluded": sum(r.excluded_claims for r in rows),
+            **{f"rule_{rule}": sum(r.rule_counts.get(rule, 0) for r in rows) for rule in RULES},
             "preview": MetadataValue.md(digest),
         },
     )
@@ -348,7 +426,8 @@ def summaries(
         "retrieval_index": AssetIn("retrieval_index"),
     },
     description="Every published sentence has a supported, uncontested verdict whose evidence chunks exist in the "
-    "current index; every claim it cites survived verification; no unsupported claim's text is present.",
+    "current index; every claim it cites survived verification; no unsupported claim's text is present; and no "
+    "published sentence echoes its prompt, repeats an earlier one, starts dangling or is only a title or a date.",
 )
 def summaries_only_supported_claims(
     vector_store: VectorStoreResource,
@@ -368,17 +447,19 @@ def summaries_only_supported_claims(
     bad_claims = [i for s in sentences for i in s.claim_ids if i not in publishable]
     dropped_texts = [c.claim.rstrip(".") for c in checks if fate.get(c.claim_id) in ("withdrawn", "unsupported")]
     leaked = [t for t in dropped_texts if t and any(t in r.summary for r in rows)]
+    broken = publication_breaches(rows, claims)
     return AssetCheckResult(
-        passed=bool(sentences) and not unverified and not unknown and not bad_claims and not leaked,
+        passed=bool(sentences) and not unverified and not unknown and not bad_claims and not leaked and not broken,
         severity=AssetCheckSeverity.ERROR,
         description=f"{len(sentences)} sentences published; {len(unverified)} without a supported verdict; "
         f"{len(unknown)} evidence chunks not in the index; {len(bad_claims)} unsupported claims cited; "
-        f"{len(leaked)} unsupported texts present",
+        f"{len(leaked)} unsupported texts present; {len(broken)} publication rules broken",
         metadata={
             "sentences_published": len(sentences),
             "unverified_sentences": MetadataValue.json(unverified[:20]),
             "unknown_chunk_ids": MetadataValue.json(unknown[:20]),
             "unsupported_claim_ids": MetadataValue.json(bad_claims[:20]),
             "unsupported_texts_present": MetadataValue.json(leaked[:20]),
+            "publication_rules_broken": MetadataValue.json(broken[:20]),
         },
     )

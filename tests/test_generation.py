@@ -189,7 +189,8 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
     texts = [c.text for c in published]
     assert FALSE not in texts and not any("Globex" in t or "staff" in t for t in texts)
 
-    # Summaries: the model's paragraph, every sentence verified; an unsupported one is removed and counted.
+    # Summaries: the model's paragraph, every sentence verified; an unsupported one is removed and counted,
+    # and the supported claim it cited that no kept sentence covers stands in for it.
     paragraph = {
         "sentences": [
             {"text": texts[0], "claims": [1]},
@@ -198,7 +199,8 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
     }
     llm.scripts["TopicParagraph"] = lambda messages: paragraph
     summary = acme_summary(published, fate, model, verifier)
-    assert [s.text for s in summary.sentences] == [texts[0]] and summary.sentences[0].origin == "model"
+    assert [s.text for s in summary.sentences] == [texts[0], texts[1]]
+    assert [s.origin for s in summary.sentences] == ["model", "claim"]
     assert summary.written_sentences == 2 and summary.removed_sentences == 1 and summary.excluded_claims == 1
     digest = render_digest([summary])
     assert "billion" not in digest and FALSE not in digest and "Globex" not in digest
