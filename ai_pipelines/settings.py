@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     llm_fast_model: str = knob(ModelResource, "fast_model")
     llm_strong_model: str = knob(ModelResource, "strong_model")
     llm_timeout_seconds: float = knob(ModelResource, "timeout_seconds")
+    llm_deadline_floor_seconds: float = knob(ModelResource, "deadline_floor_seconds")
+    llm_start_tokens_per_s: float = knob(ModelResource, "start_tokens_per_s")
     llm_max_input_chars: int = knob(ModelResource, "max_input_chars")
     llm_max_concurrency: int = knob(ModelResource, "max_concurrency")
     llm_fallbacks: list[dict[str, object]] = Field(
@@ -147,9 +149,13 @@ class Settings(BaseSettings):
         "supported only when all of them are; auto = on when an endpoint is configured, off for the embedded model.",
     )
     max_refinement_rounds: int = knob(PipelineConfig, "max_refinement_rounds")
+    refinement_calls_per_drafting_call: float = knob(PipelineConfig, "refinement_calls_per_drafting_call")
 
     max_quarantine_share: float = knob(PipelineConfig, "max_quarantine_share")
     min_signal_validity: float = knob(PipelineConfig, "min_signal_validity")
+    min_entity_kind_accuracy: float = knob(PipelineConfig, "min_entity_kind_accuracy")
+    min_tone_accuracy: float = knob(PipelineConfig, "min_tone_accuracy")
+    max_tone_contradiction_share: float = knob(PipelineConfig, "max_tone_contradiction_share")
     max_unsupported_share: float = knob(PipelineConfig, "max_unsupported_share")
     max_failed_request_share: float = knob(PipelineConfig, "max_failed_request_share")
 

@@ -54,11 +54,35 @@ class PipelineConfig(ConfigurableResource):
     min_signal_validity: float = Field(
         default=0.8, ge=0, le=1, description="Share of documents whose signals must validate."
     )
+    min_entity_kind_accuracy: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="On the labelled sample, share of extracted entities whose kind must be a labelled one.",
+    )
+    min_tone_accuracy: float = Field(
+        default=0.85,
+        ge=0,
+        le=1,
+        description="On the labelled sample, share of documents whose tone must be a labelled one.",
+    )
+    max_tone_contradiction_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of documents whose tone their own event words contradict before the signals warn.",
+    )
     decompose_claims: bool = Field(
         default=False, description="Split each written sentence into atomic claims (fast tier) before verifying it."
     )
     max_refinement_rounds: int = Field(
         default=2, ge=0, description="Rounds in which an unsupported claim goes back to the strong tier to be revised."
+    )
+    refinement_calls_per_drafting_call: float = Field(
+        default=3.0,
+        ge=0,
+        description="Cap on a run's revision requests, as a multiple of its drafting requests; "
+        "claims left unrefined by the cap are dropped and counted.",
     )
     max_unsupported_share: float = Field(
         default=0.4, ge=0, le=1, description="Share of claims allowed to be not supported before summaries are blocked."

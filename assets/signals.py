@@ -4,6 +4,14 @@ The model answers with sentence numbers, not quotes, and every item is then chec
 against the sentence it cites (an entity's name must appear in it, a figure's number
 must appear in it). Items that fail are dropped and counted, so every stored signal
 points to a real span of its document whatever the model's quality.
+
+Grounded is not right: a city can be grounded as a person. Every grounded item is then
+reviewed for meaning (resources/signal_semantics.py): a person the text uses as a place,
+product or company, a figure labelled with words its sentence does not use, a tone the
+document's own event words contradict. Flagged items stay on the row with their reason
+and are counted, but they feed nothing downstream as facts. On the labelled sample (the
+bundled corpus, assets/signal_labels.py) each run also measures entity-kind and tone
+accuracy, and `signal_validity` holds them to floors.
 """
 
 from typing import Literal, Sequence
@@ -23,10 +31,12 @@ from assets.ingestion import Chunk, SourceDocument, evidence_sentences
 from assets.llm_step import StepRun
 from assets.prompts import Prompt
 from assets.share_checks import failed_requests_check_result
+from assets.signal_labels import load_signal_labels, score
 from resources.markdown_tables import markdown_table
 from resources.model_session import ProgressLog
 from resources.partition_results import partition_results
 from resources.prompt_injection import neutralize, unflagged
+from resources.signal_semantics import CorpusUsage, figure_problem, person_problem, tone_contradiction
 from resources.tables import from_frame, to_frame
 from resources.text import Span, normalize, numbers_in, words_in
 
@@ -39,7 +49,7 @@ MAX_PROMPT_CHARS = 12_000
 # What the model is asked to return.
 class ExtractedEntity(BaseModel):
     name: str = Field(max_length=60)
-    kind: Literal["company", "person", "place", "product", "other"]
+    kind: Literal["company", "person", "place", "product", "organisation", "other"]
     sentence: int
 
 
@@ -74,6 +84,7 @@ class Entity(BaseModel):
     name: str
     kind: str
     evidence: EvidenceSpan
+    flag: str = Field(default="", description="Why the kind contradicts the corpus; empty when nothing does.")
 
 
 class Event(BaseModel):
@@ -85,6 +96,7 @@ class KeyFigure(BaseModel):
     label: str
     value: str
     evidence: EvidenceSpan
+    flag: str = Field(default="", description="Why the label or value is not its sentence's; empty when they are.")
 
 
 class DocumentSignals(BaseModel):
@@ -105,12 +117,35 @@ class DocumentSignals(BaseModel):
     prompt_cut_chars: int = Field(
         default=0, description="Characters of the first MAX_SENTENCES evidence sentences the prompt caps left out."
     )
+    tone_contradiction: str = Field(
+        default="", description="Why the document's own event words contradict the tone; empty when they do not."
+    )
+    flagged_entities: int = Field(default=0, description="Grounded entities whose kind the corpus contradicts.")
+    flagged_figures: int = Field(
+        default=0, description="Grounded key figures whose label or value is not their sentence's."
+    )
+    in_sample: bool = Field(default=False, description="The document is in the labelled sample, byte for byte.")
+    sample_entities: int = Field(default=0, description="Extracted entities the sample labels.")
+    sample_entities_right: int = Field(default=0, description="Of those, how many have a labelled kind.")
+    sample_tone_right: bool = Field(default=False, description="The tone is one the sample allows.")
+    sample_misses: list[str] = Field(default=[], description="Where the extraction disagrees with the sample.")
 
     @property
     def grounded_sentiment(self) -> str:
-        """The tone, only when the signals held up against their evidence; a failed or
-        ungrounded extraction says nothing reliable about its document's tone."""
-        return self.sentiment if self.status == "valid" and self.sentiment_evidence is not None else ""
+        """The tone, only when the signals held up against their evidence and the document's
+        own event words do not contradict it: otherwise it says nothing reliable."""
+        held = self.status == "valid" and self.sentiment_evidence is not None and not self.tone_contradiction
+        return self.sentiment if held else ""
+
+    @property
+    def trusted_entities(self) -> list[Entity]:
+        """Entities that may feed later steps: grounded and not contradicted by the corpus."""
+        return [e for e in self.entities if not e.flag] if self.status == "valid" else []
+
+    @property
+    def trusted_key_figures(self) -> list[KeyFigure]:
+        """Key figures that may be stated as facts: grounded, labelled and valued from their sentence."""
+        return [f for f in self.key_figures if not f.flag] if self.status == "valid" else []
 
 
 def prompt_sentences(sentences: Sequence[Span]) -> tuple[list[str], int]:
@@ -220,6 +255,78 @@ def ground(document: SourceDocument, chunks: Sequence[Chunk], extracted: Extract
     )
 
 
+def review(rows: list[DocumentSignals], documents: Sequence[SourceDocument]) -> list[DocumentSignals]:
+    """Each row with what the corpus contradicts flagged, and scored against the labelled sample.
+
+    A name typed person is checked against its own sentence, the kinds the run's other
+    documents gave it and every sentence of the run's documents; a figure against its
+    sentence; the tone against the document's own event words."""
+    by_id = {d.doc_id: d for d in documents}
+    sentences = {d.doc_id: evidence_sentences(d) for d in documents}
+    usage = CorpusUsage.of(
+        ((r.document, e.name, e.kind) for r in rows for e in r.entities),
+        (s.text for spans in sentences.values() for s in spans),
+    )
+    labels = load_signal_labels()
+    reviewed: list[DocumentSignals] = []
+    for row in rows:
+        entities = [
+            e.model_copy(update={"flag": person_problem(e.name, e.evidence.quote, usage, row.document)})
+            if e.kind == "person"
+            else e
+            for e in row.entities
+        ]
+        figures = [
+            f.model_copy(update={"flag": figure_problem(f.label, f.value, f.evidence.quote)}) for f in row.key_figures
+        ]
+        document = by_id.get(row.doc_id)
+        own_words = " ".join([row.title, *(s.text for s in sentences.get(row.doc_id, []))])
+        update: dict[str, object] = {
+            "entities": entities,
+            "key_figures": figures,
+            "flagged_entities": sum(bool(e.flag) for e in entities),
+            "flagged_figures": sum(bool(f.flag) for f in figures),
+            "tone_contradiction": tone_contradiction(row.sentiment, own_words) if document and row.sentiment else "",
+        }
+        labelled = labels.for_document(row.doc_id)
+        if labelled is not None:
+            agreement = score(labelled, [(e.name, e.kind) for e in entities], row.sentiment)
+            tone_miss = (
+                []
+                if agreement.tone_right
+                else [f"tone: {row.sentiment or 'none'} (expected {' or '.join(labelled.tone)})"]
+            )
+            update |= {
+                "in_sample": True,
+                "sample_entities": agreement.entities,
+                "sample_entities_right": agreement.entities_right,
+                "sample_tone_right": agreement.tone_right,
+                "sample_misses": agreement.wrong_kinds + tone_miss,
+            }
+        reviewed.append(row.model_copy(update=update))
+    return reviewed
+
+
+class SampleAccuracy(BaseModel):
+    """Agreement with the labelled sample over the documents of the sample whose signals are valid."""
+
+    documents: int
+    entities: int
+    entity_kind_accuracy: float | None = Field(description="None when no labelled entity was extracted.")
+    tone_accuracy: float | None = Field(description="None when no sample document has valid signals.")
+
+
+def sample_accuracy(rows: Sequence[DocumentSignals]) -> SampleAccuracy:
+    scored = [r for r in rows if r.in_sample and r.status == "valid"]
+    entities = sum(r.sample_entities for r in scored)
+    return SampleAccuracy(
+        documents=len(scored),
+        entities=entities,
+        entity_kind_accuracy=round(sum(r.sample_entities_right for r in scored) / entities, 3) if entities else None,
+        tone_accuracy=round(sum(r.sample_tone_right for r in scored) / len(scored), 3) if scored else None,
+    )
+
+
 def extract_signals(run: StepRun) -> Output[pd.DataFrame]:
     """The runner of the `signals` step (assets/steps/signals/defs.yaml): the declared call
     per document, then every extracted item tied to the sentence it cites."""
@@ -259,6 +366,7 @@ def extract_signals(run: StepRun) -> Output[pd.DataFrame]:
                     update={"trace_id": trace_id, "prompt_cut_chars": prompt_cuts[document.doc_id]}
                 )
             )
+    rows = review(rows, documents)
     # Each partition's materialization describes its own document and its own calls, so
     # that adding them up over partitions gives the run's totals.
     for row in rows:
@@ -269,11 +377,23 @@ def extract_signals(run: StepRun) -> Output[pd.DataFrame]:
             partition_key=key,
         )
     summary = llm.ledger.summary()
+    accuracy = sample_accuracy(rows)
     context.log.info(
         f"Signals: {sum(r.status == 'valid' for r in rows)} of {len(rows)} documents valid; "
+        f"{sum(r.flagged_entities + r.flagged_figures for r in rows)} items flagged, "
+        f"{sum(bool(r.tone_contradiction) for r in rows)} tones contradicted; "
         f"{summary.requests} model requests, {summary.failed_requests} failed, {summary.cache_hits} from cache"
     )
-    return Output(to_frame(rows, DocumentSignals), metadata={"prompt_version": run.prompt.version})
+    # The run's agreement with the labelled sample, on every partition it materialized:
+    # a rate over the run's documents, not a per-document figure to be summed.
+    run_metadata: dict[str, object] = {"prompt_version": run.prompt.version}
+    if accuracy.documents:
+        run_metadata |= {
+            "run_sample_documents": accuracy.documents,
+            "run_entity_kind_accuracy": accuracy.entity_kind_accuracy,
+            "run_tone_accuracy": accuracy.tone_accuracy,
+        }
+    return Output(to_frame(rows, DocumentSignals), metadata=run_metadata)
 
 
 def signals_metadata(rows: list[DocumentSignals]) -> dict[str, object]:
@@ -287,6 +407,13 @@ def signals_metadata(rows: list[DocumentSignals]) -> dict[str, object]:
         "events": sum(len(r.events) for r in rows),
         "key_figures": sum(len(r.key_figures) for r in rows),
         "dropped_items": sum(r.dropped_items for r in rows),
+        "flagged_entities": sum(r.flagged_entities for r in rows),
+        "flagged_figures": sum(r.flagged_figures for r in rows),
+        "tone_contradictions": sum(bool(r.tone_contradiction) for r in rows),
+        "sample_documents": sum(r.in_sample and r.status == "valid" for r in rows),
+        "sample_entities": sum(r.sample_entities for r in rows if r.status == "valid"),
+        "sample_entities_right": sum(r.sample_entities_right for r in rows if r.status == "valid"),
+        "sample_tones_right": sum(r.sample_tone_right for r in rows if r.status == "valid"),
         "preview": MetadataValue.md(
             markdown_table(
                 [
@@ -296,6 +423,11 @@ def signals_metadata(rows: list[DocumentSignals]) -> dict[str, object]:
                         "entities": ", ".join(e.name for e in r.entities),
                         "figures": ", ".join(f"{f.label}: {f.value}" for f in r.key_figures),
                         "sentiment": r.sentiment,
+                        "flags": "; ".join(
+                            [e.flag for e in r.entities if e.flag]
+                            + [f.flag for f in r.key_figures if f.flag]
+                            + ([r.tone_contradiction] if r.tone_contradiction else [])
+                        ),
                         "error": r.error,
                     }
                     for r in rows[:10]
@@ -308,25 +440,85 @@ def signals_metadata(rows: list[DocumentSignals]) -> dict[str, object]:
 @asset_check(
     asset="signals",
     blocking=True,
-    description="Share of documents whose signals validated and grounded is at least min_signal_validity.",
+    description="Share of documents whose signals validated and grounded is at least min_signal_validity; on the "
+    "documents of the labelled sample, entity-kind and tone accuracy are at least their floors.",
 )
 def signal_validity(pipeline: PipelineConfig, signals: pd.DataFrame) -> AssetCheckResult:
-    total = len(signals)
-    valid = int((signals["status"] == "valid").sum()) if total else 0
+    rows = from_frame(signals, DocumentSignals)
+    total = len(rows)
+    valid = sum(r.status == "valid" for r in rows)
     rate = valid / total if total else 0.0
-    failures = signals[signals["status"] != "valid"][["title", "status", "error"]] if total else signals
+    accuracy = sample_accuracy(rows)
+    short = [
+        f"{name} {value} under {floor}"
+        for name, value, floor in (
+            ("entity-kind accuracy", accuracy.entity_kind_accuracy, pipeline.min_entity_kind_accuracy),
+            ("tone accuracy", accuracy.tone_accuracy, pipeline.min_tone_accuracy),
+        )
+        if value is not None and value < floor
+    ]
+    sample = (
+        f"; on {accuracy.documents} labelled documents, entity kinds {accuracy.entity_kind_accuracy} "
+        f"(floor {pipeline.min_entity_kind_accuracy}), tone {accuracy.tone_accuracy} (floor {pipeline.min_tone_accuracy})"
+        if accuracy.documents
+        else "; no document of the labelled sample"
+    )
+    failures = [{"title": r.title, "status": r.status, "error": r.error} for r in rows if r.status != "valid"]
+    misses = [{"document": r.title, "misses": "; ".join(r.sample_misses)} for r in rows if r.sample_misses]
     return AssetCheckResult(
-        passed=rate >= pipeline.min_signal_validity,
+        passed=rate >= pipeline.min_signal_validity and not short,
         severity=AssetCheckSeverity.ERROR,
-        description=f"{valid} of {total} documents have valid, grounded signals",
+        description=f"{valid} of {total} documents have valid, grounded signals{sample}"
+        + (f": {', '.join(short)}" if short else ""),
         metadata={
             "validity_rate": round(rate, 3),
             "min_signal_validity": pipeline.min_signal_validity,
-            "not_valid": MetadataValue.md(markdown_table(failures.head(10).to_dict(orient="records"))),
+            "sample_documents": accuracy.documents,
+            "sample_entities": accuracy.entities,
+            "entity_kind_accuracy": accuracy.entity_kind_accuracy,
+            "tone_accuracy": accuracy.tone_accuracy,
+            "min_entity_kind_accuracy": pipeline.min_entity_kind_accuracy,
+            "min_tone_accuracy": pipeline.min_tone_accuracy,
+            "not_valid": MetadataValue.md(markdown_table(failures[:10])),
+            "sample_misses": MetadataValue.md(markdown_table(misses[:15])),
             **partition_results(
-                (row["document"], row["status"] == "valid", row["error"] or row["status"])
-                for row in signals.to_dict(orient="records")
+                (r.document, r.status == "valid", "; ".join(filter(None, [r.error or r.status, *r.sample_misses])))
+                for r in rows
             ),
+        },
+    )
+
+
+@asset_check(
+    asset="signals",
+    blocking=False,
+    description="Warns when more than max_tone_contradiction_share of the documents with valid signals have a tone "
+    "their own event words contradict; lists the entities and key figures flagged for meaning.",
+)
+def signal_consistency(pipeline: PipelineConfig, signals: pd.DataFrame) -> AssetCheckResult:
+    rows = [r for r in from_frame(signals, DocumentSignals) if r.status == "valid"]
+    contradicted = [r for r in rows if r.tone_contradiction]
+    share = len(contradicted) / len(rows) if rows else 0.0
+    flags = [
+        {"document": r.title, "item": item, "flag": flag}
+        for r in rows
+        for item, flag in [(f"{e.name} ({e.kind})", e.flag) for e in r.entities]
+        + [(f"{f.label}: {f.value}", f.flag) for f in r.key_figures]
+        + [(f"tone {r.sentiment}", r.tone_contradiction)]
+        if flag
+    ]
+    return AssetCheckResult(
+        passed=share <= pipeline.max_tone_contradiction_share,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{len(contradicted)} of {len(rows)} documents have a tone their event words contradict; "
+        f"{sum(r.flagged_entities for r in rows)} entities and {sum(r.flagged_figures for r in rows)} key figures flagged",
+        metadata={
+            "tone_contradiction_share": round(share, 3),
+            "max_tone_contradiction_share": pipeline.max_tone_contradiction_share,
+            "tone_contradictions": len(contradicted),
+            "flagged_entities": sum(r.flagged_entities for r in rows),
+            "flagged_figures": sum(r.flagged_figures for r in rows),
+            "flags": MetadataValue.md(markdown_table(flags[:20])),
         },
     )
 

@@ -50,11 +50,12 @@ def test_groups_with_descriptions_and_blocking_checks():
     # Eight blocking checks gate the digest's stages (one of them the headlines' schema check, declared
     # in YAML) and two the triage's (readable tickets, replies that pass the output guardrails); two
     # warnings say when a stage's model requests failed, one when many drafted claims fail as written
-    # (refinement follows; draft_revisions blocks on what still fails), and one when too few headlines
-    # meet their rubric.
+    # (refinement follows; draft_revisions blocks on what still fails), one when too few headlines
+    # meet their rubric, and one when documents' tones contradict their own event words.
     assert sorted(name for name, spec in checks.items() if not spec.blocking) == [
         "draft_requests_succeeded",
         "rubric",
+        "signal_consistency",
         "signal_requests_succeeded",
         "unsupported_share_within_limit",
     ]

@@ -240,6 +240,7 @@ def test_steps_execute_on_celery_workers_through_rabbitmq(prod, rabbitmq, tmp_pa
         "signals",
         "signals_signal_validity",
         "signals_signal_requests_succeeded",
+        "signals_signal_consistency",
     }
     assert submitted == steps and set(step_pids) == steps
     assert run_pid not in commands

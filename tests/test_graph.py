@@ -54,7 +54,7 @@ def test_every_stage_materializes_and_every_check_passes(run, graph):
     assert run.success, report.render()
     assert report.ok
     assert sorted(o.asset for o in report.outputs) == sorted(STAGES)
-    assert len(report.checks) == 12 and all(c.passed for c in report.checks)
+    assert len(report.checks) == 13 and all(c.passed for c in report.checks)
     assert graph.calls["ExtractedSignals"] == 30
     assert graph.calls["DraftBrief"] > 0 and graph.calls["TopicParagraph"] > 0
 
