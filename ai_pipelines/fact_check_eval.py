@@ -41,10 +41,10 @@ from assets.claim_verification import (
     JudgeAnswer,
     decide,
     is_supported,
-    judge_feature,
     judge_messages,
     model_fingerprint,
     read_claims,
+    read_judge,
 )
 from resources import CallLedger, EmbeddingsResource, ModelResource
 from resources.claim_features import (
@@ -359,7 +359,9 @@ def add_judge(scored: Sequence[Scored], model: ModelResource, candidates: int = 
     stats = JudgeStats(asked=len(pending))
     for item, cands, answer in zip(pending, evidence, answers):
         parsed = answer if isinstance(answer, JudgeAnswer) else None
-        value, quote = judge_feature(parsed, " ".join(c.text for c in cands))
+        # Read as a run reads it: a "refutation" whose quote states the claim is discarded.
+        reading = read_judge(item.claim, parsed, " ".join(c.text for c in cands))
+        value, quote = reading.value, reading.quote if reading.value else ""
         item.features.values[JUDGE_FEATURE] = value
         item.features.values[JUDGE_VERDICT] = float(parsed is not None and parsed.verdict == "supported")
         stats.failed += parsed is None

@@ -11,8 +11,10 @@ keyed by its fingerprint (the embedding model, plus the judge model when a judge
 
 An optional model judge (the `strong` tier) reads the best candidates in delimited data
 blocks and answers a verdict plus a verbatim quote; a quote that does not occur in the
-evidence counts as no support. The judge's answer is one more feature, used only under a
-calibration fitted with it.
+evidence counts as no support, and a "contradiction" whose quote states the claim is
+discarded. The judge's answer is one more feature under a calibration fitted with it;
+otherwise it counts only as its measurement on a labelled sample says it helps
+(`assets.fact_check_judge`), and is recorded on the row either way.
 
 The same code serves the `fact_checks` asset, Python callers and `ai-pipelines fact-check`.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Literal, Sequence
@@ -28,6 +31,17 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
+from assets.fact_check_judge import (
+    JudgeCalibration,
+    JudgeMode,
+    balanced_accuracy,
+    cache_file,
+    choose_mode,
+    judged,
+    load_sample,
+    sample_features,
+    sample_hash,
+)
 from assets.prompts import load_prompt
 from resources import CallLedger, ModelResource, VectorStoreResource
 from resources.claim_features import (
@@ -41,12 +55,14 @@ from resources.claim_features import (
     claim_features,
     conflict_between,
     content_words,
+    quote_states_claim,
     sentences_to_embed,
 )
 from resources.prompt_injection import data_block
 from resources.text import normalize
 
 __all__ = ["FEATURE_NAMES", "Passage", "conflict_between", "content_words"]  # re-exported for callers
+LOG = logging.getLogger(__name__)
 
 MIN_CLAIM_WORDS = 3
 MAX_CLAIM_CHARS = 2000
@@ -104,6 +120,16 @@ class JudgeAnswer(BaseModel):
     quote: str = Field(default="", description="Verbatim words from the evidence that support or contradict the claim.")
 
 
+class JudgeReading(BaseModel):
+    """What the judge's answer on one claim amounts to once its quote has been checked."""
+
+    value: float = Field(default=0.0, description="+1 supported, -1 refuted, 0 no verified answer.")
+    verdict: str = Field(default="", description="The verdict it answered ('' when it gave none).")
+    quote: str = ""
+    note: str = Field(default="", description="Why its answer was set aside, when it was.")
+    failed: bool = Field(default=False, description="The request got no valid answer (outage or invalid output).")
+
+
 class ClaimVerdict(BaseModel):
     id: str
     verdict: Verdict
@@ -115,9 +141,12 @@ class ClaimVerdict(BaseModel):
     conflict: str = Field(default="", description="Why the best evidence conflicts (number, negation, antonym).")
     contested: bool = Field(default=False, description="Supported, but the best evidence also conflicts.")
     conflicting_chunk_ids: list[str] = []
-    judge: str = ""
+    judge: str = Field(default="", description="The judge's verdict as answered, counted or not.")
+    judge_counted: bool = Field(default=False, description="Whether the judge's answer took part in the decision.")
+    judge_note: str = Field(default="", description="Why the judge's answer was set aside or not counted.")
     quote: str = Field(default="", description="The judge's verbatim quote, when it was found in the evidence.")
     reason: str = ""
+    fragment: bool = Field(default=False, description="The claim asserts nothing checkable (too few content words).")
     features: dict[str, float] = Field(default_factory=dict)
 
 
@@ -146,6 +175,21 @@ def judge_feature(answer: JudgeAnswer | None, evidence: str) -> tuple[float, str
     if not quote or quote not in normalize(evidence):
         return 0.0, ""
     return (1.0 if answer.verdict == "supported" else -1.0), answer.quote
+
+
+def read_judge(claim: str, answer: JudgeAnswer | None, evidence: str) -> JudgeReading:
+    """The judge's answer as evidence: its quote must occur in the evidence, and a refutation
+    whose quote states the claim (`quote_states_claim`) is discarded, with the reason."""
+    if answer is None:
+        return JudgeReading()
+    value, quote = judge_feature(answer, evidence)
+    if value < 0 and quote_states_claim(claim, quote):
+        return JudgeReading(
+            verdict=answer.verdict,
+            quote=quote,
+            note=f"the judge's refutation is discarded: its quote states the claim ({quote!r})",
+        )
+    return JudgeReading(value=value, verdict=answer.verdict, quote=quote)
 
 
 def judge_messages(claim: str, candidates: Sequence[Candidate]) -> list[dict[str, str]]:
@@ -213,33 +257,48 @@ def decide(
     )
 
 
-def overrule_by_judge(verdict: ClaimVerdict, features: ClaimFeatures, judge_value: float, quote: str) -> ClaimVerdict:
-    """An uncalibrated judge's verified answer (its quote found verbatim in the evidence) decides,
-    but it can only raise a claim to supported when the evidence also holds every number, date and
-    named entity of the claim, so a judge fooled into answering "supported" cannot pass those."""
-    if judge_value > 0 and verdict.verdict != "supported":
-        missing = missing_facts(features.values) + (
-            ["entity"] if features.values.get("entity_coverage", 1.0) < 1.0 else []
+def facts_missing_for_judge(features: ClaimFeatures) -> list[str]:
+    """What the evidence lacks for a judge to raise the claim: a number, a date or a name of it."""
+    return missing_facts(features.values) + (["entity"] if features.values.get("entity_coverage", 1.0) < 1.0 else [])
+
+
+def apply_judge(verdict: ClaimVerdict, features: ClaimFeatures, reading: JudgeReading, mode: JudgeMode) -> ClaimVerdict:
+    """The verdict once the judge's verified answer counts as its calibration chose (`mode`): it
+    raises a claim only when the evidence also holds every number, date and named entity of the
+    claim, so a judge fooled into answering "supported" cannot pass those. Under mode "none" (an
+    unproven judge) the answer is recorded beside the decision and changes nothing."""
+    supported = verdict.verdict == "supported"
+    missing = facts_missing_for_judge(features)
+    after = judged(supported, reading.value, not missing, mode)
+    power = "support" if reading.value > 0 else "refute"
+    counted = reading.value != 0 and mode in (power, "overrule")
+    update: dict[str, object] = {"judge": reading.verdict, "judge_counted": counted, "judge_note": reading.note}
+    if after and not supported:
+        update.update(verdict="supported", reason="", conflict="")
+    elif supported and not after:
+        update.update(verdict="refuted", reason=f"the judge quotes a contradiction: {reading.quote!r}")
+    elif counted and reading.value > 0 and not supported:
+        update["reason"] = verdict.reason + f"; the judge's support is overruled: no {' or '.join(missing)} match"
+    elif reading.value != 0 and not counted and (reading.value > 0) != supported:
+        update["judge_note"] = (
+            f"the judge answered {reading.verdict}; not counted: its calibration did not show that its "
+            f"{'support' if reading.value > 0 else 'refutations'} help"
         )
-        if not missing:
-            return verdict.model_copy(update={"verdict": "supported", "reason": "", "conflict": ""})
-        return verdict.model_copy(
-            update={"reason": verdict.reason + f"; the judge's support is overruled: no {' or '.join(missing)} match"}
-        )
-    if judge_value < 0 and verdict.verdict == "supported":
-        return verdict.model_copy(
-            update={"verdict": "refuted", "reason": f"the judge quotes a contradiction: {quote!r}"}
-        )
-    return verdict
+    return verdict.model_copy(update=update)
 
 
 def unverifiable(claim: Claim) -> str:
     """Why a claim cannot be verified at all, or "" — such claims get not_enough_info with this reason."""
     if len(claim.text) > MAX_CLAIM_CHARS:
         return f"claim is {len(claim.text)} characters; at most {MAX_CLAIM_CHARS} can be verified as one claim"
-    if len(content_words(claim.text)) < MIN_CLAIM_WORDS:
+    if is_fragment(claim.text):
         return f"claim has fewer than {MIN_CLAIM_WORDS} content words: it asserts nothing checkable"
     return ""
+
+
+def is_fragment(text: str) -> bool:
+    """Too few content words to assert anything a verifier could check; rewording will not help."""
+    return len(content_words(text)) < MIN_CLAIM_WORDS
 
 
 class ClaimVerifier:
@@ -253,19 +312,21 @@ class ClaimVerifier:
         thresholds: Thresholds | None = None,
         ledger: CallLedger | None = None,
         calibration: Calibration | None = None,
+        judge_cache_dir: Path | None = None,
     ):
+        """`judge_cache_dir` keeps the judge's measurement on the calibration sample; by default the
+        folder of the model's response cache (when that is a file), else it is measured per verifier."""
         self.vector_store = vector_store
         self.collection = collection
         self.model = model
         self.ledger = ledger or CallLedger()
         embedding_model = vector_store.embeddings.model_id
-        judged = (
-            load_calibration(model_fingerprint(embedding_model, model.model_for("strong")))
-            if model is not None
-            else None
-        )
-        self.calibration = calibration or (judged if judged is not None and judged.judge else load_calibration())
+        self.fingerprint = model_fingerprint(embedding_model, model.model_for("strong") if model is not None else "")
+        fitted = load_calibration(self.fingerprint) if model is not None else None
+        self.calibration = calibration or (fitted if fitted is not None and fitted.judge else load_calibration())
         self.thresholds = thresholds or self.calibration.thresholds
+        self.judge_cache_dir = judge_cache_dir if judge_cache_dir is not None else default_judge_cache_dir(model)
+        self._judge_calibration: JudgeCalibration | None = None
         self._vectors: dict[str, np.ndarray] = {}
 
     @property
@@ -273,6 +334,68 @@ class ClaimVerifier:
         """A judge is asked when it is calibrated for this model, or when the model is a configured
         endpoint (not the embedded one, whose tiny model never quotes its evidence)."""
         return self.model is not None and (self.calibration.judge or bool(self.model.base_url))
+
+    def judge_mode(self) -> JudgeMode | Literal["feature"]:
+        """How the judge's answer counts: as a feature of a calibration fitted with it, else as its
+        measurement on the calibration sample chose ("none": recorded, not counted)."""
+        if not self.uses_judge:
+            return "none"
+        if self.calibration.judge:
+            return "feature"
+        return self.judge_calibration().mode
+
+    def judge_calibration(self) -> JudgeCalibration:
+        """The judge's measurement on the calibration sample: from the cache, else measured now."""
+        if self._judge_calibration is not None:
+            return self._judge_calibration
+        assert self.model is not None
+        fingerprint = f"{self.fingerprint}@{self.model.base_url}"
+        sample = sample_hash()
+        path = cache_file(self.judge_cache_dir, fingerprint, sample) if self.judge_cache_dir else None
+        if path is not None and path.exists():
+            try:
+                cached = JudgeCalibration.model_validate_json(path.read_text())
+                if (cached.fingerprint, cached.sample_hash) == (fingerprint, sample):
+                    self._judge_calibration = cached
+                    return cached
+            except ValueError:
+                pass  # unreadable: measured again and overwritten
+        measured = self._measure_judge(fingerprint, sample)
+        if path is not None and not measured.failed_answers:  # a measurement cut short is taken again next run
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(measured.model_dump_json(indent=2))
+        self._judge_calibration = measured
+        return measured
+
+    def _measure_judge(self, fingerprint: str, sample: str) -> JudgeCalibration:
+        """Every claim of the sample through the classifier and the judge, as the verifier would see it."""
+        assert self.calibration.classifier is not None, "no calibration for this model configuration"
+        items = load_sample()
+        features = sample_features(self.vector_store.embeddings, items)
+        readings = self._judge([Claim(id=i.id, text=i.claim) for i in items], features)
+        gold = [i.label == "supported" for i in items]
+        mode, figures, reason = choose_mode(
+            gold,
+            [is_supported(self.calibration.classifier, f.values) for f in features],
+            [r.value for r in readings],
+            [not facts_missing_for_judge(f) for f in features],
+        )
+        verdicts = [r.value > 0 for r in readings]
+        calibration = JudgeCalibration(
+            fingerprint=fingerprint,
+            sample_hash=sample,
+            claims=len(items),
+            mode=mode,
+            classifier_accuracy=figures["none"],
+            judge_accuracy=round(balanced_accuracy(gold, verdicts), 3),
+            accuracy_by_mode=figures,
+            verified_answers=sum(r.value != 0 for r in readings),
+            discarded_refutations=sum(bool(r.note) for r in readings),
+            failed_answers=sum(r.failed for r in readings),
+            reason=reason,
+        )
+        LOG.info(f"fact-check judge {fingerprint}: {reason}")
+        return calibration
 
     def passages(self, claims: Sequence[Claim]) -> list[list[Passage]]:
         queried = self.vector_store.query(
@@ -304,8 +427,8 @@ class ClaimVerifier:
             out.append(claim_features(claim.text, vector, candidates, self._candidate_vectors(candidates)))
         return out
 
-    def _judge(self, claims: Sequence[Claim], features: list[ClaimFeatures]) -> list[tuple[float, str, str]]:
-        """(feature value, verdict, verified quote) per claim, from the strong tier."""
+    def _judge(self, claims: Sequence[Claim], features: list[ClaimFeatures]) -> list[JudgeReading]:
+        """The judge's reading of each claim against its best candidate, from the strong tier."""
         assert self.model is not None
         pending = [i for i, f in enumerate(features) if f.best is not None]
         evidence = {i: [features[i].best] for i in pending}  # type: ignore[list-item]
@@ -316,11 +439,11 @@ class ClaimVerifier:
             max_tokens=200,
             ledger=self.ledger,
         )
-        out: list[tuple[float, str, str]] = [(0.0, "", "")] * len(claims)
+        out = [JudgeReading() for _ in claims]
         for i, answer in zip(pending, answers):
             parsed = answer if isinstance(answer, JudgeAnswer) else None
-            value, quote = judge_feature(parsed, " ".join(c.text for c in evidence[i]))
-            out[i] = (value, parsed.verdict if parsed else "", quote)
+            out[i] = read_judge(claims[i].text, parsed, " ".join(c.text for c in evidence[i]))
+            out[i].failed = parsed is None
         return out
 
     def verify(self, claims: Sequence[Claim]) -> list[ClaimVerdict]:
@@ -328,22 +451,39 @@ class ClaimVerifier:
         reasons = [unverifiable(c) for c in claims]
         checkable = [c for c, r in zip(claims, reasons) if not r]
         features = self.features(checkable)
-        judged = self._judge(checkable, features) if self.uses_judge and checkable else [(0.0, "", "")] * len(checkable)
+        mode = self.judge_mode() if checkable else "none"
+        readings = (
+            self._judge(checkable, features) if self.uses_judge and checkable else [JudgeReading()] * len(checkable)
+        )
         decided = []
-        for claim, feature, (value, verdict, quote) in zip(checkable, features, judged):
-            if self.uses_judge:
-                feature.values[JUDGE_FEATURE] = value
-            result = decide(claim.id, feature, self.calibration, judge=verdict, quote=quote)
-            if self.uses_judge and not self.calibration.judge:
-                result = overrule_by_judge(result, feature, value, quote)
+        for claim, feature, reading in zip(checkable, features, readings):
+            if mode == "feature":
+                feature.values[JUDGE_FEATURE] = reading.value
+                result = decide(claim.id, feature, self.calibration, judge=reading.verdict, quote=reading.quote)
+                result = result.model_copy(update={"judge_counted": reading.value != 0, "judge_note": reading.note})
+            else:
+                counted_refutation = "refuted" if reading.value < 0 and mode in ("refute", "overrule") else ""
+                result = decide(claim.id, feature, self.calibration, judge=counted_refutation, quote=reading.quote)
+                result = apply_judge(result, feature, reading, mode)
             decided.append(result)
         checked = iter(decided)
         return [
             next(checked)
             if not r
-            else ClaimVerdict(id=c.id, verdict="not_enough_info", score=0.0, evidence=[], reason=r)
+            else ClaimVerdict(
+                id=c.id, verdict="not_enough_info", score=0.0, evidence=[], reason=r, fragment=is_fragment(c.text)
+            )
             for c, r in zip(claims, reasons)
         ]
+
+
+def default_judge_cache_dir(model: ModelResource | None) -> Path | None:
+    """The folder of the model's response cache when that is a file: judge measurements are kept
+    beside the answers they were made from, and go when that cache is cleared."""
+    location = model.cache_path if model is not None else ""
+    if not location or "://" in location:
+        return None
+    return Path(location).parent
 
 
 def read_claims(path: Path) -> list[Claim]:

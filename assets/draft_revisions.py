@@ -8,6 +8,12 @@ tried and why it failed. A claim still unsupported at the cap (or withdrawn) is 
 published: its cited evidence sentence may stand in, marked `extractive` and verified like any claim
 (with a tiny local model most revisions fail, and this keeps the digest useful), and
 otherwise it is dropped and counted.
+
+Refinement is spent where it can help. A sentence that asserts nothing checkable (a fragment)
+is dropped, not revised: no rewording makes it a claim. And a run's revision requests are
+capped at `refinement_calls_per_drafting_call` times its drafting requests, so a writer whose
+claims mostly fail cannot turn one run into hundreds of calls; a claim the cap leaves unrefined
+is dropped and counted (`capped` rows), never published unverified.
 """
 
 from collections import Counter, defaultdict
@@ -80,7 +86,10 @@ class RevisionRound(BaseModel):
     draft_id: str
     topic: str
     round: int = Field(description="1..max_refinement_rounds; the extractive stand-in comes one round after the cap.")
-    action: str = Field(description="revise, withdraw, extractive, or failed (the model call failed)")
+    action: str = Field(
+        description="revise, withdraw, extractive, failed (the model call failed) or capped (not sent: the run's "
+        "refinement calls reached their cap)"
+    )
     before: str
     after: str = Field(description="The revised sentence ('' when withdrawn or failed).")
     verdict: str = Field(description="The verifier's verdict on `after` ('' when there was nothing to verify).")
@@ -141,7 +150,7 @@ def outcomes(
     fate: dict[str, Outcome] = {}
     seen: set[tuple[str, str]] = set()
     for check in checks:
-        final = last.get(check.claim_id)
+        final = last.get(check.claim_id)  # a capped or unrefinable claim has no accepted revision: unsupported
         if _accepted(check.verdict, check.contested):
             claim = _publishable(check, check, check.claim, "extractive" if check.origin == "extractive" else "model")
         elif final is not None and final.after and _accepted(final.verdict, final.contested):
@@ -220,20 +229,28 @@ def refine(
     rounds: int,
     decompose: bool,
     ledger: CallLedger | None = None,
+    max_calls: int | None = None,
 ) -> list[RevisionRound]:
     """Every round of revision for the claims that failed, then extractive stand-ins for those still failing
-    or withdrawn: the model gave up its wording, not the evidence it cited, which is verified like any claim."""
+    or withdrawn: the model gave up its wording, not the evidence it cited, which is verified like any claim.
+    Fragments are not revised; past `max_calls` revision requests, the claims left get a `capped` row."""
     by_id = {d.claim_id: d for d in drafts}
     pending = [
         _Pending(draft=by_id[c.claim_id], text=c.claim, state=c, evidence=evidence_for(by_id[c.claim_id], c))
         for c in checks
-        if c.claim_id in by_id and c.verdict != "supported"
+        if c.claim_id in by_id and c.verdict != "supported" and c.refinable
     ]
     rows: list[RevisionRound] = []
     withdrawn: list[_Pending] = []
+    calls = 0
     for number in range(1, rounds + 1):
+        if max_calls is not None and len(pending) > max_calls - calls:
+            allowed = max(max_calls - calls, 0)
+            rows += [capped_row(item, number, max_calls) for item in pending[allowed:]]
+            pending = pending[:allowed]
         if not pending:
             break
+        calls += len(pending)
         answers: dict[int, tuple[ClaimRevision | Exception, str]] = {}
         groups: dict[int, list[int]] = defaultdict(list)
         for index, item in enumerate(pending):
@@ -295,6 +312,25 @@ def refine(
         pending + withdrawn, rounds + 1, verifier=verifier, model=model, decompose=decompose, ledger=ledger
     )
     return rows
+
+
+def capped_row(item: _Pending, number: int, cap: int) -> RevisionRound:
+    return RevisionRound(
+        claim_id=item.draft.claim_id,
+        draft_id=item.draft.draft_id,
+        topic=item.draft.topic,
+        round=number,
+        action="capped",
+        before=item.text,
+        after="",
+        verdict="",
+        reason=f"not refined: the run's refinement calls reached their cap of {cap}; dropped",
+    )
+
+
+def refinement_call_cap(drafts: Sequence[DraftClaim], per_drafting_call: float) -> int:
+    """The run's revision requests allowed: a multiple of its drafting requests (one per draft)."""
+    return int(per_drafting_call * len({d.draft_id for d in drafts}))
 
 
 def _round_row(base: dict, action: str, claim: Claim, check: SentenceCheck) -> RevisionRound:
@@ -367,6 +403,7 @@ def draft_revisions(
     """Every refinement round of the claims the fact checks did not support: before, after, verdict and reason."""
     claims = from_frame(drafts, DraftClaim)
     checks = from_frame(fact_checks, FactCheck)
+    cap = refinement_call_cap(claims, pipeline.refinement_calls_per_drafting_call)
     with model.session(context) as llm:
         verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=llm.ledger)
         rows = refine(
@@ -377,6 +414,7 @@ def draft_revisions(
             rounds=pipeline.max_refinement_rounds,
             decompose=pipeline.decompose_claims,
             ledger=llm.ledger,
+            max_calls=cap,
         )
     published, fate = outcomes(checks, rows)
     counts = Counter(fate.values())
@@ -387,7 +425,12 @@ def draft_revisions(
         metadata={
             "claims": total,
             "rounds": len(rows),
-            "claims_sent_to_refinement": sum(c.verdict != "supported" for c in checks),
+            "claims_sent_to_refinement": sum(c.verdict != "supported" and c.refinable for c in checks),
+            "refinement_calls": sum(r.action in ("revise", "withdraw", "failed") for r in rows),
+            "refinement_call_cap": cap,
+            "drafting_calls": len({c.draft_id for c in claims}),
+            "not_refined_capped": len({r.claim_id for r in rows if r.action == "capped"}),
+            "not_refined_fragments": sum(c.verdict != "supported" and not c.refinable for c in checks),
             **{
                 f"{kind}_claims": counts[kind]
                 for kind in ("model", "revised", "extractive", "withdrawn", "unsupported", "duplicate")

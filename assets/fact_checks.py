@@ -2,7 +2,9 @@
 
 This is the verdict before refinement: the model's sentences as written. Claims that
 fail here go to the refinement loop (`draft_revisions`); the share supported here is
-the "before" figure a person compares with the share after refinement.
+the "before" figure a person compares with the share after refinement. The metadata says
+how far the judge model was trusted and why: its balanced accuracy on the labelled
+calibration sample, against the classifier's, and the configuration it counts in.
 """
 
 import hashlib
@@ -69,6 +71,13 @@ class FactCheck(BaseModel):
     quote: str = Field(default="", description="The judge's verbatim quote from the evidence, when it gave one.")
     reason: str = Field(default="", description="Why the verifier decided so; fed back to the model when it fails.")
     atomic_claims: list[str] = Field(default=[], description="The atomic claims the sentence was split into.")
+    split_note: str = Field(default="", description="Why the model's split was not used, when it was not.")
+    judge: str = Field(default="", description="The judge's verdict as answered, whether or not it counted.")
+    judge_counted: bool = Field(default=False, description="Whether the judge's answer took part in the verdict.")
+    judge_note: str = Field(default="", description="Why the judge's answer was set aside or not counted.")
+    refinable: bool = Field(
+        default=True, description="False when rewording cannot help: the sentence asserts nothing checkable."
+    )
     origin: str = Field(default="model", description="The draft claim's origin: model or extractive.")
 
 
@@ -90,6 +99,11 @@ def fact_check_rows(claims: list[DraftClaim], checks: list[SentenceCheck], index
             quote=v.quote,
             reason=v.reason,
             atomic_claims=v.atomic_claims,
+            split_note=v.split_note,
+            judge=v.judge,
+            judge_counted=v.judge_counted,
+            judge_note=v.judge_note,
+            refinable=v.refinable,
             origin=c.origin,
         )
         for c, v in zip(claims, checks)
@@ -125,6 +139,7 @@ def fact_checks(
             decompose=pipeline.decompose_claims,
             ledger=llm.ledger,
         )
+        judge = judge_metadata(verifier) if claims else {"judge_mode": "no claims"}
     rows = fact_check_rows(claims, verdicts, retrieval_index.version)
     counts = Counter(r.verdict for r in rows)
     context.log.info(f"Verified {len(rows)} claims: {dict(counts)}")
@@ -138,6 +153,12 @@ def fact_checks(
             "contested": sum(r.contested for r in rows),
             "supported_share_before_refinement": round(counts["supported"] / len(rows), 3) if rows else 0.0,
             "decomposed_claims": sum(bool(r.atomic_claims) for r in rows),
+            "splits_verified_whole": sum(
+                r.split_note.startswith("verified whole: the split was invalid") for r in rows
+            ),
+            "judge_refutations_discarded": sum("refutation is discarded" in r.judge_note for r in rows),
+            "judge_answers_not_counted": sum("not counted" in r.judge_note for r in rows),
+            **judge,
             "index_version": retrieval_index.version,
             "verifier_version": VERIFIER_VERSION,
             "preview": MetadataValue.md(
@@ -150,6 +171,26 @@ def fact_checks(
             ),
         },
     )
+
+
+def judge_metadata(verifier: ClaimVerifier) -> dict[str, object]:
+    """How the judge counted in this run, and what its calibration measured."""
+    if not verifier.uses_judge:
+        return {"judge_mode": "no judge"}
+    if verifier.calibration.judge:
+        return {
+            "judge_mode": "feature",
+            "judge_calibration": f"fitted with the judge on {verifier.calibration.fit_set}",
+        }
+    calibration = verifier.judge_calibration()
+    return {
+        "judge_mode": calibration.mode,
+        "judge_accuracy": calibration.judge_accuracy,
+        "judge_classifier_accuracy": calibration.classifier_accuracy,
+        "judge_accuracy_by_mode": MetadataValue.json(calibration.accuracy_by_mode),
+        "judge_calibration_claims": calibration.claims,
+        "judge_calibration": calibration.reason,
+    }
 
 
 @asset_check(

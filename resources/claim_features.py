@@ -307,3 +307,22 @@ def claim_features(
     conflict = conflict_between(claim, best.text)
     values.update({f"conflict_{kind}": float(conflict == kind) for kind in CONFLICT_KINDS})
     return ClaimFeatures(values=values, best=best, conflict=conflict)
+
+
+QUOTE_COVERAGE = 0.8  # share of the claim's content words a quote must hold to state the claim
+
+
+def quote_states_claim(claim: str, quote: str) -> bool:
+    """Whether a quote says what the claim says: every number, date and name of the claim occurs
+    in it, it holds most of the claim's content words, and nothing in it conflicts with the claim
+    (no other number or month, no negation or antonym). A judge that calls such a quote a
+    contradiction has misread it, so its refutation cannot stand."""
+    if not quote.strip():
+        return False
+    if not numbers_in(claim) <= numbers_in(quote) or not dates_in(claim) <= dates_in(quote):
+        return False
+    if entities_in(claim) - words_in(quote):
+        return False
+    if _coverage(content_words(claim), content_words(quote)) < QUOTE_COVERAGE:
+        return False
+    return not conflict_between(claim, quote)

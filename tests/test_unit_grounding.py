@@ -23,11 +23,12 @@ from assets.claim_verification import (
     ClaimVerdict,
     Classifier,
     JudgeAnswer,
+    JudgeReading,
+    apply_judge,
     decide,
     is_supported,
     judge_feature,
     missing_facts,
-    overrule_by_judge,
     read_claims,
     read_claims_lenient,
     unverifiable,
@@ -354,16 +355,33 @@ def test_a_judge_counts_only_with_a_quote_found_in_the_evidence() -> None:
     assert judge_feature(None, evidence) == (0.0, "")
 
 
-def test_an_uncalibrated_judge_raises_a_claim_only_when_its_facts_are_all_in_the_evidence() -> None:
+def test_a_proven_judge_raises_a_claim_only_when_its_facts_are_all_in_the_evidence() -> None:
+    supports = JudgeReading(value=1.0, verdict="supported", quote="raised 40 million")
+    refutes = JudgeReading(value=-1.0, verdict="refuted", quote="raised 4 million")
     rejected = decide("c", features(-3.0), CALIBRATION)
-    raised = overrule_by_judge(rejected, features(-3.0), 1.0, "raised 40 million")
-    assert (raised.verdict, raised.reason) == ("supported", "")
-    fooled = overrule_by_judge(rejected, features(-3.0, entity_coverage=0.5), 1.0, "raised 40 million")
+    raised = apply_judge(rejected, features(-3.0), supports, "overrule")
+    assert (raised.verdict, raised.reason, raised.judge_counted) == ("supported", "", True)
+    fooled = apply_judge(rejected, features(-3.0, entity_coverage=0.5), supports, "overrule")
     assert fooled.verdict == "not_enough_info" and "overruled: no entity match" in fooled.reason
     supported = decide("c", features(3.0), CALIBRATION)
-    lowered = overrule_by_judge(supported, features(3.0), -1.0, "raised 4 million")
+    lowered = apply_judge(supported, features(3.0), refutes, "overrule")
     assert lowered.verdict == "refuted" and "'raised 4 million'" in lowered.reason
-    assert overrule_by_judge(supported, features(3.0), 0.0, "") == supported
+    assert apply_judge(supported, features(3.0), JudgeReading(), "overrule").verdict == "supported"
+    # Proven only to support: its refutations are recorded, not counted.
+    kept = apply_judge(supported, features(3.0), refutes, "support")
+    assert (kept.verdict, kept.judge, kept.judge_counted) == ("supported", "refuted", False)
+    assert "not counted" in kept.judge_note
+
+
+def test_an_unproven_judge_is_recorded_and_decides_nothing() -> None:
+    supports = JudgeReading(value=1.0, verdict="supported", quote="raised 40 million")
+    refutes = JudgeReading(value=-1.0, verdict="refuted", quote="raised 4 million")
+    rejected = decide("c", features(-3.0), CALIBRATION)
+    supported = decide("c", features(3.0), CALIBRATION)
+    for before, reading in ((rejected, supports), (supported, refutes)):
+        after = apply_judge(before, features(0.0), reading, "none")
+        assert after.verdict == before.verdict and after.reason == before.reason
+        assert (after.judge, after.judge_counted) == (reading.verdict, False) and "not counted" in after.judge_note
 
 
 def test_claims_too_long_or_asserting_nothing_are_not_verified() -> None:
