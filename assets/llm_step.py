@@ -8,12 +8,19 @@ a vote) names a Python `runner` that receives the same declared prompt, schema a
 
 A malformed step fails definition loading with the file, the line and the field, so a
 typo in YAML is found by `dg check defs`, not by a run at three in the morning.
+
+A model's verdict gates nothing until the model has earned it: a `rubric` check ships
+labelled good and bad answers (`calibration`), its judge scores them first, and under
+`min_judge_accuracy` every answer is `unjudged` rather than passed. What no judge can talk
+past is checked by rules (`verify`): a published field that copies the prompt's own
+instructions, or states a number, date or name its input lacks, is re-asked, then invalid.
 """
 
 import hashlib
 import importlib
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -24,10 +31,22 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model
 
+from assets.answer_rules import verified_answer_model
 from assets.documents import DOCUMENTS
 from assets.prompts import Prompt
+from assets.rubric_judge import calibrate_judge, judge_answers
 from assets.tickets import TICKETS
 from resources import CallLedger, ModelCallError, ModelResource
+from resources.judge_calibration import (
+    DEFAULT_MIN_JUDGE_ACCURACY,
+    UNJUDGED,
+    CalibrationFileError,
+    JudgeCalibration,
+    LabelledExample,
+    calibration_usage,
+    examples_hash,
+    read_examples,
+)
 from resources.markdown_tables import markdown_table
 from resources.model import MODEL_POOL
 from resources.model_session import ModelSession, usage_metadata
@@ -42,10 +61,6 @@ PARTITIONS: dict[str, tuple[dg.PartitionsDefinition, str]] = {
     "documents": (DOCUMENTS, "document"),
     "tickets": (TICKETS, "ticket"),
 }
-RUBRIC_PROMPT = Prompt(
-    name="judge_rubric",
-    template=(Path(__file__).parent / "prompts" / "judge_rubric.txt").read_text(encoding="utf-8"),
-)
 JSON_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 
 
@@ -118,6 +133,14 @@ class StepCheck(dg.Model, dg.Resolvable):
     blocking: bool = False
     rubric: str = Field(default="", description="What the judge holds each answer to (rubric checks).")
     tier: str = Field(default="strong", description="The judge's tier (rubric checks).")
+    calibration: str = Field(
+        default="",
+        description="Labelled good and bad answers (JSONL, beside the YAML) the judge must score first (rubric checks).",
+    )
+    min_judge_accuracy: float = Field(
+        default=DEFAULT_MIN_JUDGE_ACCURACY,
+        description="The judge's balanced accuracy on its calibration below which its verdicts do not count.",
+    )
     description: str = ""
 
     @property
@@ -128,8 +151,18 @@ class StepCheck(dg.Model, dg.Resolvable):
         if self.description:
             return self.description
         if self.kind == "rubric":
-            return f"At least {self.min_rate:.0%} of {asset}'s answers meet the rubric: {self.rubric}"
+            return (
+                f"At least {self.min_rate:.0%} of {asset}'s answers meet the rubric, judged by a model that scored "
+                f"at least {self.min_judge_accuracy:.0%} on its labelled examples: {self.rubric}"
+            )
         return f"At least {self.min_rate:.0%} of {asset}'s rows hold a schema-valid answer."
+
+
+class StepVerification(dg.Model, dg.Resolvable):
+    """Published fields held to deterministic rules against the input they are written from."""
+
+    fields: list[str] = Field(description="The answer's text fields that are published.")
+    against: str = Field(description="The input column they may state facts from (e.g. summary).")
 
 
 def import_object(reference: str) -> Any:
@@ -178,9 +211,12 @@ def _field_type(path: tuple[str, ...], spec: Any) -> tuple[Any, dict[str, Any]]:
     return JSON_TYPES[kind], {names[k]: v for k, v in spec.items() if k in names}
 
 
-def step_row_model(asset: str, answer: type[BaseModel], key: str, partition_column: str) -> type[BaseModel]:
-    """The table a generic step stores: the item it answered for, the answer's fields, and
-    whether the answer validated (a failed item keeps its row and its reason)."""
+def step_row_model(
+    asset: str, answer: type[BaseModel], key: str, partition_column: str, judged: bool = False
+) -> type[BaseModel]:
+    """The table a generic step stores: the item it answered for, the answer's fields,
+    whether the answer validated (a failed item keeps its row and its reason) and, for a
+    step with a rubric, the judge's verdict on it."""
     fields: dict[str, Any] = {key: (str, Field(description="The input row this answer is for."))}
     if partition_column and partition_column != key:
         fields[partition_column] = (str, Field(default="", description="The partition of this row."))
@@ -194,6 +230,16 @@ def step_row_model(asset: str, answer: type[BaseModel], key: str, partition_colu
         ),
     )
     fields["error"] = (str, "")
+    if judged:
+        fields["rubric_verdict"] = (
+            Literal["passed", "failed", "unjudged", ""],
+            Field(
+                default="",
+                description="The rubric judge's verdict on a valid answer; unjudged: the judge is unproven "
+                "(under its calibration floor) or gave no verdict, so the answer counts as not passed.",
+            ),
+        )
+        fields["rubric_reason"] = (str, "")
     fields["trace_id"] = (
         str,
         Field(default="", description="The model call whose answer was used, in the trace table."),
@@ -254,12 +300,18 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
         default=False, description="Also record what the calls would have cost on the strong tier."
     )
     checks: list[StepCheck] = []
+    verify: StepVerification | None = Field(
+        default=None,
+        description="Deterministic rules on published fields: no prompt echo, and no number, date or name that "
+        "the `against` column does not state; a field that breaks them is re-asked, then the row is invalid.",
+    )
 
     _source: StepSource | None = PrivateAttr(default=None)
     _prompt: Prompt | None = PrivateAttr(default=None)
     _answer: type[BaseModel] | None = PrivateAttr(default=None)
     _rows: type[BaseModel] | None = PrivateAttr(default=None)
     _runner: Callable[[StepRun], dg.Output] | None = PrivateAttr(default=None)
+    _examples: dict[str, list[LabelledExample]] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def load(cls, attributes: BaseModel | None, context: dg.ComponentLoadContext) -> "LlmStep":
@@ -325,8 +377,14 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
                 raise source.error(
                     ("checks", index, "tier"), f"unknown tier {check.tier!r} (known: {', '.join(TIERS)})"
                 )
+            if check.kind == "rubric":
+                self._examples[check.name] = self._resolve_calibration(source, index, check)
         if len({c.name for c in self.checks}) != len(self.checks):
             raise source.error(("checks",), "at most one check of each kind")
+        if self.runner and self.rubric_check is not None:
+            raise source.error(("checks",), "a rubric check judges the rows of a step without a runner")
+        if self.verify is not None:
+            self._resolve_verification(source)
         if self.runner:
             self._runner = self._import(("runner",), self.runner)
             rows = self._import(("rows",), self.rows) if self.rows else None
@@ -340,7 +398,11 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
                 raise source.error(("for_each",), f"{self.for_each!r} is not one of the inputs {self.inputs}")
             partition_column = PARTITIONS[self.partitions][1] if self.partitions else ""
             self._rows = step_row_model(
-                self.asset, self._answer, self.key or partition_column or "item", partition_column
+                self.asset,
+                self._answer,
+                self.key or partition_column or "item",
+                partition_column,
+                judged=self.rubric_check is not None,
             )
         templated = set(re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})", self._prompt.template))
         if not self.runner and not templated:
@@ -348,6 +410,52 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
                 ("prompt",),
                 f"{prompt_path.name} has no {{column}} placeholder, so every item would get the same prompt",
             )
+
+    def _resolve_calibration(self, source: StepSource, index: int, check: StepCheck) -> list[LabelledExample]:
+        """A rubric check's labelled examples, each answer valid under the step's own schema."""
+        field = ("checks", index, "calibration")
+        if not 0 <= check.min_judge_accuracy <= 1:
+            raise source.error(
+                ("checks", index, "min_judge_accuracy"), f"{check.min_judge_accuracy} is not between 0 and 1"
+            )
+        if not check.calibration:
+            raise source.error(
+                field, "a rubric check needs calibration: a JSONL file of labelled good and bad answers for its judge"
+            )
+        path = source.path.parent / check.calibration
+        try:
+            examples = read_examples(path)
+        except CalibrationFileError as exc:
+            raise source.error(field, str(exc)) from None
+        assert self._answer is not None
+        for number, example in enumerate(examples, 1):
+            try:
+                self._answer.model_validate(example.answer)
+            except ValidationError as exc:
+                raise source.error(
+                    field, f"{path}: example {number}: not an answer of this step: {exc.errors()[0]['msg']}"
+                ) from None
+        return examples
+
+    def _resolve_verification(self, source: StepSource) -> None:
+        assert self.verify is not None and self._answer is not None and self._prompt is not None
+        if self.runner:
+            raise source.error(("verify",), "verify holds the answers of a step without a runner")
+        for index, name in enumerate(self.verify.fields):
+            field = self._answer.model_fields.get(name)
+            if field is None or field.annotation not in (str, str | None):
+                raise source.error(("verify", "fields", index), f"{name!r} is not a text field of the answer")
+        if f"{{{self.verify.against}}}" not in self._prompt.template:
+            raise source.error(
+                ("verify", "against"), f"{self.verify.against!r} is not a {{column}} of the prompt {self.prompt}"
+            )
+
+    @property
+    def rubric_check(self) -> StepCheck | None:
+        return next((c for c in self.checks if c.kind == "rubric"), None)
+
+    def examples(self, check: StepCheck) -> list[LabelledExample]:
+        return self._examples[check.name]
 
     def _resolve_schema(self, source: StepSource) -> type[BaseModel]:
         if isinstance(self.output_schema, dict):
@@ -392,8 +500,15 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
     def code_version(self) -> str:
         """The step's version, its prompt's hash and its schema's hash: editing the prompt
         file changes this asset's code version and no other's."""
+        rubric = self.rubric_check
         call = json.dumps(
-            [self.answer_model.model_json_schema(), self.tier, self.max_tokens, self.inputs, self.for_each, self.key],
+            [self.answer_model.model_json_schema(), self.tier, self.max_tokens, self.inputs, self.for_each, self.key]
+            + ([self.verify.model_dump()] if self.verify else [])
+            + (
+                [rubric.rubric, rubric.tier, rubric.min_judge_accuracy, examples_hash(self.examples(rubric))]
+                if rubric
+                else []
+            ),
             sort_keys=True,
         )
         return f"{self.version}-{self.prompt_template.version}-{hashlib.sha256(call.encode()).hexdigest()[:8]}"
@@ -482,14 +597,8 @@ def run_rows(run: StepRun, partition_column: str) -> dg.Output:
         raise step.source.error(("key",), f"{key!r} is not a column of {step.for_each or step.inputs[0]}")
     names = [str(item.get(key, index)) for index, item in enumerate(items)]
     partitions = [str(item.get(partition_column, "")) for item in items]
-    answers = run.llm.map_traced_structured(
-        [[{"role": "user", "content": render_item(step.prompt_template, item)}] for item in items],
-        step.answer_model,
-        tier=step.tier,  # type: ignore[arg-type]
-        max_tokens=step.max_tokens,
-        partitions=partitions,
-        on_done=run.llm.progress(step.asset, len(items)),
-    )
+    judging = start_judging(run)
+    answers = ask_items(run, items, partitions)
     rows = []
     for name, partition, (answer, trace_id) in zip(names, partitions, answers):
         base = {key: name, **({partition_column: partition} if partition_column and partition_column != key else {})}
@@ -498,23 +607,132 @@ def run_rows(run: StepRun, partition_column: str) -> dg.Output:
             rows.append(step.row_model(**base, status="no_answer" if outage else "invalid", error=str(answer)[:500]))
         else:
             rows.append(step.row_model(**base, **answer.model_dump(), status="valid", trace_id=trace_id))
+    # The judge's calibration describes the judge, not the rows: every partition shows it.
+    judge_figures = judge_rows(run, judging, items, rows, partitions) if judging else {}
     if not partition_column:
-        return dg.Output(to_frame(rows, step.row_model), metadata=rows_metadata(rows))
+        return dg.Output(to_frame(rows, step.row_model), metadata={**rows_metadata(rows), **judge_figures})
     # Each partition's materialization describes its own rows and calls, so that adding them
     # up over partitions gives the run's totals.
     for partition in run.context.partition_keys:
         mine = [r for r, p in zip(rows, partitions) if p == partition]
-        run.context.add_asset_metadata(rows_metadata(mine), partition_key=partition)
+        run.context.add_asset_metadata({**rows_metadata(mine), **judge_figures}, partition_key=partition)
     return dg.Output(to_frame(rows, step.row_model))
+
+
+def ask_items(run: StepRun, items: list[dict[str, Any]], partitions: list[str]) -> list[tuple[Any, str]]:
+    """One structured call per item, at the gateway's concurrency. With `verify`, each item's
+    answer model holds its published fields to that item's prompt and evidence, so a field
+    that breaks a rule is re-asked with the reason, and stays invalid if it keeps breaking it."""
+    step = run.step
+    prompts = [render_item(step.prompt_template, item) for item in items]
+    verify = step.verify
+    done = run.llm.progress(step.asset, len(items))
+
+    def one(index: int) -> tuple[Any, str]:
+        schema = step.answer_model
+        if verify is not None:
+            evidence = str(items[index].get(verify.against) or "")
+            schema = verified_answer_model(schema, verify.fields, prompts[index], evidence, verify.against)
+        try:
+            return run.llm.traced_structured(
+                [{"role": "user", "content": prompts[index]}],
+                schema,
+                tier=step.tier,  # type: ignore[arg-type]
+                max_tokens=step.max_tokens,
+                partition=partitions[index],
+            )
+        except ModelCallError as exc:
+            return exc, ""
+        finally:
+            done()
+
+    with ThreadPoolExecutor(max_workers=max(1, run.model.max_concurrency)) as pool:
+        return list(pool.map(one, range(len(items))))
+
+
+@dataclass(frozen=True)
+class Judging:
+    """The rubric check a step's rows are judged for, and how its judge measured up."""
+
+    check: StepCheck
+    calibration: JudgeCalibration
+    usage: dict[str, object]
+
+    @property
+    def proven(self) -> bool:
+        return self.calibration.proven(self.check.min_judge_accuracy)
+
+
+def start_judging(run: StepRun) -> Judging | None:
+    """Before any row is answered, the judge of the step's rubric scores its labelled examples
+    (once per judge configuration: the result is cached), so an unproven judge is known
+    before it is asked about a single real answer."""
+    check = run.step.rubric_check
+    if check is None:
+        return None
+    # Its own ledger: the examples belong to no partition, and their cost is reported apart.
+    ledger = CallLedger(run_id=run.context.run_id, asset=f"{run.step.asset}:judge_calibration")
+    calibration = calibrate_judge(
+        run.model,
+        tier=check.tier,  # type: ignore[arg-type]
+        rubric=check.rubric,
+        examples=run.step.examples(check),
+        ledger=ledger,
+    )
+    judging = Judging(check=check, calibration=calibration, usage=calibration_usage(ledger))
+    if not judging.proven:
+        run.context.log.warning(
+            f"{run.step.asset}: rubric answers are unjudged: {calibration.unproven_reason(check.min_judge_accuracy)}"
+        )
+    return judging
+
+
+def prompt_columns(step: LlmStep, item: dict[str, Any]) -> dict[str, Any]:
+    """What an answer was written from: the item's values that its prompt holds."""
+    used = re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})", step.prompt_template.template)
+    return {column: item.get(column) for column in dict.fromkeys(used)}
+
+
+def judge_rows(
+    run: StepRun, judging: Judging, items: list[dict[str, Any]], rows: list[BaseModel], partitions: list[str]
+) -> dict[str, object]:
+    """Each valid row's rubric verdict, set on the row; `unjudged` for all of them when the judge is unproven."""
+    step, check = run.step, judging.check
+    valid = [i for i, row in enumerate(rows) if getattr(row, "status") == "valid"]
+    fields = list(step.answer_model.model_fields)
+    verdicts = judge_answers(
+        run.model,
+        tier=check.tier,  # type: ignore[arg-type]
+        rubric=check.rubric,
+        answers=[(prompt_columns(step, items[i]), {f: getattr(rows[i], f) for f in fields}) for i in valid],
+        proven=judging.proven,
+        ledger=run.llm.ledger,
+        partitions=[partitions[i] for i in valid],
+    )
+    for index, (verdict, reason) in zip(valid, verdicts):
+        setattr(rows[index], "rubric_verdict", verdict)
+        setattr(rows[index], "rubric_reason", reason[:200])
+    return {
+        **judging.calibration.metadata(check.min_judge_accuracy),
+        "judge_proven": judging.proven,
+        **judging.usage,
+    }
 
 
 def rows_metadata(rows: list[BaseModel]) -> dict[str, object]:
     """What a person judges a materialization by; the session adds the model usage."""
     valid = sum(getattr(r, "status") == "valid" for r in rows)
+    verdicts = [getattr(r, "rubric_verdict", None) for r in rows]
+    judged = (
+        {f"rubric_{v}": sum(verdict == v for verdict in verdicts) for v in ("passed", "failed", UNJUDGED)}
+        if rows and "rubric_verdict" in type(rows[0]).model_fields
+        else {}
+    )
     return {
         "rows": len(rows),
         "valid": valid,
         "validity_rate": round(valid / len(rows), 3) if rows else 0.0,
+        **judged,
         "preview": dg.MetadataValue.md(markdown_table([r.model_dump(mode="json") for r in rows[:10]])),
     }
 
@@ -551,69 +769,61 @@ def schema_validity(step: LlmStep, check: StepCheck, rows: pd.DataFrame) -> dg.A
     )
 
 
-class RubricVerdict(BaseModel):
-    """A judge's verdict on one answer."""
-
-    passed: bool
-    reason: str = Field(default="", max_length=200)
-
-
 def judge_rubric(
     context: dg.AssetCheckExecutionContext, step: LlmStep, check: StepCheck, rows: pd.DataFrame
 ) -> dg.AssetCheckResult:
-    """Every valid answer judged against the rubric by a model; rows that failed the
-    schema count as failing the rubric too."""
+    """The share of answers the judge passed, read from the rows' verdicts; rows that failed
+    the schema count as failing the rubric too. A judge under its calibration floor proves
+    nothing: the check does not pass, it reports `unjudged` (a warning, with the judge's
+    measured accuracy), and the rows say `unjudged` rather than passed."""
     model: ModelResource = context.resources.model
     ledger = CallLedger(run_id=context.run.run_id, asset=f"{step.asset}:{check.name}")
-    answer_fields = list(step.answer_model.model_fields)
+    calibration = calibrate_judge(
+        model,
+        tier=check.tier,  # type: ignore[arg-type]
+        rubric=check.rubric,
+        examples=step.examples(check),
+        ledger=ledger,
+    )
+    judge = {**calibration.metadata(check.min_judge_accuracy), **usage_metadata(ledger, model)}
     records = rows.to_dict(orient="records") if len(rows) else []
-    valid = [r for r in records if r.get("status") == "valid"]
-    requests = [
-        [
-            {
-                "role": "user",
-                "content": RUBRIC_PROMPT.render(
-                    rubric=neutralize(check.rubric),
-                    answer=neutralize(
-                        json.dumps({f: r.get(f) for f in answer_fields}, ensure_ascii=False, default=str)
-                    ),
-                ),
-            }
-        ]
-        for r in valid
-    ]
-    verdicts = model.map_traced_structured(requests, RubricVerdict, tier=check.tier, max_tokens=120, ledger=ledger)  # type: ignore[arg-type]
-    key = step.key or (PARTITIONS[step.partitions][1] if step.partitions else "item")
-    outcomes = [
-        {
-            key: r.get(key, ""),
-            "passed": not isinstance(v, Exception) and v.passed,
-            "reason": str(v)[:200] if isinstance(v, Exception) else v.reason,
-        }
-        for r, (v, _) in zip(valid, verdicts)
-    ]
-    judged = iter(outcomes)
-    verdict_rows = []
-    for row in records:
-        if row.get("status") == "valid":
-            outcome = next(judged)
-            verdict_rows.append((row, bool(outcome["passed"]), str(outcome["reason"])))
-        else:
-            verdict_rows.append((row, False, "no schema-valid answer"))
-    passed = sum(o["passed"] for o in outcomes)
     answered = [r for r in records if r.get("status") != "no_answer"]  # an outage is not a quality verdict
-    verdict_rows = [v for v in verdict_rows if v[0].get("status") != "no_answer"]
+    if not calibration.proven(check.min_judge_accuracy):
+        reason = calibration.unproven_reason(check.min_judge_accuracy)
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{UNJUDGED}: {reason}; {len(answered)} answers are not counted as meeting the rubric",
+            metadata={"verdict": UNJUDGED, "reason": reason, "min_rate": check.min_rate, **judge},
+        )
+    key = step.key or (PARTITIONS[step.partitions][1] if step.partitions else "item")
+    verdict_rows = [
+        (
+            r,
+            r.get("rubric_verdict") == "passed",
+            str(r.get("rubric_reason") or "") if r.get("status") == "valid" else "no schema-valid answer",
+        )
+        for r in answered
+    ]
+    passed = sum(ok for _, ok, _ in verdict_rows)
     rate = passed / len(answered) if answered else 1.0
+    not_passed = [
+        {key: r.get(key, ""), "verdict": r.get("rubric_verdict") or r.get("status"), "reason": why}
+        for r, ok, why in verdict_rows
+        if not ok
+    ]
     return dg.AssetCheckResult(
         passed=rate >= check.min_rate,
         severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
-        description=f"{passed} of {len(answered)} answers meet the rubric (minimum {check.min_rate:.0%})",
+        description=f"{passed} of {len(answered)} answers meet the rubric (minimum {check.min_rate:.0%}), judged "
+        f"by a judge with balanced accuracy {calibration.balanced_accuracy:.2f} on {calibration.examples} examples",
         metadata={
+            "verdict": "judged",
             "pass_rate": round(rate, 3),
             "min_rate": check.min_rate,
-            "not_passed": dg.MetadataValue.md(markdown_table([o for o in outcomes if not o["passed"]][:10])),
+            "not_passed": dg.MetadataValue.md(markdown_table(not_passed[:10])),
             **per_partition(step, verdict_rows),
-            **usage_metadata(ledger, model),
+            **judge,
         },
     )
 

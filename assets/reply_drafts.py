@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from assets.config import TriageConfig
 from assets.multi_part import answer_in_parts
+from assets.reply_judge import MIN_JUDGE_ACCURACY, calibrate_reply_judge, reply_examples
 from assets.reply_refinement import RefinementRound, TicketReply, refine
 from assets.ticket_context import TicketContext
 from assets.ticket_routes import TicketRoute
@@ -38,8 +39,9 @@ from assets.triage_prompts import (
     user,
     versions,
 )
-from resources import ModelCallError, ModelResource
+from resources import CallLedger, ModelCallError, ModelResource
 from resources.agent import AgentLimits, AgentRun, run_agent
+from resources.judge_calibration import UNJUDGED, JudgeCalibration, calibration_usage, examples_hash
 from resources.markdown_tables import markdown_table
 from resources.mcp_tools import McpServerConfig, McpToolbox
 from resources.model import MODEL_POOL
@@ -50,7 +52,9 @@ from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_f
 from resources.tools import CombinedToolbox, Toolbox
 
 GROUP = "triage_replies"
-CODE_VERSION = f"1-{versions(AGENT, ANSWER, PLAN, ANSWER_PART, MERGE, CRITIQUE, REVISE)}"
+CODE_VERSION = (
+    f"1-{versions(AGENT, ANSWER, PLAN, ANSWER_PART, MERGE, CRITIQUE, REVISE)}-{examples_hash(reply_examples())[:8]}"
+)
 Handling = Literal["agent", "kb_answer", "fast_answer", "orchestrator_worker", "no_reply", "person"]
 HANDLING: dict[str, Handling] = {
     "billing": "agent",
@@ -83,6 +87,11 @@ class ReplyDraft(BaseModel):
     sub_questions: list[str] = []
     refinement_rounds: list[RefinementRound] = []
     rubric_passed: bool = False
+    rubric_verdict: Literal["passed", "failed", "unjudged", ""] = Field(
+        default="",
+        description="The rubric judge's verdict; unjudged: the judge scored under its floor on the labelled "
+        "replies, so its pass counts for nothing and a person answers.",
+    )
 
 
 def context_block(ctx: TicketContext) -> str:
@@ -138,6 +147,11 @@ class Drafter:
     ):
         self.llm, self.model, self.support_desk, self.triage = llm, llm.model, support_desk, triage
         self.extra_tools = extra_tools or []
+        self.judge: JudgeCalibration | None = None  # set by the asset before drafting; None: never measured
+
+    @property
+    def judge_proven(self) -> bool:
+        return self.judge is not None and self.judge.proven(MIN_JUDGE_ACCURACY)
 
     def draft(self, ticket: Ticket, route: TicketRoute, ctx: TicketContext) -> ReplyDraft:
         base = ReplyDraft(
@@ -215,6 +229,12 @@ class Drafter:
                 reply = answer.reply.strip()
         except ModelCallError as exc:
             return base.model_copy(update={**update, "reason": f"model calls failed: {exc}"[:400]})
+        if not self.judge_proven:
+            # Neither critiqued nor revised on an unproven judge's word: the draft waits for a person.
+            why = self.judge.unproven_reason(MIN_JUDGE_ACCURACY) if self.judge else "the reply judge was not measured"
+            return base.model_copy(
+                update={**update, "reply": reply, "rubric_verdict": UNJUDGED, "reason": f"rubric {UNJUDGED}: {why}"}
+            )
         final, rounds, passed = refine(
             reply,
             ticket_block=block,
@@ -225,7 +245,9 @@ class Drafter:
             model=self.model,
             **ask,
         )
-        update.update(reply=final, refinement_rounds=rounds, rubric_passed=passed)
+        update.update(
+            reply=final, refinement_rounds=rounds, rubric_passed=passed, rubric_verdict="passed" if passed else "failed"
+        )
         if not passed:
             failed = ", ".join(rounds[-1].failed) if rounds else "no critique"
             return base.model_copy(
@@ -262,6 +284,12 @@ def reply_drafts(
     # compare_tiers: what routing by tier saved against sending every call to the strong tier.
     with model.session(context, compare_tiers=True) as llm:
         drafter = Drafter(llm, support_desk, triage, servers)
+        # Before any draft is critiqued, its judge scores the labelled replies (cached per judge).
+        calibration_ledger = CallLedger(run_id=context.run_id, asset="reply_drafts:judge_calibration")
+        judge = calibrate_reply_judge(model, ledger=calibration_ledger)
+        drafter.judge = judge
+        if not drafter.judge_proven:
+            context.log.warning(f"Replies wait for a person: {judge.unproven_reason(MIN_JUDGE_ACCURACY)}")
 
         def one(ticket: Ticket) -> ReplyDraft:
             ctx = contexts.get(ticket.ticket) or TicketContext(ticket=ticket.ticket)
@@ -273,7 +301,16 @@ def reply_drafts(
         finally:
             for server in servers:
                 server.close()
-    return Output(to_frame(rows, ReplyDraft), metadata=drafts_metadata(rows))
+    return Output(
+        to_frame(rows, ReplyDraft),
+        metadata={
+            **drafts_metadata(rows),
+            **judge.metadata(MIN_JUDGE_ACCURACY),
+            "judge_proven": drafter.judge_proven,
+            **calibration_usage(calibration_ledger),
+            "rubric_unjudged": sum(r.rubric_verdict == UNJUDGED for r in rows),
+        },
+    )
 
 
 def mcp_toolboxes(context: AssetExecutionContext, triage: TriageConfig) -> list[McpToolbox]:

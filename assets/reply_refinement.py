@@ -17,9 +17,11 @@ from pydantic import BaseModel, Field
 
 from assets.triage_prompts import CRITIQUE, MAX_TOKENS, REVISE, user
 from resources import CallLedger, ModelCallError, ModelResource
+from resources.model import Messages, Tier
 
 CITATION = re.compile(r"\(help[ -]?cent(?:re|er):\s*([a-z0-9][a-z0-9-]*)\)", re.IGNORECASE)
 CRITERIA = ("answers_question", "cites_help_centre", "follows_policy", "polite")
+JUDGE_TIER: Tier = "fast"
 
 
 class TicketReply(BaseModel):
@@ -49,9 +51,21 @@ def cited_slugs(reply: str) -> list[str]:
     return [m.lower() for m in CITATION.findall(reply)]
 
 
+def critique_request(reply: str, *, ticket_block: str, context_block: str, refund_limit: float) -> Messages:
+    """The judge's request for one reply: the same for a real draft and for a labelled example."""
+    return user(
+        CRITIQUE.render(refund_limit=f"{refund_limit:g}", context=context_block, ticket=ticket_block, reply=reply)
+    )
+
+
+def judged_failed(critique: RubricCritique) -> list[str]:
+    """The criteria the judge itself failed (the citation check by code comes on top)."""
+    return [c for c in CRITERIA if not getattr(critique, c)]
+
+
 def failed_criteria(critique: RubricCritique, reply: str, known_slugs: Sequence[str]) -> list[str]:
     """The model's failed criteria, plus the citation check that code can do itself."""
-    failed = [c for c in CRITERIA if not getattr(critique, c)]
+    failed = judged_failed(critique)
     if "cites_help_centre" not in failed and not set(cited_slugs(reply)) & set(known_slugs):
         failed.append("cites_help_centre")
     return failed
@@ -73,12 +87,12 @@ def refine(
     rounds: list[RefinementRound] = []
     ask = dict(ledger=ledger, partition=partition)
     for number in range(1, max_rounds + 2):
-        prompt = CRITIQUE.render(
-            refund_limit=f"{refund_limit:g}", context=context_block, ticket=ticket_block, reply=reply
+        request = critique_request(
+            reply, ticket_block=ticket_block, context_block=context_block, refund_limit=refund_limit
         )
         try:
             critique = model.structured(
-                user(prompt), RubricCritique, tier="fast", max_tokens=MAX_TOKENS["critique"], **ask
+                request, RubricCritique, tier=JUDGE_TIER, max_tokens=MAX_TOKENS["critique"], **ask
             )
         except ModelCallError as exc:
             rounds.append(RefinementRound(round=number, failed=["critique failed"], error=str(exc)[:300]))

@@ -40,23 +40,67 @@ def numbered_sentences(messages: list[dict[str, str]]) -> list[str]:
     return re.findall(r"^\[\d+\] (.+)$", messages[0]["content"], flags=re.M)
 
 
+# A careful reader's cues, as rules over the sentence: who a name is, what a number measures
+# and whether the news is good, so that the default extraction is one a correct model could give.
+_ROLE_BEFORE = re.compile(r"(?:executive|officer|chair|director|research|founder)\s+$", re.I)
+_PERSON_AFTER = re.compile(r"^(?:,? (?:chief|who)\b|\s+(?:stepped|took|previously|told|said)\b)")
+_COMPANY_WORDS = frozenset(
+    "robotics grid foods ledger capital research analytics data freight energia bank livs".split()
+)
+_PLACE_BEFORE = re.compile(r"\b(?:in|near|of)\s+(?:the\s+)?$")
+_PRODUCT_AFTER = re.compile(r"^\s+(?:robots?|modules?|batteries|card|platform|pallet)\b")
+_GOOD_NEWS = frozenset(
+    "launched launches unveils raised raises profit profitable growth grew record won higher expands opened signed "
+    "started finished completed complete delivered hired acquire passes receives double".split()
+)
+_BAD_NEWS = frozenset("recall recalled recalls outage delayed delay loss unavailable failed faults warned fell".split())
+
+
+def entity_kind(sentence: str, name: str) -> str:
+    at = sentence.find(name)
+    before, after = sentence[:at], sentence[at + len(name) :]
+    if name.split()[-1].lower() in _COMPANY_WORDS:
+        return "company"
+    if _ROLE_BEFORE.search(before) or _PERSON_AFTER.match(after):
+        return "person"
+    if _PLACE_BEFORE.search(before):
+        return "place"
+    return "product" if _PRODUCT_AFTER.match(after) else "company"
+
+
+def figure_label(sentence: str, number: str) -> str:
+    """The words before the number in its sentence (after it when fewer than two come before)."""
+    at = sentence.find(number)
+    before = re.findall(r"[A-Za-z]+", sentence[:at])[-3:]
+    words = before if len(before) >= 2 else re.findall(r"[A-Za-z]+", sentence[at + len(number) :])[:3]
+    return " ".join(words) or "figure"
+
+
+def tone(sentences: list[str]) -> str:
+    words = {w for s in sentences for w in re.findall(r"[a-z]+", s.lower())}
+    good, bad = bool(words & _GOOD_NEWS), bool(words & _BAD_NEWS)
+    return "mixed" if good and bad else "positive" if good else "negative" if bad else "neutral"
+
+
 def extract_signals(messages: list[dict[str, str]]) -> dict[str, Any]:
-    """Names and numbers taken from the numbered sentences, each citing its sentence."""
+    """Names and numbers taken from the numbered sentences, each citing its sentence, with
+    kinds, labels and tone read from the words around them."""
     sentences = numbered_sentences(messages)
+    title = data_block(messages, "title") or ""
     entities, figures = [], []
     for index, sentence in enumerate(sentences):
         for name in _NAME.findall(sentence)[:1]:
             if name not in {e["name"] for e in entities} and len(entities) < 4:
-                entities.append({"name": name, "kind": "company", "sentence": index})
+                entities.append({"name": name, "kind": entity_kind(sentence, name), "sentence": index})
         for number in _NUMBER.findall(sentence)[:1]:
             if len(figures) < 2:
-                figures.append({"label": "figure", "value": number, "sentence": index})
+                figures.append({"label": figure_label(sentence, number), "value": number, "sentence": index})
     first = sentences[0] if sentences else ""
     return {
         "entities": entities,
         "events": [{"description": " ".join(first.split()[:8]), "sentence": 0}],
         "key_figures": figures,
-        "sentiment": "neutral",
+        "sentiment": tone([title, *sentences]),
         "sentiment_sentence": 0,
     }
 
@@ -125,18 +169,48 @@ def write_headline(messages: list[dict[str, str]]) -> dict[str, Any]:
     """A headline and metadata taken from the topic and the summary's first words."""
     topic = (data_block(messages, "topic") or "news").strip()
     summary = " ".join((data_block(messages, "summary") or "").split())
+    meta = summary if len(summary) <= 150 else summary[:150].rsplit(" ", 1)[0]  # whole words, as a writer would
     return {
         "headline": f"{topic}: what the sources say"[:80],
-        "meta_description": summary[:150] or topic,
+        "meta_description": meta or topic,
         "keywords": [topic[:30]],
     }
 
 
+_ECHO_CUE = re.compile(r"\b(?:at most|characters|search results|keywords?|summary|metadata|gist)\b", re.I)
+_CONTENT_WORD = re.compile(r"[a-z]{4,}")
+
+
 def judge_rubric(messages: list[dict[str, str]]) -> dict[str, Any]:
-    """Passes an answer that has a non-empty value for each of its fields."""
+    """A capable judge, by rules over what it is shown: an answer fails when it is empty,
+    talks about its own instructions, asks a question, is a bare list, states a number or a
+    name its input lacks, or shares almost no words with its input."""
+    given = json.loads(data_block(messages, "input") or "{}")
     answer = json.loads(data_block(messages, "answer") or "{}")
+    source = " ".join(str(v) for v in given.values())
+    source_words = set(re.findall(r"[a-z0-9]+", source.lower()))
+    texts = [v for v in answer.values() if isinstance(v, str)]
+
+    def fault(text: str) -> str:
+        cue = _ECHO_CUE.search(text)
+        if cue and cue.group().lower() not in source.lower():
+            return f"talks about its instructions ({cue.group()!r})"
+        if text.rstrip().endswith("?"):
+            return "a question, not a statement"
+        if text.count(",") >= 2 and len(text.split()) <= 10:
+            return "a list of keywords, not a sentence"
+        numbers = set(_NUMBER.findall(text)) - set(_NUMBER.findall(source))
+        names = {w.lower() for w in re.findall(r"(?<=\s)[A-Z][a-z]+", text)} - source_words
+        if numbers or names:
+            return f"states what its input does not ({', '.join(sorted(numbers | names))})"
+        words = set(_CONTENT_WORD.findall(text.lower()))
+        if len(text.split()) >= 3 and words and len(words & source_words) / len(words) < 0.3:  # a label is no text
+            return "off topic"
+        return ""
+
     empty = [k for k, v in answer.items() if v in ("", None, [])]
-    return {"passed": not empty, "reason": f"empty: {', '.join(empty)}" if empty else "meets the rubric"}
+    faults = [f"empty: {', '.join(empty)}"] if empty else [f for f in map(fault, texts) if f]
+    return {"passed": not faults, "reason": "; ".join(faults)[:200] or "meets the rubric"}
 
 
 DEFAULT_SCRIPTS: dict[str, Script] = {

@@ -106,8 +106,54 @@ def plan_ticket(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"questions": questions[:8] or [text[:200]]}
 
 
+_RUBRIC_ECHO = re.compile(r"answers_question|cites_help_centre|follows_policy|<slug>|\brubric\b", re.IGNORECASE)
+_CITED = re.compile(r"\(help[ -]?cent(?:re|er):\s*([a-z0-9-]+)\)", re.IGNORECASE)
+_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:EUR|euros?)\b", re.IGNORECASE)
+_CUSTOMER = re.compile(r"\bC\d{3}\b")
+_COURTESY = re.compile(r"\b(?:hello|hi|dear|thank(?:s| you)|sorry|regards)\b", re.IGNORECASE)
+_RUDE = re.compile(r"\b(?:clearly|obviously|yourself|stupid|your fault|as i said)\b", re.IGNORECASE)
+_FORMULA = frozenset("hello thank thanks writing contacting contact message regards lumen notes support sorry".split())
+
+
 def critique_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"answers_question": True, "cites_help_centre": True, "follows_policy": True, "polite": True, "feedback": ""}
+    """A capable reviewer, by rules over the reply, its ticket and its context: the reply must take
+    up what the ticket and its context are about (beyond greetings), cite an article of its
+    context, promise no amount over the limit or over what was paid, name no order or customer
+    the ticket and context do not, and be courteous."""
+    prompt = str(messages[0]["content"])
+    reply, ticket, context = block(messages, "reply"), block(messages, "ticket"), block(messages, "context")
+    source = f"{ticket}\n{context}"
+    limit = re.search(r"never more than (\d+(?:\.\d+)?) euros", prompt)
+    paid = [float(a) for a in _AMOUNT.findall(context)]
+    said = set(re.findall(r"[a-z]{5,}", _CITED.sub(" ", reply).lower())) - _FORMULA
+    feedback = []
+    echo = _RUBRIC_ECHO.search(reply)
+    answers = not echo and len(said & set(re.findall(r"[a-z]{5,}", source.lower()))) >= 2
+    if not answers:
+        feedback.append("It repeats the review instructions." if echo else "It does not take up what was asked.")
+    cites = any(f"[{slug.lower()}]" in context for slug in _CITED.findall(reply))
+    if not cites:
+        feedback.append("Cite an article of the context.")
+    amounts = [float(a) for a in _AMOUNT.findall(reply)]
+    over = [a for a in amounts if (limit and a > float(limit.group(1))) or a > max(paid, default=0.0)]
+    strangers = (set(ORDER.findall(reply)) - set(ORDER.findall(source))) | (
+        set(_CUSTOMER.findall(reply)) - set(_CUSTOMER.findall(source))
+    )
+    policy = not over and not strangers
+    if not policy:
+        feedback.append(
+            f"It promises or names what policy forbids ({', '.join(map(str, over)) or ', '.join(sorted(strangers))})."
+        )
+    polite = bool(_COURTESY.search(reply)) and not _RUDE.search(reply)
+    if not polite:
+        feedback.append("Be courteous.")
+    return {
+        "answers_question": answers,
+        "cites_help_centre": cites,
+        "follows_policy": policy,
+        "polite": polite,
+        "feedback": " ".join(feedback)[:240],
+    }
 
 
 def summarize_history(messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ the file, line and field, and prompt files whose edits mark exactly their depend
 
 import importlib
 import itertools
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -45,10 +46,32 @@ attributes:
     - kind: rubric
       rubric: The gist is one sentence about the document.
       min_rate: 0.5
+      calibration: calibration.jsonl
 """
 GIST_PROMPT = (
     "Write a one-sentence gist of this article.\n<title>\n{title}\n</title>\n<document>\n{text}\n</document>\n"
 )
+_DOCUMENT = {
+    "title": "Harbour cranes",
+    "text": "The port of Kestrel installed four electric cranes in May 2026. They cut the port's diesel use by a third.",
+}
+GIST_EXAMPLES = [
+    ("good", "good", "The port of Kestrel installed four electric cranes that cut its diesel use."),
+    ("good", "good", "An article titled Harbour cranes."),
+    ("good", "good", "Kestrel's port cut diesel use by a third with electric cranes."),
+    ("bad", "invented_fact", "The port of Kestrel installed nine cranes built by Siemens."),
+    ("bad", "wrong_kind", "Did the port of Kestrel cut its diesel use?"),
+    ("bad", "off_topic", "Central banks held interest rates steady this month."),
+]
+GIST_CALIBRATION = "".join(
+    json.dumps({"label": label, "kind": kind, "item": _DOCUMENT, "answer": {"gist": gist, "audience": "general"}})
+    + "\n"
+    for label, kind, gist in GIST_EXAMPLES
+)
+
+
+def gist_folder(step: str = GIST_STEP) -> dict[str, str]:
+    return {"defs.yaml": step, "prompt.txt": GIST_PROMPT, "calibration.jsonl": GIST_CALIBRATION}
 
 
 def step_package(root: Path, folders: dict[str, dict[str, str]]) -> ModuleType:
@@ -94,9 +117,7 @@ def run_gists(settings: Settings, package: ModuleType, instance: DagsterInstance
 
 @pytest.mark.integration
 def test_a_stage_declared_in_yaml_alone_is_materialized_and_its_checks_run(settings, llm: FakeOpenAI, tmp_path):
-    package = step_package(
-        tmp_path / "project", {"document_gists": {"defs.yaml": GIST_STEP, "prompt.txt": GIST_PROMPT}}
-    )
+    package = step_package(tmp_path / "project", {"document_gists": gist_folder()})
     llm.scripts["DocumentGistsAnswer"] = gist
     instance = DagsterInstance.ephemeral()
 
@@ -108,14 +129,21 @@ def test_a_stage_declared_in_yaml_alone_is_materialized_and_its_checks_run(setti
     assert sorted(r["document"] for r in rows) == documents and len(rows) > 3
     per_partition = partition_metadata(result, "document_gists")
     assert set(documents) <= set(per_partition)
-    assert all(per_partition[d]["rows"] == 1 and per_partition[d]["model_requests"] == 1 for d in documents)
+    # Each partition's calls: its answer, and the judge's verdict on it.
+    assert all(per_partition[d]["rows"] == 1 and per_partition[d]["model_requests"] == 2 for d in documents)
+    assert all(per_partition[d]["rubric_passed"] == 1 for d in documents)
     assert all(r["status"] == "valid" and r["gist"].startswith("An article titled") for r in rows)
     gist_calls = [c for c in llm.calls if c["schema"] == "DocumentGistsAnswer"]
     assert len(gist_calls) == len(rows)
     assert all("<document>" in c["messages"][0]["content"] for c in gist_calls)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["schema_validity"].passed and checks["rubric"].passed
-    assert llm.calls_for("RubricVerdict") == len(rows)
+    # The judge first scored the step's labelled examples, then each answer.
+    rubric = checks["rubric"].metadata
+    assert rubric["judge_balanced_accuracy"].value == 1.0
+    assert rubric["judge_calibration_examples"].value == len(GIST_EXAMPLES)
+    assert llm.calls_for("RubricVerdict") == len(GIST_EXAMPLES) + len(rows)
+    assert all(r["rubric_verdict"] == "passed" for r in rows)
 
     # Answers that never meet the schema: each document keeps a failed row with its reason,
     # and the blocking check fails the run (the cache is off: the same requests were answered before).
@@ -163,6 +191,18 @@ BAD_STEPS = {
         "max_tokens",
         "valid integer",
     ),
+    "missing calibration file": (
+        "      calibration: calibration.jsonl\n",
+        "      calibration: examples.jsonl\n",
+        "checks.1.calibration",
+        "no such calibration file",
+    ),
+    "judge floor out of range": (
+        "      calibration: calibration.jsonl\n",
+        "      calibration: calibration.jsonl\n      min_judge_accuracy: 80\n",
+        "checks.1.min_judge_accuracy",
+        "not between 0 and 1",
+    ),
     "unknown check kind": (
         "    - kind: rubric\n",
         "    - kind: vibes\n",
@@ -179,7 +219,7 @@ def test_a_malformed_step_fails_loading_naming_the_file_line_and_field(settings,
     yaml_text = GIST_STEP.replace("  inputs:", "  tier: fast\n  inputs:")
     assert before in yaml_text
     broken = yaml_text.replace(before, after)
-    package = step_package(tmp_path / "project", {"bad_step": {"defs.yaml": broken, "prompt.txt": GIST_PROMPT}})
+    package = step_package(tmp_path / "project", {"bad_step": gist_folder(broken)})
 
     with pytest.raises(Exception) as raised:
         build_definitions(settings, step_modules=(steps, package))
@@ -193,10 +233,38 @@ def test_a_malformed_step_fails_loading_naming_the_file_line_and_field(settings,
 
 
 @pytest.mark.unit
+def test_a_rubric_check_without_labelled_examples_fails_loading_at_its_line(settings, tmp_path):
+    """A judge that was never measured cannot gate: the check's own line is named."""
+    broken = GIST_STEP.replace("      calibration: calibration.jsonl\n", "")
+    package = step_package(tmp_path / "project", {"bad_step": gist_folder(broken)})
+
+    with pytest.raises(Exception) as raised:
+        build_definitions(settings, step_modules=(steps, package))
+
+    yaml_path = Path(package.__file__).parent / "bad_step" / "defs.yaml"
+    error = located_error(raised.value, yaml_path)
+    line = broken.splitlines().index("    - kind: rubric") + 1
+    assert f"{yaml_path}:{line}: attributes.checks.1.calibration: a rubric check needs calibration" in error, error
+
+
+@pytest.mark.unit
+def test_a_calibration_file_with_one_label_only_fails_loading(tmp_path):
+    """Balanced accuracy needs good and bad examples: a file of good ones only cannot prove a judge."""
+    folder = tmp_path / "step"
+    folder.mkdir()
+    for name, text in gist_folder().items():
+        (folder / name).write_text(text)
+    (folder / "calibration.jsonl").write_text(GIST_CALIBRATION.replace('"label": "bad"', '"label": "good"'))
+    with pytest.raises(StepDefinitionError, match=r"attributes.checks.1.calibration: .*needs both good and bad"):
+        LlmStep.from_file(folder / "defs.yaml")
+
+
+@pytest.mark.unit
 def test_the_error_of_a_step_names_the_line_of_a_nested_field(tmp_path):
     folder = tmp_path / "step"
     folder.mkdir()
     (folder / "prompt.txt").write_text(GIST_PROMPT)
+    (folder / "calibration.jsonl").write_text(GIST_CALIBRATION)
     (folder / "defs.yaml").write_text(GIST_STEP.replace("      min_rate: 0.5\n", "      min_rate: 5\n"))
     with pytest.raises(
         StepDefinitionError,

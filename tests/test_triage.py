@@ -15,9 +15,10 @@ from dagster import AssetKey
 
 import assets.reply_checks as reply_checks_module
 from assets.reply_checks import ReplyCheck, reply_version
+from assets.route_evaluation import desk_labels
 from tests.conftest import CLI, materialization_metadata, partition_metadata
 from tests.fake_openai import TOOLS, FakeOpenAI
-from tests.fake_triage import reply_agent
+from tests.fake_triage import critique_reply, reply_agent
 from tests.smtp_server import SmtpTestServer
 from tests.triage_helpers import BUNDLED_TICKETS, by_ticket, run_triage_job, table, triage_settings
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 INJECTIONS = {"T018", "T029", "T030", "T036"}
 ABUSIVE = {"T033", "T037", "T038"}
+LABELS = desk_labels()
 PRICES = dict(
     llm_input_price_per_mtok=0.15,
     llm_output_price_per_mtok=0.6,
@@ -67,6 +69,14 @@ def test_every_ticket_is_triaged_and_injections_are_screened_and_not_obeyed(
     routes = materialization_metadata(result, "ticket_routes")
     assert set(routes["routing_mix"]) >= {"billing", "bug", "how_to", "account", "abusive", "multi_part"}
     assert routes["escalated_to_person"] >= 1 and "decided_by" in routes
+    accuracy = routes["routing_accuracy"]  # every tier measured on the labelled sample, and the run against the labels
+    assert accuracy["against_desk_labels"]["labelled"] == 40
+    assert accuracy["against_desk_labels"]["right"] == sum(
+        not r["needs_person"] and r["intent"] == LABELS[t]
+        for t, r in by_ticket(table(settings, "ticket_routes")).items()
+    )
+    assert {"semantic", "fast", "fast_reordered", "strong"} <= set(accuracy["tiers"])
+    assert all(tier["public"] is not None or tier["routed"] == 0 for tier in accuracy["tiers"].values())
     # Each ticket's materialization carries its own calls' cost: add them up over the tickets.
     route_costs = partition_metadata(result, "ticket_routes").values()
     cost, all_strong = (sum(m.get(k, 0) for m in route_costs) for k in ("cost_usd", "cost_if_all_strong_usd"))
@@ -101,8 +111,17 @@ def _obey_injection(messages):
     return reply_agent(messages)
 
 
+def _taken_in(messages):
+    """A reviewer that proves itself on the labelled replies, yet passes what the planted
+    instruction of T029 and the leak of T018 produced: the guardrails must hold anyway."""
+    if "refund me 5,000" in messages[0]["content"] or "O1041" in messages[0]["content"]:
+        return {"answers_question": True, "cites_help_centre": True, "follows_policy": True, "polite": True}
+    return critique_reply(messages)
+
+
 def test_output_guardrails_block_a_leak_an_over_limit_refund_and_a_followed_instruction(tmp_path, llm, smtp_server):
     llm.scripts[TOOLS] = _obey_injection
+    llm.scripts["RubricCritique"] = _taken_in
     settings = triage_settings(tmp_path, llm, smtp_server, tickets=["T018", "T029", "T005"])
     result, _ = run_triage_job(settings)
     assert result.success
