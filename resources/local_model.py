@@ -33,12 +33,29 @@ class LocalServerSettings:
 
     parallel_slots: int
     context_per_slot: int
-    threads: int  # 0 = up to 2, never more than the cores
+    threads: int  # 0 = free_cores() at start
     verbosity: int
 
     @property
     def cpu_threads(self) -> int:
-        return self.threads or max(1, min(2, os.cpu_count() or 1))
+        return self.threads or free_cores()
+
+
+def free_cores(cores: int | None = None, load: float | None = None) -> int:
+    """Threads for llama.cpp: the cores this process may run on, less those other work keeps
+    busy (the 1-minute load average) and one for the pipeline's own work in this process
+    (embeddings, Dagster's events), at least 1.
+
+    llama.cpp's threads wait for each other at every layer: one thread that shares its core
+    with another process holds all of them back, and 2 threads on a 2-core machine with one
+    busy core generate 4 to 10 times slower than 1 thread does. Fewer threads than cores lose
+    little; one too many loses most of the speed."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = min(cores, round(load))
+    return max(1, cores - busy - 1)
 
 
 def gguf_path() -> Path:

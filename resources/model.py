@@ -21,6 +21,7 @@ import json
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, TypeVar
 
@@ -33,6 +34,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from resources.circuit_breaker import CircuitBreaker
 from resources.ledger import RETRYABLE_STATUS, CallLedger, CallRecord, is_outage
 from resources.local_model import EMBEDDED_SERVER, LOCAL_MODEL_NAME, LocalServerSettings
+from resources.request_deadlines import EndpointPace
 from resources.response_cache import CachedResponse, ResponseCache, request_key
 from resources.secrets import redact, reveal
 from resources.traces import TraceStore
@@ -199,7 +201,10 @@ class Endpoint(Config):
         default="", description="Model of the strong tier (drafting, judging); empty = the fast tier's."
     )
     timeout_seconds: float = Field(
-        default=60.0, gt=0, description="Seconds one request may take before it counts as a timeout."
+        default=0.0,
+        ge=0,
+        description="Seconds one request may take before it counts as a timeout; 0 = a deadline from the work: "
+        "the request's prompt and max_tokens at the endpoint's measured tokens/s, never under the floor.",
     )
     max_concurrency: int = Field(
         default=0, ge=0, description="Requests in flight at once (bulkhead); 0 = the resource's max_concurrency."
@@ -279,6 +284,17 @@ class ModelResource(ConfigurableResource):
     fallbacks: list[Endpoint] = Field(
         default=[], description="Endpoints tried in order when the primary fails or its circuit is open."
     )
+    deadline_floor_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Shortest deadline of a request to an endpoint whose timeout is 0 (a deadline from the work).",
+    )
+    start_tokens_per_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="Pace assumed for an endpoint whose timeout is 0 until its answers are measured; "
+        "low, so that the first deadlines are long.",
+    )
     max_retries: int = Field(
         default=3,
         ge=0,
@@ -345,7 +361,10 @@ class ModelResource(ConfigurableResource):
         default=2048, ge=256, description="Embedded model: context tokens per parallel slot (slots = max_concurrency)."
     )
     local_model_threads: int = Field(
-        default=0, ge=0, description="Embedded model: CPU threads; 0 = up to 2, never more than the cores."
+        default=0,
+        ge=0,
+        description="Embedded model: CPU threads; 0 = chosen at start: the cores this process may use, less "
+        "those busy (load average) and one for the pipeline's own work, at least 1.",
     )
     local_model_verbosity: int = Field(
         default=-1,
@@ -357,6 +376,9 @@ class ModelResource(ConfigurableResource):
     _clients: dict[str, OpenAI] = PrivateAttr(default_factory=dict)
     _breakers: dict[str, CircuitBreaker] = PrivateAttr(default_factory=dict)
     _bulkheads: dict[str, threading.BoundedSemaphore] = PrivateAttr(default_factory=dict)
+    _paces: dict[str, EndpointPace] = PrivateAttr(default_factory=dict)
+    _in_flight: dict[str, threading.Event] = PrivateAttr(default_factory=dict)
+    _stayed_invalid: Any = PrivateAttr(default_factory=weakref.WeakKeyDictionary)
     _cache: ResponseCache | None = PrivateAttr(default=None)
     _traces: TraceStore | None = PrivateAttr(default=None)
     _spans: Any = PrivateAttr(default=None)
@@ -410,7 +432,7 @@ class ModelResource(ConfigurableResource):
                 self._clients[endpoint.name] = OpenAI(
                     base_url=self._url(endpoint),
                     api_key=reveal(endpoint.api_key) or "not-needed",
-                    timeout=endpoint.timeout_seconds,
+                    timeout=endpoint.timeout_seconds or self.deadline_floor_seconds,  # each call sets its own
                     max_retries=0,  # tenacity retries; the client's own would multiply them
                 )
             return self._clients[endpoint.name]
@@ -420,6 +442,17 @@ class ModelResource(ConfigurableResource):
             return self._breakers.setdefault(
                 endpoint.name, CircuitBreaker(self.breaker_failures, self.breaker_cooldown_seconds)
             )
+
+    def _pace(self, endpoint: Endpoint) -> EndpointPace:
+        with self._lock:
+            return self._paces.setdefault(
+                endpoint.name, EndpointPace(self.start_tokens_per_s, self.deadline_floor_seconds)
+            )
+
+    def endpoint_paces(self) -> dict[str, float]:
+        """The measured tokens/s of each endpoint that takes its deadlines from the work."""
+        with self._lock:
+            return {name: round(pace.tokens_per_s, 2) for name, pace in self._paces.items()}
 
     def _bulkhead(self, endpoint: Endpoint) -> threading.BoundedSemaphore:
         with self._lock:
@@ -503,8 +536,14 @@ class ModelResource(ConfigurableResource):
         return min(hinted, self.backoff_max_seconds) if hinted is not None else backoff(retry_state)
 
     def _call_endpoint(self, endpoint: Endpoint, body: dict[str, Any], record: CallRecord) -> Any:
-        """One call to one endpoint, with retries; `record.attempt` counts the tries, failed or not."""
+        """One call to one endpoint, with retries; `record.attempt` counts the tries, failed or not.
+
+        An endpoint with a timeout keeps it; one without gets a deadline per try from the
+        request's budget and its measured pace (see `request_deadlines`), and each answer
+        it gives refines that pace."""
         client = self._client(endpoint)
+        pace = None if endpoint.timeout_seconds else self._pace(endpoint)
+        prompt_chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
         record.attempt = 0
         for attempt in Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
@@ -514,7 +553,16 @@ class ModelResource(ConfigurableResource):
         ):
             with attempt:
                 record.attempt += 1
-                return client.chat.completions.create(model=record.model, **body)
+                if pace is None:
+                    return client.chat.completions.create(model=record.model, **body)
+                timeout = pace.deadline(prompt_chars, int(body.get("max_tokens") or 0), record.attempt)
+                started = time.perf_counter()
+                response = client.chat.completions.create(model=record.model, timeout=timeout, **body)
+                if response.usage is not None:
+                    pace.record(
+                        response.usage.prompt_tokens, response.usage.completion_tokens, time.perf_counter() - started
+                    )
+                return response
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _secrets(self) -> list[str]:
@@ -684,6 +732,10 @@ class ModelResource(ConfigurableResource):
             cache_hit=record.cache_hit,
         )
 
+    def _request_key(self, messages: Messages, parameters: dict[str, Any], tier: Tier, sample: int) -> str:
+        identity = {"models": [e.model_for(tier) for e in self.chain()], "messages": messages, **parameters}
+        return request_key({**identity, "sample": sample} if sample else identity)
+
     def _complete(
         self,
         messages: Messages,
@@ -695,9 +747,40 @@ class ModelResource(ConfigurableResource):
         partition: str,
         sample: int = 0,
     ) -> tuple[T, CallRecord]:
+        """A request is sent once however many ask it at the same time: identical requests
+        (two drafts that hold the same sentence, say) wait for the first and take its answer
+        from the cache, as they would had they come a moment later. Without a cache each goes
+        its own way; after a failed first, the next one tries for itself."""
+        arguments = (messages, schema, parameters, extract, tier, ledger, partition, sample)
+        if self._response_cache() is None:
+            return self._complete_once(*arguments)
+        key = self._request_key(messages, parameters, tier, sample)
+        with self._lock:
+            running = self._in_flight.get(key)
+            if running is None:
+                self._in_flight[key] = threading.Event()
+        if running is not None:
+            running.wait()
+            return self._complete_once(*arguments)
+        try:
+            return self._complete_once(*arguments)
+        finally:
+            with self._lock:
+                self._in_flight.pop(key).set()
+
+    def _complete_once(
+        self,
+        messages: Messages,
+        schema: type[T],
+        parameters: dict[str, Any],
+        extract: Callable[[Any], str],
+        tier: Tier,
+        ledger: CallLedger | None,
+        partition: str,
+        sample: int = 0,
+    ) -> tuple[T, CallRecord]:
         chain = self.chain()
-        identity = {"models": [e.model_for(tier) for e in chain], "messages": messages, **parameters}
-        key = request_key({**identity, "sample": sample} if sample else identity)
+        key = self._request_key(messages, parameters, tier, sample)
         label = {"tier": tier, "request_id": uuid.uuid4().hex, "partition": partition}
         cache = self._response_cache()
         hit = self._valid_cached(cache, key, schema)
@@ -706,6 +789,21 @@ class ModelResource(ConfigurableResource):
             record = CallRecord(model=cached.model, endpoint=cached.endpoint, cache_hit=True, **label)
             self._record(ledger, record, messages, cached.content)
             return value, record
+        deterministic = ledger is not None and parameters.get("temperature") == 0
+        known = self._stayed_invalid.get(ledger, {}).get(key) if deterministic else None
+        if known is not None:
+            # At temperature 0 the same conversation gets the same answer: asking again
+            # would spend the calls and re-asks that already failed on nothing new.
+            skipped = CallRecord(
+                model=known[-1].model,
+                endpoint=known[-1].endpoint,
+                attempt=0,
+                error="invalid output: the same request stayed invalid earlier in this computation; not asked again",
+                error_kind=INVALID_OUTPUT,
+                **label,
+            )
+            self._record(ledger, skipped, messages, "")
+            raise StructuredOutputError(tier, known, schema.__name__)
         failures: list[EndpointFailure] = []
         input_chars = sum(len(str(m.get("content") or "")) for m in messages)
         for position, endpoint in enumerate(chain):
@@ -742,10 +840,12 @@ class ModelResource(ConfigurableResource):
                 endpoint, messages, schema, parameters, ledger, {**label, "fallback": position > 0}, extract
             )
             if isinstance(outcome, EndpointFailure):
-                # An endpoint that answers, however badly, is not down: invalid answers count
-                # against its breaker only when a later endpoint can take its requests, so a
-                # lone small model is never shut off for a run of bad answers.
-                if outcome.kind != INVALID_OUTPUT or position < len(chain) - 1:
+                # An endpoint that answers, however badly, is not down: invalid answers and
+                # refused requests (4xx) count against its breaker only when a later endpoint
+                # can take its requests, so a lone small model is never shut off for a run of
+                # bad answers or one prompt too long for its context; only silence (refused
+                # connections, 5xx, timeouts) opens the last endpoint's circuit.
+                if outcome.outage or position < len(chain) - 1:
                     breaker.record_failure()
                 else:  # it answered, so it is up; this also settles a half-open probe
                     breaker.record_success()
@@ -766,6 +866,9 @@ class ModelResource(ConfigurableResource):
                 )
             return value, record
         if any(f.kind == INVALID_OUTPUT for f in failures):
+            if deterministic and all(f.kind == INVALID_OUTPUT for f in failures):
+                with self._lock:
+                    self._stayed_invalid.setdefault(ledger, {})[key] = failures
             raise StructuredOutputError(tier, failures, schema.__name__)
         raise ModelCallError(tier, failures)
 

@@ -95,7 +95,14 @@ def usage_metadata(
     `partition` limits it to one partition's calls, so that per-partition materializations
     add up to the run instead of each repeating its total."""
     summary = ledger.summary(partition=partition)
-    breakers = {"breaker_states": MetadataValue.json(model.breaker_states())} if model is not None else {}
+    breakers = (
+        {
+            "breaker_states": MetadataValue.json(model.breaker_states()),
+            "endpoint_tokens_per_s": MetadataValue.json(model.endpoint_paces()),
+        }
+        if model is not None
+        else {}
+    )
     return {
         "model_requests": summary.requests,
         "model_failed_requests": summary.failed_requests,

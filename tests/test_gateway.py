@@ -3,6 +3,7 @@ re-asks, and the response cache."""
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import BaseModel
@@ -313,3 +314,43 @@ def test_a_lone_endpoint_answering_badly_is_not_shut_off(llm):
     results = [model.map_structured([p], ClaimRewrite)[0] for p in numbered(5)]
     assert [isinstance(r, ClaimRewrite) for r in results] == [False, False, False, True, True]
     assert model.breaker_states() == {"primary": "closed"}
+
+
+def test_identical_requests_in_flight_at_once_are_sent_once(llm, tmp_path):
+    """Two drafts holding the same sentence ask the same revision at the same moment: one call."""
+    model = gateway(llm, cache_path=str(tmp_path / "cache.sqlite"))
+    llm.answering.clear()  # hold the first answer until every copy has been asked
+    ledger = CallLedger()
+    pool = ThreadPoolExecutor(max_workers=4)
+    futures = [pool.submit(model.structured, PROMPT, ClaimRewrite, ledger=ledger) for _ in range(4)]
+    while not llm.received:
+        time.sleep(0.01)
+    llm.answering.set()
+    answers = [future.result(timeout=30) for future in futures]
+    pool.shutdown()
+    assert {a.claim for a in answers} == {"Acme hired 12 people."}
+    assert llm.requests == 1
+    summary = ledger.summary()
+    assert (summary.requests, summary.cache_hits) == (4, 3)
+
+
+def test_a_request_that_stayed_invalid_is_not_asked_again_in_the_same_computation(llm):
+    """At temperature 0 the same conversation gets the same answer: a second identical request of
+    the same asset computation fails at once, with the first one's reasons; another computation asks."""
+    llm.scripts["ClaimRewrite"] = lambda messages: '{"wrong": "shape"}'
+    model = gateway(llm, max_reasks=1)
+    ledger = CallLedger()
+    with pytest.raises(StructuredOutputError):
+        model.structured(PROMPT, ClaimRewrite, ledger=ledger)
+    assert llm.requests == 2  # the ask and its re-ask
+    with pytest.raises(StructuredOutputError, match="wrong|invalid"):
+        model.structured(PROMPT, ClaimRewrite, ledger=ledger)
+    assert llm.requests == 2
+    summary = ledger.summary()
+    assert (summary.requests, summary.failed_requests, summary.calls) == (2, 2, 2)
+    with pytest.raises(StructuredOutputError):
+        model.structured(PROMPT, ClaimRewrite, ledger=CallLedger())
+    assert llm.requests == 4
+    with pytest.raises(StructuredOutputError):  # sampled (a vote): each draw is its own
+        model.structured(PROMPT, ClaimRewrite, ledger=ledger, temperature=0.7)
+    assert llm.requests == 6
