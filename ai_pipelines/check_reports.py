@@ -10,6 +10,11 @@ to that one case instead (`failing_partitions`).
 
 The pass rate counts every evaluated case, warnings included, so that a gate can fail
 a build on many non-blocking failures; skipped cases count for nothing.
+
+With a baseline (`check_baselines`), every format leads with what got worse: the markdown
+opens with a "Regressions" section, the terminal text with the regressed cases, the JSON
+carries a `baseline` object, and JUnit marks each regressed testcase (a `regressed`
+property and a first line in its failure text) and each improved one.
 """
 
 from __future__ import annotations
@@ -24,51 +29,20 @@ from typing import Iterable, Literal
 
 from pydantic import BaseModel, JsonValue
 
+from ai_pipelines.check_baselines import (
+    BaselineComparison,
+    VerdictChange,
+    above_max_regression,
+    regression_sentence,
+)
+from ai_pipelines.check_cases import CheckCase
+
 ReportFormat = Literal["junit", "json", "markdown"]
 REPORT_FORMATS: tuple[ReportFormat, ...] = ("junit", "json", "markdown")
 # A JUnit report on stdout would be mixed with whatever else CI prints; test reporters read files.
 DEFAULT_JUNIT_FILE = "check-results.xml"
 STDOUT = "-"
 NOT_EVALUATED = "not evaluated: an upstream step failed or was blocked"
-
-CaseStatus = Literal["passed", "failed", "warning", "skipped"]
-
-
-class CheckCase(BaseModel):
-    """One check's verdict (for one partition when Dagster evaluated it per partition)."""
-
-    asset: str
-    check: str
-    partition: str | None = None
-    status: CaseStatus
-    blocking: bool  # ERROR severity on a blocking check: a failure stops downstream assets and fails the build
-    check_description: str = ""  # what the check asserts (its AssetCheckSpec description)
-    result_description: str = ""  # what this evaluation found
-    metadata: dict[str, JsonValue] = {}  # what the check recorded, as JSON values
-    failing_partitions: list[str] = []  # partitions named in the failing rows of a whole-table evaluation
-
-    @property
-    def name(self) -> str:
-        return f"{self.check}[{self.partition}]" if self.partition is not None else self.check
-
-    @property
-    def label(self) -> str:
-        return f"{self.asset}:{self.name}"
-
-    @property
-    def evaluated(self) -> bool:
-        return self.status != "skipped"
-
-    @property
-    def details(self) -> str:
-        """The evaluation's description, failing partitions and metadata as plain text."""
-        lines = [self.result_description] if self.result_description else []
-        if self.failing_partitions:
-            lines.append(f"failing partitions: {', '.join(self.failing_partitions)}")
-        for key, value in self.metadata.items():
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            lines.append(f"{key}:\n{text}" if "\n" in text else f"{key}: {text}")
-        return "\n".join(lines)
 
 
 def metadata_value(value: object) -> JsonValue:
@@ -142,13 +116,21 @@ class CheckReport(BaseModel):
     verdict: Literal["passed", "failed"]
     run_failed: bool  # a step failed for another reason than a blocking check
     min_pass_rate: float | None = None
+    max_regression: float | None = None
     reasons: list[str]  # why the verdict is "failed"; empty when it passed
     totals: CheckTotals
+    baseline: BaselineComparison | None = None  # None: no baseline was asked for
     cases: list[CheckCase]
 
     @classmethod
     def build(
-        cls, run_id: str, cases: list[CheckCase], run_failed: bool, min_pass_rate: float | None = None
+        cls,
+        run_id: str,
+        cases: list[CheckCase],
+        run_failed: bool,
+        min_pass_rate: float | None = None,
+        baseline: BaselineComparison | None = None,
+        max_regression: float | None = None,
     ) -> "CheckReport":
         totals = CheckTotals.of(cases)
         reasons = ["the run failed: a step failed (see the run in the Dagster UI)"] if run_failed else []
@@ -159,13 +141,17 @@ class CheckReport(BaseModel):
         ]
         if below_pass_rate(totals, min_pass_rate):
             reasons.append(pass_rate_sentence(totals, min_pass_rate))
+        if baseline is not None and above_max_regression(baseline, max_regression):
+            reasons.append(regression_sentence(baseline, max_regression))
         return cls(
             run_id=run_id,
             verdict="failed" if reasons else "passed",
             run_failed=run_failed,
             min_pass_rate=min_pass_rate,
+            max_regression=max_regression,
             reasons=reasons,
             totals=totals,
+            baseline=baseline,
             cases=cases,
         )
 
@@ -176,7 +162,8 @@ class CheckReport(BaseModel):
     def to_text(self) -> str:
         """The table a person reads at a terminal."""
         width = max([len(c.label) for c in self.cases] + [10])
-        lines = [f"{'result':<6}  {'severity':<8}  {'check'.ljust(width)}  description"]
+        lines = self._baseline_text()
+        lines.append(f"{'result':<6}  {'severity':<8}  {'check'.ljust(width)}  description")
         for case in sorted(self.cases, key=lambda c: not c.evaluated):  # evaluated first, as they ran
             result = {"passed": "PASS", "failed": "FAIL", "warning": "FAIL", "skipped": "SKIP"}[case.status]
             severity = "" if not case.evaluated else "ERROR" if case.blocking else "WARN"
@@ -191,7 +178,26 @@ class CheckReport(BaseModel):
         )
         if self.min_pass_rate is not None:
             lines.append(pass_rate_sentence(totals, self.min_pass_rate))
+        if self.baseline is not None:
+            lines.append(regression_sentence(self.baseline, self.max_regression))
         return "\n".join(lines)
+
+    def _baseline_text(self) -> list[str]:
+        """Regressions, pass-rate changes and improvements, above the table: what a change broke
+        is what its author reads first."""
+        baseline = self.baseline
+        if baseline is None:
+            return []
+        if baseline.run_id is None:
+            return [regression_sentence(baseline, self.max_regression), ""]
+        lines = [regression_sentence(baseline, self.max_regression)]
+        lines += [f"REGRESSED  {c.label}: {c.before} -> {c.now}  {c.description}".rstrip() for c in baseline.regressed]
+        lines += [
+            f"PASS RATE  {c.asset}:{c.check}: {c.before:.1%} -> {c.now:.1%} ({c.change * 100:+.1f} points)"
+            for c in baseline.pass_rate_changes
+        ]
+        lines += [f"IMPROVED   {c.label}: {c.before} -> {c.now}" for c in baseline.improved]
+        return [*lines, ""]
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"
@@ -215,11 +221,20 @@ class CheckReport(BaseModel):
             ("verdict", self.verdict),
             ("pass_rate", totals.pass_rate),
             ("min_pass_rate", self.min_pass_rate),
+            *self._baseline_properties(),
         ):
             if value is not None:
                 ET.SubElement(properties, "property", name=name, value=str(value))
+        changes = self._changes_by_label()
         for case in self.cases:
             testcase = ET.SubElement(suite, "testcase", classname=case.asset, name=case.name)
+            change = changes.get(case.label)
+            if change is not None:  # a regression or an improvement against the baseline
+                kind, before = change
+                case_properties = ET.SubElement(testcase, "properties")
+                ET.SubElement(
+                    case_properties, "property", name=kind, value=f"{before} in baseline run {self._baseline_id}"
+                )
             if case.status == "skipped":
                 ET.SubElement(testcase, "skipped", message=NOT_EVALUATED)
                 continue
@@ -230,11 +245,41 @@ class CheckReport(BaseModel):
                     message=_xml_text(case.check_description or case.result_description or "check failed"),
                     type="error" if case.status == "failed" else "warning",
                 )
-                failure.text = _xml_text(case.details)
+                prefix = ""
+                if change is not None and change[0] == "regressed":
+                    prefix = f"REGRESSED: {case.status}, {change[1]} in baseline run {self._baseline_id}\n"
+                failure.text = _xml_text(prefix + case.details)
             elif case.result_description:
                 ET.SubElement(testcase, "system-out").text = _xml_text(case.result_description)
         ET.indent(suites)
         return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+    @property
+    def _baseline_id(self) -> str:
+        return (self.baseline.run_id or "") if self.baseline is not None else ""
+
+    def _baseline_properties(self) -> list[tuple[str, object]]:
+        baseline = self.baseline
+        if baseline is None:
+            return []
+        if baseline.run_id is None:
+            return [("baseline", f"none: {baseline.note}")]
+        return [
+            ("baseline_run_id", baseline.run_id),
+            ("regressed", len(baseline.regressed)),
+            ("improved", len(baseline.improved)),
+            ("regression_share", baseline.regression_share),
+            ("max_regression", self.max_regression),
+        ]
+
+    def _changes_by_label(self) -> dict[str, tuple[str, str]]:
+        """Each changed case's label: ("regressed" or "improved", its status in the baseline)."""
+        if self.baseline is None:
+            return {}
+        return {
+            **{c.label: ("improved", c.before) for c in self.baseline.improved},
+            **{c.label: ("regressed", c.before) for c in self.baseline.regressed},
+        }
 
     def to_markdown(self) -> str:
         """A job summary: the verdict, the totals, then one row per case, failures first."""
@@ -244,6 +289,7 @@ class CheckReport(BaseModel):
         lines = [
             f"### Asset checks: {'passed' if self.ok else 'FAILED'}",
             "",
+            *self._baseline_markdown(),
             f"Run `{self.run_id}`: {totals.evaluated} evaluated ({totals.passed} passed, {totals.failed} failed and "
             f"blocking, {totals.warnings} warned), {totals.skipped} not evaluated; pass rate {rate}{minimum}.",
             "",
@@ -252,7 +298,7 @@ class CheckReport(BaseModel):
         lines += ["", "| result | severity | asset | check | partition | description |", "|---|---|---|---|---|---|"]
         order = {"failed": 0, "warning": 1, "skipped": 2, "passed": 3}
         for case in sorted(self.cases, key=lambda c: order[c.status]):
-            result = {"passed": "✅ pass", "failed": "❌ fail", "warning": "⚠️ warn", "skipped": "⏭️ skip"}[case.status]
+            result = _STATUS_CELL[case.status]
             severity = "" if not case.evaluated else "ERROR" if case.blocking else "WARN"
             description = case.result_description if case.evaluated else NOT_EVALUATED
             if case.failing_partitions:
@@ -260,6 +306,31 @@ class CheckReport(BaseModel):
             row = [result, severity, case.asset, case.check, case.partition or "", description]
             lines.append("| " + " | ".join(_md_cell(cell) for cell in row) + " |")
         return "\n".join(lines) + "\n"
+
+    def _baseline_markdown(self) -> list[str]:
+        """The "Regressions" section, at the top: regressed cases (partitions first), then
+        pass-rate changes per check, then improvements."""
+        baseline = self.baseline
+        if baseline is None:
+            return []
+        if baseline.run_id is None:
+            return ["#### Regressions", "", f"No baseline: {baseline.note}.", ""]
+        lines = ["#### Regressions", "", f"{regression_sentence(baseline, self.max_regression)}.", ""]
+        header = ["| asset | check | partition | baseline | now | description |", "|---|---|---|---|---|---|"]
+        if baseline.regressed:
+            lines += header + [_change_row(c) for c in baseline.regressed] + [""]
+        if baseline.pass_rate_changes:
+            lines += ["Pass-rate changes:", "", "| asset | check | baseline | now | change |", "|---|---|---|---|---|"]
+            lines += [
+                f"| {_md_cell(c.asset)} | {_md_cell(c.check)} | {c.before:.1%} ({c.before_passed} of "
+                f"{c.before_evaluated}) | {c.now:.1%} ({c.now_passed} of {c.now_evaluated}) | "
+                f"{c.change * 100:+.1f} points |"
+                for c in baseline.pass_rate_changes
+            ]
+            lines.append("")
+        if baseline.improved:
+            lines += ["Improvements:", "", *header, *(_change_row(c) for c in baseline.improved), ""]
+        return lines
 
     def render(self, report_format: ReportFormat) -> str:
         return {"junit": self.to_junit, "json": self.to_json, "markdown": self.to_markdown}[report_format]()
@@ -294,6 +365,21 @@ def _xml_text(text: str) -> str:
 
 def _md_cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
+
+
+_STATUS_CELL = {"passed": "✅ pass", "failed": "❌ fail", "warning": "⚠️ warn", "skipped": "⏭️ skip"}
+
+
+def _change_row(change: VerdictChange) -> str:
+    row = [
+        change.asset,
+        change.check,
+        change.partition or "",
+        _STATUS_CELL[change.before],
+        _STATUS_CELL[change.now],
+        change.description,
+    ]
+    return "| " + " | ".join(_md_cell(cell) for cell in row) + " |"
 
 
 class ReportTarget(BaseModel):

@@ -10,6 +10,8 @@ Dagster records a check evaluation's partition only for a partitioned check run 
 partition. The digest's checks are unpartitioned and its runs span every document, so
 each check is one evaluation over the whole table; a check that records each partition's
 verdict (`partition_results`) becomes one case per partition, the others stay one case.
+A passing check run is recorded as accepted, the baseline that `--baseline last` compares
+the next one with (`check_history`, `check_baselines`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from dagster import (
 from pydantic import BaseModel
 
 from ai_pipelines.backfill import all_documents_tags, run_over_all_documents
-from ai_pipelines.check_reports import CheckCase, CheckReport, metadata_value, partitions_named
+from ai_pipelines.check_baselines import BaselineComparison
+from ai_pipelines.check_cases import CheckCase
+from ai_pipelines.check_reports import CheckReport, metadata_value, partitions_named
 from ai_pipelines.run_process import RunProcess
 from ai_pipelines.settings import Settings
 from resources.partition_results import PARTITION_RESULTS
@@ -45,8 +49,13 @@ class CheckRun(BaseModel):
     cases: list[CheckCase]  # evaluated checks as they ran, then the planned checks the run did not evaluate
     run_failed: bool  # a step failed for another reason than a blocking check
 
-    def report(self, min_pass_rate: float | None = None) -> CheckReport:
-        return CheckReport.build(self.run_id, self.cases, self.run_failed, min_pass_rate)
+    def report(
+        self,
+        min_pass_rate: float | None = None,
+        baseline: BaselineComparison | None = None,
+        max_regression: float | None = None,
+    ) -> CheckReport:
+        return CheckReport.build(self.run_id, self.cases, self.run_failed, min_pass_rate, baseline, max_regression)
 
 
 def partition_cases(evaluation: AssetCheckEvaluation, check_description: str) -> list[CheckCase]:
@@ -165,8 +174,10 @@ def run_checks(
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     if materialize:
         job = defs.resolve_job_def("digest_job")
+        # An asset of a multi-asset that cannot be subset (source_documents) brings its siblings.
+        whole = AssetSelection.assets(*keys).required_multi_asset_neighbors().resolve(defs.resolve_asset_graph())
         result = run_over_all_documents(
-            job, instance, pipeline, raise_on_error=False, asset_selection=keys, run_config=run_config
+            job, instance, pipeline, raise_on_error=False, asset_selection=sorted(whole), run_config=run_config
         )
     else:
         never = [k.to_user_string() for k in keys if instance.get_latest_materialization_event(k) is None]

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+# First: the asset modules that the settings import warn about Dagster's beta APIs.
+from ai_pipelines.library_warnings import LIBRARY_WARNINGS, LOG_NAME
 from ai_pipelines.settings import Settings, SettingsError, load_settings
 
 
@@ -62,6 +64,20 @@ def command_resume(args: argparse.Namespace, settings: Settings, instance) -> in
 
 def console_log_level(args: argparse.Namespace) -> dict:
     return {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+
+
+def stage_lines(instance) -> dict[str, str]:
+    """When stdout is not a terminal (a pipe, a log file), a line per stage of the run about to
+    start; returns the run id to start it with, whose events the lines follow."""
+    if sys.stdout.isatty():
+        return {}
+    from dagster._core.utils import make_new_run_id
+
+    from ai_pipelines.stage_progress import StageLines
+
+    run_id = make_new_run_id()
+    instance.add_event_listener(run_id, StageLines(sys.stdout))
+    return {"run_id": run_id}
 
 
 def run_planned(
@@ -119,6 +135,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
                 everything=args.all,
                 raise_on_error=False,
                 run_config=console_log_level(args),
+                **stage_lines(instance),
             ),
             NoDocumentsError,
             up_to_date="nothing to materialize (--all re-materializes everything)",
@@ -151,6 +168,7 @@ def command_triage(args: argparse.Namespace, settings: Settings) -> int:
                 everything=args.all,
                 raise_on_error=False,
                 run_config=console_log_level(args),
+                **stage_lines(instance),
             ),
             NoTicketsError,
             up_to_date="nothing to triage (--all triages every ticket again)",
@@ -240,12 +258,15 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
 
     from dagster import DagsterInstance
 
+    from ai_pipelines.check_history import BaselineNotFoundError, accept, find_baseline
     from ai_pipelines.check_reports import report_targets, write_report
     from ai_pipelines.checks import CheckSelectionError, run_checks
     from ai_pipelines.instance import pool_connections
 
     try:
         targets = report_targets(args.report or [])
+        if args.max_regression is not None and not args.baseline:
+            raise ValueError("--max-regression needs --baseline (a run id, or last)")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -258,13 +279,17 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
             pool_connections(instance)
             mark_orphaned_runs_failed(instance)
             try:
+                baseline = find_baseline(instance, args.baseline, args.select) if args.baseline else None
                 checks = run_checks(
                     settings, instance, select=args.select, materialize=args.materialize, log_level=args.log_level
                 )
-            except CheckSelectionError as exc:
+            except (CheckSelectionError, BaselineNotFoundError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-    report = checks.report(min_pass_rate=args.min_pass_rate)
+            comparison = baseline.compare(checks.cases) if baseline is not None else None
+            report = checks.report(args.min_pass_rate, comparison, args.max_regression)
+            if report.ok:  # the baseline of the next `--baseline last`
+                accept(instance, report.run_id, args.select)
     print(report.to_text(), file=table, flush=True)
     for target in targets:
         write_report(report, target)
@@ -334,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
     checks = commands.add_parser(
         "check",
-        help="Run asset checks (latest materializations, or --materialize first); exit 1 on a blocking failure "
-        "or a pass rate below --min-pass-rate; optionally write JUnit, JSON or markdown reports.",
+        help="Run asset checks (latest materializations, or --materialize first); exit 1 on a blocking failure, "
+        "a pass rate below --min-pass-rate or regressions above --max-regression; optionally write JUnit, JSON or "
+        "markdown reports.",
     )
     checks.add_argument("--select", default="", help="Comma-separated asset keys or group:<name>; default every asset.")
     checks.add_argument("--materialize", action="store_true", help="Materialize the selection (all documents) first.")
@@ -361,6 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_pass_rate,
         metavar="R",
         help="Exit 1 when fewer than R (0 to 1) of the evaluated checks passed, warnings included.",
+    )
+    checks.add_argument(
+        "--baseline",
+        metavar="RUN_ID|last",
+        help="Compare each case's verdict and each check's pass rate with a run (its id, or last: the newest passing "
+        "`check` of the same --select); regressions are listed first in every report.",
+    )
+    checks.add_argument(
+        "--max-regression",
+        type=parse_pass_rate,
+        metavar="R",
+        help="With --baseline: exit 1 when more than R (0 to 1) of the baseline's passing cases fail now.",
     )
     stack = commands.add_parser(
         "stack", help="Production stack: webserver and daemon on Postgres (deploy/dagster.yaml)."
@@ -390,18 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Dagster flags the beta APIs we rely on (data versions) on every call; say it once, here.
-    import warnings
-
-    from dagster import BetaWarning, PreviewWarning
-
-    warnings.filterwarnings("ignore", category=BetaWarning)
-    warnings.filterwarnings("ignore", category=PreviewWarning)
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    LIBRARY_WARNINGS.write_to(settings.data_dir.resolve() / "logs" / LOG_NAME)
     handlers = {
         "run": command_run,
         "triage": command_triage,

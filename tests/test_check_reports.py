@@ -1,6 +1,7 @@
-"""`ai-pipelines check --report ...` and `--min-pass-rate`: the results as CI tools read them.
+"""`ai-pipelines check --report ...`, `--min-pass-rate` and `--baseline`: the results as CI tools read them.
 
-The renderers are tested on hand-built cases (unit); the command is tested on the digest
+The renderers and the comparison with a baseline are tested on hand-built cases (unit); reading
+a baseline back from the instance on a toy partitioned asset (integration); the command on the digest
 against the fake OpenAI server with one document's extraction made to fail, so that a
 blocking check fails, a warning fails and the downstream checks are not evaluated
 (integration); and a partitioned check on a toy asset shows where per-partition cases
@@ -9,6 +10,7 @@ come from (integration: it runs Dagster)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetKey,
+    AssetSelection,
     DagsterInstance,
     Definitions,
     DynamicPartitionsDefinition,
@@ -29,6 +32,13 @@ from dagster import (
     define_asset_job,
 )
 
+from ai_pipelines.check_baselines import BaselineComparison, compare_with_baseline
+from ai_pipelines.check_history import (
+    LAST,
+    BaselineNotFoundError,
+    accept,
+    find_baseline,
+)
 from ai_pipelines.check_reports import (
     DEFAULT_JUNIT_FILE,
     CheckCase,
@@ -251,10 +261,163 @@ def test_report_file_names_the_file_of_the_report_before_it():
         ["--report", "xml"],
         ["--min-pass-rate", "1.5"],
         ["--min-pass-rate", "most"],
+        ["--max-regression", "-0.1"],
     ):
         with pytest.raises(SystemExit) as exit_:
             build_parser().parse_args(["check", *wrong])
         assert exit_.value.code == 2
+
+
+# --- Baselines: the comparison on hand-built cases ----------------------------------------------------
+
+
+def case(check: str, status: str, partition: str | None = None, asset: str = "signals") -> CheckCase:
+    return CheckCase(asset=asset, check=check, partition=partition, status=status, blocking=True)  # type: ignore[arg-type]
+
+
+def baseline_and_now() -> tuple[list[CheckCase], list[CheckCase]]:
+    """Six documents of one per-document check and three single-case checks: in the change,
+    b.md and the whole-table `requests` regress (b.md to a warning), d.md and `parsed` improve,
+    e.md is blocked upstream now, f.md is new and g.md is gone."""
+    before = [
+        case("validity", "passed", "a.md"),
+        case("validity", "passed", "b.md"),
+        case("validity", "passed", "c.md"),
+        case("validity", "failed", "d.md"),
+        case("validity", "passed", "e.md"),
+        case("validity", "passed", "g.md"),
+        case("requests", "passed"),
+        case("parsed", "warning", asset="source_documents"),
+        case("stable", "passed", asset="source_documents"),
+    ]
+    now = [
+        case("parsed", "passed", asset="source_documents"),
+        case("stable", "passed", asset="source_documents"),
+        case("requests", "failed"),
+        case("validity", "passed", "a.md"),
+        case("validity", "warning", "b.md"),
+        case("validity", "passed", "c.md"),
+        case("validity", "passed", "d.md"),
+        case("validity", "skipped", "e.md"),
+        case("validity", "failed", "f.md"),
+    ]
+    return before, now
+
+
+@unit
+def test_comparison_lists_regressed_partitions_first_then_pass_rate_changes_and_improvements():
+    before, now = baseline_and_now()
+    comparison = compare_with_baseline("run-0", before, now)
+
+    assert comparison.run_id == "run-0"
+    # Regressed: passed before, evaluated and not passed now; partitions before single-case checks.
+    assert [(c.label, c.before, c.now) for c in comparison.regressed] == [
+        ("signals:validity[b.md]", "passed", "warning"),
+        ("signals:requests", "passed", "failed"),
+    ]
+    assert [c.label for c in comparison.improved] == ["signals:validity[d.md]", "source_documents:parsed"]
+    # The denominator: the baseline's passing cases evaluated now (a, b, c, requests, stable),
+    # not e.md (not evaluated now) nor g.md (gone); f.md is new and compares with nothing.
+    assert comparison.baseline_passing == 5 and comparison.regression_share == 0.4
+    rates = [(c.asset, c.check, c.before, c.now) for c in comparison.pass_rate_changes]
+    assert rates == [
+        ("signals", "requests", 1.0, 0.0),  # the largest drop first
+        ("signals", "validity", 0.8333, 0.6),  # 5 of 6 evaluated, now 3 of 5 (e.md skipped, f.md new)
+        ("source_documents", "parsed", 0.0, 1.0),
+    ]
+    # The same verdicts compare as no change at all.
+    same = compare_with_baseline("run-0", now, now)
+    assert same.regressed == same.improved == same.pass_rate_changes == [] and same.baseline_passing == 5
+
+
+@unit
+def test_max_regression_fails_the_report_only_above_the_share():
+    before, now = baseline_and_now()
+    comparison = compare_with_baseline("run-0", before, now)
+    passing_now = [c.model_copy(update={"status": "passed"}) if c.status != "skipped" else c for c in now]
+
+    def report(max_regression: float | None, cases: list[CheckCase] = passing_now) -> CheckReport:
+        return CheckReport.build("run-1", cases, run_failed=False, baseline=comparison, max_regression=max_regression)
+
+    assert report(None).ok  # regressions are reported, and fail nothing without a limit
+    assert report(0.4).ok  # at the limit passes (2 of 5)
+    over = report(0.39)
+    assert not over.ok
+    assert over.reasons == [
+        "FAILED: 2 of 5 cases that passed in baseline run run-0 now fail (40.0%), more than the maximum 39.0% "
+        "(--max-regression 0.39)"
+    ]
+    assert over.reasons[0] in over.to_text()
+    missing = BaselineComparison.missing("no accepted `ai-pipelines check` run yet; nothing compared")
+    nothing = CheckReport.build("run-1", passing_now, run_failed=False, baseline=missing, max_regression=0)
+    assert nothing.ok and "no baseline: no accepted `ai-pipelines check` run yet" in nothing.to_text()
+
+
+@unit
+def test_every_report_format_leads_with_the_regressions():
+    before, now = baseline_and_now()
+    report = CheckReport.build(
+        "run-1", now, run_failed=False, baseline=compare_with_baseline("run-0", before, now), max_regression=0
+    )
+
+    markdown = report.to_markdown().splitlines()
+    assert markdown[:3] == ["### Asset checks: FAILED", "", "#### Regressions"]
+    rows = [line for line in markdown if line.startswith("| ") and not line.startswith("| asset")]
+    assert rows[0].startswith("| signals | validity | b.md | ✅ pass | ⚠️ warn |")  # the first row of the report
+    assert rows[1].startswith("| signals | requests |  | ✅ pass | ❌ fail |")
+    assert "Pass-rate changes:" in markdown and "Improvements:" in markdown
+    assert (
+        markdown.index("Pass-rate changes:")
+        < markdown.index("Improvements:")
+        < markdown.index(next(line for line in markdown if line.startswith("Run `run-1`")))
+    )
+
+    text = report.to_text().splitlines()
+    assert text[0].startswith("FAILED: 2 of 5 cases that passed in baseline run run-0 now fail")
+    assert text[1].startswith("REGRESSED  signals:validity[b.md]: passed -> warning")
+
+    data = json.loads(report.to_json())
+    baseline = data["baseline"]
+    assert baseline["run_id"] == "run-0" and baseline["regression_share"] == 0.4 and data["max_regression"] == 0
+    assert [(c["partition"], c["before"], c["now"]) for c in baseline["regressed"]] == [
+        ("b.md", "passed", "warning"),
+        (None, "passed", "failed"),
+    ]
+    assert [c["check"] for c in baseline["improved"]] == ["validity", "parsed"]
+    assert baseline["pass_rate_changes"][0] == {
+        "asset": "signals",
+        "check": "requests",
+        "before_passed": 1,
+        "before_evaluated": 1,
+        "now_passed": 0,
+        "now_evaluated": 1,
+        "before": 1.0,
+        "now": 0.0,
+    }
+    assert CheckReport.model_validate_json(report.to_json()) == report
+
+    suite = ET.fromstring(report.to_junit()).find("testsuite")
+    properties = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert properties["baseline_run_id"] == "run-0" and properties["regressed"] == "2"
+    testcases = {t.get("name"): t for t in suite.iter("testcase")}
+    regressed = testcases["validity[b.md]"]
+    assert regressed.find("properties/property").attrib == {
+        "name": "regressed",
+        "value": "passed in baseline run run-0",
+    }
+    assert regressed.find("failure").text.startswith("REGRESSED: warning, passed in baseline run run-0\n")
+    assert testcases["validity[d.md]"].find("properties/property").get("name") == "improved"
+    assert testcases["validity[a.md]"].find("properties") is None
+
+
+@unit
+def test_max_regression_without_a_baseline_is_an_error_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AI_PIPELINES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["check", "--max-regression", "0"]) == 2
+    assert "--max-regression needs --baseline (a run id, or last)" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "dagster_home").exists()
 
 
 # --- Where per-partition cases come from ---------------------------------------------------------
@@ -302,6 +465,49 @@ def test_partitioned_check_run_for_one_partition_is_a_case_per_partition_and_a_w
     assert [c.name for c in whole_table] == ["toy_requests", "toy_requests"]  # once per run, never split by document
     assert whole_table[0].failing_partitions == ["b.md"]
     assert whole_table[0].check_description == "Most documents' extraction requests succeeded."
+
+
+@integration
+def test_last_is_the_newest_accepted_check_run_of_its_selection_read_back_from_the_event_log():
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(DOCS.name, ["a.md", "b.md"])
+    job = Definitions(
+        assets=[toy_signals], asset_checks=[toy_valid, toy_requests], jobs=[define_asset_job("toy")]
+    ).resolve_job_def("toy")
+    nothing = find_baseline(instance, LAST, "toy_signals")
+    assert nothing.run_id is None and "no accepted `ai-pipelines check` run of --select toy_signals yet" in nothing.note
+
+    first = job.execute_in_process(instance=instance, partition_key="a.md", raise_on_error=False)
+    accept(instance, first.run_id, "toy_signals")
+    second = job.execute_in_process(instance=instance, partition_key="b.md", raise_on_error=False)  # not accepted
+
+    last = find_baseline(instance, LAST, " toy_signals,toy_signals")  # the same selection, spelled otherwise
+    assert last.run_id == first.run_id
+    live = check_cases(first, [AssetKey("toy_signals")], instance)
+    assert [(c.label, c.status) for c in last.cases] == [(c.label, c.status) for c in live if c.evaluated]
+    assert sorted((c.label, c.status) for c in last.cases) == [
+        ("toy_signals:toy_requests", "failed"),
+        ("toy_signals:toy_valid[a.md]", "passed"),
+    ]
+    assert find_baseline(instance, LAST, "").run_id is None  # accepted for another selection only
+
+    explicit = find_baseline(instance, second.run_id, "")  # any run with check evaluations, accepted or not
+    assert explicit.run_id == second.run_id and sorted((c.label, c.status) for c in explicit.cases) == [
+        ("toy_signals:toy_requests", "failed"),
+        ("toy_signals:toy_valid[b.md]", "failed"),
+    ]
+    with pytest.raises(BaselineNotFoundError, match="no run 'nope' in the Dagster instance"):
+        find_baseline(instance, "nope", "")
+    accept(instance, second.run_id, "toy_signals")
+    assert find_baseline(instance, LAST, "toy_signals").run_id == second.run_id  # the newest accepted
+    unchecked = Definitions(
+        assets=[toy_signals],
+        asset_checks=[toy_valid, toy_requests],
+        jobs=[define_asset_job("unchecked", selection=AssetSelection.assets(toy_signals).without_checks())],
+    ).resolve_job_def("unchecked")
+    plain = unchecked.execute_in_process(instance=instance, partition_key="a.md")
+    with pytest.raises(BaselineNotFoundError, match="evaluated no asset check"):
+        find_baseline(instance, plain.run_id, "")
 
 
 # --- The command on the digest -------------------------------------------------------------------
@@ -421,9 +627,9 @@ def test_junit_report_of_a_failing_materialization_has_a_testcase_per_check(brok
 @integration
 def test_min_pass_rate_fails_the_build_on_warnings_below_the_threshold(broken_run, llm, monkeypatch, capsys):
     """Against the latest materializations of the run above, with the default signal validity
-    (29 of 30 documents pass) and no failed request allowed: the corpus check and 29 of the 30
-    per-document cases of signal_validity pass; the broken document's case and the failed-request
-    check warn."""
+    (29 of 30 documents pass) and no failed request allowed: the broken document's validity case
+    and the failed-request check warn, and the rate counts them against the other cases of the
+    selection (the corpus check, the other documents' validity cases, the signals' other checks)."""
     workdir, _ = broken_run
     data = workdir / "data"
     monkeypatch.chdir(workdir)
@@ -433,17 +639,21 @@ def test_min_pass_rate_fails_the_build_on_warnings_below_the_threshold(broken_ru
     monkeypatch.setenv("AI_PIPELINES_MAX_FAILED_REQUEST_SHARE", "0")
     select = ["check", "--select", "source_documents,group:signals"]
 
-    assert main(select) == 0  # a warning alone does not fail the build
+    assert main([*select, "--report", "json", "--report-file", "totals.json"]) == 0  # a warning alone passes
+    report = json.loads((workdir / "totals.json").read_text())
+    warned = {(c["check"], c["partition"]) for c in report["cases"] if c["status"] == "warning"}
+    assert {("signal_validity", BROKEN_DOCUMENT), ("signal_requests_succeeded", None)} <= warned
+    passed, evaluated = report["totals"]["passed"], report["totals"]["evaluated"]
+    assert evaluated >= 32 and passed == evaluated - len(warned)
+    counted = f"pass rate {passed / evaluated:.1%} ({passed} of {evaluated} evaluated checks passed)"
+    capsys.readouterr()
+
     assert main([*select, "--min-pass-rate", "0.6"]) == 0
-    assert (
-        "pass rate 93.8% (30 of 32 evaluated checks passed), at or above the minimum 60.0%" in capsys.readouterr().out
-    )
-    assert main([*select, "--min-pass-rate", "0.95"]) == 1
+    assert f"{counted}, at or above the minimum 60.0%" in capsys.readouterr().out
+    above = math.ceil(passed / evaluated * 100) / 100  # the next whole percent above the rate
+    assert main([*select, "--min-pass-rate", f"{above}"]) == 1
     out = capsys.readouterr().out
-    assert (
-        "FAILED: pass rate 93.8% (30 of 32 evaluated checks passed) is below the minimum 95.0% (--min-pass-rate 0.95)"
-        in out
-    )
+    assert f"FAILED: {counted} is below the minimum {above:.1%} (--min-pass-rate {above:g})" in out
 
     monkeypatch.setenv("AI_PIPELINES_MIN_SIGNAL_VALIDITY", "0.99")
     assert main([*select, "--min-pass-rate", "0"]) == 1  # a blocking failure fails it whatever the rate
