@@ -175,7 +175,8 @@ class Settings(BaseSettings):
         "min_route_confidence",
         env=(ENV_PREFIX + "MIN_ROUTE_CONFIDENCE", ENV_PREFIX + "ROUTE_MIN_CONFIDENCE"),  # the second: its former name
     )
-    vote_samples: int = knob(TriageConfig, "vote_samples")
+    semantic_route_margin: float = knob(TriageConfig, "semantic_route_margin")
+    min_route_accuracy: float = knob(TriageConfig, "min_route_accuracy")
     agent_max_iterations: int = knob(TriageConfig, "agent_max_iterations")
     agent_max_tool_calls: int = knob(TriageConfig, "agent_max_tool_calls")
     agent_max_tokens: int = knob(TriageConfig, "agent_max_tokens")

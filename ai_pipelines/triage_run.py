@@ -123,6 +123,7 @@ class TriageReport(BaseModel):
     failed_steps: list[str]
     routing_mix: dict[str, int] = {}
     replies: dict[str, int] = {}  # sent_replies states: sent, awaiting_approval, not_deliverable, ...
+    routing_accuracy: dict = {}  # ticket_routes' routing_accuracy: against the desk's labels, and per tier
 
     @property
     def ok(self) -> bool:
@@ -130,7 +131,7 @@ class TriageReport(BaseModel):
 
     @classmethod
     def from_result(cls, result: ExecuteInProcessResult) -> "TriageReport":
-        received, quarantined = 0, []
+        received, quarantined, routing_accuracy = 0, [], {}
         outcomes: dict[str, dict[str, int]] = {"ticket_routes": {}, "sent_replies": {}}
         for event in result.get_asset_materialization_events():
             materialization = event.materialization
@@ -138,6 +139,8 @@ class TriageReport(BaseModel):
             if key in outcomes and not outcomes[key]:  # one materialization per ticket, each with the run's totals
                 values = {k: v.value for k, v in materialization.metadata.items()}
                 outcomes[key] = dict(values.get("routing_mix" if key == "ticket_routes" else "states") or {})
+                if key == "ticket_routes":
+                    routing_accuracy = dict(values.get("routing_accuracy") or {})
             if materialization.asset_key != AssetKey(INTAKE_ASSET):
                 continue
             metadata = {k: v.value for k, v in materialization.metadata.items()}
@@ -158,6 +161,7 @@ class TriageReport(BaseModel):
             blocked_by=blocked,
             failed_steps=[e.step_key for e in result.get_step_failure_events() if e.step_key],
             routing_mix=outcomes["ticket_routes"],
+            routing_accuracy=routing_accuracy,
             replies=outcomes["sent_replies"],
         )
 
@@ -172,6 +176,7 @@ class TriageReport(BaseModel):
             lines.append(f"  ... and {len(self.quarantined) - 20} more (see the support_tickets table)")
         if self.routing_mix:
             lines.append("Routes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.routing_mix.items())))
+        lines += routing_accuracy_lines(self.routing_accuracy)
         if self.replies:
             waiting = self.replies.get("awaiting_approval", 0)
             lines.append(
@@ -190,3 +195,26 @@ class TriageReport(BaseModel):
         if self.failed_steps:
             lines.append(f"Failed steps: {', '.join(self.failed_steps)} (see the run's logs in the Dagster UI)")
         return "\n".join(lines)
+
+
+def routing_accuracy_lines(accuracy: dict) -> list[str]:
+    """The routes against the desk's labels, then each routing tier's measured accuracy (desk / public set)."""
+    lines = []
+    desk = accuracy.get("against_desk_labels") or {}
+    if desk.get("labelled"):
+        lines.append(
+            f"Routing against the desk's labels: {desk['right']} of {desk['labelled']} right "
+            f"({desk['accuracy']:.0%}), {desk['to_person']} handed to a person"
+        )
+    floor = accuracy.get("floor")
+
+    def share(value: object) -> str:
+        return f"{value:.0%}" if isinstance(value, (int, float)) else "n/a"
+
+    for tier, figures in (accuracy.get("tiers") or {}).items():
+        trust = "trusted" if figures.get("trusted") else f"NOT trusted (under {share(floor)})"
+        lines.append(
+            f"  tier {tier}: {share(figures.get('desk'))} on the desk's labels, {share(figures.get('public'))} on the "
+            f"public intent set ({figures.get('routed')} of {figures.get('items')} routed): {trust}"
+        )
+    return lines

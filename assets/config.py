@@ -130,7 +130,20 @@ class TriageConfig(ConfigurableResource):
         le=1,
         description="Below this the classifier's route goes to a vote, then the strong tier, then a person.",
     )
-    vote_samples: int = Field(default=3, ge=1, description="Samples of the fast-tier classifier in a vote.")
+    semantic_route_margin: float = Field(
+        default=0.006,
+        ge=0,
+        le=1,
+        description="The nearest routing examples decide a ticket's intent when its score beats the runner-up's by this "
+        "(embedding scores bunch together: tune it per embedding model); otherwise the model tiers route it.",
+    )
+    min_route_accuracy: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="A routing tier whose measured accuracy on the labelled routing sample is under this is not "
+        "trusted: its routes and votes are ignored and the ticket moves on to the next tier or a person.",
+    )
     agent_max_iterations: int = AgentLimits.model_fields["max_iterations"]
     agent_max_tool_calls: int = AgentLimits.model_fields["max_tool_calls"]
     agent_max_tokens: int = AgentLimits.model_fields["max_tokens"]

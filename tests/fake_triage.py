@@ -22,9 +22,16 @@ INJECTION_CUES = re.compile(
 )
 ABUSE_CUES = re.compile(r"\b(?:idiots?|morons?|incompetent|useless|pathetic|clowns?|regret)\b", re.IGNORECASE)
 INTENT_CUES = {
-    "billing": re.compile(r"\b(?:refund|charged?|invoice|vat|billing|payment|paid|price)\b", re.IGNORECASE),
-    "bug": re.compile(r"\b(?:bug|crash\w*|error|broken|not working|stall\w*|fails?|sync)\b", re.IGNORECASE),
-    "account": re.compile(r"\b(?:password|two-factor|2fa|log ?in|delete my account|e-?mail address)\b", re.IGNORECASE),
+    "billing": re.compile(
+        r"\b(?:refund|charged?|invoice|vat|billing|payment|paid|price|fee|statement)\b", re.IGNORECASE
+    ),
+    "bug": re.compile(
+        r"\b(?:bug|crash\w*|error|broken|not working|never worked|to work|stall\w*|fails?|sync)\b", re.IGNORECASE
+    ),
+    "account": re.compile(
+        r"\b(?:password|two-factor|2fa|log ?in|delete my account|e-?mail address|my address|my details)\b",
+        re.IGNORECASE,
+    ),
     "how_to": re.compile(r"\b(?:how (?:do|can) i|how to|export|offline|shortcut)\b", re.IGNORECASE),
 }
 
