@@ -9,7 +9,9 @@ of its sentence's words or whose value is not in it; a tone that the document's 
 contradict (tagged positive while its only event words are recall, outage, loss).
 
 They flag; they never repair. A flagged item stays visible with its reason, and the reader
-of the signals decides what a flagged item may still be used for.
+of the signals decides what a flagged item may still be used for. The review
+(resources/signal_review.py) repairs only what a document's own words settle, with stricter
+cues than these flags.
 """
 
 from __future__ import annotations
