@@ -47,6 +47,7 @@ from resources import CallLedger, ModelResource, VectorStoreResource
 from resources.claim_features import (
     FEATURE_NAMES,
     JUDGE_FEATURE,
+    NAMES_MISSING,
     Candidate,
     ClaimFeatures,
     Passage,
@@ -202,13 +203,22 @@ def judge_messages(claim: str, candidates: Sequence[Candidate]) -> list[dict[str
     ]
 
 
-# Hard constraints, not thresholds: evidence that lacks a number the claim states, or names another month, cannot
-# support it, whatever the classifier (or a fooled judge) says. On every measured set they change
-# no decision of the classifier (FACT_CHECKING.md); they make the guarantee explicit.
+# Hard constraints, not thresholds: evidence that lacks a number the claim states, names another month, or
+# lacks a name the claim states cannot support it, whatever the classifier (or a fooled judge) says
+# (DESIGN.md section 5). Their effect on the measured sets is in FACT_CHECKING.md.
 def missing_facts(values: dict[str, float]) -> list[str]:
-    """Numbers the evidence lacks (years included), or a month that differs from the best evidence's."""
+    """Numbers the evidence lacks (years included), a month that differs from the best evidence's, or
+    a name of the claim (person, place, organisation) that none of the retrieved evidence holds."""
     missing = ["number"] if values.get("all_evidence_number_coverage", 1.0) < 1.0 else []
-    return missing + (["date"] if values.get("conflict_date", 0.0) else [])
+    missing += ["date"] if values.get("conflict_date", 0.0) else []
+    return missing + (["name"] if values.get(NAMES_MISSING, 0.0) else [])
+
+
+def describe_missing(features: ClaimFeatures) -> str:
+    """What the evidence lacks, for a verdict's reason: the names themselves, so a reader sees which."""
+    kinds = missing_facts(features.values)
+    names = ", ".join(repr(n) for n in features.missing_names)
+    return " and ".join(f"name {names}" if k == "name" and names else k for k in kinds)
 
 
 def is_supported(classifier: Classifier, values: dict[str, float]) -> bool:
@@ -238,7 +248,7 @@ def decide(
         verdict = "not_enough_info"
         reason = "no evidence states the claim" if best else "no evidence found"
     if missing and not supported:
-        reason += f"; the evidence does not contain the claim's {' and '.join(missing)}"
+        reason += f"; the evidence does not contain the claim's {describe_missing(features)}"
     return ClaimVerdict(
         id=claim_id,
         verdict=verdict,

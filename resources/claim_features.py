@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from pydantic import BaseModel
 
+from resources.claim_names import missing_names
 from resources.text import has_negation, numbers_in, split_sentences, words_in
 
 WINDOW_SIZES = (1, 2, 3)
@@ -51,6 +52,9 @@ STRUCTURE_FEATURE_NAMES = (
 )
 FEATURE_NAMES = BASE_FEATURE_NAMES + STRUCTURE_FEATURE_NAMES
 JUDGE_FEATURE = "judge"
+# Not a classifier feature: how many of the claim's names the retrieved evidence lacks, for the
+# deterministic name rule (`assets.claim_verification.missing_facts`), which holds whatever the classifier says.
+NAMES_MISSING = "names_missing"
 # Why the best candidate contradicts the claim (one-hot); they separate refuted from not-enough-info.
 CONFLICT_KINDS = ("number", "date", "negation", "antonym", "entity")
 REFUTE_FEATURE_NAMES = ("similarity", "lexical_coverage", *(f"conflict_{k}" for k in CONFLICT_KINDS))
@@ -130,6 +134,7 @@ class ClaimFeatures(BaseModel):
     values: dict[str, float]
     best: Candidate | None = None
     conflict: str = ""
+    missing_names: list[str] = []
 
 
 def candidates_of(passages: Sequence[Passage]) -> list[Candidate]:
@@ -306,7 +311,11 @@ def claim_features(
     }
     conflict = conflict_between(claim, best.text)
     values.update({f"conflict_{kind}": float(conflict == kind) for kind in CONFLICT_KINDS})
-    return ClaimFeatures(values=values, best=best, conflict=conflict)
+    # Against all the retrieved evidence, not the best candidate alone: a summary sentence often
+    # names in full someone its best sentence calls by a pronoun or a surname (FACT_CHECKING.md).
+    absent = missing_names(claim, article, article)
+    values[NAMES_MISSING] = float(len(absent))
+    return ClaimFeatures(values=values, best=best, conflict=conflict, missing_names=absent)
 
 
 QUOTE_COVERAGE = 0.8  # share of the claim's content words a quote must hold to state the claim
