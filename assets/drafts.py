@@ -48,7 +48,7 @@ from resources.text import normalize, split_sentences
 
 GROUP = "drafts"
 PROMPT = load_prompt("draft_brief")
-CODE_VERSION = f"3-{PROMPT.version}"
+CODE_VERSION = f"4-{PROMPT.version}"
 MIN_SENTENCES, MAX_SENTENCES = 3, 8
 MAX_EVIDENCE_ITEMS = 12
 

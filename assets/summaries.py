@@ -54,7 +54,7 @@ from resources.text import split_sentences, words_in
 
 GROUP = "summaries"
 PROMPT = load_prompt("summarize_topic")
-CODE_VERSION = f"3-{PROMPT.version}-{VERIFIER_VERSION}"
+CODE_VERSION = f"4-{PROMPT.version}-{VERIFIER_VERSION}"
 MAX_SUMMARY_SENTENCES = 6
 GENERIC_LABELS = frozenset({"", "figure", "figures", "number", "value", "amount", "key figure", "metric"})
 

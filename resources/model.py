@@ -23,7 +23,7 @@ import time
 import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, NamedTuple, Sequence, TypeVar
 
 import openai
 from dagster import Config, ConfigurableResource
@@ -111,6 +111,20 @@ def _turn_json(response: Any) -> str:
         if getattr(call, "function", None) is not None
     ]
     return json.dumps({"content": message.content or "", "tool_calls": calls})
+
+
+class _Request(NamedTuple, Generic[T]):
+    """One request as the gateway carries it from a caller to the endpoints: one value, so that
+    waiting for an identical request in flight and sending it take the same thing."""
+
+    messages: Messages
+    schema: type[T]
+    parameters: dict[str, Any]
+    extract: Callable[[Any], str]  # the answer's text, from the endpoint's response
+    tier: Tier
+    ledger: CallLedger | None
+    partition: str
+    sample: int = 0
 
 
 class EndpointFailure(BaseModel):
@@ -230,6 +244,14 @@ def response_format_for(schema: type[BaseModel]) -> dict[str, Any]:
         "type": "json_schema",
         "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False},
     }
+
+
+def reasks_for(schema: type[BaseModel], default: int) -> int:
+    """Times an invalid answer for `schema` is asked again: the gateway's `max_reasks`, or fewer when
+    the schema declares `max_reasks: ClassVar[int]` (an answer a grammar already holds to its schema
+    that is still invalid tends to come back the same, so asking again spends calls on nothing)."""
+    declared = getattr(schema, "max_reasks", None)
+    return min(default, declared) if isinstance(declared, int) else default
 
 
 def _validation_message(error: Exception) -> str:
@@ -582,7 +604,8 @@ class ModelResource(ConfigurableResource):
         `max_reasks` times, or why it gave none (its calls are recorded either way)."""
         conversation = list(messages)
         sent = 0
-        for reask in range(self.max_reasks + 1):
+        reasks = reasks_for(schema, self.max_reasks)
+        for reask in range(reasks + 1):
             self._check_budget(ledger.run_id if ledger is not None else "")
             record = CallRecord(model=endpoint.model_for(label["tier"]), endpoint=endpoint.name, reask=reask, **label)
             started = time.perf_counter()
@@ -614,7 +637,7 @@ class ModelResource(ConfigurableResource):
                 value = schema.model_validate(json.loads(content))
             except (json.JSONDecodeError, ValidationError) as exc:
                 problem = redact(_validation_message(exc), self._secrets())
-                last = reask == self.max_reasks
+                last = reask == reasks
                 record.error_kind = INVALID_OUTPUT
                 record.error = (
                     f"invalid output after {reask + 1} attempts: {problem}" if last else f"invalid output: {problem}"
@@ -706,7 +729,9 @@ class ModelResource(ConfigurableResource):
             "max_tokens": max_tokens,
             "temperature": self.temperature if temperature is None else temperature,
         }
-        value, record = self._complete(messages, schema, parameters, _message_content, tier, ledger, partition, sample)
+        value, record = self._complete(
+            _Request(messages, schema, parameters, _message_content, tier, ledger, partition, sample)
+        )
         return value, record.trace_id
 
     def tool_step(
@@ -723,7 +748,7 @@ class ModelResource(ConfigurableResource):
         reliable path as structured answers: cache, retries, fallback, breakers, budget,
         a trace row. The caller runs the tools and continues the conversation."""
         parameters = {"tools": list(tools), "max_tokens": max_tokens, "temperature": self.temperature}
-        turn, record = self._complete(messages, AgentTurn, parameters, _turn_json, tier, ledger, partition)
+        turn, record = self._complete(_Request(messages, AgentTurn, parameters, _turn_json, tier, ledger, partition))
         return ToolStep(
             turn=turn,
             trace_id=record.trace_id,
@@ -732,55 +757,39 @@ class ModelResource(ConfigurableResource):
             cache_hit=record.cache_hit,
         )
 
-    def _request_key(self, messages: Messages, parameters: dict[str, Any], tier: Tier, sample: int) -> str:
-        identity = {"models": [e.model_for(tier) for e in self.chain()], "messages": messages, **parameters}
-        return request_key({**identity, "sample": sample} if sample else identity)
+    def _request_key(self, request: _Request[Any]) -> str:
+        identity = {
+            "models": [e.model_for(request.tier) for e in self.chain()],
+            "messages": request.messages,
+            **request.parameters,
+        }
+        return request_key({**identity, "sample": request.sample} if request.sample else identity)
 
-    def _complete(
-        self,
-        messages: Messages,
-        schema: type[T],
-        parameters: dict[str, Any],
-        extract: Callable[[Any], str],
-        tier: Tier,
-        ledger: CallLedger | None,
-        partition: str,
-        sample: int = 0,
-    ) -> tuple[T, CallRecord]:
+    def _complete(self, request: _Request[T]) -> tuple[T, CallRecord]:
         """A request is sent once however many ask it at the same time: identical requests
         (two drafts that hold the same sentence, say) wait for the first and take its answer
         from the cache, as they would had they come a moment later. Without a cache each goes
         its own way; after a failed first, the next one tries for itself."""
-        arguments = (messages, schema, parameters, extract, tier, ledger, partition, sample)
         if self._response_cache() is None:
-            return self._complete_once(*arguments)
-        key = self._request_key(messages, parameters, tier, sample)
+            return self._complete_once(request)
+        key = self._request_key(request)
         with self._lock:
             running = self._in_flight.get(key)
             if running is None:
                 self._in_flight[key] = threading.Event()
         if running is not None:
             running.wait()
-            return self._complete_once(*arguments)
+            return self._complete_once(request)
         try:
-            return self._complete_once(*arguments)
+            return self._complete_once(request)
         finally:
             with self._lock:
                 self._in_flight.pop(key).set()
 
-    def _complete_once(
-        self,
-        messages: Messages,
-        schema: type[T],
-        parameters: dict[str, Any],
-        extract: Callable[[Any], str],
-        tier: Tier,
-        ledger: CallLedger | None,
-        partition: str,
-        sample: int = 0,
-    ) -> tuple[T, CallRecord]:
+    def _complete_once(self, request: _Request[T]) -> tuple[T, CallRecord]:
+        messages, schema, parameters, extract, tier, ledger, partition, _ = request
         chain = self.chain()
-        key = self._request_key(messages, parameters, tier, sample)
+        key = self._request_key(request)
         label = {"tier": tier, "request_id": uuid.uuid4().hex, "partition": partition}
         cache = self._response_cache()
         hit = self._valid_cached(cache, key, schema)
