@@ -28,6 +28,7 @@ from assets.claim_verification import (
 )
 from assets.ingestion import chunk_document, load_corpus
 from assets.retrieval import collection_name, sync_index
+from resources.judge_calibration import balanced_accuracy
 
 
 def corpus_verifier(
@@ -97,8 +98,6 @@ def write_calibration(calibration: Calibration, bundled: bool = False) -> Path:
 
 def evaluate(settings: Settings, corpus: Path, dev_set: Path) -> tuple[float, float]:
     """Accuracy over three labels, and balanced accuracy of supported vs not, on a labelled claims file."""
-    from ai_pipelines.fact_check_eval import balanced_accuracy
-
     rows = [json.loads(line) for line in dev_set.read_text().splitlines() if line.strip()]
     verdicts = corpus_verifier(settings, corpus, use_model=False).verify(read_claims(dev_set))
     gold, predicted = [r["label"] for r in rows], [v.verdict for v in verdicts]

@@ -46,6 +46,7 @@ from assets.claim_verification import (
     read_claims,
     read_judge,
 )
+from assets.fact_check_judge import balanced_accuracy, embedded_evidence
 from resources import CallLedger, EmbeddingsResource, ModelResource
 from resources.claim_features import (
     BASE_FEATURE_NAMES,
@@ -54,11 +55,8 @@ from resources.claim_features import (
     REFUTE_FEATURE_NAMES,
     Candidate,
     ClaimFeatures,
-    Passage,
     candidate_vectors,
-    candidates_of,
     claim_features,
-    sentences_to_embed,
 )
 from resources.text import has_negation, numbers_in, words_in
 
@@ -262,10 +260,8 @@ def legacy_supported(claim: str, claim_vector: np.ndarray, sentences: Sequence[s
 
 def score_records(records: Sequence[Record], embeddings: EmbeddingsResource, legacy: bool = True) -> list[Scored]:
     """Features for every claim; each article's sentences are embedded once for all its claims."""
-    articles = {r.article_id: r.article for r in records}
-    candidates = {a: candidates_of([Passage(chunk_id=a, text=text)]) for a, text in articles.items()}
-    sentences = list(dict.fromkeys(s for cs in candidates.values() for s in sentences_to_embed(cs)))
-    passage_vectors = dict(zip(sentences, embeddings.embed_passages(sentences)))
+    candidates, passage_vectors = embedded_evidence(embeddings, {r.article_id: r.article for r in records})
+    sentences = list(passage_vectors)
     query_vectors = dict(zip(sentences, embeddings.embed_queries(sentences))) if legacy else {}
     claim_vectors = embeddings.embed_queries([r.claim for r in records])
     out = []
@@ -373,16 +369,6 @@ def add_judge(scored: Sequence[Scored], model: ModelResource, candidates: int = 
 
 
 # --- fitting ---------------------------------------------------------------------------------------
-
-
-def balanced_accuracy(gold: Sequence[bool], predicted: Sequence[bool]) -> float:
-    """Mean of the recall on supported and the recall on unsupported claims (0.5 is chance)."""
-    recalls = []
-    for label in (True, False):
-        total = sum(g == label for g in gold)
-        if total:
-            recalls.append(sum(g == p == label for g, p in zip(gold, predicted)) / total)
-    return sum(recalls) / len(recalls) if recalls else 0.0
 
 
 def fit_threshold(scores: Sequence[float], gold: Sequence[bool]) -> float:

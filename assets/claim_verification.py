@@ -35,12 +35,11 @@ from assets.fact_check_judge import (
     JudgeCalibration,
     JudgeMode,
     balanced_accuracy,
-    cache_file,
     choose_mode,
     judged,
     load_sample,
     sample_features,
-    sample_hash,
+    stored_calibration,
 )
 from assets.prompts import load_prompt
 from resources import CallLedger, ModelResource, VectorStoreResource
@@ -322,10 +321,7 @@ class ClaimVerifier:
         thresholds: Thresholds | None = None,
         ledger: CallLedger | None = None,
         calibration: Calibration | None = None,
-        judge_cache_dir: Path | None = None,
     ):
-        """`judge_cache_dir` keeps the judge's measurement on the calibration sample; by default the
-        folder of the model's response cache (when that is a file), else it is measured per verifier."""
         self.vector_store = vector_store
         self.collection = collection
         self.model = model
@@ -335,7 +331,6 @@ class ClaimVerifier:
         fitted = load_calibration(self.fingerprint) if model is not None else None
         self.calibration = calibration or (fitted if fitted is not None and fitted.judge else load_calibration())
         self.thresholds = thresholds or self.calibration.thresholds
-        self.judge_cache_dir = judge_cache_dir if judge_cache_dir is not None else default_judge_cache_dir(model)
         self._judge_calibration: JudgeCalibration | None = None
         self._vectors: dict[str, np.ndarray] = {}
 
@@ -355,27 +350,12 @@ class ClaimVerifier:
         return self.judge_calibration().mode
 
     def judge_calibration(self) -> JudgeCalibration:
-        """The judge's measurement on the calibration sample: from the cache, else measured now."""
-        if self._judge_calibration is not None:
-            return self._judge_calibration
-        assert self.model is not None
-        fingerprint = f"{self.fingerprint}@{self.model.base_url}"
-        sample = sample_hash()
-        path = cache_file(self.judge_cache_dir, fingerprint, sample) if self.judge_cache_dir else None
-        if path is not None and path.exists():
-            try:
-                cached = JudgeCalibration.model_validate_json(path.read_text())
-                if (cached.fingerprint, cached.sample_hash) == (fingerprint, sample):
-                    self._judge_calibration = cached
-                    return cached
-            except ValueError:
-                pass  # unreadable: measured again and overwritten
-        measured = self._measure_judge(fingerprint, sample)
-        if path is not None and not measured.failed_answers:  # a measurement cut short is taken again next run
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(measured.model_dump_json(indent=2))
-        self._judge_calibration = measured
-        return measured
+        """The judge's measurement on the calibration sample: the stored one, else measured now."""
+        if self._judge_calibration is None:
+            assert self.model is not None
+            embedding_model = self.vector_store.embeddings.model_id
+            self._judge_calibration = stored_calibration(self.model, embedding_model, self._measure_judge)
+        return self._judge_calibration
 
     def _measure_judge(self, fingerprint: str, sample: str) -> JudgeCalibration:
         """Every claim of the sample through the classifier and the judge, as the verifier would see it."""
@@ -485,15 +465,6 @@ class ClaimVerifier:
             )
             for c, r in zip(claims, reasons)
         ]
-
-
-def default_judge_cache_dir(model: ModelResource | None) -> Path | None:
-    """The folder of the model's response cache when that is a file: judge measurements are kept
-    beside the answers they were made from, and go when that cache is cleared."""
-    location = model.cache_path if model is not None else ""
-    if not location or "://" in location:
-        return None
-    return Path(location).parent
 
 
 def read_claims(path: Path) -> list[Claim]:

@@ -6,8 +6,9 @@ sample of labelled public claims (`calibration/fact_check_judge_sample.jsonl`, F
 answers are combined with the classifier's decision in each way they could count: not at all,
 only to support, only to refute, or both. The judge counts only in the configuration that beats
 the classifier alone on the sample by `JUDGE_MARGIN` in balanced accuracy; otherwise its verdict
-is recorded on every row and decides nothing. The measurement is cached by the model
-configuration's fingerprint and the sample's hash, so it is paid once per judge model.
+is recorded on every row and decides nothing. The measurement is kept as every judge's is
+(`resources.judge_calibration`: keyed by the judge's fingerprint, here with the embedder and the
+sample's hash, in the response cache's database), so it is paid once per judge model.
 
 The classifier's side of the measurement (the features of each sample claim against its
 evidence) depends only on the embedding model and the feature code, so it ships with the sample
@@ -20,13 +21,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 import resources.claim_features
-from resources import EmbeddingsResource
+from resources import EmbeddingsResource, ModelResource
 from resources.claim_features import (
+    Candidate,
     ClaimFeatures,
     Passage,
     candidate_vectors,
@@ -34,6 +37,7 @@ from resources.claim_features import (
     claim_features,
     sentences_to_embed,
 )
+from resources.judge_calibration import balanced_accuracy, calibration_store, judge_fingerprint
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
 JUDGE_SAMPLE = CALIBRATION_DIR / "fact_check_judge_sample.jsonl"
@@ -86,9 +90,23 @@ def sample_hash(path: Path = JUDGE_SAMPLE) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def cache_file(folder: Path, fingerprint: str, sample: str) -> Path:
-    key = hashlib.sha256(f"{fingerprint}|{sample}".encode()).hexdigest()[:16]
-    return folder / f"fact_check_judge-{key}.json"
+def stored_calibration(
+    model: ModelResource, embedding_model: str, measure: Callable[[str, str], JudgeCalibration]
+) -> JudgeCalibration:
+    """The judge's measurement on the sample: the stored one when this judge (the strong tier's
+    chain) with this embedder measured this sample before, else `measure(fingerprint, sample hash)`,
+    kept unless some requests got no answer (a measurement cut short is taken again next run)."""
+    fingerprint = f"{judge_fingerprint(model, 'strong')}+{embedding_model}"
+    sample = sample_hash()
+    key = hashlib.sha256(f"fact_check_judge\n{fingerprint}\n{sample}".encode()).hexdigest()[:24]
+    store = calibration_store(model)
+    known = store.get(key, JudgeCalibration) if store is not None else None
+    if known is not None:
+        return known
+    measured = measure(fingerprint, sample)
+    if store is not None and not measured.failed_answers:
+        store.put(key, measured)
+    return measured
 
 
 class SampleFeatures(BaseModel):
@@ -105,15 +123,24 @@ def features_version() -> str:
     return hashlib.sha256(Path(resources.claim_features.__file__).read_bytes()).hexdigest()[:12]
 
 
+def embedded_evidence(
+    embeddings: EmbeddingsResource, evidence: Mapping[str, str]
+) -> tuple[dict[str, list[Candidate]], dict[str, np.ndarray]]:
+    """Each evidence text (by id) cut into candidates as the verifier cuts passages, and every
+    candidate sentence embedded once in passage mode: labelled claims share their evidence, and
+    the sample and the benchmark harness must measure a claim exactly as the verifier does."""
+    candidates = {key: candidates_of([Passage(chunk_id=key, text=text)]) for key, text in evidence.items()}
+    sentences = list(dict.fromkeys(t for found in candidates.values() for t in sentences_to_embed(found)))
+    return candidates, dict(zip(sentences, embeddings.embed_passages(sentences)))
+
+
 def measure_features(embeddings: EmbeddingsResource, items: Sequence[SampleClaim]) -> list[ClaimFeatures]:
     """Each sample claim's features against its evidence, as the verifier measures a claim against passages."""
-    candidates = [candidates_of([Passage(chunk_id=i.id, text=i.evidence)]) for i in items]
-    sentences = list(dict.fromkeys(t for c in candidates for t in sentences_to_embed(c)))
-    vectors = dict(zip(sentences, embeddings.embed_passages(sentences)))
+    candidates, vectors = embedded_evidence(embeddings, {i.id: i.evidence for i in items})
     claims = embeddings.embed_queries([i.claim for i in items])
     return [
-        claim_features(item.claim, vector, found, candidate_vectors(found, vectors))
-        for item, vector, found in zip(items, claims, candidates)
+        claim_features(item.claim, vector, candidates[item.id], candidate_vectors(candidates[item.id], vectors))
+        for item, vector in zip(items, claims)
     ]
 
 
@@ -140,16 +167,6 @@ def write_sample_features(embeddings: EmbeddingsResource) -> Path:
     )
     SAMPLE_FEATURES.write_text(stored.model_dump_json() + "\n")
     return SAMPLE_FEATURES
-
-
-def balanced_accuracy(gold: Sequence[bool], predicted: Sequence[bool]) -> float:
-    """The mean of the recall on each class; a class absent from `gold` is left out."""
-    recalls = []
-    for label in (True, False):
-        hits = [p == label for g, p in zip(gold, predicted) if g == label]
-        if hits:
-            recalls.append(sum(hits) / len(hits))
-    return sum(recalls) / len(recalls) if recalls else 0.0
 
 
 def judged(supported: bool, judge: float, may_raise: bool, mode: JudgeMode) -> bool:

@@ -243,19 +243,24 @@ def classify(ticket: Ticket, semantic: SemanticRoute, tiers: RoutingTiers) -> Ti
             answers[voter.name] = tiers.ask(voter, ticket.subject, ticket.body, ticket.ticket)[1]
         return answers[voter.name]
 
+    def decided(answer: TicketIntent, by: str, reason: str, votes: list[str]) -> TicketRoute:
+        """The route a tier's own answer settles: its intent, difficulty and confidence."""
+        return TicketRoute(
+            **base,
+            intent=answer.intent,
+            difficulty=answer.difficulty,
+            confidence=answer.confidence,
+            decided_by=by,
+            votes=votes,
+            calls=calls,
+            reason=reason,
+        )
+
     why = [f"semantic: {semantic.reason}"]
     if tiers.trusted(FAST.name):
         first = ask(FAST)
         if first is not None and first.confidence >= floor:
-            return TicketRoute(
-                **base,
-                intent=first.intent,
-                difficulty=first.difficulty,
-                confidence=first.confidence,
-                decided_by="classifier",
-                reason=first.reason,
-                calls=calls,
-            )
+            return decided(first, "classifier", first.reason, votes=[])
         why.append(f"fast: {first.intent} at {first.confidence:.2f}" if first else "fast: failed")
     else:
         why.append("fast tier not trusted")
@@ -291,16 +296,8 @@ def classify(ticket: Ticket, semantic: SemanticRoute, tiers: RoutingTiers) -> Ti
 
     strong = ask(STRONG) if tiers.trusted(STRONG.name) else None
     if strong is not None and strong.confidence >= floor:
-        return TicketRoute(
-            **base,
-            intent=strong.intent,
-            difficulty=strong.difficulty,
-            confidence=strong.confidence,
-            decided_by="strong",
-            votes=listed,
-            calls=calls,
-            reason="; ".join(why + [f"strong tier: {strong.intent} at {strong.confidence:.2f}"])[:300],
-        )
+        reason = "; ".join(why + [f"strong tier: {strong.intent} at {strong.confidence:.2f}"])[:300]
+        return decided(strong, "strong", reason, votes=listed)
     why.append("strong tier " + ("not trusted" if not tiers.trusted(STRONG.name) else "unsure or failed"))
     guess = strong or answers.get(FAST.name)
     return TicketRoute(

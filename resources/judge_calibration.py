@@ -31,6 +31,7 @@ from resources.state_store import StateStore, upsert_sql
 DEFAULT_MIN_JUDGE_ACCURACY = 0.8
 UNJUDGED = "unjudged"
 T = TypeVar("T", bound=BaseModel)
+M = TypeVar("M", bound=BaseModel)
 
 
 class LabelledExample(BaseModel):
@@ -127,7 +128,8 @@ def calibration_key(judge: str, examples: Sequence[LabelledExample], prompt_vers
 
 
 class CalibrationStore:
-    """Measured calibrations by key, in the response cache's database."""
+    """Measured calibrations by key, in the response cache's database: a rubric judge's, or the
+    fact-check judge's measurement on its sample, each as the JSON of its own model."""
 
     def __init__(self, location: str):
         self._db = StateStore(
@@ -137,21 +139,25 @@ class CalibrationStore:
             durable=False,
         )
 
-    def get(self, key: str) -> JudgeCalibration | None:
+    def get(self, key: str, kind: type[M]) -> M | None:
+        """The measurement kept under `key`; None when there is none, or when it no longer reads as
+        `kind` (the model changed since): it is then measured again and overwritten."""
         row = self._db.fetchone("select value from judge_calibrations where key = ?", (key,))
-        return JudgeCalibration.model_validate_json(row[0]) if row else None
+        try:
+            return kind.model_validate_json(row[0]) if row else None
+        except ValidationError:
+            return None
 
-    def put(self, calibration: JudgeCalibration) -> None:
+    def put(self, key: str, measurement: BaseModel) -> None:
         self._db.execute(
-            upsert_sql("judge_calibrations", ["key", "value"], "key"),
-            (calibration.key, calibration.model_dump_json()),
+            upsert_sql("judge_calibrations", ["key", "value"], "key"), (key, measurement.model_dump_json())
         )
 
 
 _stores: dict[str, CalibrationStore] = {}
 
 
-def _store(model: ModelResource) -> CalibrationStore | None:
+def calibration_store(model: ModelResource) -> CalibrationStore | None:
     """None when the response cache is off: then nothing of a run is kept for the next."""
     if not model.cache_path:
         return None
@@ -172,12 +178,27 @@ def calibration_usage(ledger: CallLedger) -> dict[str, object]:
     }
 
 
+def class_recalls(gold: Sequence[bool], predicted: Sequence[bool]) -> dict[bool, float]:
+    """For each class present in `gold`, the share of its items predicted as that class."""
+    recalls = {}
+    for label in (True, False):
+        hits = [p == label for g, p in zip(gold, predicted) if g == label]
+        if hits:
+            recalls[label] = sum(hits) / len(hits)
+    return recalls
+
+
+def balanced_accuracy(gold: Sequence[bool], predicted: Sequence[bool]) -> float:
+    """The mean of the recall on each class, a class absent from `gold` left out: a judge (or a
+    classifier) that says the same thing of everything scores 0.5 however the set is balanced."""
+    recalls = class_recalls(gold, predicted)
+    return sum(recalls.values()) / len(recalls) if recalls else 0.0
+
+
 def score(judged: Sequence[tuple[LabelledExample, bool | None]]) -> tuple[float, float, float, list[str]]:
     """(good passed, bad failed, balanced accuracy, misjudged) of verdicts; None (no answer) is misjudged."""
-    good = [(e, v) for e, v in judged if e.good]
-    bad = [(e, v) for e, v in judged if not e.good]
-    good_passed = sum(v is True for _, v in good) / len(good) if good else 0.0
-    bad_failed = sum(v is False for _, v in bad) / len(bad) if bad else 0.0
+    recalls = class_recalls([e.good for e, _ in judged], [(not e.good) if v is None else v for e, v in judged])
+    good_passed, bad_failed = recalls.get(True, 0.0), recalls.get(False, 0.0)
     misjudged = [f"{e.label}/{e.kind}" for e, v in judged if v is None or v != e.good]
     return round(good_passed, 3), round(bad_failed, 3), round((good_passed + bad_failed) / 2, 3), misjudged
 
@@ -202,8 +223,8 @@ def calibrate(
     is the gate's own judgement."""
     judge = judge_fingerprint(model, tier)
     key = calibration_key(judge, examples, prompt_version)
-    store = _store(model)
-    known = store.get(key) if store is not None else None
+    store = calibration_store(model)
+    known = store.get(key, JudgeCalibration) if store is not None else None
     if known is not None:
         return known
     answers = model.map_structured(
@@ -222,5 +243,5 @@ def calibrate(
         misjudged=misjudged,
     )
     if store is not None and not calibration.unanswered:
-        store.put(calibration)
+        store.put(key, calibration)
     return calibration

@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from resources.signal_semantics import event_words, tone_contradiction
+from resources.signal_semantics import event_words, first_match, name_pattern, tone_contradiction
 
 # "in X", "near X", "Port of X": X is a place, unless the "in" is an investment or a share of something.
 _PLACE_BEFORE = r"(?:in|near|outside|across|throughout|port of|city of|region of|province of|suburb of)"
@@ -75,50 +75,36 @@ _PERSON_BEFORE = (
 _PERSON_AFTER = r",\s+(?:the\s+)?(?:company's\s+|its\s+)?(?:chief|ceo|cfo|founder|co-founder|analyst|chair|head)\b"
 
 
-def _name(name: str) -> str:
-    return r"\b" + r"\s+".join(re.escape(part) for part in name.split()) + r"\b"
-
-
 def _place_cue(name: str, sentence: str) -> str:
-    target = _name(name)
+    target = name_pattern(name)
     pattern = rf"(?:\b([\w-]+)\s+)?\b{_PLACE_BEFORE}\s+(?:the\s+)?{target}(?!-(?!based))"
     for match in re.finditer(pattern, sentence, flags=re.I):
         if (match.group(1) or "").lower() not in _NOT_A_PLACE_BEFORE:
             return match.group(0)
-    match = re.search(rf"{target}-based\b", sentence, flags=re.I)
-    return match.group(0) if match else ""
+    return first_match((rf"{target}-based\b",), sentence)
 
 
 def _product_cue(name: str, sentence: str) -> str:
-    target = _name(name)
-    for pattern in (
-        rf"{target}\s+{_PRODUCT_AFTER}\b(?!\s+{_SITE})",  # "Seville battery plant" is a plant
-        rf"\b{_PRODUCT_BEFORE}\s+(?:the\s+|its\s+|a\s+)?{target}(?!-)",
-    ):
-        match = re.search(pattern, sentence, flags=re.I)
-        if match:
-            return match.group(0)
-    return ""
+    target = name_pattern(name)
+    return first_match(
+        (
+            rf"{target}\s+{_PRODUCT_AFTER}\b(?!\s+{_SITE})",  # "Seville battery plant" is a plant
+            rf"\b{_PRODUCT_BEFORE}\s+(?:the\s+|its\s+|a\s+)?{target}(?!-)",
+        ),
+        sentence,
+    )
 
 
 def _company_cue(name: str, sentence: str) -> str:
-    target = _name(name)
+    target = name_pattern(name)
     # "acquire the Riga startup", "acquire Riga-based X": a company's own name takes no article and no
     # hyphen; a name that does only modifies the noun after it.
-    for pattern in (rf"{target}{_COMPANY_AFTER}", rf"\b{_COMPANY_BEFORE}\s+{target}(?!-)"):
-        match = re.search(pattern, sentence, flags=re.I)
-        if match:
-            return match.group(0)
-    return ""
+    return first_match((rf"{target}{_COMPANY_AFTER}", rf"\b{_COMPANY_BEFORE}\s+{target}(?!-)"), sentence)
 
 
 def _person_cue(name: str, sentence: str) -> str:
-    target = _name(name)
-    for pattern in (rf"\b{_PERSON_BEFORE}\s+{target}", rf"{target}{_PERSON_AFTER}"):
-        match = re.search(pattern, sentence, flags=re.I)
-        if match:
-            return match.group(0)
-    return ""
+    target = name_pattern(name)
+    return first_match((rf"\b{_PERSON_BEFORE}\s+{target}", rf"{target}{_PERSON_AFTER}"), sentence)
 
 
 _SENTENCE_CUES = {"place": _place_cue, "product": _product_cue, "company": _company_cue, "person": _person_cue}

@@ -45,48 +45,50 @@ _STOPWORDS = frozenset(
 _STEM = 5  # label words count as the sentence's when they share this many leading letters (employees/employed)
 
 
-def _name_pattern(name: str) -> str:
+def name_pattern(name: str) -> str:
+    """A regex for `name` as whole words, any run of spaces between its parts."""
     return r"\b" + r"\s+".join(re.escape(part) for part in name.split()) + r"\b"
+
+
+def first_match(patterns: Iterable[str], sentence: str) -> str:
+    """The phrase of `sentence` that the first matching of `patterns` (tried in order, case
+    ignored) matches, or "": every cue is a few such patterns, and the phrase is the evidence."""
+    for pattern in patterns:
+        match = re.search(pattern, sentence, flags=re.I)
+        if match:
+            return match.group(0)
+    return ""
 
 
 def place_cue(name: str, sentence: str) -> str:
     """The phrase of `sentence` that uses `name` as a place ("in Rotterdam"), or ""."""
     if not name.strip():
         return ""
-    target = _name_pattern(name)
-    for pattern in (
-        rf"(?:\b[\w-]+\s+)?\b{_PLACE_BEFORE}\s+(?:the\s+)?{target}",
-        rf"{target}\s+{_SITE_AFTER}\b",
-        rf"{target}-based\b",
-    ):
-        match = re.search(pattern, sentence, flags=re.I)
-        if match:
-            return match.group(0)
-    return ""
+    target = name_pattern(name)
+    return first_match(
+        (
+            rf"(?:\b[\w-]+\s+)?\b{_PLACE_BEFORE}\s+(?:the\s+)?{target}",
+            rf"{target}\s+{_SITE_AFTER}\b",
+            rf"{target}-based\b",
+        ),
+        sentence,
+    )
 
 
 def product_cue(name: str, sentence: str) -> str:
     """The phrase of `sentence` that uses `name` as a product ("Tern robots"), or ""."""
     if not name.strip():
         return ""
-    target = _name_pattern(name)
-    for pattern in (rf"{target}\s+{_PRODUCT_AFTER}\b", rf"\b{_LAUNCH_BEFORE}{target}"):
-        match = re.search(pattern, sentence, flags=re.I)
-        if match:
-            return match.group(0)
-    return ""
+    target = name_pattern(name)
+    return first_match((rf"{target}\s+{_PRODUCT_AFTER}\b", rf"\b{_LAUNCH_BEFORE}{target}"), sentence)
 
 
 def company_cue(name: str, sentence: str) -> str:
     """The phrase of `sentence` that uses `name` as a company ("revenue of X"), or ""."""
     if not name.strip():
         return ""
-    target = _name_pattern(name)
-    for pattern in (rf"{target}\s*{_COMPANY_AFTER}\b", rf"\b{_COMPANY_BEFORE}\s+(?:the\s+)?{target}"):
-        match = re.search(pattern, sentence, flags=re.I)
-        if match:
-            return match.group(0)
-    return ""
+    target = name_pattern(name)
+    return first_match((rf"{target}\s*{_COMPANY_AFTER}\b", rf"\b{_COMPANY_BEFORE}\s+(?:the\s+)?{target}"), sentence)
 
 
 CUES = {"place": place_cue, "product": product_cue, "company": company_cue}

@@ -27,7 +27,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from ai_pipelines.instance import instance_yaml
 from ai_pipelines.settings import Settings
+from assets.claim_verification import ClaimVerifier
+from assets.draft_revisions import PublishableClaim, RevisionRound, outcomes
+from assets.fact_checks import FactCheck
+from assets.summaries import TopicSummary, write_summaries
 from resources import Endpoint, ModelResource
 from tests.fake_openai import FakeOpenAI
 from tests.smtp_server import SmtpTestServer
@@ -247,6 +252,32 @@ def run_digest_job(settings: Settings, instance: DagsterInstance | None = None) 
     job = build_definitions(settings).resolve_job_def("digest_job")
     pipeline = build_resources(settings)["pipeline"]
     return run_over_all_documents(job, instance or DagsterInstance.ephemeral(), pipeline, raise_on_error=False)
+
+
+def one_topic_summaries(
+    topic: str,
+    checks: Sequence[FactCheck],
+    revisions: Sequence[RevisionRound],
+    *,
+    model: ModelResource,
+    verifier: ClaimVerifier,
+    decompose: bool = True,
+) -> tuple[list[PublishableClaim], list[TopicSummary]]:
+    """The claims that checks and refinement leave publishable, and `topic`'s summary written from
+    them as the summaries asset writes it: the end of the chain a generation test reads."""
+    published, fate = outcomes(checks, revisions)
+    excluded = Counter({topic: sum(v in ("withdrawn", "unsupported") for v in fate.values())})
+    summaries = write_summaries(
+        [topic],
+        published,
+        excluded,
+        model=model,
+        verifier=verifier,
+        decompose=decompose,
+        signals_by_doc={},
+        index_version="v1",
+    )
+    return published, summaries
 
 
 def materialization_metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:

@@ -17,11 +17,12 @@ import pytest
 
 from ai_pipelines.definitions import build_resources
 from assets.claim_verification import Claim, ClaimVerifier
-from assets.draft_revisions import outcomes, refine, refinement_call_cap
+from assets.draft_revisions import refine, refinement_call_cap
 from assets.drafts import citing_within, claims_from_brief, draft_messages, gather_evidence
 from assets.fact_checks import fact_check_rows, judge_metadata
 from assets.sentence_checks import check_sentences
-from assets.summaries import render_digest, write_summaries
+from assets.summaries import render_digest
+from tests.conftest import one_topic_summaries
 from tests.fact_check_judges import (
     best_line,
     claim_of,
@@ -104,7 +105,7 @@ def run(llm, model, vector_store, sentences, tmp_path, per_drafting_call=3.0):
         [draft_messages(TOPIC, evidence)], citing_within(len(evidence)), tier="strong"
     )
     drafts = claims_from_brief(TOPIC, evidence, answer, trace, 4)
-    verifier = ClaimVerifier(vector_store, COLLECTION, model=model, judge_cache_dir=tmp_path / "judge")
+    verifier = ClaimVerifier(vector_store, COLLECTION, model=model)
     claims = [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
     checks = fact_check_rows(drafts, check_sentences(verifier, claims, model=model, decompose=True), "v1")
     split_calls = llm.calls_for("AtomicClaims")
@@ -117,18 +118,7 @@ def run(llm, model, vector_store, sentences, tmp_path, per_drafting_call=3.0):
         decompose=True,
         max_calls=refinement_call_cap(drafts, per_drafting_call),
     )
-    published, fate = outcomes(checks, revisions)
-    excluded = Counter({TOPIC: sum(v in ("withdrawn", "unsupported") for v in fate.values())})
-    summaries = write_summaries(
-        [TOPIC],
-        published,
-        excluded,
-        model=model,
-        verifier=verifier,
-        decompose=True,
-        signals_by_doc={},
-        index_version="v1",
-    )
+    published, summaries = one_topic_summaries(TOPIC, checks, revisions, model=model, verifier=verifier)
     return verifier, checks, split_calls, revisions, published, summaries
 
 
@@ -201,7 +191,7 @@ def test_a_judge_proven_on_the_sample_counts_and_catches_what_the_classifier_mis
     assert all(by_text[text].verdict == "supported" for text, _ in CORRECT)
     # Measured once per judge model: a second verifier reads the measurement from the cache.
     asked = llm.calls_for("JudgeAnswer")
-    again = ClaimVerifier(vector_store, COLLECTION, model=model, judge_cache_dir=tmp_path / "judge")
+    again = ClaimVerifier(vector_store, COLLECTION, model=model)
     assert again.judge_calibration() == calibration and llm.calls_for("JudgeAnswer") == asked
 
 

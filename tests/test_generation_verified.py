@@ -16,11 +16,12 @@ import pytest
 from ai_pipelines.definitions import build_resources
 from assets.claim_verification import Claim, ClaimVerifier
 from assets.digest_report import render_report, stage_counts
-from assets.draft_revisions import outcomes, refine
+from assets.draft_revisions import refine
 from assets.drafts import citing_within, claims_from_brief, draft_messages, gather_evidence
 from assets.fact_checks import fact_check_rows
 from assets.sentence_checks import check_sentences
-from assets.summaries import render_digest, write_summaries
+from assets.summaries import render_digest
+from tests.conftest import one_topic_summaries
 from tests.fact_check_judges import knows_the_sample
 from tests.fake_openai import data_block, evidence_items
 
@@ -131,18 +132,7 @@ def run_generation(llm, model, vector_store, sentences):
     claims = [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
     checks = fact_check_rows(drafts, check_sentences(verifier, claims, model=model, decompose=True), "v1")
     revisions = refine(drafts, checks, model=model, verifier=verifier, rounds=2, decompose=True)
-    published, fate = outcomes(checks, revisions)
-    excluded = Counter({TOPIC: sum(v in ("withdrawn", "unsupported") for v in fate.values())})
-    summaries = write_summaries(
-        [TOPIC],
-        published,
-        excluded,
-        model=model,
-        verifier=verifier,
-        decompose=True,
-        signals_by_doc={},
-        index_version="v1",
-    )
+    published, summaries = one_topic_summaries(TOPIC, checks, revisions, model=model, verifier=verifier)
     report = render_report(summaries, checks, [], {}, {}, "test", stage_counts(drafts, checks, revisions, summaries))
     return drafts, checks, revisions, published, summaries, render_digest(summaries), report
 
