@@ -4,16 +4,19 @@ A headline that repeats the prompt's own instructions ("at most 80 characters, s
 summary's main fact") or names a figure its summary never states is wrong whatever a judge
 says of it. The rules run inside the answer's validation, so the gateway's bounded re-ask
 feeds the reason back to the model, and an answer that still breaks them after the re-asks
-is stored as invalid, with the reason, where the step's schema check counts it.
+is stored as invalid, with the reason, where the step's schema check counts it, unless
+the step names stand-ins: then its input's own words (resources/stand_ins.py) take the
+answer's place, held to the same rules, and the row says `extractive`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, create_model, model_validator
+from pydantic import BaseModel, ValidationError, create_model, model_validator
 
 from resources.publication_rules import find_prompt_echo
+from resources.stand_ins import DERIVATIONS, Limits
 from resources.stated_facts import unsupported_facts
 
 
@@ -51,3 +54,37 @@ def verified_answer_model(
         __base__=answer,
         __validators__={"hold_to_rules": model_validator(mode="after")(hold_to_rules)},  # type: ignore[dict-item]
     )
+
+
+def field_limits(answer: type[BaseModel], field: str) -> tuple[str, Limits]:
+    """A field's JSON type (string, array, ...) and the lengths its schema allows, as a stand-in must respect them."""
+    spec = answer.model_json_schema()["properties"][field]
+    spec = next((s for s in spec.get("anyOf", []) if s.get("type") != "null"), spec)
+    if spec.get("type") == "array":
+        item = spec.get("items", {})
+        return "array", Limits(item.get("maxLength"), spec.get("minItems", 0), spec.get("maxItems"))
+    return str(spec.get("type", "")), Limits(spec.get("maxLength"))
+
+
+def stand_in_answer(
+    answer: type[BaseModel],
+    derivations: dict[str, str],
+    fields: list[str],
+    prompt: str,
+    evidence: str,
+    evidence_name: str,
+    fallback: str,
+) -> tuple[BaseModel | None, str]:
+    """The answer derived from the evidence alone (each field by its named derivation), and ""; or
+    None and why it may not stand in: it must meet the answer's schema and break no rule,
+    checked here as a model's answer is, never assumed from where its words came from."""
+    values = {}
+    for field, name in derivations.items():
+        derive, _ = DERIVATIONS[name]
+        values[field] = derive(evidence, field_limits(answer, field)[1], fallback)
+    try:
+        stand_in = answer.model_validate(values)
+    except ValidationError as exc:
+        return None, f"stand-in invalid: {exc.errors()[0]['msg']}"
+    problems = broken_rules(stand_in, fields, prompt, evidence, evidence_name)
+    return (None, f"stand-in breaks the rules: {'; '.join(problems)}") if problems else (stand_in, "")

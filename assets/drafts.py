@@ -4,8 +4,12 @@ The model writes in its own words; nothing here constrains its wording. What kee
 draft honest is downstream: every sentence is a claim that cites the evidence items it
 rests on, the fact checks verify each one, and the refinement loop revises or drops
 what fails. What is enforced at this stage is form, never content: the model must cite
-items that exist, and must not echo the prompt's own instructions; either fault is a
-validation error, re-asked through the gateway with the error. The model's text is kept
+items that exist, must not echo the prompt's own instructions, and must not write one
+sentence twice (a small model fills its sentence count with copies of one sentence); each
+fault is a validation error, re-asked through the gateway with the error. The grammar
+cannot hold this for it: llguidance, the embedded server's JSON-schema engine, has no
+`uniqueItems`, and copies that differ by a comma would satisfy it anyway. A near repeat
+that survives (the same words less a few) is dropped before it becomes a claim, counted. The model's text is kept
 as written, and the evidence list it saw is kept with the draft, except where the
 publication rules say a line is not a sentence: a stray label before it ("2026:", "[3]",
 the evidence line's "(title, date)") is stripped, and a line that is only a title or a
@@ -42,13 +46,19 @@ from resources import ModelResource, VectorStoreResource
 from resources.citations import citing_within as cited_schema
 from resources.model import MODEL_POOL
 from resources.prompt_injection import data_block
-from resources.publication_rules import find_prompt_echo, is_list_furniture, without_label
+from resources.publication_rules import (
+    find_prompt_echo,
+    is_list_furniture,
+    repeated_sentence,
+    sentence_key,
+    without_label,
+)
 from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
 from resources.text import normalize, split_sentences
 
 GROUP = "drafts"
 PROMPT = load_prompt("draft_brief")
-CODE_VERSION = f"4-{PROMPT.version}"
+CODE_VERSION = f"5-{PROMPT.version}"
 MIN_SENTENCES, MAX_SENTENCES = 3, 8
 MAX_EVIDENCE_ITEMS = 12
 
@@ -78,24 +88,40 @@ def citing_within(count: int, minimum: int = MIN_SENTENCES) -> type[DraftBrief]:
     return cited_schema(DraftBrief, count, field="evidence", items="evidence items", minimum=minimum)
 
 
+def brief_faults(answer: DraftBrief, prompt: str) -> list[str]:
+    """Why a brief must be written again, one reason per faulty sentence: it echoes the
+    request's instructions (the evidence it quotes may be repeated freely), or it is an
+    earlier sentence of the brief again once case, punctuation and a stray label are ignored."""
+    faults = []
+    first_of: dict[str, int] = {}
+    for position, sentence in enumerate(answer.sentences, start=1):
+        echo = find_prompt_echo(sentence.text, prompt)
+        if echo is not None:
+            faults.append(f"sentence {position} repeats the instructions ({echo!r}); write about the evidence instead")
+        key = sentence_key(without_label(sentence.text))
+        if key in first_of:
+            faults.append(
+                f"sentence {position} repeats sentence {first_of[key]} ({sentence.text.strip()[:120]!r}); "
+                "each sentence must state a different fact, so write fewer sentences rather than a copy"
+            )
+        first_of.setdefault(key, position)
+    return faults
+
+
 def brief_schema(messages: list[dict[str, str]], count: int, minimum: int = MIN_SENTENCES) -> type[DraftBrief]:
-    """The brief schema for one drafting request: `citing_within`, and no sentence may echo the
-    request's own instructions (the evidence it quotes may be repeated freely)."""
+    """The brief schema for one drafting request: `citing_within`, and none of `brief_faults`."""
     prompt = "\n".join(m["content"] for m in messages)
 
-    def _no_prompt_echo(answer: DraftBrief) -> DraftBrief:
-        for position, sentence in enumerate(answer.sentences, start=1):
-            echo = find_prompt_echo(sentence.text, prompt)
-            if echo is not None:
-                raise ValueError(
-                    f"sentence {position} repeats the instructions ({echo!r}); write about the evidence instead"
-                )
+    def _fit_to_publish(answer: DraftBrief) -> DraftBrief:
+        faults = brief_faults(answer, prompt)
+        if faults:
+            raise ValueError("; ".join(faults))
         return answer
 
     return create_model(  # type: ignore[call-overload, no-any-return]
         DraftBrief.__name__,
         __base__=citing_within(count, minimum),
-        __validators__={"_no_prompt_echo": model_validator(mode="after")(_no_prompt_echo)},
+        __validators__={"_fit_to_publish": model_validator(mode="after")(_fit_to_publish)},
     )
 
 
@@ -247,6 +273,19 @@ def without_list_furniture(rows: list[DraftClaim]) -> tuple[list[DraftClaim], li
     return [r for r in rows if not is_list_furniture(r.text)], [r for r in rows if is_list_furniture(r.text)]
 
 
+def without_repeats(rows: list[DraftClaim]) -> tuple[list[DraftClaim], list[DraftClaim]]:
+    """The claims, and the model-written sentences that repeat an earlier one of their own draft
+    (the publication rules' reading of a repeat, near repeats included): a copy is one fact
+    told twice, and its verdict would add nothing. Evidence sentences that stand in are kept:
+    they were deduplicated when gathered, and a shorter one may be a fact of its own."""
+    kept: list[DraftClaim] = []
+    repeats: list[DraftClaim] = []
+    for row in rows:
+        earlier = [k.text for k in kept if k.draft_id == row.draft_id]
+        (repeats if row.origin == "model" and repeated_sentence(row.text, earlier) else kept).append(row)
+    return kept, repeats
+
+
 @asset(
     group_name=GROUP,
     code_version=CODE_VERSION,
@@ -291,13 +330,14 @@ def drafts(
 
         with ThreadPoolExecutor(max_workers=max(1, min(len(plan), model.max_concurrency))) as pool:
             traced = list(pool.map(write, plan))
-    rows, furniture = without_list_furniture(
+    sentences, furniture = without_list_furniture(
         [
             row
             for (topic, evidence), (answer, trace_id) in zip(plan, traced)
             for row in claims_from_brief(topic, evidence, answer, trace_id, pipeline.claims_per_draft)
         ]
     )
+    rows, repeats = without_repeats(sentences)
     preview = "\n\n".join(
         f"**{topic}**\n\n" + "\n".join(f"- {r.text} {r.evidence_numbers}" for r in rows if r.topic == topic)
         for topic, _ in plan
@@ -312,6 +352,8 @@ def drafts(
             "failed_drafts": sum(isinstance(a, Exception) for a, _ in traced),
             "list_furniture_dropped": len(furniture),
             "list_furniture_lines": MetadataValue.json([r.text for r in furniture][:20]),
+            "repeated_sentences_dropped": len(repeats),
+            "repeated_sentences": MetadataValue.json([r.text for r in repeats][:20]),
             "evidence_items": sum(len(e) for _, e in plan),
             "topics": MetadataValue.json([t for t, _ in plan]),
             "index_version": retrieval_index.version,

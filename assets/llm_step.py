@@ -13,7 +13,9 @@ A model's verdict gates nothing until the model has earned it: a `rubric` check 
 labelled good and bad answers (`calibration`), its judge scores them first, and under
 `min_judge_accuracy` every answer is `unjudged` rather than passed. What no judge can talk
 past is checked by rules (`verify`): a published field that copies the prompt's own
-instructions, or states a number, date or name its input lacks, is re-asked, then invalid.
+instructions, or states a number, date or name its input lacks, is re-asked, then invalid,
+or, where the step names `stand_in` derivations, replaced by its input's own words (marked
+`extractive` and held to the same rules), so one small model's bad headline does not block a run.
 """
 
 import hashlib
@@ -31,7 +33,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model
 
-from assets.answer_rules import verified_answer_model
+from assets.answer_rules import field_limits, stand_in_answer, verified_answer_model
 from assets.documents import DOCUMENTS
 from assets.prompts import Prompt
 from assets.rubric_judge import calibrate_judge, judge_answers
@@ -52,6 +54,7 @@ from resources.model import MODEL_POOL
 from resources.model_session import ModelSession, usage_metadata
 from resources.partition_results import partition_results
 from resources.prompt_injection import neutralize
+from resources.stand_ins import DERIVATIONS
 from resources.tables import OWNERS, WAREHOUSE, table_metadata, to_frame
 
 TIERS = ("fast", "strong")
@@ -62,6 +65,8 @@ PARTITIONS: dict[str, tuple[dg.PartitionsDefinition, str]] = {
     "tickets": (TICKETS, "ticket"),
 }
 JSON_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+# Row statuses whose answer may be published: the model's own, or a stand-in from the row's input.
+PUBLISHABLE = ("valid", "extractive")
 
 
 class StepDefinitionError(ValueError):
@@ -163,6 +168,11 @@ class StepVerification(dg.Model, dg.Resolvable):
 
     fields: list[str] = Field(description="The answer's text fields that are published.")
     against: str = Field(description="The input column they may state facts from (e.g. summary).")
+    stand_in: dict[str, str] = Field(
+        default={},
+        description="Per answer field, the derivation from the `against` column that stands in when the model's "
+        f"answer still breaks a rule after its re-asks ({', '.join(DERIVATIONS)}); the row is then `extractive`.",
+    )
 
 
 def import_object(reference: str) -> Any:
@@ -223,9 +233,10 @@ def step_row_model(
     for name, field in answer.model_fields.items():
         fields[name] = (field.annotation | None, Field(default=None, description=field.description or ""))
     fields["status"] = (
-        Literal["valid", "invalid", "no_answer"],
+        Literal["valid", "extractive", "invalid", "no_answer"],
         Field(
-            description="valid: the answer met the output schema; invalid: answers never did; "
+            description="valid: the model's answer met the output schema and rules; extractive: it never did, and "
+            "the input's own words stand in (the model's error is kept); invalid: neither answer held; "
             "no_answer: no endpoint answered (an outage, not a quality failure)."
         ),
     )
@@ -449,6 +460,31 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
             raise source.error(
                 ("verify", "against"), f"{self.verify.against!r} is not a {{column}} of the prompt {self.prompt}"
             )
+        if self.verify.stand_in:
+            self._resolve_stand_in(source)
+
+    def _resolve_stand_in(self, source: StepSource) -> None:
+        """Every stand-in field is a field of the answer, derived by a known derivation of its
+        kind, and together they give every required field: a stand-in must be a whole answer."""
+        assert self.verify is not None and self._answer is not None
+        for name, derivation in self.verify.stand_in.items():
+            at = ("verify", "stand_in", name)
+            if name not in self._answer.model_fields:
+                raise source.error(
+                    at, f"{name!r} is not a field of the answer ({', '.join(self._answer.model_fields)})"
+                )
+            if derivation not in DERIVATIONS:
+                raise source.error(at, f"unknown derivation {derivation!r} (known: {', '.join(DERIVATIONS)})")
+            kind, wanted = field_limits(self._answer, name)[0], DERIVATIONS[derivation][1]
+            if kind != wanted:
+                raise source.error(at, f"{derivation} fills {wanted} fields, and {name} is a {kind}")
+        missing = [
+            f for f, info in self._answer.model_fields.items() if info.is_required() and f not in self.verify.stand_in
+        ]
+        if missing:
+            raise source.error(
+                ("verify", "stand_in"), f"a stand-in must give every required field (missing: {', '.join(missing)})"
+            )
 
     @property
     def rubric_check(self) -> StepCheck | None:
@@ -600,11 +636,18 @@ def run_rows(run: StepRun, partition_column: str) -> dg.Output:
     judging = start_judging(run)
     answers = ask_items(run, items, partitions)
     rows = []
-    for name, partition, (answer, trace_id) in zip(names, partitions, answers):
+    for item, name, partition, (answer, trace_id) in zip(items, names, partitions, answers):
         base = {key: name, **({partition_column: partition} if partition_column and partition_column != key else {})}
         if isinstance(answer, Exception):
             outage = isinstance(answer, ModelCallError) and answer.outage and not answer.invalid_output
-            rows.append(step.row_model(**base, status="no_answer" if outage else "invalid", error=str(answer)[:500]))
+            stand_in, why = (None, "") if outage else stand_in_for(step, item, name)
+            if stand_in is not None:
+                rows.append(
+                    step.row_model(**base, **stand_in.model_dump(), status="extractive", error=str(answer)[:500])
+                )
+                continue
+            error = "; ".join(filter(None, [str(answer)[: 500 - len(why[:150])], why[:150]]))
+            rows.append(step.row_model(**base, status="no_answer" if outage else "invalid", error=error))
         else:
             rows.append(step.row_model(**base, **answer.model_dump(), status="valid", trace_id=trace_id))
     # The judge's calibration describes the judge, not the rows: every partition shows it.
@@ -617,6 +660,23 @@ def run_rows(run: StepRun, partition_column: str) -> dg.Output:
         mine = [r for r, p in zip(rows, partitions) if p == partition]
         run.context.add_asset_metadata({**rows_metadata(mine), **judge_figures}, partition_key=partition)
     return dg.Output(to_frame(rows, step.row_model))
+
+
+def stand_in_for(step: LlmStep, item: dict[str, Any], name: str) -> tuple[BaseModel | None, str]:
+    """The answer the item's own verified input gives when the model's stayed invalid, and "";
+    else None and why ("" for a step without stand-ins)."""
+    verify = step.verify
+    if verify is None or not verify.stand_in:
+        return None, ""
+    return stand_in_answer(
+        step.answer_model,
+        verify.stand_in,
+        verify.fields,
+        render_item(step.prompt_template, item),
+        str(item.get(verify.against) or ""),
+        verify.against,
+        fallback=name,
+    )
 
 
 def ask_items(run: StepRun, items: list[dict[str, Any]], partitions: list[str]) -> list[tuple[Any, str]]:
@@ -696,9 +756,10 @@ def prompt_columns(step: LlmStep, item: dict[str, Any]) -> dict[str, Any]:
 def judge_rows(
     run: StepRun, judging: Judging, items: list[dict[str, Any]], rows: list[BaseModel], partitions: list[str]
 ) -> dict[str, object]:
-    """Each valid row's rubric verdict, set on the row; `unjudged` for all of them when the judge is unproven."""
+    """Each publishable row's rubric verdict (a stand-in is published too), set on the row;
+    `unjudged` for all of them when the judge is unproven."""
     step, check = run.step, judging.check
-    valid = [i for i, row in enumerate(rows) if getattr(row, "status") == "valid"]
+    valid = [i for i, row in enumerate(rows) if getattr(row, "status") in PUBLISHABLE]
     fields = list(step.answer_model.model_fields)
     verdicts = judge_answers(
         run.model,
@@ -722,6 +783,7 @@ def judge_rows(
 def rows_metadata(rows: list[BaseModel]) -> dict[str, object]:
     """What a person judges a materialization by; the session adds the model usage."""
     valid = sum(getattr(r, "status") == "valid" for r in rows)
+    extractive = sum(getattr(r, "status") == "extractive" for r in rows)
     verdicts = [getattr(r, "rubric_verdict", None) for r in rows]
     judged = (
         {f"rubric_{v}": sum(verdict == v for verdict in verdicts) for v in ("passed", "failed", UNJUDGED)}
@@ -731,6 +793,7 @@ def rows_metadata(rows: list[BaseModel]) -> dict[str, object]:
     return {
         "rows": len(rows),
         "valid": valid,
+        "extractive": extractive,
         "validity_rate": round(valid / len(rows), 3) if rows else 0.0,
         **judged,
         "preview": dg.MetadataValue.md(markdown_table([r.model_dump(mode="json") for r in rows[:10]])),
@@ -746,25 +809,32 @@ def per_partition(step: LlmStep, verdicts: list[tuple[dict[str, Any], bool, str]
 
 
 def schema_validity(step: LlmStep, check: StepCheck, rows: pd.DataFrame) -> dg.AssetCheckResult:
-    """The share of answers that met the schema. Items no endpoint answered are left out:
-    an outage is not a quality failure (the run's report and the usage metadata name it),
-    and a blocking quality gate must not turn it into one."""
+    """The share of answers that may be published: the model's own that met the schema and its
+    rules, and the stand-ins that did where the model's never did, each counted apart so a
+    person sees how much the model wrote. Items no endpoint answered are left out: an outage
+    is not a quality failure (the run's report and the usage metadata name it), and a
+    blocking quality gate must not turn it into one."""
     records = rows.to_dict(orient="records") if len(rows) else []
     answered = [r for r in records if r["status"] != "no_answer"]
-    invalid = [r for r in answered if r["status"] != "valid"]
+    invalid = [r for r in answered if r["status"] not in PUBLISHABLE]
+    written = sum(r["status"] == "valid" for r in answered)
+    extractive = sum(r["status"] == "extractive" for r in answered)
     rate = 1 - len(invalid) / len(answered) if answered else 1.0
     unanswered = len(records) - len(answered)
     return dg.AssetCheckResult(
         passed=rate >= check.min_rate,
         severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
-        description=f"{len(answered) - len(invalid)} of {len(answered)} answers met the schema "
-        f"(minimum {check.min_rate:.0%})" + (f"; {unanswered} items got no answer (outage)" if unanswered else ""),
+        description=f"{len(answered) - len(invalid)} of {len(answered)} answers publishable ({written} model-written, "
+        f"{extractive} extractive stand-ins; minimum {check.min_rate:.0%})"
+        + (f"; {unanswered} items got no answer (outage)" if unanswered else ""),
         metadata={
             "validity_rate": round(rate, 3),
             "min_rate": check.min_rate,
+            "model_written": written,
+            "extractive": extractive,
             "no_answer": unanswered,
             "failures": dg.MetadataValue.md(markdown_table(invalid[:10])),
-            **per_partition(step, [(r, r["status"] == "valid", r.get("error") or "") for r in answered]),
+            **per_partition(step, [(r, r["status"] in PUBLISHABLE, r.get("error") or "") for r in answered]),
         },
     )
 
@@ -801,7 +871,7 @@ def judge_rubric(
         (
             r,
             r.get("rubric_verdict") == "passed",
-            str(r.get("rubric_reason") or "") if r.get("status") == "valid" else "no schema-valid answer",
+            str(r.get("rubric_reason") or "") if r.get("status") in PUBLISHABLE else "no schema-valid answer",
         )
         for r in answered
     ]

@@ -13,7 +13,14 @@ import pytest
 from ai_pipelines.definitions import build_resources
 from assets.claim_verification import Claim, ClaimVerdict
 from assets.draft_revisions import outcomes, refine
-from assets.drafts import EvidenceItem, citing_within, claims_from_brief, draft_messages
+from assets.drafts import (
+    EvidenceItem,
+    brief_schema,
+    citing_within,
+    claims_from_brief,
+    draft_messages,
+    without_repeats,
+)
 from assets.fact_checks import fact_check_rows
 from assets.sentence_checks import check_sentences
 from assets.summaries import render_digest, write_summaries
@@ -101,6 +108,42 @@ def test_a_citation_outside_the_evidence_list_is_reasked_and_the_text_kept_as_wr
     rows = claims_from_brief("Acme Robotics", EVIDENCE, answer, trace_id, 4)
     assert [r.text for r in rows] == TRUE and {r.origin for r in rows} == {"model"}
     assert rows[0].cited_chunk_ids == ["a1-000"] and rows[0].evidence_list == EVIDENCE
+
+
+@pytest.mark.unit
+def test_a_brief_that_writes_one_sentence_twice_is_refused_naming_the_copy():
+    """Copies that differ only in case, punctuation or a stray label are one sentence; the
+    message names the copy and the sentence it repeats, so the re-ask can say what to fix."""
+    schema = brief_schema(draft_messages("Acme Robotics", EVIDENCE), len(EVIDENCE))
+    copied = brief((TRUE[0], [1]), (TRUE[1], [2]), ("2026: " + TRUE[0].upper().rstrip("."), [1]), (TRUE[2], [3]))
+    with pytest.raises(ValueError) as raised:
+        schema.model_validate(copied)
+    message = str(raised.value)
+    assert f"sentence 3 repeats sentence 1 ('2026: {TRUE[0].upper().rstrip('.')}')" in message, message
+    assert "sentence 4" not in message
+    assert schema.model_validate(brief((TRUE[0], [1]), (TRUE[1], [2]), (TRUE[2], [3]))).sentences
+
+
+@pytest.mark.unit
+def test_a_near_repeat_in_an_accepted_brief_is_dropped_before_it_becomes_a_claim():
+    """The same words less a few is no new fact: dropped within its draft, counted; another
+    draft may tell it, and evidence sentences that stand in are never dropped."""
+    shorter = "Nordic Capital led a 40 million euro Series C."
+    rows = claims_from_brief(
+        "Acme Robotics",
+        EVIDENCE,
+        citing_within(3).model_validate(brief((TRUE[0], [1]), (shorter, [1]), (TRUE[1], [2]))),
+        "t1",
+        4,
+    )
+    other = claims_from_brief(
+        "Nordic Capital", EVIDENCE, citing_within(1).model_validate(brief((shorter, [1]))), "t2", 4
+    )
+    kept, repeats = without_repeats(rows + other)
+    assert [r.text for r in repeats] == [shorter] and repeats[0].topic == "Acme Robotics"
+    assert [r.text for r in kept] == [TRUE[0], TRUE[1], shorter]
+    stand_ins = claims_from_brief("Acme Robotics", EVIDENCE * 2, RuntimeError("outage"), "", 4)
+    assert without_repeats(stand_ins)[1] == []
 
 
 @pytest.mark.unit

@@ -4,6 +4,7 @@ the file, line and field, and prompt files whose edits mark exactly their depend
 import importlib
 import itertools
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -154,7 +155,7 @@ def test_a_stage_declared_in_yaml_alone_is_materialized_and_its_checks_run(setti
     assert rows and all(r["status"] == "invalid" and r["error"] for r in rows)
     [validity] = [e for e in failed.get_asset_check_evaluations() if e.check_name == "schema_validity"]
     assert not validity.passed and validity.severity.value == "ERROR"
-    assert f"0 of {len(rows)} answers met the schema" in validity.description
+    assert f"0 of {len(rows)} answers publishable (0 model-written, 0 extractive" in validity.description
 
     # No endpoint answers: an outage, not a quality failure. The rows say so and the blocking
     # check judges only what was answered, so it does not turn the outage into a block.
@@ -271,6 +272,45 @@ def test_the_error_of_a_step_names_the_line_of_a_nested_field(tmp_path):
         match=rf"defs.yaml:{GIST_STEP.splitlines().index('      min_rate: 0.5') + 1}: attributes.checks.1.min_rate: ",
     ):
         LlmStep.from_file(folder / "defs.yaml")
+
+
+HEADLINE_STAND_IN = "      meta_description: lead_sentences\n"
+BAD_STAND_INS = {
+    "unknown derivation": ("      meta_description: first_paragraph\n", "meta_description", "unknown derivation"),
+    "field not in the schema": (
+        HEADLINE_STAND_IN + "      subtitle: lead_sentence\n",
+        "subtitle",
+        "'subtitle' is not a field of the answer",
+    ),
+    "derivation of the wrong kind": (
+        "      meta_description: stated_names\n",
+        "meta_description",
+        "stated_names fills array fields, and meta_description is a string",
+    ),
+    "a required field without one": ("", "", "must give every required field (missing: meta_description)"),
+}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kind", list(BAD_STAND_INS))
+def test_a_bad_stand_in_fails_loading_naming_the_file_line_and_field(tmp_path, kind):
+    """A stand-in must be a whole answer built by a known derivation: anything else is found at load."""
+    after, field, message = BAD_STAND_INS[kind]
+    folder = tmp_path / "summary_headlines"
+    shutil.copytree(STEPS_DIR / "summary_headlines", folder)
+    written = (folder / "defs.yaml").read_text()
+    assert HEADLINE_STAND_IN in written
+    broken = written.replace(HEADLINE_STAND_IN, after)
+    (folder / "defs.yaml").write_text(broken)
+
+    with pytest.raises(StepDefinitionError) as raised:
+        LlmStep.from_file(folder / "defs.yaml")
+
+    lines = broken.splitlines()
+    changed = [i for i, text in enumerate(lines, 1) if text not in written.splitlines()]
+    line = changed[0] if changed else lines.index("    stand_in:") + 1
+    located = f"defs.yaml:{line}: attributes.verify.stand_in" + (f".{field}" if field else ":")
+    assert located in str(raised.value) and message in str(raised.value), str(raised.value)
 
 
 @pytest.mark.unit

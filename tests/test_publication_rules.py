@@ -2,7 +2,8 @@
 writes each fault the rules exist for, and the published digest holds none of them.
 
 Drafts copy an evidence line's "(title, date)" as a sentence and, on first asking, echo
-the drafting instructions; summary paragraphs echo their instructions, open a sentence
+the drafting instructions and write one sentence twice (the re-ask's answer repeats it
+less its last word); summary paragraphs echo their instructions, open a sentence
 with a stray "2026:" and repeat one sentence under two topics. Every fault is either
 repaired or dropped, and each rule's count is in the materialization metadata.
 """
@@ -35,12 +36,17 @@ def sources(messages: list[dict[str, str]]) -> list[str]:
 
 def faulty_brief(messages: list[dict[str, str]]) -> dict:
     """Evidence sentences as written, plus the first item's source line as if it were a sentence;
-    the first answer also echoes the instructions (a re-ask, which carries the error, does not)."""
+    the first answer also echoes the instructions and copies its first sentence, and the re-ask's
+    answer (which carries the errors) repeats that sentence less its last word."""
     sentences = [{"text": s, "evidence": [n]} for n, s in evidence_items(messages)[:6]]
     sentences.append({"text": f"{sources(messages)[0]}.", "evidence": [1]})
+    first = sentences[0]["text"]
     if len(messages) == 1:
         sentences.insert(0, {"text": DRAFT_ECHO, "evidence": [1]})
-    return {"sentences": sentences}
+        sentences.insert(2, {"text": first.upper(), "evidence": [1]})
+    else:
+        sentences.insert(1, {"text": first.rsplit(" ", 1)[0] + ".", "evidence": [1]})
+    return {"sentences": sentences[:8]}
 
 
 def faulty_paragraph(messages: list[dict[str, str]]) -> dict:
@@ -56,6 +62,13 @@ def faulty_paragraph(messages: list[dict[str, str]]) -> dict:
     return {"sentences": sentences}
 
 
+def claims_by_draft(settings) -> dict[str, list[str]]:
+    drafts: dict[str, list[str]] = {}
+    for row in warehouse_rows(settings, "drafts"):
+        drafts.setdefault(row["draft_id"], []).append(row["text"])
+    return drafts
+
+
 def test_the_published_digest_has_no_echo_repeat_dangling_start_or_list_furniture(settings, llm):
     llm.scripts["DraftBrief"] = faulty_brief
     llm.scripts["TopicParagraph"] = faulty_paragraph
@@ -65,7 +78,11 @@ def test_the_published_digest_has_no_echo_repeat_dangling_start_or_list_furnitur
     drafts = materialization_metadata(result, "drafts")
     claims = [row["text"] for row in warehouse_rows(settings, "drafts")]
     assert drafts["drafts"] >= 2 and drafts["list_furniture_dropped"] == drafts["drafts"]
-    assert llm.calls_for("DraftBrief") == 2 * drafts["drafts"]  # each draft re-asked once, for its echo
+    assert llm.calls_for("DraftBrief") == 2 * drafts["drafts"]  # each draft re-asked once, for its echo and copy
+    reasks = [c["messages"][-1]["content"] for c in llm.calls if c["schema"] == "DraftBrief" and len(c["messages"]) > 1]
+    assert len(reasks) == drafts["drafts"] and all("sentence 3 repeats sentence 2" in m for m in reasks), reasks[:1]
+    assert drafts["repeated_sentences_dropped"] == drafts["drafts"]
+    assert not any(len(set(map(sentence_key, t))) < len(t) for t in claims_by_draft(settings).values())
     assert DRAFT_ECHO not in claims and not any(text in claims for text in drafts["list_furniture_lines"])
     assert all(re.search(r", \d{4}-\d{2}-\d{2}\.$", line) for line in drafts["list_furniture_lines"])
 
