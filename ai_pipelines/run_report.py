@@ -41,6 +41,17 @@ _USAGE_KEYS = {
 }
 
 
+# What a step paid to measure its judge or its routing tiers before deciding anything: one
+# figure for the whole step, repeated on each partition's materialization of a ranged run, so
+# it is counted once per asset rather than summed over the partitions.
+MEASURING_KEYS = {
+    "judge_calibration_requests": "requests",
+    "judge_calibration_cache_hits": "cache_hits",
+    "route_measuring_requests": "requests",
+    "route_measuring_cache_hits": "cache_hits",
+}
+
+
 class ModelUsage(BaseModel):
     """The run's model requests, added up over every materialization (partitions included)
     and every check evaluation that called a model."""
@@ -65,6 +76,29 @@ class ModelUsage(BaseModel):
             value = metadata.get(key)
             if value is not None and isinstance(value.value, (int, float)):
                 setattr(self, field, getattr(self, field) + int(value.value))
+
+    def add_measuring(self, metadata_by_asset: Mapping[str, Mapping[str, Any]]) -> None:
+        """Adds each asset's measuring figures (MEASURING_KEYS) once."""
+        for metadata in metadata_by_asset.values():
+            for key, field in MEASURING_KEYS.items():
+                value = metadata.get(key)
+                if value is not None and isinstance(value.value, (int, float)):
+                    setattr(self, field, getattr(self, field) + int(value.value))
+
+    @classmethod
+    def of_run(cls, result: Any) -> "ModelUsage":
+        """Every model request of a run: each materialization's and check evaluation's own
+        calls, and each asset's measuring calls once."""
+        usage = cls()
+        measuring: dict[str, Mapping[str, Any]] = {}
+        # Checks that ask a model (a rubric judged by the strong tier) record their calls too.
+        for evaluation in result.get_asset_check_evaluations():
+            usage.add(evaluation.metadata)
+        for event in result.get_asset_materialization_events():
+            usage.add(event.materialization.metadata)
+            measuring[event.materialization.asset_key.to_user_string()] = event.materialization.metadata
+        usage.add_measuring(measuring)
+        return usage
 
     def describe_failures(self) -> str:
         return ", ".join(
@@ -97,14 +131,10 @@ class RunReport(BaseModel):
     @classmethod
     def from_result(cls, result: ExecuteInProcessResult, settings: Settings) -> "RunReport":
         outputs: dict[str, OutputLocation] = {}
-        usage = ModelUsage()
-        # Checks that ask a model (a rubric judged by the strong tier) record their calls too.
-        for evaluation in result.get_asset_check_evaluations():
-            usage.add(evaluation.metadata)
+        usage = ModelUsage.of_run(result)
         for event in result.get_asset_materialization_events():
             materialization = event.materialization
             asset = materialization.asset_key.to_user_string()
-            usage.add(materialization.metadata)
             if asset in outputs:  # one event per partition; the location is the same table
                 outputs[asset].partitions += 1
                 continue

@@ -445,6 +445,9 @@ def routing_metadata(rows: list[TicketRoute], tiers: RoutingTiers) -> dict[str, 
             }
         ),
         MEASUREMENTS: MetadataValue.json({name: m.model_dump() for name, m in tiers.measured.items()}),
+        # Counted once per run by the run's usage (ai_pipelines.run_report.MEASURING_KEYS).
+        "route_measuring_requests": tiers.measuring.summary().requests,
+        "route_measuring_cache_hits": tiers.measuring.summary().cache_hits,
         "preview": MetadataValue.md(
             markdown_table(
                 [

@@ -58,6 +58,7 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
     from dagster import DagsterInstance
 
     from ai_pipelines.definitions import build_definitions, build_resources
+    from ai_pipelines.run_report import ModelUsage
     from ai_pipelines.triage_run import TriageReport, run_triage
     from tests.fake_openai import RemoteFakeOpenAI
 
@@ -85,12 +86,8 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
         if not report.ok:
             raise BenchmarkFailed(f"the triage run over {tickets} tickets failed:\n{report.render()}")
         calls = llm.calls
-        sent = sum(
-            int(e.materialization.metadata["model_requests"].value)
-            - int(e.materialization.metadata["cache_hits"].value)
-            for e in result.get_asset_materialization_events()  # each partition's own calls
-            if "model_requests" in e.materialization.metadata
-        )
+        usage = ModelUsage.of_run(result)  # each partition's own calls, each asset's measuring once
+        sent = usage.requests - usage.cache_hits
         chat = [c for c in calls if c["schema"]]
         if sent != len(chat):
             raise BenchmarkFailed(f"the gateway accounted {sent} requests, the server answered {len(chat)} chat calls")
