@@ -58,7 +58,7 @@ from resources.text import normalize, split_sentences
 
 GROUP = "drafts"
 PROMPT = load_prompt("draft_brief")
-CODE_VERSION = f"5-{PROMPT.version}"
+CODE_VERSION = f"6-{PROMPT.version}"
 MIN_SENTENCES, MAX_SENTENCES = 3, 8
 MAX_EVIDENCE_ITEMS = 12
 
@@ -89,22 +89,29 @@ def citing_within(count: int, minimum: int = MIN_SENTENCES) -> type[DraftBrief]:
 
 
 def brief_faults(answer: DraftBrief, prompt: str) -> list[str]:
-    """Why a brief must be written again, one reason per faulty sentence: it echoes the
-    request's instructions (the evidence it quotes may be repeated freely), or it is an
-    earlier sentence of the brief again once case, punctuation and a stray label are ignored."""
+    """Why a brief must be written again: a sentence echoes the request's instructions (the
+    evidence it quotes may be repeated freely), or it is an earlier sentence of the brief again
+    once case, punctuation and a stray label are ignored. The copies of one sentence make one
+    reason naming them all: the reason goes back to the model inside the re-ask, and a small
+    model that wrote one sentence eight times overflowed its context with seven reasons."""
     faults = []
-    first_of: dict[str, int] = {}
+    copies: dict[str, list[int]] = {}
+    texts: dict[int, str] = {}
     for position, sentence in enumerate(answer.sentences, start=1):
         echo = find_prompt_echo(sentence.text, prompt)
         if echo is not None:
             faults.append(f"sentence {position} repeats the instructions ({echo!r}); write about the evidence instead")
         key = sentence_key(without_label(sentence.text))
-        if key in first_of:
+        copies.setdefault(key, []).append(position)
+        texts[position] = sentence.text.strip()
+    for key, positions in copies.items():
+        if len(positions) > 1:
+            repeats = ", ".join(str(p) for p in positions[1:])
             faults.append(
-                f"sentence {position} repeats sentence {first_of[key]} ({sentence.text.strip()[:120]!r}); "
-                "each sentence must state a different fact, so write fewer sentences rather than a copy"
+                f"sentence{'s' if len(positions) > 2 else ''} {repeats} repeat{'' if len(positions) > 2 else 's'} "
+                f"sentence {positions[0]} ({texts[positions[1]][:120]!r}); each sentence must state a different fact, "
+                "so write fewer sentences rather than a copy"
             )
-        first_of.setdefault(key, position)
     return faults
 
 
