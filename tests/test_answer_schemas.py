@@ -13,15 +13,12 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from ai_pipelines.definitions import build_resources
-from assets.claim_verification import Claim
 from assets.draft_revisions import ClaimRevision, RevisionRound, refine, revision_within
 from assets.drafts import citing_within as brief_within
 from assets.drafts import claims_from_brief, draft_messages
-from assets.fact_checks import fact_check_rows
-from assets.sentence_checks import check_sentences
 from resources.citations import citing_within
 from resources.model import reasks_for, response_format_for
-from tests.test_generation import EVIDENCE, FALSE, TRUE, ScriptedVerifier, brief
+from tests.test_generation import EVIDENCE, FALSE, TRUE, ScriptedVerifier, brief, checked
 
 
 def sent_schema(schema: type[BaseModel]) -> dict:
@@ -128,13 +125,7 @@ def test_a_revision_that_stays_invalid_is_asked_again_once_and_its_evidence_stan
     )
     drafts = claims_from_brief("Acme Robotics", EVIDENCE, answer, trace_id, 3)
     verifier = ScriptedVerifier(TRUE)
-    checks = fact_check_rows(
-        drafts,
-        check_sentences(
-            verifier, [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
-        ),
-        "v1",
-    )
+    checks = checked(drafts, verifier)
     llm.scripts["ClaimRevision"] = lambda messages: {"action": "revise", "sentence": REVISION, "evidence": [9]}
     rows: list[RevisionRound] = refine(drafts, checks, model=model, verifier=verifier, rounds=2, decompose=False)
     assert llm.calls_for("ClaimRevision") == 2  # asked, re-asked once, and not sent again in round 2

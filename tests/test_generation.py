@@ -89,6 +89,13 @@ def model(settings):
     return build_resources(settings)["model"]
 
 
+def checked(drafts: list, verifier: "ScriptedVerifier") -> list:
+    """The fact-check rows of drafts as the `fact_checks` asset makes them, with the scripted
+    verifier deciding: what refinement and the summaries start from."""
+    claims = [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
+    return fact_check_rows(drafts, check_sentences(verifier, claims), "v1")
+
+
 def brief(*sentences: tuple[str, list[int]]) -> dict:
     return {"sentences": [{"text": t, "evidence": n} for t, n in sentences]}
 
@@ -192,13 +199,7 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
     )
     drafts = claims_from_brief("Acme Robotics", EVIDENCE, answer, trace_id, 4)
     verifier = ScriptedVerifier(TRUE)
-    checks = fact_check_rows(
-        drafts,
-        check_sentences(
-            verifier, [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
-        ),
-        "v1",
-    )
+    checks = checked(drafts, verifier)
 
     def reviser(messages):
         claim = messages[0]["content"]
@@ -253,9 +254,7 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
 def test_when_no_summary_sentence_holds_the_supported_claims_are_the_paragraph(llm, model):
     verifier = ScriptedVerifier(TRUE)
     drafts = claims_from_brief("Acme Robotics", EVIDENCE, RuntimeError("down"), "", 3)
-    checks = fact_check_rows(
-        drafts, check_sentences(verifier, [Claim(id=d.claim_id, text=d.text) for d in drafts]), "v1"
-    )
+    checks = checked(drafts, verifier)
     published, fate = outcomes(checks, [])
     llm.scripts["TopicParagraph"] = lambda messages: {
         "sentences": [{"text": "Acme Robotics conquered the moon.", "claims": [1]}]
