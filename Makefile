@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: setup browser run triage dev prod celery-worker test check bench bench-smoke eval-factcheck clean
+.PHONY: setup browser run triage dev prod celery-worker test check bench bench-smoke eval-factcheck eval-retrieval clean
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -76,6 +76,10 @@ bench-smoke: $(BENCH_STAMP)
 # Fact-checker figures of FACT_CHECKING.md, offline from the committed FRANK data (a few minutes).
 eval-factcheck: setup
 	$(BIN)/python -m ai_pipelines.fact_check_eval
+
+# Recall of vector, hybrid and reranked retrieval on the labelled tickets and claims (offline, under a minute).
+eval-retrieval: setup
+	$(BIN)/python -m ai_pipelines.retrieval_eval
 
 clean:
 	rm -rf data .pytest_cache

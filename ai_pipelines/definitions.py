@@ -145,7 +145,8 @@ def model_fingerprints(settings: Settings) -> dict[str, str]:
             [settings.llm_fast_model, settings.llm_strong_model]
             + [[e.get("fast_model"), e.get("strong_model")] for e in settings.llm_fallbacks]
         ),
-        "vector_store": _fingerprint(settings.embeddings_model),
+        # The embedder places the passages and the retrieval mode ranks them: both shape what a search returns.
+        "vector_store": _fingerprint([settings.embeddings_model, settings.retrieval_mode]),
     }
 
 

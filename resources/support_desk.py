@@ -353,7 +353,8 @@ class SupportDeskResource(ConfigurableResource):
         return self._indexed
 
     def search_help_centre(self, query: str, limit: int = 3) -> list[HelpCentreHit]:
-        """The `limit` articles closest to the query, each with its closest paragraph (indexes on first use)."""
+        """The `limit` articles that rank best for the query (the index's retrieval mode), each with its best
+        paragraph (indexes on first use)."""
         return self.search_help_centre_many([query], limit)[0]
 
     def search_help_centre_many(self, queries: Sequence[str], limit: int = 3) -> list[list[HelpCentreHit]]:
@@ -369,7 +370,7 @@ class SupportDeskResource(ConfigurableResource):
         results = []
         for hits in self.vector_store.query(self.collection_name(), list(queries), n_results=limit * 4):
             best: dict[str, HelpCentreHit] = {}
-            for hit in hits:  # nearest first: keep each article's best paragraph
+            for hit in hits:  # best first: keep each article's best paragraph
                 slug = str(hit.metadata.get("slug", ""))
                 if slug and slug not in best:
                     title = str(hit.metadata.get("title", ""))

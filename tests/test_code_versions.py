@@ -58,3 +58,5 @@ def test_switching_models_changes_the_code_version_of_model_assets_only(settings
         "summaries",
         "ticket_routes",  # the semantic router: the nearest routing examples by embedding
     }
+    # The retrieval mode ranks what a search returns: it marks the vector store's users, like the embedder.
+    assert changed_by(retrieval_mode="vector") == changed_by(embeddings_model="another-embedder")
