@@ -178,18 +178,19 @@ def command_triage(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
-    from ai_pipelines.corpus_fact_check import fact_check_lenient
+    from ai_pipelines.corpus_fact_check import explain_lenient, fact_check_lenient
 
-    verdicts, errors = fact_check_lenient(
-        settings,
-        corpus=Path(args.corpus),
-        claims_path=Path(args.claims),
-        use_model=not args.no_model,
-    )
+    corpus, claims, use_model = Path(args.corpus), Path(args.claims), not args.no_model
+    if args.explain:
+        explanations, errors = explain_lenient(settings, corpus, claims, use_model)
+        verdicts = [e.verdict for e in explanations]
+    else:
+        explanations = []
+        verdicts, errors = fact_check_lenient(settings, corpus, claims, use_model)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
-        for verdict in verdicts:
+        for index, verdict in enumerate(verdicts):
             row = {
                 "id": verdict.id,
                 "verdict": verdict.verdict,
@@ -200,9 +201,15 @@ def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
             }
             if args.explain:
                 row.update(
-                    features=verdict.features, judge=verdict.judge, quote=verdict.quote, conflict=verdict.conflict
+                    features=verdict.features,
+                    judge=verdict.judge,
+                    quote=verdict.quote,
+                    conflict=verdict.conflict,
+                    explanation=explanations[index].model_dump(exclude={"verdict"}),
                 )
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for explanation in explanations:
+        print(explanation.to_text() + "\n")
     for error in errors:
         print(error, file=sys.stderr)
     counts = {v: sum(x.verdict == v for x in verdicts) for v in ("supported", "refuted", "not_enough_info")}
@@ -214,9 +221,16 @@ def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from ai_pipelines.corpus_fact_check import calibrate, write_calibration
+    from ai_pipelines.corpus_fact_check import calibrate, calibration_to_write, judge_decision, write_calibration
     from ai_pipelines.fact_check_eval import DATA_DIR
 
+    if args.bundled and args.judge:
+        print(
+            "error: --bundled writes the embedded default, which is never a judge calibration; "
+            "drop --judge, or --bundled to write the judge calibration under its fingerprint",
+            file=sys.stderr,
+        )
+        return 2
     report = calibrate(
         settings,
         Path(args.data) if args.data else DATA_DIR,
@@ -226,9 +240,14 @@ def command_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(report.table())
     calibration = report.judge_calibration or report.calibration
+    if report.judge_calibration is not None:
+        print("\nVerifier alone and verifier + judge on the same fixed sample of each held-out set\n")
+        print(report.judge_table())
+        print(f"\n{judge_decision(report.judge_calibration)}")
     print(f"fingerprint {calibration.fingerprint}: held-out balanced accuracy {calibration.heldout}")
     if args.write:
-        print(f"written to {write_calibration(calibration, bundled=args.bundled)}")
+        chosen, why = calibration_to_write(report)
+        print(f"written to {write_calibration(chosen, bundled=args.bundled)}" if chosen is not None else why)
     return 0
 
 
@@ -343,19 +362,29 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", required=True, help="Where to write verdicts (JSONL).")
     check.add_argument("--no-model", action="store_true", help="Decide from embeddings alone.")
     check.add_argument(
-        "--explain", action="store_true", help="Also output each verdict's features, judge verdict and quote."
+        "--explain",
+        action="store_true",
+        help="Print how each verdict was reached (every classifier feature with its weight, the probability and "
+        "threshold, the hard rules, the judge, the best evidence); the --out rows also carry it as 'explanation'.",
     )
     calibrate = commands.add_parser(
         "calibrate", help="Fit the fact-check classifier for the configured models on FRANK; print held-out figures."
     )
     calibrate.add_argument("--data", default="", help="Folder with the FRANK claim sets (default: the bundled ones).")
-    calibrate.add_argument("--judge", action="store_true", help="Fit with the configured strong model as judge.")
+    calibrate.add_argument(
+        "--judge",
+        action="store_true",
+        help="Also fit with the configured endpoint's strong model as judge and show whether it raises held-out "
+        "balanced accuracy; --write writes that calibration only if it does.",
+    )
     calibrate.add_argument("--judge-claims", type=int, default=40, help="Claims per set sent to the judge.")
     calibrate.add_argument("--articles", type=int, default=None, help="Only the first N articles of each set.")
     calibrate.add_argument(
         "--write", action="store_true", help="Write the calibration, keyed by the model fingerprint."
     )
-    calibrate.add_argument("--bundled", action="store_true", help="With --write: make it the bundled default.")
+    calibrate.add_argument(
+        "--bundled", action="store_true", help="With --write: make it the bundled default (not with --judge)."
+    )
     commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
     checks = commands.add_parser(
         "check",

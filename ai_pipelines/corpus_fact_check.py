@@ -20,6 +20,7 @@ from ai_pipelines.settings import Settings
 from assets.claim_verification import (
     CALIBRATION_FILE,
     Calibration,
+    ClaimExplanation,
     ClaimVerdict,
     ClaimVerifier,
     calibration_path,
@@ -68,6 +69,14 @@ def fact_check_lenient(
     return (corpus_verifier(settings, corpus, use_model).verify(claims) if claims else []), errors
 
 
+def explain_lenient(
+    settings: Settings, corpus: Path, claims_path: Path, use_model: bool = True
+) -> tuple[list[ClaimExplanation], list[str]]:
+    """As `fact_check_lenient`, each verdict inside the explanation of how it was reached."""
+    claims, errors = read_claims_lenient(claims_path)
+    return (corpus_verifier(settings, corpus, use_model).explain(claims) if claims else []), errors
+
+
 def calibrate(
     settings: Settings,
     data_dir: Path = DATA_DIR,
@@ -75,8 +84,14 @@ def calibrate(
     articles: int | None = None,
     judge_claims: int = 40,
 ) -> EvalReport:
-    """Fit the classifier for the configured embedding model (and judge, with `judge`) on the FRANK fit split."""
+    """Fit the classifier for the configured embedding model (and judge, with `judge`) on the FRANK fit split.
+    A judge must be a configured endpoint: the embedded model is never a judge, so a calibration
+    fitted with it would never be used, and its answers are not worth the minutes they take."""
     resources = build_resources(settings)
+    if judge and not resources["model"].base_url:
+        raise ValueError(
+            "--judge needs a configured endpoint (AI_PIPELINES_LLM_BASE_URL): the embedded model is never a judge"
+        )
     return evaluate_on_benchmark(
         data_dir,
         embeddings=resources["vector_store"].embeddings,
@@ -89,8 +104,45 @@ def calibrate(
     )
 
 
+def judge_decision(calibration: Calibration) -> str:
+    """One line saying whether the judge will count, since only a judge that helped is used as a feature."""
+    return f"judge decision: {calibration.judge_reason}"
+
+
+def calibration_to_write(report: EvalReport) -> tuple[Calibration | None, str]:
+    """What `calibrate --write` writes, or None and why nothing.
+
+    A judge calibration is written only when the judge helped on the held-out sets: written, it
+    would be loaded for this judge's fingerprint and its classifier needs the judge's answer. When
+    the judge did not help, nothing is written, not even the judge-free calibration fitted beside
+    it: that one is keyed by another fingerprint (the embedder alone), the verifier with this judge
+    never loads it (it keeps the bundled default and checks the judge on the sample), and
+    `calibrate --write` without `--judge` writes it when that is what is wanted. An earlier file for
+    this fingerprint is left as it is, and named with whether the verifier uses it.
+    """
+    calibration = report.judge_calibration
+    if calibration is None:
+        return report.calibration, ""
+    if calibration.judge_helps:
+        return calibration, ""
+    why = "not written: a judge calibration whose judge does not help is never used"
+    earlier = calibration_path(calibration.fingerprint)
+    if earlier.exists():
+        kept = Calibration.model_validate_json(earlier.read_text())
+        use = (
+            "still used, as it records that its judge helped; delete it to stop"
+            if kept.judge and kept.judge_helps
+            else "not used, as it does not record that its judge helps"
+        )
+        why += f"; the earlier {earlier} is {use}"
+    return None, why
+
+
 def write_calibration(calibration: Calibration, bundled: bool = False) -> Path:
-    """Write under the fingerprint's file name; `bundled` also makes it the default (embedded models only)."""
+    """Write under the fingerprint's file name; `bundled` also makes it the default (embedded models
+    only, so never a judge calibration: the embedded model is never a judge)."""
+    if bundled and calibration.judge:
+        raise ValueError("the bundled default is never a judge calibration")
     path = CALIBRATION_FILE if bundled else calibration_path(calibration.fingerprint)
     path.write_text(calibration.model_dump_json(indent=1) + "\n")
     return path

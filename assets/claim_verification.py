@@ -26,7 +26,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, ClassVar, Literal, NamedTuple, Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -84,19 +84,109 @@ class Thresholds(BaseModel):
     candidates: int = 6
 
 
+class FeatureValue(BaseModel):
+    """One input of a classifier as a decision saw it; a linear classifier also says how hard it pushed."""
+
+    name: str
+    value: float
+    weight: float | None = Field(default=None, description="Coefficient on the standardized value (linear kinds).")
+    contribution: float | None = Field(
+        default=None, description="Weight times the standardized value: this feature's share of the raw score."
+    )
+
+
+class ClassifierReading(BaseModel):
+    """What a classifier made of one claim: any kind of classifier can give its inputs and probability."""
+
+    kind: str
+    features: list[FeatureValue] = Field(description="In the calibration's feature order.")
+    raw_score: float | None = Field(default=None, description="The log-odds before the sigmoid, where there is one.")
+    probability: float
+    threshold: float
+
+    @property
+    def passes(self) -> bool:
+        return self.probability >= self.threshold
+
+
 class Classifier(BaseModel):
-    """Logistic regression over standardized features: P(supported) = sigmoid(w . (x - mean) / scale + b)."""
+    """Logistic regression over standardized features: P(supported) = sigmoid(w . (x - mean) / scale + b).
+
+    With `experts`, it is a gate and one logistic regression per kind of summary sentence: near-copies
+    of the source and free rewordings need opposite readings of the same features (a high similarity
+    proves little about a copied sentence with one wrong name, and a rewording is never very similar),
+    so the gate recognises the kind from the features and the kind's own expert decides, at its own
+    operating point (FACT_CHECKING.md)."""
+
+    KIND: ClassVar[str] = "logistic regression"
 
     features: list[str]
-    mean: list[float]
-    scale: list[float]
-    weights: list[float]
-    bias: float
+    mean: list[float] = Field(default_factory=list)
+    scale: list[float] = Field(default_factory=list)
+    weights: list[float] = Field(default_factory=list)
+    bias: float = 0.0
+    threshold: float = Field(
+        default=0.5,
+        description="The operating point: supported at or above it. Chosen by cross-validation, where"
+        " a wrong sentence published counts against recall on unsupported claims (FACT_CHECKING.md).",
+    )
+    kind: str = Field(default="", description="An expert's kind of sentence (e.g. extractive, abstractive).")
+    gate: Classifier | None = Field(default=None, description="P(the second expert's kind), with `experts`.")
+    experts: list[Classifier] = Field(default_factory=list, description="One per kind; the gate picks one.")
+
+    def expert_for(self, values: dict[str, float]) -> Classifier:
+        """The classifier that decides this claim: itself, or the expert its gate routes the claim to."""
+        if not self.experts or self.gate is None:
+            return self
+        return self.experts[int(self.gate.probability(values) >= self.gate.threshold)]
+
+    def supports(self, values: dict[str, float]) -> bool:
+        expert = self.expert_for(values)
+        return expert.probability(values) >= expert.threshold
+
+    def _standardized(self, values: dict[str, float]) -> np.ndarray:
+        return (np.array([values.get(f, 0.0) for f in self.features]) - np.array(self.mean)) / np.array(self.scale)
+
+    def raw_score(self, values: dict[str, float]) -> float:
+        expert = self.expert_for(values)
+        if expert is not self:
+            return expert.raw_score(values)
+        return float(self._standardized(values) @ np.array(self.weights) + self.bias)
 
     def probability(self, values: dict[str, float]) -> float:
-        x = (np.array([values.get(f, 0.0) for f in self.features]) - np.array(self.mean)) / np.array(self.scale)
-        z = float(x @ np.array(self.weights) + self.bias)
+        z = self.raw_score(values)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+    def explain(self, values: dict[str, float]) -> ClassifierReading:
+        """Each feature's push on the raw score, so a reader sees which ones carried the decision;
+        another kind of classifier gives at least its features, probability and threshold."""
+        expert = self.expert_for(values)
+        if expert is not self:
+            assert self.gate is not None
+            reading = expert.explain(values)
+            pushed = {f.name: f for f in reading.features}
+            # Every input in the calibration's order: the expert's with their pushes, the gate's alone.
+            features = [
+                pushed.get(name) or FeatureValue(name=name, value=values.get(name, 0.0)) for name in self.features
+            ]
+            return reading.model_copy(
+                update={
+                    "kind": f"gate -> {expert.kind} expert ({self.KIND}; gate probability "
+                    f"{self.gate.probability(values):.3f})",
+                    "features": features,
+                }
+            )
+        pushes = self._standardized(values) * np.array(self.weights)
+        return ClassifierReading(
+            kind=self.KIND,
+            features=[
+                FeatureValue(name=name, value=values.get(name, 0.0), weight=weight, contribution=float(push))
+                for name, weight, push in zip(self.features, self.weights, pushes)
+            ],
+            raw_score=self.raw_score(values),
+            probability=self.probability(values),
+            threshold=self.threshold,
+        )
 
 
 class Calibration(BaseModel):
@@ -113,6 +203,16 @@ class Calibration(BaseModel):
     examples: int = 0
     heldout: dict[str, float] = Field(default_factory=dict, description="Balanced accuracy per held-out set.")
     fitted: dict[str, float] = Field(default_factory=dict, description="Figures on the data it was fitted on.")
+    heldout_without_judge: dict[str, float] = Field(
+        default_factory=dict,
+        description="With the judge: the verifier alone on the same judged claims of each held-out set as `heldout`.",
+    )
+    judge_helps: bool = Field(
+        default=False,
+        description="With the judge: verifier + judge beat the verifier alone on those claims by the judge margin "
+        "(unseen sets left out). A file without it proves nothing, so its judge does not count as a feature.",
+    )
+    judge_reason: str = Field(default="", description="Why `judge_helps` is what it is, with the figures.")
 
 
 class JudgeAnswer(BaseModel):
@@ -148,6 +248,109 @@ class ClaimVerdict(BaseModel):
     reason: str = ""
     fragment: bool = Field(default=False, description="The claim asserts nothing checkable (too few content words).")
     features: dict[str, float] = Field(default_factory=dict)
+
+
+class RuleCheck(BaseModel):
+    """One hard rule on one claim: it vetoes when it breaks on a claim the classifier passed."""
+
+    rule: str
+    feature: str
+    value: float
+    broken: bool
+    vetoed: bool
+
+
+class JudgeExplanation(BaseModel):
+    """How the model judge's answer took part, so a reader can tell a recorded answer from a counted one."""
+
+    mode: str = Field(description="feature (fitted into the calibration), support, refute, overrule or none.")
+    why: str = Field(description="Why its answer counts that way.")
+    verdict: str = Field(description="What it answered ('' when it gave no valid answer).")
+    quote: str = ""
+    value: float = Field(description="+1 supported, -1 refuted, 0 no verified answer.")
+    counted: bool
+    note: str = ""
+    cannot_raise: list[str] = Field(description="What the evidence lacks for the judge to raise the claim.")
+
+    def lines(self) -> list[str]:
+        answer = f"answered {self.verdict or 'nothing valid'}" + (f", quote {self.quote!r}" if self.quote else "")
+        counted = "counted" if self.counted else "not counted"
+        lines = [f"  judge (mode {self.mode}: {self.why}): {answer}; {counted}"]
+        lines += [f"    {self.note}"] if self.note else []
+        lacks = ", ".join(self.cannot_raise)
+        return lines + ([f"    may not raise the claim: the evidence lacks its {lacks}"] if lacks else [])
+
+
+class Evidence(BaseModel):
+    chunk_id: str
+    text: str
+
+
+class ClaimExplanation(BaseModel):
+    """Everything one verdict was decided from, as the calibration in use reads it: a refit (other
+    features, another classifier kind) changes the content, never the shape."""
+
+    id: str
+    claim: str
+    decision: Verdict
+    reason: str = ""
+    classifier: str = Field(default="", description="The classifier's kind ('' when the claim was never classified).")
+    features: list[FeatureValue] = Field(default_factory=list, description="In the calibration's feature order.")
+    raw_score: float | None = None
+    probability: float | None = Field(default=None, description="P(supported) from the classifier.")
+    threshold: float | None = None
+    rules: list[RuleCheck] = Field(default_factory=list)
+    vetoed_by: list[str] = Field(default_factory=list, description="Rules that overturned a passing classifier.")
+    conflict: str = Field(default="", description="Why the best evidence contradicts the claim, if it does.")
+    refute: ClassifierReading | None = Field(
+        default=None, description="The refuted-vs-not-enough-info classifier, for a claim that was not supported."
+    )
+    judge: JudgeExplanation | None = Field(default=None, description="None when no judge was asked.")
+    evidence: Evidence | None = Field(default=None, description="The best candidate the features were measured on.")
+    verdict: ClaimVerdict
+
+    def to_text(self) -> str:
+        lines = [
+            f"claim {self.id}: {self.claim}",
+            f"  verdict: {self.decision}" + (f" ({self.reason})" if self.reason else ""),
+        ]
+        if self.probability is None or self.threshold is None:
+            return "\n".join([*lines, "  not classified: the claim cannot be checked as it stands"])
+        reading = ClassifierReading(
+            kind=self.classifier,
+            features=self.features,
+            raw_score=self.raw_score,
+            probability=self.probability,
+            threshold=self.threshold,
+        )
+        lines += reading_lines("classifier", reading, "supported", "rejected")
+        rules = "; ".join(
+            f"{r.rule} ({r.feature} = {r.value:g}) {'broken' if r.broken else 'holds'}" for r in self.rules
+        )
+        lines.append(f"  hard rules: {rules}; vetoed by: {', '.join(self.vetoed_by) or 'none'}")
+        lines.append(f"  conflict in the best evidence: {self.conflict or 'none'}")
+        if self.refute is not None:
+            lines += reading_lines("refute classifier", self.refute, "refuted", "not enough info")
+        lines += self.judge.lines() if self.judge is not None else ["  judge: not asked"]
+        where = f"[{self.evidence.chunk_id}] {self.evidence.text}" if self.evidence else "none found"
+        return "\n".join([*lines, f"  best evidence: {where}"])
+
+
+def reading_lines(title: str, reading: ClassifierReading, above: str, below: str) -> list[str]:
+    """One layout for the supporting and the refuting classifier, so that the two read alike."""
+    raw = f"raw score {reading.raw_score:+.4f}, " if reading.raw_score is not None else ""
+    lines = [
+        f"  {title} ({reading.kind}): {raw}probability {reading.probability:.4f}, threshold {reading.threshold:g}"
+        f" -> {above if reading.passes else below}",
+        "    feature: value" + (", weight, contribution to the raw score" if reading.raw_score is not None else ""),
+    ]
+    width = max((len(f.name) for f in reading.features), default=0)
+    for f in reading.features:
+        linear = (
+            f"  {f.weight:+.4f}  {f.contribution:+.4f}" if f.weight is not None and f.contribution is not None else ""
+        )
+        lines.append(f"    {f.name:<{width}}  {f.value:.4f}{linear}")
+    return lines
 
 
 def model_fingerprint(embedding_model: str, judge_model: str = "") -> str:
@@ -205,12 +408,25 @@ def judge_messages(claim: str, candidates: Sequence[Candidate]) -> list[dict[str
 # Hard constraints, not thresholds: evidence that lacks a number the claim states, names another month, or
 # lacks a name the claim states cannot support it, whatever the classifier (or a fooled judge) says
 # (DESIGN.md section 5). Their effect on the measured sets is in FACT_CHECKING.md.
+class HardRule(NamedTuple):
+    """A hard rule as data, so that the verdict and its explanation apply the very same rules."""
+
+    feature: str
+    default: float
+    broken: Callable[[float], bool]
+
+
+# Numbers the evidence lacks (years included), a month that differs from the best evidence's, or a
+# name of the claim (person, place, organisation) that none of the retrieved evidence holds.
+HARD_RULES: dict[str, HardRule] = {
+    "number": HardRule("all_evidence_number_coverage", 1.0, lambda value: value < 1.0),
+    "date": HardRule("conflict_date", 0.0, bool),
+    "name": HardRule(NAMES_MISSING, 0.0, bool),
+}
+
+
 def missing_facts(values: dict[str, float]) -> list[str]:
-    """Numbers the evidence lacks (years included), a month that differs from the best evidence's, or
-    a name of the claim (person, place, organisation) that none of the retrieved evidence holds."""
-    missing = ["number"] if values.get("all_evidence_number_coverage", 1.0) < 1.0 else []
-    missing += ["date"] if values.get("conflict_date", 0.0) else []
-    return missing + (["name"] if values.get(NAMES_MISSING, 0.0) else [])
+    return [kind for kind, rule in HARD_RULES.items() if rule.broken(values.get(rule.feature, rule.default))]
 
 
 def describe_missing(features: ClaimFeatures) -> str:
@@ -221,7 +437,7 @@ def describe_missing(features: ClaimFeatures) -> str:
 
 
 def is_supported(classifier: Classifier, values: dict[str, float]) -> bool:
-    return classifier.probability(values) >= 0.5 and not missing_facts(values)
+    return classifier.supports(values) and not missing_facts(values)
 
 
 def decide(
@@ -328,24 +544,41 @@ class ClaimVerifier:
         self.ledger = ledger or CallLedger()
         embedding_model = vector_store.embeddings.model_id
         self.fingerprint = model_fingerprint(embedding_model, model.model_for("strong") if model is not None else "")
-        fitted = load_calibration(self.fingerprint) if model is not None else None
-        self.calibration = calibration or (fitted if fitted is not None and fitted.judge else load_calibration())
+        fitted = load_calibration(self.fingerprint) if self.uses_judge else None
+        proven = fitted is not None and fitted.judge and fitted.judge_helps
+        self.calibration = calibration or (fitted if fitted is not None and proven else load_calibration())
+        if self.calibration.judge and not self.judge_is_feature:
+            raise ValueError(
+                f"calibration {self.calibration.fingerprint} was fitted with the judge, but "
+                + (
+                    "it does not record that the judge helps (ai-pipelines calibrate --judge measures that)"
+                    if self.uses_judge
+                    else "no configured endpoint is there to judge"
+                )
+            )
         self.thresholds = thresholds or self.calibration.thresholds
         self._judge_calibration: JudgeCalibration | None = None
         self._vectors: dict[str, np.ndarray] = {}
 
     @property
     def uses_judge(self) -> bool:
-        """A judge is asked when it is calibrated for this model, or when the model is a configured
-        endpoint (not the embedded one, whose tiny model never quotes its evidence)."""
-        return self.model is not None and (self.calibration.judge or bool(self.model.base_url))
+        """A judge is asked only when the model is a configured endpoint: the embedded one, whose tiny
+        model never quotes its evidence, is never a judge, whatever calibration names it."""
+        return self.model is not None and bool(self.model.base_url)
+
+    @property
+    def judge_is_feature(self) -> bool:
+        """The judge's answer is a feature only under a calibration fitted with it that measured, on
+        the held-out sets, that it helps: a file that does not record it (written before that was
+        measured) falls back to the judge's check on the calibration sample."""
+        return self.uses_judge and self.calibration.judge and self.calibration.judge_helps
 
     def judge_mode(self) -> JudgeMode | Literal["feature"]:
         """How the judge's answer counts: as a feature of a calibration fitted with it, else as its
         measurement on the calibration sample chose ("none": recorded, not counted)."""
         if not self.uses_judge:
             return "none"
-        if self.calibration.judge:
+        if self.judge_is_feature:
             return "feature"
         return self.judge_calibration().mode
 
@@ -438,6 +671,9 @@ class ClaimVerifier:
 
     def verify(self, claims: Sequence[Claim]) -> list[ClaimVerdict]:
         """A verdict per claim, in order; a claim that cannot be checked gets not_enough_info with a reason."""
+        return [d.verdict for d in self._decisions(claims)]
+
+    def _decisions(self, claims: Sequence[Claim]) -> list[Decision]:
         reasons = [unverifiable(c) for c in claims]
         checkable = [c for c, r in zip(claims, reasons) if not r]
         features = self.features(checkable)
@@ -447,24 +683,111 @@ class ClaimVerifier:
         )
         decided = []
         for claim, feature, reading in zip(checkable, features, readings):
+            # Only a verified refutation (its quote found in the evidence, not stating the claim) may
+            # name a rejected claim refuted, and only where the judge counts; the bare verdict is recorded.
+            refutation = "refuted" if reading.value < 0 and mode in ("feature", "refute", "overrule") else ""
             if mode == "feature":
                 feature.values[JUDGE_FEATURE] = reading.value
-                result = decide(claim.id, feature, self.calibration, judge=reading.verdict, quote=reading.quote)
-                result = result.model_copy(update={"judge_counted": reading.value != 0, "judge_note": reading.note})
+            result = decide(claim.id, feature, self.calibration, judge=refutation, quote=reading.quote)
+            if mode == "feature":
+                update = {"judge": reading.verdict, "judge_counted": reading.value != 0, "judge_note": reading.note}
+                result = result.model_copy(update=update)
             else:
-                counted_refutation = "refuted" if reading.value < 0 and mode in ("refute", "overrule") else ""
-                result = decide(claim.id, feature, self.calibration, judge=counted_refutation, quote=reading.quote)
                 result = apply_judge(result, feature, reading, mode)
-            decided.append(result)
+            decided.append(Decision(claim, result, feature, reading if self.uses_judge else None, mode))
         checked = iter(decided)
         return [
             next(checked)
             if not r
-            else ClaimVerdict(
-                id=c.id, verdict="not_enough_info", score=0.0, evidence=[], reason=r, fragment=is_fragment(c.text)
+            else Decision(
+                c,
+                ClaimVerdict(
+                    id=c.id, verdict="not_enough_info", score=0.0, evidence=[], reason=r, fragment=is_fragment(c.text)
+                ),
             )
             for c, r in zip(claims, reasons)
         ]
+
+    def explain(self, claims: Sequence[Claim]) -> list[ClaimExplanation]:
+        """Each verdict with what decided it, read off the calibration in use (its classifier's own
+        features, weights and threshold), so the explanation follows a refit without changes here."""
+        out = []
+        for decision in self._decisions(claims):
+            verdict, features = decision.verdict, decision.features
+            base = ClaimExplanation(
+                id=verdict.id,
+                claim=decision.claim.text,
+                decision=verdict.verdict,
+                reason=verdict.reason,
+                verdict=verdict,
+            )
+            if features is None:
+                out.append(base)
+                continue
+            classifier = self.calibration.classifier
+            assert classifier is not None, "no calibration for this model configuration"
+            values = features.values
+            reading = classifier.explain(values)
+            broken = missing_facts(values)
+            rules = [
+                RuleCheck(
+                    rule=kind,
+                    feature=rule.feature,
+                    value=values.get(rule.feature, rule.default),
+                    broken=kind in broken,
+                    vetoed=kind in broken and reading.passes,
+                )
+                for kind, rule in HARD_RULES.items()
+            ]
+            refute = self.calibration.refute_classifier
+            judge = None
+            if decision.reading is not None:
+                why = (
+                    f"the calibration {self.calibration.fingerprint} was fitted with it as a feature; it "
+                    + self.calibration.judge_reason
+                    if decision.mode == "feature"
+                    else self.judge_calibration().reason
+                )
+                judge = JudgeExplanation(
+                    mode=decision.mode,
+                    why=why,
+                    verdict=decision.reading.verdict,
+                    quote=decision.reading.quote,
+                    value=decision.reading.value,
+                    counted=verdict.judge_counted,
+                    note=verdict.judge_note or ("no valid answer" if decision.reading.failed else ""),
+                    cannot_raise=facts_missing_for_judge(features),
+                )
+            out.append(
+                base.model_copy(
+                    update={
+                        "classifier": reading.kind,
+                        "features": reading.features,
+                        "raw_score": reading.raw_score,
+                        "probability": reading.probability,
+                        "threshold": reading.threshold,
+                        "rules": rules,
+                        "vetoed_by": [r.rule for r in rules if r.vetoed],
+                        "conflict": features.conflict,
+                        "refute": refute.explain(values) if refute and not is_supported(classifier, values) else None,
+                        "judge": judge,
+                        "evidence": Evidence(chunk_id=features.best.chunk_id, text=features.best.text)
+                        if features.best
+                        else None,
+                    }
+                )
+            )
+        return out
+
+
+class Decision(NamedTuple):
+    """Kept beside the verdict so that an explanation shows the values that decided it, not a recomputation."""
+
+    claim: Claim
+    verdict: ClaimVerdict
+    features: ClaimFeatures | None = None
+    reading: JudgeReading | None = None  # None when no judge was asked
+    mode: JudgeMode | Literal["feature"] = "none"
 
 
 def read_claims(path: Path) -> list[Claim]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Callable, Collection, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -203,3 +203,28 @@ def choose_mode(
         f"unproven: at best {figures[best]:.3f} ({best}) against {alone:.3f} for the classifier alone "
         f"(a gain of {margin} is needed); its verdict is recorded, not counted",
     )
+
+
+def judge_gain(
+    with_judge: Mapping[str, float],
+    without_judge: Mapping[str, float],
+    excluded: Collection[str] = (),
+    margin: float = JUDGE_MARGIN,
+) -> tuple[bool, str]:
+    """Whether the judge helps a verifier fitted with it as a feature, and why: verifier + judge
+    must beat the verifier alone on the same claims, averaged over the held-out sets both were
+    measured on, by the margin a judge must beat the classifier by on the sample. `excluded` sets
+    (kept unseen by every choice) are left out of the average, so choosing the judge never looks
+    at them."""
+    names = [name for name in with_judge if name in without_judge and name not in excluded]
+    if not names:
+        return False, "unproven: no held-out set was judged"
+    judged = sum(with_judge[n] for n in names) / len(names)
+    alone = sum(without_judge[n] for n in names) / len(names)
+    figures = (
+        f"{judged:.3f} with the judge against {alone:.3f} for the verifier alone on the same claims, "
+        f"mean over {', '.join(names)}"
+    )
+    if round(judged - alone, 6) >= margin:
+        return True, f"helps: {figures}"
+    return False, f"unproven: {figures}; a gain of {margin} is needed"

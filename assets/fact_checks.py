@@ -177,10 +177,11 @@ def judge_metadata(verifier: ClaimVerifier) -> dict[str, object]:
     """How the judge counted in this run, and what its calibration measured."""
     if not verifier.uses_judge:
         return {"judge_mode": "no judge"}
-    if verifier.calibration.judge:
+    if verifier.judge_is_feature:
         return {
             "judge_mode": "feature",
-            "judge_calibration": f"fitted with the judge on {verifier.calibration.fit_set}",
+            "judge_calibration": f"fitted with the judge on {verifier.calibration.fit_set}; it "
+            + verifier.calibration.judge_reason,
         }
     calibration = verifier.judge_calibration()
     return {

@@ -50,7 +50,12 @@ STRUCTURE_FEATURE_NAMES = (
     "novel_entities",
     "repetition",
 )
-FEATURE_NAMES = BASE_FEATURE_NAMES + STRUCTURE_FEATURE_NAMES
+# The claim's facts taken together (content words, numbers, dates and names): the share the best
+# candidate holds, and the share the whole evidence lacks. A sentence that adds one invented detail
+# to an otherwise copied one scores high on similarity and low on neither of the separate
+# coverages; the joint share sees it. Offered to model selection like the structure features.
+FACT_FEATURE_NAMES = ("fact_coverage", "novel_content")
+FEATURE_NAMES = BASE_FEATURE_NAMES + STRUCTURE_FEATURE_NAMES + FACT_FEATURE_NAMES
 JUDGE_FEATURE = "judge"
 # Not a classifier feature: how many of the claim's names the retrieved evidence lacks, for the
 # deterministic name rule (`assets.claim_verification.missing_facts`), which holds whatever the classifier says.
@@ -265,7 +270,12 @@ def claim_features(
     length = min(len(words) / 20.0, 1.5)
     if not candidates:
         values = {name: 0.0 for name in FEATURE_NAMES}
-        values.update(claim_length=length, novel_words=min(len(words), 5) / 5, repetition=repetition(tokens(claim)))
+        values.update(
+            claim_length=length,
+            novel_words=min(len(words), 5) / 5,
+            repetition=repetition(tokens(claim)),
+            novel_content=1.0,
+        )
         return ClaimFeatures(values=values)
     similarities = vectors @ claim_vector
     # Rank by similarity, with lexical coverage breaking near-ties: windows are longer and
@@ -285,6 +295,8 @@ def claim_features(
     article = " ".join(c.text for c in candidates if c.sentences == 1)
     names = claim_entities(claim, article)
     claim_tokens, best_tokens = tokens(claim), tokens(best.text)
+    facts = words | numbers_in(claim) | dates_in(claim) | names
+    best_facts = words_in(best.text) | numbers_in(best.text) | dates_in(best.text)
     claim_bigrams = _bigrams(claim_tokens)
     values = {
         "similarity": float(similarities[best_index]),
@@ -308,6 +320,8 @@ def claim_features(
         "local_entity_coverage": _coverage(names, words_in(best.text)),
         "novel_entities": min(len(names - all_words), 3) / 3,
         "repetition": repetition(claim_tokens),
+        "fact_coverage": _coverage(facts, best_facts),
+        "novel_content": 1 - _coverage(facts, all_words | all_numbers | all_dates),
     }
     conflict = conflict_between(claim, best.text)
     values.update({f"conflict_{kind}": float(conflict == kind) for kind in CONFLICT_KINDS})

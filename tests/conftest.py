@@ -44,7 +44,7 @@ from assets.claim_verification import ClaimVerifier
 from assets.draft_revisions import PublishableClaim, RevisionRound, outcomes
 from assets.fact_checks import FactCheck
 from assets.summaries import TopicSummary, write_summaries
-from resources import Endpoint, ModelResource
+from resources import Endpoint, ModelResource, VectorStoreResource
 from tests.fake_openai import FakeOpenAI
 from tests.smtp_server import SmtpTestServer
 
@@ -252,6 +252,24 @@ def run_digest_job(settings: Settings, instance: DagsterInstance | None = None) 
     job = build_definitions(settings).resolve_job_def("digest_job")
     pipeline = build_resources(settings)["pipeline"]
     return run_over_all_documents(job, instance or DagsterInstance.ephemeral(), pipeline, raise_on_error=False)
+
+
+def indexed_corpus(
+    settings: Settings, collection: str, corpus: dict[str, str]
+) -> tuple[ModelResource, VectorStoreResource]:
+    """The code location's model and vector store with `corpus` (chunk id "<doc>-<n>" -> text) in
+    `collection`: the small index a verifier test reads, without a run to build it."""
+    from ai_pipelines.definitions import build_resources
+
+    resources = build_resources(settings)
+    vector_store = resources["vector_store"]
+    vector_store.upsert(
+        collection,
+        ids=list(corpus),
+        documents=list(corpus.values()),
+        metadatas=[{"doc_id": i.rsplit("-", 1)[0], "position": 0, "document": i} for i in corpus],
+    )
+    return resources["model"], vector_store
 
 
 def one_topic_summaries(

@@ -3,6 +3,7 @@ the bundled calibration, and the benchmark harness on a small sample of the comm
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,14 +13,23 @@ import pytest
 from ai_pipelines.corpus_fact_check import evaluate
 from ai_pipelines.fact_check_eval import (
     DATA_DIR,
-    FEATURE_SETS,
+    DECISION_FEATURE_SETS,
+    DEV_DATASET,
+    FIT_SETS,
     HELDOUT_SETS,
     L2_GRID,
+    MONOTONE_CHOICES,
     CachedEmbeddings,
+    Choice,
+    Figures,
     FitData,
+    OperatingPoint,
     balanced_accuracy,
+    fit_choice,
     fit_classifier,
     grouped_folds,
+    prefer,
+    scaled,
     select_model,
     stack_judge,
 )
@@ -28,6 +38,8 @@ from ai_pipelines.fact_check_eval import (
 )
 from assets.claim_verification import (
     CALIBRATION_FILE,
+    Calibration,
+    Classifier,
     JudgeAnswer,
     judge_feature,
     judge_messages,
@@ -49,13 +61,15 @@ from tests.conftest import CLI, DATA, ROOT
 # Tiers, marked per test: the classifier and the feature functions are unit; the CLI and anything embedding, integration.
 
 
-def _fact_check(tmp_path: Path, claims: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _fact_check(
+    tmp_path: Path, claims: Path, *extra: str, env: dict | None = None, corpus: Path = DATA / "external_corpus"
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             str(CLI),
             "fact-check",
             "--corpus",
-            str(DATA / "external_corpus"),
+            str(corpus),
             "--claims",
             str(claims),
             "--out",
@@ -135,6 +149,26 @@ def test_bad_claims_get_an_error_naming_the_line_or_not_enough_info_with_a_reaso
     assert verdicts["german"]["verdict"] != "supported" and verdicts["german"]["reason"]
 
 
+@pytest.mark.integration
+def test_explain_prints_every_feature_of_the_shipped_calibration_with_the_probability_and_verdict(tmp_path):
+    claims = tmp_path / "claims.jsonl"
+    claims.write_text(
+        json.dumps({"id": "one", "text": "Northwind Robotics had 310 employees at the end of 2025."}) + "\n"
+    )
+    result = _fact_check(tmp_path, claims, "--no-model", "--explain", corpus=ROOT / "assets" / "sample_corpus")
+    assert result.returncode == 0, result.stderr
+    shipped = Calibration.model_validate_json(CALIBRATION_FILE.read_text()).classifier
+    assert shipped is not None
+    number = r"-?\d+\.\d+"
+    printed = [re.search(rf"^ +{name} +({number})", result.stdout, re.MULTILINE) for name in shipped.features]
+    assert all(printed), [n for n, p in zip(shipped.features, printed) if not p]
+    assert re.search(rf"probability {number}, threshold {number}", result.stdout), result.stdout
+    assert re.search(r"^  verdict: (supported|refuted|not_enough_info)", result.stdout, re.MULTILINE), result.stdout
+    explanation = json.loads((tmp_path / "o.jsonl").read_text())["explanation"]
+    assert [f["name"] for f in explanation["features"]] == shipped.features
+    assert 0 <= explanation["probability"] <= 1 and explanation["decision"] in result.stdout
+
+
 @pytest.mark.unit
 def test_bundled_calibration_is_the_embedded_default_fitted_on_frank():
     calibration = load_calibration()
@@ -142,31 +176,36 @@ def test_bundled_calibration_is_the_embedded_default_fitted_on_frank():
     assert calibration.fingerprint == model_fingerprint(LOCAL_EMBEDDING_MODEL) and not calibration.judge
     assert set(calibration.classifier.features) <= set(FEATURE_NAMES)  # the subset chosen by cross-validation
     assert calibration.fit_set.startswith("frank-cnndm-fit") and set(calibration.heldout) == set(HELDOUT_SETS)
-    assert {"cv_frank_balanced_accuracy", "l2", "dev_weight"} <= set(calibration.fitted)
+    assert calibration.fit_set == " + ".join(FIT_SETS) + " + fact_check_dev.jsonl (weight 1 a claim)"
+    assert {"cv_balanced_accuracy", "cv_unsupported_recall", "l2", "monotone"} <= set(calibration.fitted)
+    assert 0 < calibration.classifier.threshold < 1  # the operating point chosen by cross-validation
     assert calibration.refute_classifier is not None  # refuted vs not-enough-info, fitted on the dev set's labels
 
 
 @pytest.mark.integration
-def test_sample_corpus_dev_set_still_decides_well(tmp_path):
+def test_sample_corpus_dev_claims_are_decided_as_the_evaluation_measured(tmp_path):
     from ai_pipelines.settings import Settings
 
     accuracy, balanced = evaluate(
         Settings(data_dir=tmp_path), ROOT / "assets/sample_corpus", DATA / "fact_check_dev.jsonl"
     )
-    # Fitted on (with FRANK): this checks the shipped calibration still decides our paraphrases, not generalisation.
+    # Weight 1 a claim in the fit, outside the objective: the figures the evaluation recorded for the
+    # shipped calibration, reproduced through the CLI's path (FACT_CHECKING.md reports them, and why
+    # they are lower than when these claims steered the fit).
     calibration = load_calibration()
     assert abs(accuracy - calibration.fitted["dev_accuracy_3_labels"]) < 0.02
-    assert balanced > 0.75 and accuracy > 0.7  # three classes: chance is about 0.33
+    assert abs(balanced - calibration.fitted["dev_balanced_accuracy"]) < 0.02
+    assert balanced > 0.55 and accuracy > 0.5  # three classes: chance is about 0.33
 
 
 @pytest.mark.integration
 def test_benchmark_command_runs_on_a_small_sample(capsys):
     assert eval_main(["--articles", "1", "--no-dev"]) == 0
     out = capsys.readouterr().out
-    assert (
-        "| frank-cnndm-heldout |" in out and "| frank-xsum-heldout |" in out and "| frank-cnndm-fresh (fresh) |" in out
-    )
-    assert "baseline" in out and "cross-validation" in out and "Per summary" in out
+    for name in HELDOUT_SETS:
+        assert f"| {name} (" in out
+    assert "| summedits-unseen (unseen) |" in out and "| frank-cnndm-fresh (clean) |" in out
+    assert "baseline" in out and "cross-validation" in out and "Per summary" in out and "recall on unsupported" in out
     assert (DATA_DIR / "LICENSE").read_text().startswith("MIT License")
 
 
@@ -205,10 +244,79 @@ def test_cross_validation_folds_keep_each_article_whole():
 @pytest.mark.unit
 def test_model_selection_prefers_the_simpler_candidate_on_a_tie_and_reports_every_one():
     rows = [{name: float(i % 4) for name in FEATURE_NAMES} for i in range(24)]
-    frank = FitData(rows=rows, gold=[i % 4 >= 2 for i in range(24)], groups=[f"article-{i % 6}" for i in range(24)])
-    choice, tried = select_model(frank, None)
-    assert len(tried) == len(FEATURE_SETS) * len(L2_GRID) and all(c.dev_weight == 0 for c in tried)
-    assert choice == tried[0] and choice.cv_frank == 1.0  # one informative feature: every candidate is perfect
+    data = FitData(rows=rows, gold=[i % 4 >= 2 for i in range(24)], groups=[f"article-{i % 6}" for i in range(24)])
+    choice, tried = select_model(data)
+    assert len(tried) == len(DECISION_FEATURE_SETS) * len(L2_GRID) * len(MONOTONE_CHOICES)
+    assert choice == tried[0] and choice.cv == 1.0  # one informative feature: every candidate is perfect
+
+
+@pytest.mark.unit
+def test_each_public_dataset_counts_equally_and_ties_go_to_recall_on_unsupported():
+    data = FitData(
+        rows=[{} for _ in range(12)],
+        gold=[True] * 8 + [False, True, False, False],
+        groups=[str(i) for i in range(12)],
+        datasets=["big"] * 8 + ["small"] * 4,
+    )
+    total = {(d, g): 0.0 for d in ("big", "small") for g in (True, False)}
+    for w, d, g in zip(data.weights(), data.datasets, data.gold):
+        total[(d, g)] += w
+    del total[("big", False)]  # no such example
+    assert len({round(v, 9) for v in total.values()}) == 1 and sum(total.values()) == pytest.approx(12)
+    with_dev = data.model_copy(update={"datasets": data.datasets[:-1] + [DEV_DATASET]})
+    assert with_dev.weights()[-1] == 1.0  # one of our own claims weighs as one public claim on average
+    lenient = Figures(objective=0.80, per_dataset={}, unsupported_recall=0.5)
+    strict = Figures(objective=0.797, per_dataset={}, unsupported_recall=0.9)
+    worse = Figures(objective=0.70, per_dataset={}, unsupported_recall=1.0)
+    assert prefer([(lenient, "lenient"), (strict, "strict"), (worse, "worse")]) == "strict"
+
+
+@pytest.mark.unit
+def test_the_monotone_feature_never_pushes_towards_supported_when_it_falls():
+    # Similarity anti-correlated with the label on this data: the constraint holds its weight at 0.
+    rows = [{"sentence_similarity": float(i % 5), "b": float(i % 3)} for i in range(60)]
+    gold = [(i % 5) < 2 or (i % 3) == 2 for i in range(60)]
+    free = fit_classifier(rows, gold, ["sentence_similarity", "b"])
+    held = fit_classifier(rows, gold, ["sentence_similarity", "b"], nonnegative=("sentence_similarity",))
+    assert free.weights[0] < 0 and held.weights[0] == 0.0 and held.weights[1] > 0
+
+
+@pytest.mark.unit
+def test_platt_scaling_moves_the_threshold_with_the_probability():
+    base = fit_classifier([{"a": float(i)} for i in range(20)], [i >= 8 for i in range(20)], ["a"])
+    rescaled = scaled(base, slope=0.5, intercept=-1.0, threshold=0.6)
+    for i in range(20):
+        row = {"a": float(i)}
+        assert (rescaled.probability(row) >= rescaled.threshold) == (base.probability(row) >= 0.6)
+
+
+@pytest.mark.unit
+def test_a_gated_classifier_lets_each_kind_s_expert_decide_at_its_own_operating_point():
+    # Kind 0 sentences have copy = 1, kind 1 have copy = 0; their experts read `a` in opposite directions.
+    rows = [{"copy": float(i % 2 == 0), "a": float(i % 5)} for i in range(80)]
+    gold = [(r["a"] >= 3) == (r["copy"] == 1.0) for r in rows]
+    data = FitData(
+        rows=rows,
+        gold=gold,
+        groups=[f"article-{i % 10}" for i in range(80)],
+        datasets=[FIT_SETS[0] if r["copy"] else FIT_SETS[1] for r in rows],
+    )
+    choice = Choice(family="gated", gate_features="base", feature_set="base", l2=1.0, monotone=False)
+    point = OperatingPoint(
+        thresholds=[0.5, 0.5],
+        cv=Figures(objective=1, per_dataset={}, unsupported_recall=1),
+        platt_slopes=[1.0, 1.0],
+        platt_intercepts=[0.0, 0.0],
+    )
+    gated = fit_choice(data.model_copy(update={"rows": [dict(r, similarity=r["copy"]) for r in rows]}), choice, point)
+    assert [e.kind for e in gated.experts] == ["extractive", "abstractive"]
+    for row, label in zip(rows, gold):
+        row = dict(row, similarity=row["copy"])
+        assert gated.expert_for(row).kind == ("extractive" if row["copy"] else "abstractive")
+    shipped = Classifier.model_validate_json(gated.model_dump_json())
+    assert [shipped.supports(dict(r, similarity=r["copy"])) for r in rows] == [
+        gated.supports(dict(r, similarity=r["copy"])) for r in rows
+    ]
 
 
 @pytest.mark.unit
@@ -288,3 +396,15 @@ def test_wrong_numbers_dates_and_entities_are_never_supported_without_a_judge(tm
     verdicts = {v["id"]: v for v in map(json.loads, (tmp_path / "o.jsonl").read_text().splitlines())}
     assert all(v["verdict"] != "supported" and v["reason"] for v in verdicts.values()), verdicts
     assert verdicts["number"]["verdict"] == "refuted" and verdicts["date"]["verdict"] == "refuted"
+
+
+@pytest.mark.unit
+def test_fact_checking_md_states_the_figures_of_the_shipped_calibration():
+    # The document's results table is what `make eval-factcheck` printed for the calibration that ships.
+    calibration = load_calibration()
+    text = (ROOT / "FACT_CHECKING.md").read_text()
+    for name, figure in calibration.heldout.items():
+        row = re.search(rf"^\| {re.escape(name)} \([a-z ]+\) \| .*?\*\*(\d\.\d{{3}})\*\*", text, re.MULTILINE)
+        assert row, f"{name} has no row in FACT_CHECKING.md"
+        assert float(row.group(1)) == pytest.approx(figure, abs=5e-4), name
+    assert "make eval-factcheck" in text

@@ -15,14 +15,13 @@ from collections import Counter
 
 import pytest
 
-from ai_pipelines.definitions import build_resources
 from assets.claim_verification import Claim, ClaimVerifier
 from assets.draft_revisions import refine, refinement_call_cap
 from assets.drafts import citing_within, claims_from_brief, draft_messages, gather_evidence
 from assets.fact_checks import fact_check_rows, judge_metadata
 from assets.sentence_checks import check_sentences
 from assets.summaries import render_digest
-from tests.conftest import one_topic_summaries
+from tests.conftest import indexed_corpus, one_topic_summaries
 from tests.fact_check_judges import (
     best_line,
     claim_of,
@@ -77,15 +76,7 @@ INVENTED_PLACE = ("Quanta Ledger will open an office in Vilnius in May 2027 and 
 
 @pytest.fixture
 def index(settings):
-    resources = build_resources(settings)
-    vector_store = resources["vector_store"]
-    vector_store.upsert(
-        COLLECTION,
-        ids=list(CORPUS),
-        documents=list(CORPUS.values()),
-        metadatas=[{"doc_id": i.rsplit("-", 1)[0], "position": 0, "document": i} for i in CORPUS],
-    )
-    return resources["model"], vector_store
+    return indexed_corpus(settings, COLLECTION, CORPUS)
 
 
 def stubborn_writer(messages):

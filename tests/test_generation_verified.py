@@ -13,7 +13,6 @@ from collections import Counter
 
 import pytest
 
-from ai_pipelines.definitions import build_resources
 from assets.claim_verification import Claim, ClaimVerifier
 from assets.digest_report import render_report, stage_counts
 from assets.draft_revisions import refine
@@ -21,7 +20,7 @@ from assets.drafts import citing_within, claims_from_brief, draft_messages, gath
 from assets.fact_checks import fact_check_rows
 from assets.sentence_checks import check_sentences
 from assets.summaries import render_digest
-from tests.conftest import one_topic_summaries
+from tests.conftest import indexed_corpus, one_topic_summaries
 from tests.fact_check_judges import knows_the_sample
 from tests.fake_openai import data_block, evidence_items
 
@@ -81,15 +80,7 @@ PARAGRAPH = [
 
 @pytest.fixture
 def index(settings):
-    resources = build_resources(settings)
-    vector_store = resources["vector_store"]
-    vector_store.upsert(
-        "gen",
-        ids=list(CORPUS),
-        documents=list(CORPUS.values()),
-        metadatas=[{"doc_id": i.rsplit("-", 1)[0], "position": 0, "document": i} for i in CORPUS],
-    )
-    return resources["model"], vector_store
+    return indexed_corpus(settings, "gen", CORPUS)
 
 
 def evidence_number(messages, fragment: str) -> int:
