@@ -79,7 +79,7 @@ eval-factcheck: setup
 
 # Recall of vector, hybrid and reranked retrieval on the labelled tickets and claims (offline, under a minute).
 eval-retrieval: setup
-	$(BIN)/python -m ai_pipelines.retrieval_eval
+	$(BIN)/python -m evals.retrieval
 
 clean:
 	rm -rf data .pytest_cache

@@ -118,7 +118,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     home = ensure_dagster_home(settings)
     if sys.stderr.isatty():
         from ai_pipelines.progress_bar import TerminalProgressBar
-        from resources.model_session import add_listener
+        from resources.gateway.model_session import add_listener
 
         add_listener(TerminalProgressBar(sys.stderr))
     with DagsterInstance.get() as instance:

@@ -17,7 +17,9 @@ from ai_pipelines.definitions import build_resources
 from ai_pipelines.fact_check_eval import DATA_DIR, EvalReport
 from ai_pipelines.fact_check_eval import evaluate as evaluate_on_benchmark
 from ai_pipelines.settings import Settings
-from assets.claim_verification import (
+from assets.digest.ingestion import chunk_document, load_corpus
+from assets.digest.retrieval import collection_name, sync_index
+from resources.verification.claim_verification import (
     CALIBRATION_FILE,
     Calibration,
     ClaimExplanation,
@@ -27,9 +29,7 @@ from assets.claim_verification import (
     read_claims,
     read_claims_lenient,
 )
-from assets.ingestion import chunk_document, load_corpus
-from assets.retrieval import collection_name, sync_index
-from resources.judge_calibration import balanced_accuracy
+from resources.verification.judge_calibration import balanced_accuracy
 
 
 def corpus_verifier(

@@ -21,12 +21,12 @@ from dagster import (
 
 from ai_pipelines.instance import batch_event_writes
 from ai_pipelines.settings import ENV_PREFIX, Settings, env_name, load_settings
-from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PipelineConfig, TriageConfig, steps
-from assets.config import SAMPLE_CORPUS_DIR, SUPPORT_DESK_DIR
-from assets.llm_step import check_inputs, load_steps
+from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PIPELINES, STEP_MODULES
+from assets.components.llm_step import check_inputs, load_steps
 from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreResource, WarehouseIOManager
 from resources.mailer import MailerResource
-from resources.support_desk import SupportDeskResource
+from resources.pipeline_config import SAMPLE_CORPUS_DIR, SUPPORT_DESK_DIR, PipelineConfig, TriageConfig
+from resources.support.support_desk import SupportDeskResource
 from sensors import ALL_JOBS, digest_schedule, inbox_sensor, index_automation, run_failure_recorder, ticket_inbox_sensor
 
 
@@ -177,13 +177,20 @@ def build_executor(settings: Settings) -> ExecutorDefinition:
     return in_process_executor
 
 
-def build_definitions(settings: Settings, step_modules: Sequence[ModuleType] = (steps,)) -> Definitions:
+def build_definitions(settings: Settings, step_modules: Sequence[ModuleType] = STEP_MODULES) -> Definitions:
     """The code location: the Python-declared assets and the steps declared in YAML under
-    `step_modules` (the project's assets/steps; tests add their own)."""
+    `step_modules` (each pipeline's `steps/` package; tests add their own)."""
     batch_event_writes(settings.event_batch_size)
     loaded = [load_steps(module) for module in step_modules]
     step_assets = [a for step_defs, _ in loaded for a in step_defs.assets or [] if isinstance(a, AssetsDefinition)]
     step_checks = [c for step_defs, _ in loaded for c in step_defs.asset_checks or []]
+    for pipeline in PIPELINES:
+        if pipeline.steps in step_modules:
+            step_defs, _ = loaded[list(step_modules).index(pipeline.steps)]
+            own_steps = [a for a in step_defs.assets or [] if isinstance(a, AssetsDefinition)]
+        else:
+            own_steps = []
+        pipeline.check_groups([*pipeline.assets, *own_steps])
     check_inputs(
         [s for _, declared in loaded for s in declared], {k for a in [*ALL_ASSETS, *step_assets] for k in a.keys}
     )

@@ -35,21 +35,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from assets.claim_verification import (
-    Calibration,
-    Classifier,
-    JudgeAnswer,
-    decide,
-    is_supported,
-    judge_messages,
-    missing_facts,
-    model_fingerprint,
-    read_claims,
-    read_judge,
-)
-from assets.fact_check_judge import balanced_accuracy, embedded_evidence
 from resources import CallLedger, EmbeddingsResource, ModelResource
-from resources.claim_features import (
+from resources.documents.text import has_negation, numbers_in, words_in
+from resources.verification.claim_features import (
     BASE_FEATURE_NAMES,
     FACT_FEATURE_NAMES,
     FEATURE_NAMES,
@@ -61,7 +49,19 @@ from resources.claim_features import (
     candidate_vectors,
     claim_features,
 )
-from resources.text import has_negation, numbers_in, words_in
+from resources.verification.claim_verification import (
+    Calibration,
+    Classifier,
+    JudgeAnswer,
+    decide,
+    is_supported,
+    judge_messages,
+    missing_facts,
+    model_fingerprint,
+    read_claims,
+    read_judge,
+)
+from resources.verification.fact_check_judge import balanced_accuracy, embedded_evidence
 
 ROOT = Path(__file__).parent.parent
 DATA_DIR = ROOT / "tests" / "data" / "factcheck"
@@ -71,7 +71,7 @@ DATA_DIR = ROOT / "tests" / "data" / "factcheck"
 # out-of-fold figure is reported apart. Their three labels also train the classifier that names a
 # rejection refuted or not-enough-info.
 DEV_SET = ROOT / "tests" / "data" / "fact_check_dev.jsonl"
-DEV_CORPUS = ROOT / "assets" / "sample_corpus"
+DEV_CORPUS = ROOT / "resources" / "documents" / "sample_corpus"
 # Public, human-labelled, model-written summary sentences the decision is fitted on: CNN/DM-kind
 # and XSum-kind, each counting equally (`FitData.weights`).
 FIT_SETS = ("frank-cnndm-fit", "xsumfaith-fit")
@@ -1312,7 +1312,7 @@ def judge_figures(
     fit split's sample (`stack_judge`), then measured on each held-out sample beside the verifier alone
     on the same claims. Whether the judge helps is decided on those pairs, unseen sets left out
     (`judge_gain`), and recorded, since a verifier counts the judge as a feature only then."""
-    from assets.fact_check_judge import judge_gain
+    from resources.verification.fact_check_judge import judge_gain
 
     judged = {name: judge_sample(items, judge_claims) for name, items in scored.items()}
     stats = {}

@@ -28,8 +28,8 @@ from pydantic import Field
 from ai_pipelines.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from assets.claim_verification import ClaimVerifier
-    from resources.support_desk import SupportDeskResource
+    from resources.support.support_desk import SupportDeskResource
+    from resources.verification.claim_verification import ClaimVerifier
 
 SERVER_NAME = "ai-pipelines"
 DEFAULT_PORT = 8765
@@ -52,8 +52,8 @@ class ServerState:
         with self._desk_lock:
             if self._desk is None:
                 from ai_pipelines.definitions import build_resources
-                from assets.config import SUPPORT_DESK_DIR
-                from resources.support_desk import SupportDeskResource
+                from resources.pipeline_config import SUPPORT_DESK_DIR
+                from resources.support.support_desk import SupportDeskResource
 
                 resources = build_resources(self.settings)
                 configured = resources.get("support_desk")  # the code location's, with the deployment's limits
@@ -74,7 +74,7 @@ class ServerState:
         with self._verifier_lock:
             if self._verifier is None:
                 from ai_pipelines.corpus_fact_check import corpus_verifier
-                from assets.config import SAMPLE_CORPUS_DIR
+                from resources.pipeline_config import SAMPLE_CORPUS_DIR
 
                 corpus = Path(self.settings.corpus_dir or SAMPLE_CORPUS_DIR)
                 with contextlib.redirect_stdout(sys.stderr):  # it reports skipped files on stdout: the stdio wire
@@ -118,7 +118,7 @@ def build_server(state: ServerState) -> MCPServer:
         """A customer: name, email, plan, country, signup date, and their orders."""
 
         def account() -> Any:
-            from resources.support_desk import CustomerAccount
+            from resources.support.support_desk import CustomerAccount
 
             desk = state.desk()
             customer = desk.customer(customer_id)
@@ -155,7 +155,7 @@ def build_server(state: ServerState) -> MCPServer:
         with a calibrated score, the evidence chunk ids and sentence, and the reason."""
 
         def verdict() -> dict[str, Any]:
-            from assets.claim_verification import Claim
+            from resources.verification.claim_verification import Claim
 
             result = state.verifier().verify([Claim(id="claim", text=claim)])[0]
             return {"claim": claim} | result.model_dump(

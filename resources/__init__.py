@@ -4,8 +4,8 @@ Nothing here knows about assets; the code location configures these from setting
 """
 
 from resources.embeddings import EmbeddingsError, EmbeddingsResource
-from resources.ledger import CallLedger, CallRecord, LedgerSummary, is_outage
-from resources.model import (
+from resources.gateway.ledger import CallLedger, CallRecord, LedgerSummary, is_outage
+from resources.gateway.model import (
     BudgetExceededError,
     Endpoint,
     EndpointFailure,
@@ -13,8 +13,8 @@ from resources.model import (
     ModelResource,
     StructuredOutputError,
 )
+from resources.gateway.traces import EndpointFailures, TraceStore
 from resources.secrets import redact, reveal
-from resources.traces import EndpointFailures, TraceStore
 from resources.vector_store import Hit, VectorStoreResource
 from resources.warehouse import WarehouseIOManager
 

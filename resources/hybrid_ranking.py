@@ -29,16 +29,16 @@ from typing import Sequence
 
 import numpy as np
 
-from resources.claim_features import content_words
-from resources.claim_names import Name, is_held, names_in
-from resources.text import numbers_in, words_in
+from resources.documents.text import numbers_in, words_in
+from resources.verification.claim_features import content_words
+from resources.verification.claim_names import Name, is_held, names_in
 
 K1 = 1.2
 B = 0.75
 RRF_K = 60
 # How much the overlap share (0 to 1) counts against the cosine: a fifth more of the query held
 # is worth 0.05 of cosine, about the spread of e5's cosines over one query's candidates. Of 0.25,
-# 0.5 and 1 on the labelled cases (`ai_pipelines.retrieval_eval`), 0.25 ranked best; at 1 the
+# 0.5 and 1 on the labelled cases (`evals.retrieval`), 0.25 ranked best; at 1 the
 # overlap outweighs the meaning and the rerank does worse than no rerank.
 OVERLAP_WEIGHT = 0.25
 

@@ -1,7 +1,7 @@
 """The mailer: sends one e-mail per call, over SMTP or, by default, into a local Maildir folder.
 
 Sending a reply is the one act of the support pipeline that cannot be undone, so the
-mailer gives the exactly-once protocol (`resources/delivery_ledger.py`) three things it
+mailer gives the exactly-once protocol (`resources/support/delivery_ledger.py`) three things it
 cannot get anywhere else:
 
 - The caller chooses the Message-ID and it goes out unchanged. The mailer never calls

@@ -1,4 +1,4 @@
-"""The sensor that evaluates the assets' automation conditions (see assets/automation.py)."""
+"""The sensor that evaluates the assets' automation conditions (see assets/components/automation.py)."""
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition
 

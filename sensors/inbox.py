@@ -25,9 +25,10 @@ from dagster import (
 )
 from pydantic import BaseModel
 
-from assets.config import PipelineConfig
-from assets.documents import DOCUMENTS, FileState, is_valid_key, scan
+from assets.components.partitions import DOCUMENTS
+from resources.documents.files import FileState, is_valid_key, scan
 from resources.partition_ranges import range_tags
+from resources.pipeline_config import PipelineConfig
 from sensors.jobs import document_job, index_job
 
 

@@ -2,18 +2,19 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.documents import DOCUMENTS
-from assets.tickets import TICKETS
+from assets.components.partitions import DOCUMENTS, TICKETS
+from assets.digest import DIGEST
+from assets.triage import TRIAGE as TRIAGE_PIPELINE
 
 # Publishing waits for a person; no job that runs unattended may include it.
 PUBLISHED = AssetSelection.assets("published_digest")
 
 # The support-triage pipeline: partitioned by ticket, never part of a digest run.
-TRIAGE = AssetSelection.groups("triage_intake", "triage_routing", "triage_replies", "triage_delivery")
+TRIAGE = TRIAGE_PIPELINE.selection()
 
 digest_job = define_asset_job(
     name="digest_job",
-    selection=AssetSelection.all() - PUBLISHED - TRIAGE,
+    selection=DIGEST.selection() - PUBLISHED,
     description="Materialize the whole graph, ingestion to summaries, with every blocking check. "
     "Launch it over every documents partition (the run command does): one run, not one per document.",
 )
@@ -29,7 +30,7 @@ document_job = define_asset_job(
 
 digest_refresh_job = define_asset_job(
     name="digest_refresh_job",
-    selection=AssetSelection.all() - PUBLISHED - PER_DOCUMENT - TRIAGE,
+    selection=DIGEST.selection() - PUBLISHED - PER_DOCUMENT,
     description="Rebuild index, drafts, fact checks and summaries from the documents ingested so far "
     "(what the daily schedule launches; the inbox sensor keeps the documents current).",
 )

@@ -20,8 +20,9 @@ from dagster import (
     sensor,
 )
 
-from assets.config import TriageConfig
-from assets.tickets import TICKETS, scan_tickets
+from assets.components.partitions import TICKETS
+from assets.triage.tickets import scan_tickets
+from resources.pipeline_config import TriageConfig
 from sensors.inbox import InboxCursor, folder_changes, materialized_after_edit, partition_run_requests
 from sensors.jobs import triage_job
 

@@ -40,11 +40,11 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from ai_pipelines.instance import instance_yaml
 from ai_pipelines.settings import Settings
-from assets.claim_verification import ClaimVerifier
-from assets.draft_revisions import PublishableClaim, RevisionRound, outcomes
-from assets.fact_checks import FactCheck
-from assets.summaries import TopicSummary, write_summaries
+from assets.digest.draft_revisions import PublishableClaim, RevisionRound, outcomes
+from assets.digest.fact_checks import FactCheck
+from assets.digest.summaries import TopicSummary, write_summaries
 from resources import Endpoint, ModelResource, VectorStoreResource
+from resources.verification.claim_verification import ClaimVerifier
 from tests.fake_openai import FakeOpenAI
 from tests.smtp_server import SmtpTestServer
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from assets.fact_check_judge import load_sample
-from resources.text import normalize
+from resources.documents.text import normalize
+from resources.verification.fact_check_judge import load_sample
 from tests.fake_openai import data_block
 
 Script = Callable[[list[dict[str, str]]], Any]

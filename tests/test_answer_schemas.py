@@ -13,11 +13,11 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from ai_pipelines.definitions import build_resources
-from assets.draft_revisions import ClaimRevision, RevisionRound, refine, revision_within
-from assets.drafts import citing_within as brief_within
-from assets.drafts import claims_from_brief, draft_messages
-from resources.citations import citing_within
-from resources.model import reasks_for, response_format_for
+from assets.digest.draft_revisions import ClaimRevision, RevisionRound, refine, revision_within
+from assets.digest.drafts import citing_within as brief_within
+from assets.digest.drafts import claims_from_brief, draft_messages
+from resources.gateway.model import reasks_for, response_format_for
+from resources.verification.citations import citing_within
 from tests.test_generation import EVIDENCE, FALSE, TRUE, ScriptedVerifier, brief, checked
 
 

@@ -7,7 +7,7 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from ai_pipelines.definitions import build_definitions
-from assets.documents import DOCUMENTS
+from assets.components.partitions import DOCUMENTS
 from tests.conftest import run_digest_job
 
 pytestmark = pytest.mark.integration

@@ -17,12 +17,18 @@ from typing import Any
 
 import pytest
 
-import assets.claim_verification
+import resources.verification.claim_verification
 from ai_pipelines.cli import main
 from ai_pipelines.fact_check_eval import DATA_DIR, FIT_SETS, HELDOUT_SETS, UNSEEN_SETS, Record, load_set
 from ai_pipelines.settings import Settings
-from assets.claim_verification import Calibration, Claim, ClaimVerifier, calibration_path, load_calibration
-from resources.text import normalize
+from resources.documents.text import normalize
+from resources.verification.claim_verification import (
+    Calibration,
+    Claim,
+    ClaimVerifier,
+    calibration_path,
+    load_calibration,
+)
 from tests.conftest import fake_settings, indexed_corpus
 from tests.fact_check_judges import best_line, claim_of
 from tests.fake_openai import FakeOpenAI
@@ -106,7 +112,7 @@ def configured(shared_data: Path, llm: FakeOpenAI, tmp_path: Path, monkeypatch: 
         "AI_PIPELINES_LLM_CACHE": "false",
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(assets.claim_verification, "CALIBRATION_DIR", tmp_path / "calibration")
+    monkeypatch.setattr(resources.verification.claim_verification, "CALIBRATION_DIR", tmp_path / "calibration")
     (tmp_path / "calibration").mkdir()
     return settings
 
@@ -182,4 +188,4 @@ def test_the_embedded_model_is_never_calibrated_as_judge(configured, monkeypatch
     monkeypatch.setenv("AI_PIPELINES_LLM_BASE_URL", "")
     assert main(["calibrate", "--judge"]) == 2
     assert "the embedded model is never a judge" in capsys.readouterr().err
-    assert not list(assets.claim_verification.CALIBRATION_DIR.iterdir())
+    assert not list(resources.verification.claim_verification.CALIBRATION_DIR.iterdir())

@@ -4,9 +4,9 @@ outputs it shapes (tests/test_llm_steps.py edits a step's prompt file and follow
 import pytest
 
 from ai_pipelines.definitions import build_definitions
-from assets import drafts
-from assets.llm_step import project_step
-from assets.prompts import Prompt
+from assets.components.llm_step import project_step
+from assets.digest import drafts
+from resources.prompts import Prompt
 
 # Tiers, marked per test: the prompt's version is unit; code versions of definitions built on fake-server settings, integration.
 

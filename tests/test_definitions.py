@@ -64,7 +64,7 @@ def test_groups_with_descriptions_and_blocking_checks():
 
 @pytest.mark.unit
 def test_per_document_assets_share_the_documents_partitions_and_backfill_in_one_run():
-    from assets.documents import DOCUMENTS
+    from assets.components.partitions import DOCUMENTS
 
     graph = defs.resolve_asset_graph()
     partitioned = {

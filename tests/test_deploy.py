@@ -19,7 +19,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 from dagster_graphql import DagsterGraphQLClient
 
 from ai_pipelines.stack import prepare_home
-from assets.documents import DOCUMENTS
+from assets.components.partitions import DOCUMENTS
 from tests.conftest import BIN, CLI, ROOT, free_port, graphql, run_digest_job, server_environment, stop_process_group
 from tests.fake_openai import Fault
 
@@ -126,7 +126,10 @@ class StackProcess:
 
 
 def document_keys(instance: DagsterInstance, n: int) -> list[str]:
-    keys = [f"corpus/{name}" for name in sorted(p.name for p in (ROOT / "assets" / "sample_corpus").iterdir())[:n]]
+    keys = [
+        f"corpus/{name}"
+        for name in sorted(p.name for p in (ROOT / "resources" / "documents" / "sample_corpus").iterdir())[:n]
+    ]
     instance.add_dynamic_partitions(DOCUMENTS.name, keys)
     return keys
 

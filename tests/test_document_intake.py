@@ -16,9 +16,8 @@ from dagster import AssetKey, DagsterInstance
 from ai_pipelines.backfill import all_documents_tags, register_documents
 from ai_pipelines.corpus_fact_check import fact_check_corpus
 from ai_pipelines.definitions import build_definitions, build_resources
-from assets.config import SAMPLE_CORPUS_DIR, PipelineConfig
-from assets.documents import discover_entries, path_for, scan
-from assets.ingestion import (
+from assets.components.llm_step import project_step
+from assets.digest.ingestion import (
     QuarantinedDocument,
     SourceDocument,
     chunk_document,
@@ -26,11 +25,12 @@ from assets.ingestion import (
     load_corpus,
     parse_document,
 )
-from assets.llm_step import project_step
-from assets.signals import MAX_PROMPT_CHARS, MAX_PROMPT_SENTENCE_CHARS, extraction_messages, prompt_sentences
+from assets.digest.signals import MAX_PROMPT_CHARS, MAX_PROMPT_SENTENCE_CHARS, extraction_messages, prompt_sentences
 from resources import CallLedger
-from resources.prompt_injection import screen_with_model
-from resources.text import split_sentences
+from resources.documents.files import discover_entries, path_for, scan
+from resources.documents.text import split_sentences
+from resources.guardrails.prompt_injection import screen_with_model
+from resources.pipeline_config import SAMPLE_CORPUS_DIR, PipelineConfig
 from tests.conftest import DATA, article, run_digest_job, warehouse_rows, warehouse_text, write_file
 
 # Tiers, marked per test: parsing and discovery are unit; the model screen and the graph runs, integration.

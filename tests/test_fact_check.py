@@ -36,7 +36,17 @@ from ai_pipelines.fact_check_eval import (
 from ai_pipelines.fact_check_eval import (
     main as eval_main,
 )
-from assets.claim_verification import (
+from resources import EmbeddingsResource
+from resources.embeddings import LOCAL_EMBEDDING_MODEL
+from resources.verification.claim_features import (
+    FEATURE_NAMES,
+    REFUTE_FEATURE_NAMES,
+    Passage,
+    candidates_of,
+    claim_features,
+    conflict_between,
+)
+from resources.verification.claim_verification import (
     CALIBRATION_FILE,
     Calibration,
     Classifier,
@@ -46,16 +56,6 @@ from assets.claim_verification import (
     load_calibration,
     model_fingerprint,
 )
-from resources import EmbeddingsResource
-from resources.claim_features import (
-    FEATURE_NAMES,
-    REFUTE_FEATURE_NAMES,
-    Passage,
-    candidates_of,
-    claim_features,
-    conflict_between,
-)
-from resources.embeddings import LOCAL_EMBEDDING_MODEL
 from tests.conftest import CLI, DATA, ROOT
 
 # Tiers, marked per test: the classifier and the feature functions are unit; the CLI and anything embedding, integration.
@@ -155,7 +155,9 @@ def test_explain_prints_every_feature_of_the_shipped_calibration_with_the_probab
     claims.write_text(
         json.dumps({"id": "one", "text": "Northwind Robotics had 310 employees at the end of 2025."}) + "\n"
     )
-    result = _fact_check(tmp_path, claims, "--no-model", "--explain", corpus=ROOT / "assets" / "sample_corpus")
+    result = _fact_check(
+        tmp_path, claims, "--no-model", "--explain", corpus=ROOT / "resources" / "documents" / "sample_corpus"
+    )
     assert result.returncode == 0, result.stderr
     shipped = Calibration.model_validate_json(CALIBRATION_FILE.read_text()).classifier
     assert shipped is not None
@@ -187,7 +189,7 @@ def test_sample_corpus_dev_claims_are_decided_as_the_evaluation_measured(tmp_pat
     from ai_pipelines.settings import Settings
 
     accuracy, balanced = evaluate(
-        Settings(data_dir=tmp_path), ROOT / "assets/sample_corpus", DATA / "fact_check_dev.jsonl"
+        Settings(data_dir=tmp_path), ROOT / "resources/documents/sample_corpus", DATA / "fact_check_dev.jsonl"
     )
     # Weight 1 a claim in the fit, outside the objective: the figures the evaluation recorded for the
     # shipped calibration, reproduced through the CLI's path (FACT_CHECKING.md reports them, and why

@@ -15,12 +15,12 @@ from collections import Counter
 
 import pytest
 
-from assets.claim_verification import Claim, ClaimVerifier
-from assets.draft_revisions import refine, refinement_call_cap
-from assets.drafts import citing_within, claims_from_brief, draft_messages, gather_evidence
-from assets.fact_checks import fact_check_rows, judge_metadata
-from assets.sentence_checks import check_sentences
-from assets.summaries import render_digest
+from assets.digest.draft_revisions import refine, refinement_call_cap
+from assets.digest.drafts import citing_within, claims_from_brief, draft_messages, gather_evidence
+from assets.digest.fact_checks import fact_check_rows, judge_metadata
+from assets.digest.summaries import render_digest
+from resources.verification.claim_verification import Claim, ClaimVerifier
+from resources.verification.sentence_checks import check_sentences
 from tests.conftest import indexed_corpus, one_topic_summaries
 from tests.fact_check_judges import (
     best_line,

@@ -17,7 +17,7 @@ from resources import (
     StructuredOutputError,
     TraceStore,
 )
-from resources.response_cache import CachedResponse, ResponseCache
+from resources.gateway.response_cache import CachedResponse, ResponseCache
 from tests.conftest import gateway, run_digest_job, warehouse_query
 from tests.fake_openai import FakeOpenAI, Fault
 

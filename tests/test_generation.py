@@ -11,9 +11,8 @@ from typing import Sequence
 import pytest
 
 from ai_pipelines.definitions import build_resources
-from assets.claim_verification import Claim, ClaimVerdict
-from assets.draft_revisions import outcomes, refine
-from assets.drafts import (
+from assets.digest.draft_revisions import outcomes, refine
+from assets.digest.drafts import (
     EvidenceItem,
     brief_schema,
     citing_within,
@@ -21,10 +20,11 @@ from assets.drafts import (
     draft_messages,
     without_repeats,
 )
-from assets.fact_checks import fact_check_rows
-from assets.sentence_checks import check_sentences
-from assets.summaries import render_digest, write_summaries
-from resources.text import normalize
+from assets.digest.fact_checks import fact_check_rows
+from assets.digest.summaries import render_digest, write_summaries
+from resources.documents.text import normalize
+from resources.verification.claim_verification import Claim, ClaimVerdict
+from resources.verification.sentence_checks import check_sentences
 
 # Tiers, marked per test: the extractive fallback is unit; the rest calls the fake model server, integration.
 

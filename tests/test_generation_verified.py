@@ -13,13 +13,13 @@ from collections import Counter
 
 import pytest
 
-from assets.claim_verification import Claim, ClaimVerifier
-from assets.digest_report import render_report, stage_counts
-from assets.draft_revisions import refine
-from assets.drafts import citing_within, claims_from_brief, draft_messages, gather_evidence
-from assets.fact_checks import fact_check_rows
-from assets.sentence_checks import check_sentences
-from assets.summaries import render_digest
+from assets.digest.digest_report import render_report, stage_counts
+from assets.digest.draft_revisions import refine
+from assets.digest.drafts import citing_within, claims_from_brief, draft_messages, gather_evidence
+from assets.digest.fact_checks import fact_check_rows
+from assets.digest.summaries import render_digest
+from resources.verification.claim_verification import Claim, ClaimVerifier
+from resources.verification.sentence_checks import check_sentences
 from tests.conftest import indexed_corpus, one_topic_summaries
 from tests.fact_check_judges import knows_the_sample
 from tests.fake_openai import data_block, evidence_items

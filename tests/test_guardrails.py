@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from assets.config import SAMPLE_CORPUS_DIR
-from assets.ingestion import load_corpus
-from resources.prompt_injection import data_block, screen
+from assets.digest.ingestion import load_corpus
+from resources.guardrails.prompt_injection import data_block, screen
+from resources.pipeline_config import SAMPLE_CORPUS_DIR
 
 pytestmark = pytest.mark.unit
 

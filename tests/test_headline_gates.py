@@ -19,9 +19,9 @@ import pytest
 
 from ai_pipelines.definitions import build_resources
 from ai_pipelines.settings import Settings
-from assets.answer_rules import broken_rules
-from assets.llm_step import STEPS_DIR, LlmStep, project_step, render_item
+from assets.components.llm_step import LlmStep, project_step, project_step_folder, render_item
 from resources import ModelResource
+from resources.guardrails.answer_rules import broken_rules
 from resources.tables import WAREHOUSE
 from tests.conftest import materialization_metadata, warehouse_rows
 from tests.fake_openai import FakeOpenAI, data_block
@@ -241,7 +241,7 @@ def test_a_judge_that_cannot_tell_good_from_bad_leaves_every_answer_unjudged(set
 def small_calibration_step(folder: Path, count: int) -> LlmStep:
     """The project's headline step, its judge calibrated on `count` of its labelled examples
     (half good, half bad: a prompt echo and an invented fact first), to keep a slow judge's run short."""
-    shutil.copytree(STEPS_DIR / "summary_headlines", folder)
+    shutil.copytree(project_step_folder("summary_headlines"), folder)
     examples = [json.loads(line) for line in (folder / "calibration.jsonl").read_text().splitlines()]
     good = [e for e in examples if e["label"] == "good"][: count // 2]
     bad = [e for e in examples if e["kind"] == "prompt_echo"][:1] + [

@@ -142,7 +142,7 @@ def test_the_measurement_command_reports_the_three_modes(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}  # the bundled embedder
     report_file = tmp_path / "retrieval.json"
     done = subprocess.run(
-        [sys.executable, "-m", "ai_pipelines.retrieval_eval", "--sample", "2", "--json", str(report_file)],
+        [sys.executable, "-m", "evals.retrieval", "--sample", "2", "--json", str(report_file)],
         cwd=tmp_path,  # no .env of the developer's
         env=environment,
         capture_output=True,

@@ -17,7 +17,7 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ai_pipelines.definitions import build_definitions, build_resources
-from assets.documents import DOCUMENTS
+from assets.components.partitions import DOCUMENTS
 from sensors import inbox_sensor
 from tests.conftest import article, materialization_metadata, write_file
 

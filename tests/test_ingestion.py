@@ -2,7 +2,7 @@
 
 import pytest
 
-from assets.ingestion import QuarantinedDocument, SourceDocument, chunk_document, load_corpus, parse_document
+from assets.digest.ingestion import QuarantinedDocument, SourceDocument, chunk_document, load_corpus, parse_document
 from tests.conftest import write_file
 
 pytestmark = pytest.mark.unit

@@ -18,17 +18,23 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from ai_pipelines.backfill import run_over_all_documents
 from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.settings import Settings
-from assets import steps
-from assets.llm_step import STEPS_DIR, LlmStep, StepDefinitionError, model_from_json_schema
+from assets import STEP_MODULES
+from assets.components.llm_step import LlmStep, StepDefinitionError, model_from_json_schema
 from tests.conftest import partition_metadata, run_digest_job, warehouse_rows
 from tests.fake_openai import FakeOpenAI, Fault
+
+# Every pipeline's declared step folders (assets/<pipeline>/steps/<name>/).
+STEP_FOLDERS = sorted(
+    (folder for module in STEP_MODULES for folder in Path(module.__file__).parent.iterdir()),
+    key=lambda folder: folder.name,
+)
 
 # Tiers per test: loading and validating steps is unit; materializing them is integration.
 
 _packages = itertools.count()
 
 GIST_STEP = """\
-type: assets.llm_step.LlmStep
+type: assets.components.llm_step.LlmStep
 attributes:
   asset: document_gists
   group: gists
@@ -108,7 +114,7 @@ def gist(messages: list[dict[str, str]]) -> dict[str, str]:
 
 
 def run_gists(settings: Settings, package: ModuleType, instance: DagsterInstance):
-    defs = build_definitions(settings, step_modules=(steps, package))
+    defs = build_definitions(settings, step_modules=(*STEP_MODULES, package))
     selection = AssetSelection.assets("document_gists").upstream(depth=1).required_multi_asset_neighbors()
     job = Definitions.merge(defs, Definitions(jobs=[define_asset_job("gists", selection=selection)])).resolve_job_def(
         "gists"
@@ -223,7 +229,7 @@ def test_a_malformed_step_fails_loading_naming_the_file_line_and_field(settings,
     package = step_package(tmp_path / "project", {"bad_step": gist_folder(broken)})
 
     with pytest.raises(Exception) as raised:
-        build_definitions(settings, step_modules=(steps, package))
+        build_definitions(settings, step_modules=(*STEP_MODULES, package))
 
     yaml_path = Path(package.__file__).parent / "bad_step" / "defs.yaml"
     error = located_error(raised.value, yaml_path)
@@ -240,7 +246,7 @@ def test_a_rubric_check_without_labelled_examples_fails_loading_at_its_line(sett
     package = step_package(tmp_path / "project", {"bad_step": gist_folder(broken)})
 
     with pytest.raises(Exception) as raised:
-        build_definitions(settings, step_modules=(steps, package))
+        build_definitions(settings, step_modules=(*STEP_MODULES, package))
 
     yaml_path = Path(package.__file__).parent / "bad_step" / "defs.yaml"
     error = located_error(raised.value, yaml_path)
@@ -297,7 +303,7 @@ def test_a_bad_stand_in_fails_loading_naming_the_file_line_and_field(tmp_path, k
     """A stand-in must be a whole answer built by a known derivation: anything else is found at load."""
     after, field, message = BAD_STAND_INS[kind]
     folder = tmp_path / "summary_headlines"
-    shutil.copytree(STEPS_DIR / "summary_headlines", folder)
+    shutil.copytree(next(f for f in STEP_FOLDERS if f.name == "summary_headlines"), folder)
     written = (folder / "defs.yaml").read_text()
     assert HEADLINE_STAND_IN in written
     broken = written.replace(HEADLINE_STAND_IN, after)
@@ -340,7 +346,7 @@ def test_json_schema_answers_are_validated_like_pydantic_models():
 def copy_project_steps(root: Path) -> ModuleType:
     folders = {
         step.name: {f.name: f.read_text() for f in step.iterdir() if f.is_file()}
-        for step in STEPS_DIR.iterdir()
+        for step in STEP_FOLDERS
         if (step / "defs.yaml").is_file()
     }
     return step_package(root, folders)
@@ -410,7 +416,7 @@ def test_editing_one_prompt_file_marks_only_its_dependents_stale(settings, tmp_p
 
 @pytest.mark.unit
 def test_the_projects_steps_load_with_their_prompts_and_schemas():
-    declared = {p.name: LlmStep.from_file(p / "defs.yaml") for p in STEPS_DIR.iterdir() if (p / "defs.yaml").is_file()}
+    declared = {p.name: LlmStep.from_file(p / "defs.yaml") for p in STEP_FOLDERS if (p / "defs.yaml").is_file()}
     assert {"signals", "ticket_routes", "summary_headlines"} <= set(declared)
     assert declared["signals"].answer_model.__name__ == "ExtractedSignals"
     assert declared["ticket_routes"].answer_model.__name__ == "TicketIntent"
@@ -420,7 +426,7 @@ def test_the_projects_steps_load_with_their_prompts_and_schemas():
 @pytest.mark.unit
 def test_the_readmes_ten_line_step_loads_as_written(tmp_path):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    block = readme.split("# assets/steps/document_gists/defs.yaml\n", 1)[1].split("```", 1)[0]
+    block = readme.split("# assets/digest/steps/document_gists/defs.yaml\n", 1)[1].split("```", 1)[0]
     assert len(block.strip().splitlines()) <= 10
     folder = tmp_path / "document_gists"
     folder.mkdir()

@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from resources import CallLedger, ModelResource
-from resources.local_model import EMBEDDED_SERVER
+from resources.gateway.local_model import EMBEDDED_SERVER
 
 pytestmark = pytest.mark.integration  # the embedded llama.cpp model
 

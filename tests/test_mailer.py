@@ -13,8 +13,8 @@ import pytest
 from dagster import EnvVar
 from pydantic import ValidationError
 
-from resources.delivery_ledger import DeliveryLedger, DeliveryOutcome, deliver_once
 from resources.mailer import DeliveryError, MailerResource, OutgoingMessage, reply_message_id
+from resources.support.delivery_ledger import DeliveryLedger, DeliveryOutcome, deliver_once
 from tests.smtp_server import SmtpTestServer
 
 # Tiers, marked per test: Maildir and message checks are unit; whatever talks to the SMTP test server, integration.

@@ -20,7 +20,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from ai_pipelines.mcp_server import ServerState, build_server, serve
-from resources.mcp_tools import McpServerConfig, McpToolbox
+from resources.support.mcp_tools import McpServerConfig, McpToolbox
 from tests.conftest import CLI, free_port, write_desk
 from tests.fake_openai import FakeOpenAI
 

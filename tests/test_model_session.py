@@ -34,7 +34,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pydantic import BaseModel
 
 from resources import BudgetExceededError, CallLedger, ModelResource, TraceStore
-from resources.model_session import ModelSession
+from resources.gateway.model_session import ModelSession
 from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.integration

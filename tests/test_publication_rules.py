@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
-from assets.summaries import TopicSummary
-from resources.publication_rules import RULES, sentence_key
+from assets.digest.summaries import TopicSummary
 from resources.tables import from_frame
+from resources.verification.publication_rules import RULES, sentence_key
 from tests.conftest import materialization_metadata, run_digest_job, warehouse_rows
 from tests.fake_openai import data_block, evidence_items, numbered_claims
 

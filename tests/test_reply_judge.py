@@ -4,8 +4,8 @@ reply out: a reviewer that tells them apart gates the drafts; one that passes ev
 
 import pytest
 
-from assets.reply_judge import REPLY_RUBRIC_EXAMPLES
-from resources.judge_calibration import read_examples
+from resources.support.reply_judge import REPLY_RUBRIC_EXAMPLES
+from resources.verification.judge_calibration import read_examples
 from tests.conftest import materialization_metadata
 from tests.fake_openai import FakeOpenAI
 from tests.smtp_server import SmtpTestServer

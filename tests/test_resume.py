@@ -28,7 +28,7 @@ from tests.fake_openai import FakeOpenAI, Fault
 
 # Tiers, marked per test: reading the instance is unit; starting or killing processes, integration.
 
-SAMPLE_CORPUS = ROOT / "assets" / "sample_corpus"
+SAMPLE_CORPUS = ROOT / "resources" / "documents" / "sample_corpus"
 DOCUMENTS = 40
 
 

@@ -14,9 +14,21 @@ from dataclasses import replace
 import pytest
 
 from ai_pipelines.triage_run import TriageReport
-from assets.config import TriageConfig
-from assets.llm_step import project_step
-from assets.route_evaluation import (
+from assets.components.llm_step import project_step
+from assets.triage.ticket_routes import (
+    FAST,
+    SEMANTIC,
+    STRONG,
+    TicketRoute,
+    route_tickets,
+    routing_metadata,
+    routing_tiers,
+)
+from assets.triage.ticket_screening import ScreenedTicket, heuristic_screen
+from assets.triage.tickets import Ticket
+from resources import CallLedger, EmbeddingsResource, ModelResource
+from resources.pipeline_config import TriageConfig
+from resources.support.route_evaluation import (
     DESK_TICKETS,
     PUBLIC_INTENTS,
     ROUTING_EXAMPLES,
@@ -26,11 +38,7 @@ from assets.route_evaluation import (
     model_sample,
     routing_examples,
 )
-from assets.ticket_routes import FAST, SEMANTIC, STRONG, TicketRoute, route_tickets, routing_metadata, routing_tiers
-from assets.ticket_screening import ScreenedTicket, heuristic_screen
-from assets.tickets import Ticket
-from resources import CallLedger, EmbeddingsResource, ModelResource
-from resources.semantic_router import SemanticRouter
+from resources.support.semantic_router import SemanticRouter
 from tests.fake_openai import FakeOpenAI
 from tests.fake_triage import route_ticket
 

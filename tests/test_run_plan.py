@@ -70,7 +70,7 @@ def test_runs_materialize_what_changed_and_nothing_else(tmp_path, settings, llm,
 @pytest.mark.unit
 def test_a_document_is_current_only_with_its_content_code_and_order_all_matching():
     from ai_pipelines.run_plan import Latest, _document_is_current
-    from assets.documents import FileState
+    from resources.documents.files import FileState
 
     file = FileState(sha256="ab" * 32, size=10, mtime_ns=1)
     code = ["v1", "v2", "v3"]
@@ -108,7 +108,7 @@ def test_the_settings_fingerprint_follows_settings_and_names_secrets_by_variable
     from dagster import EnvVar
 
     from ai_pipelines.run_plan import settings_fingerprint
-    from assets.config import PipelineConfig
+    from resources.pipeline_config import PipelineConfig
 
     assert settings_fingerprint(PipelineConfig()) == settings_fingerprint(PipelineConfig())
     assert settings_fingerprint(PipelineConfig(claims_per_draft=3)) != settings_fingerprint(PipelineConfig())

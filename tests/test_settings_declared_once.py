@@ -16,12 +16,12 @@ from pydantic.fields import FieldInfo
 
 from ai_pipelines.definitions import build_resources
 from ai_pipelines.settings import ENV_PREFIX, Settings, env_example, env_name, load_settings
-from assets.config import PipelineConfig, TriageConfig
-from resources.agent import AgentLimits
 from resources.embeddings import EmbeddingsResource
+from resources.gateway.model import Endpoint, ModelResource
 from resources.mailer import MailerResource
-from resources.model import Endpoint, ModelResource
-from resources.support_desk import SupportDeskResource
+from resources.pipeline_config import PipelineConfig, TriageConfig
+from resources.support.agent import AgentLimits
+from resources.support.support_desk import SupportDeskResource
 from resources.vector_store import VectorStoreResource
 
 pytestmark = pytest.mark.unit

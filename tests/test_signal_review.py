@@ -16,7 +16,7 @@ from dagster import AssetSelection, DagsterInstance, Definitions, ExecuteInProce
 from ai_pipelines.backfill import run_over_all_documents
 from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.settings import Settings
-from assets.signals import CORRECTED_KINDS
+from assets.digest.signals import CORRECTED_KINDS
 from tests.conftest import article, partition_metadata, warehouse_rows, write_file
 from tests.fake_openai import FakeOpenAI, extract_signals, numbered_sentences
 

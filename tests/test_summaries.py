@@ -2,8 +2,8 @@
 
 import pytest
 
-from assets.signals import DocumentSignals, EvidenceSpan, KeyFigure
-from assets.summaries import SummarySentence, assemble, figure_label, render_digest
+from assets.digest.signals import DocumentSignals, EvidenceSpan, KeyFigure
+from assets.digest.summaries import SummarySentence, assemble, figure_label, render_digest
 
 pytestmark = pytest.mark.unit
 

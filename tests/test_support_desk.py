@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from resources import EmbeddingsResource, VectorStoreResource
-from resources.support_desk import SupportDeskDataError, SupportDeskError, SupportDeskResource
+from resources.support.support_desk import SupportDeskDataError, SupportDeskError, SupportDeskResource
 from tests.conftest import write_desk
 from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.integration  # help-centre search embeds over the fake server into Chroma on disk
 
 SUPPORT_DESK_DIR = (
-    Path(__file__).parent.parent / "assets" / "support_desk"
-)  # assets.config.SUPPORT_DESK_DIR, without importing every asset
+    Path(__file__).parent.parent / "resources" / "support" / "desk"
+)  # resources.pipeline_config.SUPPORT_DESK_DIR, without importing every asset
 
 
 def make_desk(folder: Path, llm: FakeOpenAI, **options) -> SupportDeskResource:

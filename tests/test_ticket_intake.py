@@ -19,9 +19,10 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ai_pipelines.triage_run import TriageReport, register_tickets, run_triage
-from assets.config import TriageConfig
-from assets.tickets import TICKETS, Ticket, TicketFile, read_tickets, support_tickets, tickets_mostly_readable
+from assets.components.partitions import TICKETS
+from assets.triage.tickets import Ticket, TicketFile, read_tickets, support_tickets, tickets_mostly_readable
 from resources import WarehouseIOManager
+from resources.pipeline_config import TriageConfig
 from resources.tables import from_frame
 from sensors.jobs import triage_job
 from sensors.ticket_inbox import ticket_inbox_sensor

@@ -13,9 +13,9 @@ import subprocess
 import pytest
 from dagster import AssetKey
 
-import assets.reply_checks as reply_checks_module
-from assets.reply_checks import ReplyCheck, reply_version
-from assets.route_evaluation import desk_labels
+import assets.triage.reply_checks as reply_checks_module
+from assets.triage.reply_checks import ReplyCheck, reply_version
+from resources.support.route_evaluation import desk_labels
 from tests.conftest import CLI, materialization_metadata, partition_metadata
 from tests.fake_openai import TOOLS, FakeOpenAI
 from tests.fake_triage import critique_reply, reply_agent

@@ -9,17 +9,17 @@ import re
 
 import pytest
 
-from assets.config import SUPPORT_DESK_DIR, TriageConfig
-from assets.llm_step import project_step
-from assets.reply_refinement import refine
-from assets.route_evaluation import score
-from assets.ticket_routes import MODEL_VOTERS, SEMANTIC, RoutingTiers, classify, routing_tiers
-from assets.tickets import Ticket
+from assets.components.llm_step import project_step
+from assets.triage.ticket_routes import MODEL_VOTERS, SEMANTIC, RoutingTiers, classify, routing_tiers
+from assets.triage.tickets import Ticket
 from resources import CallLedger, ModelResource
-from resources.agent import AgentLimits, run_agent
-from resources.conversation_memory import ConversationMemory, Turn
 from resources.embeddings import EmbeddingsResource
-from resources.support_desk import SupportDeskResource
+from resources.pipeline_config import SUPPORT_DESK_DIR, TriageConfig
+from resources.support.agent import AgentLimits, run_agent
+from resources.support.conversation_memory import ConversationMemory, Turn
+from resources.support.reply_refinement import refine
+from resources.support.route_evaluation import score
+from resources.support.support_desk import SupportDeskResource
 from resources.vector_store import VectorStoreResource
 from tests.fake_openai import TOOLS, FakeOpenAI
 from tests.fake_triage import summarize_history
@@ -209,7 +209,7 @@ def test_memory_summarizes_what_exceeds_the_budget_once(llm: FakeOpenAI, tmp_pat
         prompt = f"<history>\nSummary so far: {previous}\n" + "\n".join(t.line for t in turns) + "\n</history>"
         return model.structured(
             [{"role": "user", "content": prompt}],
-            __import__("assets.ticket_context", fromlist=["HistorySummary"]).HistorySummary,
+            __import__("assets.triage.ticket_context", fromlist=["HistorySummary"]).HistorySummary,
         ).summary
 
     recall = memory.recall("C003", budget_chars=1200, window_turns=4, summarize=summarize)

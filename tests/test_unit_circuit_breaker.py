@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from resources.circuit_breaker import CircuitBreaker
+from resources.gateway.circuit_breaker import CircuitBreaker
 
 pytestmark = pytest.mark.unit
 

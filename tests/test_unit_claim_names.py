@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assets.claim_verification import (
+from resources.verification.claim_features import NAMES_MISSING, Passage, candidates_of, claim_features
+from resources.verification.claim_names import missing_names, names_in
+from resources.verification.claim_verification import (
     Calibration,
     Classifier,
     JudgeReading,
@@ -21,8 +23,6 @@ from assets.claim_verification import (
     is_supported,
     missing_facts,
 )
-from resources.claim_features import NAMES_MISSING, Passage, candidates_of, claim_features
-from resources.claim_names import missing_names, names_in
 
 pytestmark = pytest.mark.unit
 

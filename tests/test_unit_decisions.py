@@ -14,20 +14,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from assets.config import PipelineConfig, TriageConfig
-from assets.publishing import Approval, ApprovalLog, summaries_version
-from assets.reply_checks import ReplyCheck, check_reply, reply_version, risk_factors
-from assets.reply_delivery import POLICY_APPROVER, ReplyDecisionConfig, approval_log, decide
-from assets.reply_drafts import ReplyDraft
-from assets.reply_refinement import RubricCritique, cited_slugs, failed_criteria
-from assets.ticket_routes import TicketRoute
-from assets.ticket_screening import ScreenedTicket
-from assets.tickets import Ticket
+from assets.digest.publishing import summaries_version
+from assets.triage.reply_checks import ReplyCheck, check_reply, reply_version, risk_factors
+from assets.triage.reply_delivery import POLICY_APPROVER, ReplyDecisionConfig, approval_log, decide
+from assets.triage.reply_drafts import ReplyDraft
+from assets.triage.ticket_routes import TicketRoute
+from assets.triage.ticket_screening import ScreenedTicket
+from assets.triage.tickets import Ticket
 from resources import EmbeddingsResource, VectorStoreResource
-from resources.delivery_ledger import DeliveryLedger, deliver_once
+from resources.approvals import Approval, ApprovalLog
+from resources.guardrails.reply_guardrails import output_violations, promised_refunds
 from resources.mailer import DeliveryError, DeliveryReceipt, OutgoingMessage, reply_message_id
-from resources.reply_guardrails import output_violations, promised_refunds
-from resources.support_desk import SupportDeskResource
+from resources.pipeline_config import PipelineConfig, TriageConfig
+from resources.support.delivery_ledger import DeliveryLedger, deliver_once
+from resources.support.reply_refinement import RubricCritique, cited_slugs, failed_criteria
+from resources.support.support_desk import SupportDeskResource
 
 pytestmark = pytest.mark.unit
 

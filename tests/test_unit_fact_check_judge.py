@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from assets.claim_verification import JudgeAnswer, read_judge
-from assets.draft_revisions import refinement_call_cap
-from assets.drafts import DraftClaim
-from assets.fact_check_judge import (
+from assets.digest.draft_revisions import refinement_call_cap
+from assets.digest.drafts import DraftClaim
+from resources.embeddings import LOCAL_EMBEDDING_MODEL
+from resources.verification.atomic_claims import proposition_problem, split_problem
+from resources.verification.claim_features import quote_states_claim
+from resources.verification.claim_verification import JudgeAnswer, read_judge
+from resources.verification.fact_check_judge import (
     JUDGE_SAMPLE,
     SAMPLE_FEATURES,
     SampleFeatures,
@@ -23,9 +26,6 @@ from assets.fact_check_judge import (
     load_sample,
     sample_hash,
 )
-from resources.atomic_claims import proposition_problem, split_problem
-from resources.claim_features import quote_states_claim
-from resources.embeddings import LOCAL_EMBEDDING_MODEL
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,23 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from assets.claim_verification import (
+from assets.digest.ingestion import Chunk, SourceDocument
+from assets.digest.signals import (
+    MAX_PROMPT_CHARS,
+    MAX_PROMPT_SENTENCE_CHARS,
+    MAX_SENTENCES,
+    DocumentSignals,
+    ExtractedEntity,
+    ExtractedEvent,
+    ExtractedFigure,
+    ExtractedSignals,
+    ground,
+    prompt_sentences,
+)
+from resources.documents.text import Span, split_sentences
+from resources.verification.citations import citing_within
+from resources.verification.claim_features import Candidate, ClaimFeatures
+from resources.verification.claim_verification import (
     MAX_CLAIM_CHARS,
     Calibration,
     Claim,
@@ -33,23 +49,7 @@ from assets.claim_verification import (
     read_claims_lenient,
     unverifiable,
 )
-from assets.ingestion import Chunk, SourceDocument
-from assets.sentence_checks import combine
-from assets.signals import (
-    MAX_PROMPT_CHARS,
-    MAX_PROMPT_SENTENCE_CHARS,
-    MAX_SENTENCES,
-    DocumentSignals,
-    ExtractedEntity,
-    ExtractedEvent,
-    ExtractedFigure,
-    ExtractedSignals,
-    ground,
-    prompt_sentences,
-)
-from resources.citations import citing_within
-from resources.claim_features import Candidate, ClaimFeatures
-from resources.text import Span, split_sentences
+from resources.verification.sentence_checks import combine
 
 pytestmark = pytest.mark.unit
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from assets.answer_rules import broken_rules
-from assets.llm_step import project_step, render_item
-from resources.judge_calibration import CalibrationFileError, LabelledExample, read_examples, score
-from resources.stated_facts import unsupported_facts
+from assets.components.llm_step import project_step, render_item
+from resources.guardrails.answer_rules import broken_rules
+from resources.verification.judge_calibration import CalibrationFileError, LabelledExample, read_examples, score
+from resources.verification.stated_facts import unsupported_facts
 
 pytestmark = pytest.mark.unit
 

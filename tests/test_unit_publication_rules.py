@@ -5,9 +5,9 @@ must still pass them."""
 import pytest
 from pydantic import ValidationError
 
-from assets.digest_report import stage_counts
-from assets.draft_revisions import PublishableClaim
-from assets.drafts import (
+from assets.digest.digest_report import stage_counts
+from assets.digest.draft_revisions import PublishableClaim
+from assets.digest.drafts import (
     BriefSentence,
     DraftBrief,
     EvidenceItem,
@@ -16,7 +16,7 @@ from assets.drafts import (
     draft_messages,
     without_list_furniture,
 )
-from assets.summaries import (
+from assets.digest.summaries import (
     SummarySentence,
     TopicSummary,
     assemble,
@@ -25,7 +25,7 @@ from assets.summaries import (
     publish,
     standing_in,
 )
-from resources.publication_rules import (
+from resources.verification.publication_rules import (
     DANGLING_START_DROPPED,
     DANGLING_START_REPAIRED,
     LIST_FURNITURE,

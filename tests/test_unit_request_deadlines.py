@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from resources.local_model import LocalServerSettings, free_cores
-from resources.request_deadlines import DEADLINE_MARGIN, EndpointPace, request_work
+from resources.gateway.local_model import LocalServerSettings, free_cores
+from resources.gateway.request_deadlines import DEADLINE_MARGIN, EndpointPace, request_work
 
 pytestmark = pytest.mark.unit
 

@@ -32,9 +32,9 @@ from ai_pipelines.run_plan import (
     plan_run,
     runs_with_other_settings,
 )
-from assets.config import PipelineConfig
-from assets.documents import FileState
-from assets.ingestion import CONTENT_HASH
+from assets.digest.ingestion import CONTENT_HASH
+from resources.documents.files import FileState
+from resources.pipeline_config import PipelineConfig
 
 pytestmark = pytest.mark.unit
 

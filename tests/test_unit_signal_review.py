@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from assets.config import SAMPLE_CORPUS_DIR
-from assets.ingestion import Chunk, SourceDocument, evidence_sentences, load_corpus
-from assets.signal_labels import load_signal_labels
-from assets.signals import DocumentSignals, ExtractedEntity, ExtractedSignals, ground, review
-from resources.signal_review import kind_cues, review_kind, review_tone
+from assets.digest.ingestion import Chunk, SourceDocument, evidence_sentences, load_corpus
+from assets.digest.signals import DocumentSignals, ExtractedEntity, ExtractedSignals, ground, review
+from resources.pipeline_config import SAMPLE_CORPUS_DIR
+from resources.signals.labels import load_signal_labels
+from resources.signals.review import kind_cues, review_kind, review_tone
 
 pytestmark = pytest.mark.unit
 

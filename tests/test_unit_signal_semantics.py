@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from assets.config import SAMPLE_CORPUS_DIR
-from assets.ingestion import load_corpus
-from assets.signal_labels import LabelledDocument, load_signal_labels, score
-from resources.signal_semantics import CorpusUsage, figure_problem, person_problem, tone_contradiction
+from assets.digest.ingestion import load_corpus
+from resources.pipeline_config import SAMPLE_CORPUS_DIR
+from resources.signals.labels import LabelledDocument, load_signal_labels, score
+from resources.signals.semantics import CorpusUsage, figure_problem, person_problem, tone_contradiction
 
 pytestmark = pytest.mark.unit
 

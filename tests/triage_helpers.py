@@ -13,8 +13,9 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.settings import Settings
-from assets.config import SUPPORT_DESK_DIR
-from assets.tickets import TICKETS, scan_tickets
+from assets.components.partitions import TICKETS
+from assets.triage.tickets import scan_tickets
+from resources.pipeline_config import SUPPORT_DESK_DIR
 from tests.fake_openai import FakeOpenAI
 from tests.smtp_server import SmtpTestServer
 

@@ -1,4 +1,4 @@
-"""Builds the fact-check judge's calibration sample (assets/calibration/fact_check_judge_sample.jsonl).
+"""Builds the fact-check judge's calibration sample (resources/verification/calibration/fact_check_judge_sample.jsonl).
 
 The sample is drawn from `frank-cnndm-heldout.jsonl`, which the verifier's classifier is never
 fitted on, so the judge is compared with the classifier on claims neither has learnt from. Per
@@ -7,7 +7,7 @@ per article, until `PER_LABEL` of each. Each claim's evidence is the article sen
 most of its content words (kept in article order), so that a judge call stays short. Then the
 sample's claim features are stored for the bundled embedder (`fact_check_judge_features.json`),
 so that a run measuring a judge pays for the judge's answers only; run it again after a change
-to `resources/claim_features.py`.
+to `resources/verification/claim_features.py`.
 
     .venv/bin/python tests/data/factcheck/build_judge_sample.py
 """
@@ -18,13 +18,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from assets.fact_check_judge import write_sample_features
+from resources.verification.fact_check_judge import write_sample_features
 from resources import EmbeddingsResource
-from resources.claim_features import content_words
+from resources.verification.claim_features import content_words
 
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE = Path(__file__).parent / "frank-cnndm-heldout.jsonl"
-TARGET = ROOT / "assets" / "calibration" / "fact_check_judge_sample.jsonl"
+TARGET = ROOT / "resources" / "verification" / "calibration" / "fact_check_judge_sample.jsonl"
 PER_LABEL = 24
 EVIDENCE_SENTENCES = 4
 
