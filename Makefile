@@ -75,7 +75,7 @@ bench-smoke: $(BENCH_STAMP)
 
 # Fact-checker figures of FACT_CHECKING.md, offline from the committed FRANK data (a few minutes).
 eval-factcheck: setup
-	$(BIN)/python -m ai_pipelines.fact_check_eval
+	$(BIN)/python -m evals.fact_check
 
 # Recall of vector, hybrid and reranked retrieval on the labelled tickets and claims (offline, under a minute).
 eval-retrieval: setup

@@ -17,9 +17,8 @@ from pydantic import BaseModel
 
 from ai_pipelines.run_plan import SETTINGS_TAG, RunPlan, plan_run, settings_fingerprint
 from ai_pipelines.run_process import RunProcess
-from assets.components.partitions import DOCUMENTS
+from assets.components.partitions import DOCUMENTS, range_tags
 from resources.documents.files import FileState, is_valid_key, scan, watched_folders
-from resources.partition_ranges import range_tags
 from resources.pipeline_config import PipelineConfig
 
 

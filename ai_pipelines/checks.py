@@ -35,7 +35,7 @@ from ai_pipelines.check_cases import CheckCase
 from ai_pipelines.check_reports import CheckReport, metadata_value, partitions_named
 from ai_pipelines.run_process import RunProcess
 from ai_pipelines.settings import Settings
-from resources.partition_results import PARTITION_RESULTS
+from resources.metadata.partition_results import PARTITION_RESULTS
 
 CHECKS_JOB = "asset_checks_cli"
 
@@ -60,7 +60,7 @@ class CheckRun(BaseModel):
 
 def partition_cases(evaluation: AssetCheckEvaluation, check_description: str) -> list[CheckCase]:
     """One case per partition of a whole-table check that recorded each partition's verdict
-    (`partition_results`, see resources/partition_results.py). A partition that failed counts as
+    (`partition_results`, see resources/metadata/partition_results.py). A partition that failed counts as
     a blocking failure only when the check as a whole failed and blocks; otherwise it is a
     warning, counted by `--min-pass-rate`."""
     verdicts = evaluation.metadata.get(PARTITION_RESULTS)

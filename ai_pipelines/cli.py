@@ -118,7 +118,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     home = ensure_dagster_home(settings)
     if sys.stderr.isatty():
         from ai_pipelines.progress_bar import TerminalProgressBar
-        from resources.gateway.model_session import add_listener
+        from resources.gateway.progress import add_listener
 
         add_listener(TerminalProgressBar(sys.stderr))
     with DagsterInstance.get() as instance:
@@ -221,8 +221,8 @@ def command_fact_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from ai_pipelines.corpus_fact_check import calibrate, calibration_to_write, judge_decision, write_calibration
-    from ai_pipelines.fact_check_eval import DATA_DIR
+    from ai_pipelines.calibration import DATA_DIR, calibrate
+    from resources.verification.fitting.calibration_files import calibration_to_write, judge_decision, write_calibration
 
     if args.bundled and args.judge:
         print(

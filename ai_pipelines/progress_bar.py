@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import TextIO
 
-from resources.gateway.model_session import Progress
+from resources.gateway.progress import Progress
 
 WIDTH = 30
 

@@ -29,9 +29,9 @@ import json
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions, EnvVar, RunsFilter
 from pydantic import BaseModel
 
+from assets.components.partitions import range_tags
 from assets.digest.ingestion import CONTENT_HASH
 from resources.documents.files import FileState
-from resources.partition_ranges import range_tags
 from resources.pipeline_config import PipelineConfig
 
 PER_DOCUMENT_ASSETS = ("source_documents", "chunks", "signals")

@@ -28,7 +28,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from resources.embeddings import EmbeddingsResource
-from resources.gateway.model import ModelResource, TraceRedaction
+from resources.gateway.config import TraceRedaction
+from resources.gateway.model import ModelResource
 from resources.mailer import MailerResource, SmtpSecurity
 from resources.pipeline_config import PipelineConfig, TriageConfig
 from resources.support.mcp_tools import McpServerConfig

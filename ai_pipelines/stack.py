@@ -22,7 +22,7 @@ import yaml
 
 from ai_pipelines.settings import Settings, SettingsError
 from resources.gateway.model import MODEL_POOL
-from resources.state_store import libpq_url
+from resources.storage.state_store import libpq_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

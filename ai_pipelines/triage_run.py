@@ -21,10 +21,9 @@ from pydantic import BaseModel
 
 from ai_pipelines.run_plan import latest_materializations
 from ai_pipelines.run_process import RunProcess
-from assets.components.partitions import TICKETS
+from assets.components.partitions import TICKETS, range_tags
 from assets.triage.tickets import scan_tickets
 from resources.documents.files import FileState, is_valid_key
-from resources.partition_ranges import range_tags
 from resources.pipeline_config import TriageConfig
 
 INTAKE_ASSET = "support_tickets"

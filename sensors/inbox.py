@@ -25,9 +25,8 @@ from dagster import (
 )
 from pydantic import BaseModel
 
-from assets.components.partitions import DOCUMENTS
+from assets.components.partitions import DOCUMENTS, range_tags
 from resources.documents.files import FileState, is_valid_key, scan
-from resources.partition_ranges import range_tags
 from resources.pipeline_config import PipelineConfig
 from sensors.jobs import document_job, index_job
 

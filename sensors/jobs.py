@@ -2,35 +2,26 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.components.partitions import DOCUMENTS, TICKETS
 from assets.digest import DIGEST
-from assets.triage import TRIAGE as TRIAGE_PIPELINE
-
-# Publishing waits for a person; no job that runs unattended may include it.
-PUBLISHED = AssetSelection.assets("published_digest")
-
-# The support-triage pipeline: partitioned by ticket, never part of a digest run.
-TRIAGE = TRIAGE_PIPELINE.selection()
+from assets.triage import TRIAGE
 
 digest_job = define_asset_job(
     name="digest_job",
-    selection=DIGEST.selection() - PUBLISHED,
+    selection=DIGEST.unattended(),
     description="Materialize the whole graph, ingestion to summaries, with every blocking check. "
     "Launch it over every documents partition (the run command does): one run, not one per document.",
 )
 
-PER_DOCUMENT = AssetSelection.assets("source_documents", "quarantined_documents", "chunks", "signals")
-
 document_job = define_asset_job(
     name="document_job",
-    selection=PER_DOCUMENT,
-    partitions_def=DOCUMENTS,
+    selection=DIGEST.per_partition_selection(),
+    partitions_def=DIGEST.partitions_def,
     description="Ingest, chunk and extract signals for the requested documents only (what the inbox sensor launches).",
 )
 
 digest_refresh_job = define_asset_job(
     name="digest_refresh_job",
-    selection=DIGEST.selection() - PUBLISHED - PER_DOCUMENT,
+    selection=DIGEST.unattended() - DIGEST.per_partition_selection(),
     description="Rebuild index, drafts, fact checks and summaries from the documents ingested so far "
     "(what the daily schedule launches; the inbox sensor keeps the documents current).",
 )
@@ -43,14 +34,14 @@ index_job = define_asset_job(
 
 publish_job = define_asset_job(
     name="publish_job",
-    selection=PUBLISHED,
+    selection=DIGEST.awaiting_a_person(),
     description="Approve or reject the latest summaries (run config: approver, decision, reason).",
 )
 
 triage_job = define_asset_job(
     name="triage_job",
-    selection=TRIAGE,
-    partitions_def=TICKETS,
+    selection=TRIAGE.unattended(),
+    partitions_def=TRIAGE.partitions_def,
     description="Triage the requested tickets: intake, screening, routing, context, reply drafts, reply checks, "
     "approvals by policy and delivery of approved replies. Launched over a range of tickets partitions by the ticket "
     "inbox sensor and `ai-pipelines triage`: one run, not one per ticket.",
@@ -59,7 +50,7 @@ triage_job = define_asset_job(
 reply_approval_job = define_asset_job(
     name="reply_approval_job",
     selection=AssetSelection.assets("reply_approvals", "sent_replies"),
-    partitions_def=TICKETS,
+    partitions_def=TRIAGE.partitions_def,
     description="A person approves or rejects waiting replies, which are then delivered exactly once "
     "(run config ops.reply_approvals.config: approver, decision, reason, tickets).",
 )

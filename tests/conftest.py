@@ -43,7 +43,7 @@ from ai_pipelines.settings import Settings
 from assets.digest.draft_revisions import PublishableClaim, RevisionRound, outcomes
 from assets.digest.fact_checks import FactCheck
 from assets.digest.summaries import TopicSummary, write_summaries
-from resources import Endpoint, ModelResource, VectorStoreResource
+from resources import Endpoint, ModelResource, ModelSession, VectorStoreResource
 from resources.verification.claim_verification import ClaimVerifier
 from tests.fake_openai import FakeOpenAI
 from tests.smtp_server import SmtpTestServer
@@ -277,7 +277,7 @@ def one_topic_summaries(
     checks: Sequence[FactCheck],
     revisions: Sequence[RevisionRound],
     *,
-    model: ModelResource,
+    llm: ModelSession,
     verifier: ClaimVerifier,
     decompose: bool = True,
 ) -> tuple[list[PublishableClaim], list[TopicSummary]]:
@@ -289,7 +289,7 @@ def one_topic_summaries(
         [topic],
         published,
         excluded,
-        model=model,
+        llm=llm,
         verifier=verifier,
         decompose=decompose,
         signals_by_doc={},

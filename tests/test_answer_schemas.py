@@ -16,7 +16,8 @@ from ai_pipelines.definitions import build_resources
 from assets.digest.draft_revisions import ClaimRevision, RevisionRound, refine, revision_within
 from assets.digest.drafts import citing_within as brief_within
 from assets.digest.drafts import claims_from_brief, draft_messages
-from resources.gateway.model import reasks_for, response_format_for
+from resources.gateway.request import response_format_for
+from resources.gateway.validation import reasks_for
 from resources.verification.citations import citing_within
 from tests.test_generation import EVIDENCE, FALSE, TRUE, ScriptedVerifier, brief, checked
 
@@ -119,15 +120,16 @@ def test_a_schema_can_lower_the_gateways_reasks_never_raise_them():
 def test_a_revision_that_stays_invalid_is_asked_again_once_and_its_evidence_stands_in(llm, settings):
     model = build_resources(settings)["model"]
     assert model.max_reasks == 2  # the gateway's default; revisions take one
+    session = model.open_session()
     llm.scripts["DraftBrief"] = lambda messages: brief((TRUE[0], [1]), (FALSE, [1]), (TRUE[2], [3]))
-    [(answer, trace_id)] = model.map_traced_structured(
+    [(answer, trace_id)] = session.map_traced_structured(
         [draft_messages("Acme Robotics", EVIDENCE)], brief_within(3), tier="strong"
     )
     drafts = claims_from_brief("Acme Robotics", EVIDENCE, answer, trace_id, 3)
     verifier = ScriptedVerifier(TRUE)
     checks = checked(drafts, verifier)
     llm.scripts["ClaimRevision"] = lambda messages: {"action": "revise", "sentence": REVISION, "evidence": [9]}
-    rows: list[RevisionRound] = refine(drafts, checks, model=model, verifier=verifier, rounds=2, decompose=False)
+    rows: list[RevisionRound] = refine(drafts, checks, llm=session, verifier=verifier, rounds=2, decompose=False)
     assert llm.calls_for("ClaimRevision") == 2  # asked, re-asked once, and not sent again in round 2
     assert [(r.round, r.action) for r in rows] == [(1, "failed"), (3, "extractive")]
     assert rows[0].reason.startswith("answer stayed invalid")

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import resources.verification.claim_verification
+from ai_pipelines.calibration import DATA_DIR
 from ai_pipelines.cli import main
-from ai_pipelines.fact_check_eval import DATA_DIR, FIT_SETS, HELDOUT_SETS, UNSEEN_SETS, Record, load_set
 from ai_pipelines.settings import Settings
 from resources.documents.text import normalize
 from resources.verification.claim_verification import (
@@ -29,6 +29,7 @@ from resources.verification.claim_verification import (
     calibration_path,
     load_calibration,
 )
+from resources.verification.fitting.labelled_sets import FIT_SETS, HELDOUT_SETS, UNSEEN_SETS, Record, load_set
 from tests.conftest import fake_settings, indexed_corpus
 from tests.fact_check_judges import best_line, claim_of
 from tests.fake_openai import FakeOpenAI
@@ -119,7 +120,7 @@ def configured(shared_data: Path, llm: FakeOpenAI, tmp_path: Path, monkeypatch: 
 
 def verifier_of(settings: Settings) -> ClaimVerifier:
     model, vector_store = indexed_corpus(settings, "judged", CORPUS)
-    return ClaimVerifier(vector_store, "judged", model=model)
+    return ClaimVerifier(vector_store, "judged", llm=model.open_session())
 
 
 def judge_file(settings: Settings) -> Path:
@@ -161,7 +162,7 @@ def test_a_judge_that_helps_is_written_and_counted_as_a_feature(configured, cali
     assert not older.calibration.judge and not older.judge_is_feature
     assert older.judge_mode() == older.judge_calibration().mode != "feature"  # the sample check instead
     with pytest.raises(ValueError, match="does not record that the judge helps"):
-        ClaimVerifier(older.vector_store, "judged", model=older.model, calibration=load_calibration(older.fingerprint))
+        ClaimVerifier(older.vector_store, "judged", llm=older.llm, calibration=load_calibration(older.fingerprint))
 
 
 def test_a_judge_that_does_not_help_is_not_written_nor_counted(configured, calibrate, llm, capsys):

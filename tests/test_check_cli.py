@@ -101,7 +101,7 @@ def test_a_prompt_edit_that_breaks_one_document_fails_the_baseline_gate_and_lead
     )
     [accepted] = re.findall(r"\(run ([0-9a-f-]{36})\)", first.stdout)
 
-    prompt = project / "assets" / "digest" / "steps" / "signals" / "prompt.txt"
+    prompt = project / "assets" / "digest" / "prompts" / "extract_signals.txt"
     prompt.write_text(prompt.read_text().replace("Extract, as JSON:", f"{PROMPT_EDIT}\nExtract, as JSON:"))
     edited = run("--materialize", "--baseline", "last", "--max-regression", "0", "--report", "markdown")
 

@@ -50,7 +50,7 @@ from ai_pipelines.check_reports import (
 from ai_pipelines.checks import check_cases
 from ai_pipelines.cli import build_parser, main
 from ai_pipelines.definitions import build_definitions
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 from tests.conftest import fake_settings, warehouse_rows
 from tests.fake_openai import FakeOpenAI, extract_signals
 

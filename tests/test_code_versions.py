@@ -1,11 +1,12 @@
 """Prompts and models are part of code versions: changing one marks exactly the assets whose
-outputs it shapes (tests/test_llm_steps.py edits a step's prompt file and follows the staleness)."""
+outputs it shapes (tests/test_llm_steps.py edits the signals prompt file and follows the staleness)."""
 
 import pytest
 
 from ai_pipelines.definitions import build_definitions
 from assets.components.llm_step import project_step
 from assets.digest import drafts
+from assets.digest.signals import SIGNALS
 from resources.prompts import Prompt
 
 # Tiers, marked per test: the prompt's version is unit; code versions of definitions built on fake-server settings, integration.
@@ -16,8 +17,9 @@ def test_prompt_version_is_part_of_the_code_version():
     edited = Prompt(name="draft_brief", template=drafts.PROMPT.template + "\nBe brief.")
     assert edited.version != drafts.PROMPT.version
     assert drafts.PROMPT.version in drafts.CODE_VERSION
-    signals = project_step("signals")
-    assert signals.prompt_template.version in signals.code_version
+    assert SIGNALS.call.prompt.version in SIGNALS.code_version
+    headlines = project_step("summary_headlines")
+    assert headlines.prompt_template.version in headlines.code_version
 
 
 @pytest.mark.integration  # the fake model server, through the settings fixture

@@ -10,32 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_pipelines.corpus_fact_check import evaluate
-from ai_pipelines.fact_check_eval import (
-    DATA_DIR,
-    DECISION_FEATURE_SETS,
-    DEV_DATASET,
-    FIT_SETS,
-    HELDOUT_SETS,
-    L2_GRID,
-    MONOTONE_CHOICES,
-    CachedEmbeddings,
-    Choice,
-    Figures,
-    FitData,
-    OperatingPoint,
-    balanced_accuracy,
-    fit_choice,
-    fit_classifier,
-    grouped_folds,
-    prefer,
-    scaled,
-    select_model,
-    stack_judge,
-)
-from ai_pipelines.fact_check_eval import (
-    main as eval_main,
-)
+from ai_pipelines.calibration import DATA_DIR
+from evals.fact_check import evaluate_on_corpus
+from evals.fact_check import main as eval_main
 from resources import EmbeddingsResource
 from resources.embeddings import LOCAL_EMBEDDING_MODEL
 from resources.verification.claim_features import (
@@ -56,6 +33,20 @@ from resources.verification.claim_verification import (
     load_calibration,
     model_fingerprint,
 )
+from resources.verification.fitting.classifier_fitting import fit_classifier, scaled, stack_judge
+from resources.verification.fitting.configurations import (
+    DECISION_FEATURE_SETS,
+    L2_GRID,
+    MONOTONE_CHOICES,
+    Choice,
+    OperatingPoint,
+    fit_choice,
+)
+from resources.verification.fitting.cross_validation import grouped_folds, select_model
+from resources.verification.fitting.embedding_cache import CachedEmbeddings
+from resources.verification.fitting.labelled_sets import DEV_DATASET, FIT_SETS, HELDOUT_SETS
+from resources.verification.fitting.objective import Figures, FitData, prefer
+from resources.verification.judge_calibration import balanced_accuracy
 from tests.conftest import CLI, DATA, ROOT
 
 # Tiers, marked per test: the classifier and the feature functions are unit; the CLI and anything embedding, integration.
@@ -188,7 +179,7 @@ def test_bundled_calibration_is_the_embedded_default_fitted_on_frank():
 def test_sample_corpus_dev_claims_are_decided_as_the_evaluation_measured(tmp_path):
     from ai_pipelines.settings import Settings
 
-    accuracy, balanced = evaluate(
+    accuracy, balanced = evaluate_on_corpus(
         Settings(data_dir=tmp_path), ROOT / "resources/documents/sample_corpus", DATA / "fact_check_dev.jsonl"
     )
     # Weight 1 a claim in the fit, outside the objective: the figures the evaluation recorded for the

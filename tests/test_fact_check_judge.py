@@ -92,24 +92,25 @@ def run(llm, model, vector_store, sentences, tmp_path, per_drafting_call=3.0):
             for text, cue in sentences
         ]
     }
-    [(answer, trace)] = model.map_traced_structured(
+    session = model.open_session()
+    [(answer, trace)] = session.map_traced_structured(
         [draft_messages(TOPIC, evidence)], citing_within(len(evidence)), tier="strong"
     )
     drafts = claims_from_brief(TOPIC, evidence, answer, trace, 4)
-    verifier = ClaimVerifier(vector_store, COLLECTION, model=model)
+    verifier = ClaimVerifier(vector_store, COLLECTION, llm=session)
     claims = [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
-    checks = fact_check_rows(drafts, check_sentences(verifier, claims, model=model, decompose=True), "v1")
+    checks = fact_check_rows(drafts, check_sentences(verifier, claims, llm=session, decompose=True), "v1")
     split_calls = llm.calls_for("AtomicClaims")
     revisions = refine(
         drafts,
         checks,
-        model=model,
+        llm=session,
         verifier=verifier,
         rounds=2,
         decompose=True,
         max_calls=refinement_call_cap(drafts, per_drafting_call),
     )
-    published, summaries = one_topic_summaries(TOPIC, checks, revisions, model=model, verifier=verifier)
+    published, summaries = one_topic_summaries(TOPIC, checks, revisions, llm=session, verifier=verifier)
     return verifier, checks, split_calls, revisions, published, summaries
 
 
@@ -182,7 +183,7 @@ def test_a_judge_proven_on_the_sample_counts_and_catches_what_the_classifier_mis
     assert all(by_text[text].verdict == "supported" for text, _ in CORRECT)
     # Measured once per judge model: a second verifier reads the measurement from the cache.
     asked = llm.calls_for("JudgeAnswer")
-    again = ClaimVerifier(vector_store, COLLECTION, model=model)
+    again = ClaimVerifier(vector_store, COLLECTION, llm=model.open_session())
     assert again.judge_calibration() == calibration and llm.calls_for("JudgeAnswer") == asked
 
 

@@ -1,5 +1,6 @@
 """The model gateway over real HTTP: fallback, Retry-After, timeouts, the circuit breaker,
-re-asks, and the response cache."""
+re-asks, and the response cache. Calls go through sessions opened outside a run, each with
+its own ledger."""
 
 import json
 import time
@@ -10,7 +11,6 @@ from pydantic import BaseModel
 
 from resources import (
     BudgetExceededError,
-    CallLedger,
     Endpoint,
     ModelCallError,
     ModelResource,
@@ -38,27 +38,27 @@ PROMPT = evidence("Acme hired 12 people.")
 
 def test_falls_back_to_the_second_endpoint_when_the_first_returns_500(llm, second_llm):
     llm.persistent_fault = Fault(status=500)
-    ledger = CallLedger()
-    answer = gateway(llm, second_llm).structured(PROMPT, ClaimRewrite, ledger=ledger)
+    session = gateway(llm, second_llm).open_session()
+    answer = session.structured(PROMPT, ClaimRewrite)
     assert answer.claim == "Acme hired 12 people."
     assert llm.requests == 3 and second_llm.requests == 1  # 1 try + 2 retries, then the fallback
-    summary = ledger.summary()
+    summary = session.ledger.summary()
     assert summary.fallbacks == 1 and summary.calls_by_model == {"first-fast": 1, "second-fast": 1}
 
 
 def test_429_waits_for_retry_after_then_succeeds(llm):
     llm.faults = [Fault(status=429, retry_after=1.0)]
     started = time.monotonic()
-    ledger = CallLedger()
-    gateway(llm).structured(PROMPT, ClaimRewrite, ledger=ledger)
+    session = gateway(llm).open_session()
+    session.structured(PROMPT, ClaimRewrite)
     assert time.monotonic() - started >= 1.0
-    assert llm.requests == 2 and ledger.summary().retries == 1
+    assert llm.requests == 2 and session.ledger.summary().retries == 1
 
 
 def test_client_errors_are_not_retried(llm):
     llm.persistent_fault = Fault(status=400)
     with pytest.raises(ModelCallError, match="BadRequestError"):
-        gateway(llm).structured(PROMPT, ClaimRewrite)
+        gateway(llm).open_session().structured(PROMPT, ClaimRewrite)
     assert llm.requests == 1
 
 
@@ -66,22 +66,24 @@ def test_a_hung_endpoint_times_out_and_falls_back(second_llm):
     with FakeOpenAI() as hung:  # its own server: the hung request ends after this test
         hung.persistent_fault = Fault(status=0, delay_seconds=3)
         started = time.monotonic()
-        answer = gateway(hung, second_llm, max_retries=0, timeout_seconds=0.5).structured(PROMPT, ClaimRewrite)
+        model = gateway(hung, second_llm, max_retries=0, timeout_seconds=0.5)
+        answer = model.open_session().structured(PROMPT, ClaimRewrite)
         assert answer.claim and time.monotonic() - started < 2.5
         assert second_llm.requests == 1
 
 
 def test_breaker_opens_after_failures_and_closes_after_cooldown(llm, second_llm):
     model = gateway(llm, second_llm, max_retries=0, breaker_failures=2, breaker_cooldown_seconds=1.0)
+    session = model.open_session()
     llm.persistent_fault = Fault(status=503)
     for index in range(4):
-        model.structured([{"role": "user", "content": f"Evidence: fact {index}."}], ClaimRewrite)
+        session.structured([{"role": "user", "content": f"Evidence: fact {index}."}], ClaimRewrite)
     assert llm.requests == 2  # after two failures the primary is skipped
-    assert model.breaker_states()["primary"] == "open"
+    assert session.breaker_states()["primary"] == "open"
     llm.persistent_fault = None
     time.sleep(1.1)
-    model.structured([{"role": "user", "content": "Evidence: after cooldown."}], ClaimRewrite)
-    assert llm.requests == 3 and model.breaker_states()["primary"] == "closed"
+    session.structured([{"role": "user", "content": "Evidence: after cooldown."}], ClaimRewrite)
+    assert llm.requests == 3 and session.breaker_states()["primary"] == "closed"
 
 
 def test_a_half_open_probe_answered_invalidly_by_the_last_endpoint_closes_the_circuit(llm):
@@ -90,32 +92,33 @@ def test_a_half_open_probe_answered_invalidly_by_the_last_endpoint_closes_the_ci
     model = gateway(llm, max_retries=0, breaker_failures=1, breaker_cooldown_seconds=0.2)
     llm.persistent_fault = Fault(status=503)
     with pytest.raises(ModelCallError):
-        model.structured(PROMPT, ClaimRewrite)
-    assert model.breaker_states()["primary"] == "open"
+        model.open_session().structured(PROMPT, ClaimRewrite)
+    assert model.open_session().breaker_states()["primary"] == "open"
     llm.persistent_fault = Fault(status=0, content="not json at all")
     time.sleep(0.3)
     with pytest.raises(ModelCallError):  # the probe: answered, invalidly, on every re-ask
-        model.structured(PROMPT, ClaimRewrite)
+        model.open_session().structured(PROMPT, ClaimRewrite)
     llm.persistent_fault = None
-    assert model.structured(PROMPT, ClaimRewrite).claim  # allowed, and answered
-    assert model.breaker_states()["primary"] == "closed"
+    session = model.open_session()  # a new computation: the invalid answer is not remembered
+    assert session.structured(PROMPT, ClaimRewrite).claim  # allowed, and answered
+    assert session.breaker_states()["primary"] == "closed"
 
 
 def test_malformed_json_is_reasked_and_counted(llm):
     answers = iter(['{"claim": ', '{"claim": "fixed"}'])
     llm.scripts["ClaimRewrite"] = lambda messages: next(answers)
-    ledger = CallLedger()
-    assert gateway(llm).structured(PROMPT, ClaimRewrite, ledger=ledger).claim == "fixed"
-    summary = ledger.summary()
+    session = gateway(llm).open_session()
+    assert session.structured(PROMPT, ClaimRewrite).claim == "fixed"
+    summary = session.ledger.summary()
     assert summary.calls == 2 and summary.reasks == 1 and summary.prompt_tokens > 0
     assert "invalid" in llm.calls[1]["messages"][-1]["content"]
 
 
 def test_budget_stops_further_calls_with_a_clear_error(llm):
-    model = gateway(llm, budget_tokens=1)
-    model.structured(PROMPT, ClaimRewrite)
+    session = gateway(llm, budget_tokens=1).open_session()
+    session.structured(PROMPT, ClaimRewrite)
     with pytest.raises(BudgetExceededError, match="model budget exhausted"):
-        model.structured([{"role": "user", "content": "Evidence: another fact."}], ClaimRewrite)
+        session.structured([{"role": "user", "content": "Evidence: another fact."}], ClaimRewrite)
     assert llm.requests == 1
 
 
@@ -141,11 +144,10 @@ def test_trace_table_names_prompt_and_model_of_every_draft_claim(settings, llm):
 
 def test_cached_responses_cost_no_call(llm, tmp_path):
     model = gateway(llm, cache_path=str(tmp_path / "cache.sqlite"))
-    model.structured(PROMPT, ClaimRewrite)
-    again = gateway(llm, cache_path=str(tmp_path / "cache.sqlite"))
-    ledger = CallLedger()
-    again.structured(PROMPT, ClaimRewrite, ledger=ledger)
-    assert llm.requests == 1 and ledger.summary().cache_hits == 1
+    model.open_session().structured(PROMPT, ClaimRewrite)
+    again = gateway(llm, cache_path=str(tmp_path / "cache.sqlite")).open_session()
+    again.structured(PROMPT, ClaimRewrite)
+    assert llm.requests == 1 and again.ledger.summary().cache_hits == 1
 
 
 def test_bulkhead_bounds_requests_in_flight_per_endpoint(llm):
@@ -154,7 +156,7 @@ def test_bulkhead_bounds_requests_in_flight_per_endpoint(llm):
     # Eight threads fan out; the endpoint's own limit of two holds (the primary refuses connections).
     model = ModelResource(base_url="http://127.0.0.1:1/v1", max_retries=0, max_concurrency=8, fallbacks=[limited])
     requests = [[{"role": "user", "content": f"Evidence: fact {i}."}] for i in range(8)]
-    assert all(isinstance(r, ClaimRewrite) for r in model.map_structured(requests, ClaimRewrite))
+    assert all(isinstance(r, ClaimRewrite) for r in model.open_session().map_structured(requests, ClaimRewrite))
     assert llm.requests == 8 and llm.max_in_flight == 2
 
 
@@ -162,8 +164,9 @@ def test_long_inputs_route_to_the_long_context_endpoint(llm, second_llm):
     model = gateway(llm, max_input_chars=100).model_copy(
         update={"fallbacks": [Endpoint(name="long-context", base_url=second_llm.base_url, fast_model="long")]}
     )
-    model.structured(PROMPT, ClaimRewrite)
-    model.structured([{"role": "user", "content": "Evidence: " + "word " * 100}], ClaimRewrite)
+    session = model.open_session()
+    session.structured(PROMPT, ClaimRewrite)
+    session.structured([{"role": "user", "content": "Evidence: " + "word " * 100}], ClaimRewrite)
     assert llm.requests == 1 and second_llm.requests == 1
 
 
@@ -178,12 +181,13 @@ def test_an_endpoint_answering_invalid_json_fails_over_and_nothing_invalid_is_ca
     cache = str(tmp_path / "cache.sqlite")
     requests = numbered(12)
     model = gateway(llm, second_llm, max_reasks=2, breaker_failures=3, breaker_cooldown_seconds=600, cache_path=cache)
-    ledger = CallLedger()
-    answers = [model.structured(r, ClaimRewrite, ledger=ledger) for r in requests]
+    session = model.open_session()
+    ledger = session.ledger
+    answers = [session.structured(r, ClaimRewrite) for r in requests]
     assert [a.claim for a in answers] == [f"fact {i}." for i in range(12)]
     assert second_llm.requests == 12  # every request answered by the fallback
     assert llm.requests == 3 * 3  # 1 + max_reasks per request, until its breaker opened after 3 requests
-    assert model.breaker_states()["primary"] == "open"
+    assert session.breaker_states()["primary"] == "open"
     failed = [r for r in ledger.records if r.endpoint == "primary" and r.sent]
     assert len(failed) == 9 and all(r.error_kind == "invalid output" for r in failed)
     assert "invalid output after 3 attempts" in failed[-1].error
@@ -192,33 +196,33 @@ def test_an_endpoint_answering_invalid_json_fails_over_and_nothing_invalid_is_ca
     # The primary recovers: every answer comes from the cache, and it is the valid one.
     llm.reset()
     second_llm.reset()
-    again = gateway(llm, second_llm, cache_path=cache)
-    ledger = CallLedger()
-    assert [again.structured(r, ClaimRewrite, ledger=ledger).claim for r in requests] == [a.claim for a in answers]
-    assert llm.requests == 0 and second_llm.requests == 0 and ledger.summary().cache_hits == 12
+    again = gateway(llm, second_llm, cache_path=cache).open_session()
+    assert [again.structured(r, ClaimRewrite).claim for r in requests] == [a.claim for a in answers]
+    assert llm.requests == 0 and second_llm.requests == 0 and again.ledger.summary().cache_hits == 12
 
 
 def test_invalid_answers_are_never_replayed_after_the_endpoint_recovers(llm, tmp_path):
     llm.scripts["ClaimRewrite"] = lambda messages: '{"claim": '
     cache = str(tmp_path / "cache.sqlite")
     with pytest.raises(StructuredOutputError):
-        gateway(llm, cache_path=cache).structured(PROMPT, ClaimRewrite)
+        gateway(llm, cache_path=cache).open_session().structured(PROMPT, ClaimRewrite)
     assert llm.requests == 3
     llm.reset()
-    assert gateway(llm, cache_path=cache).structured(PROMPT, ClaimRewrite).claim == "Acme hired 12 people."
+    answer = gateway(llm, cache_path=cache).open_session().structured(PROMPT, ClaimRewrite)
+    assert answer.claim == "Acme hired 12 people."
     assert llm.requests == 1
 
 
 def test_an_invalid_cached_entry_is_ignored_and_overwritten(llm, tmp_path):
     cache = str(tmp_path / "cache.sqlite")
-    model = gateway(llm, cache_path=cache)
-    model.structured(PROMPT, ClaimRewrite)
+    gateway(llm, cache_path=cache).open_session().structured(PROMPT, ClaimRewrite)
     store = ResponseCache(cache)
     [(key,)] = store._db.fetchall("select key from responses")
     store.put(
         key, CachedResponse(content='{"nope": 1}', model="m", endpoint="primary", prompt_tokens=0, completion_tokens=0)
     )
-    assert gateway(llm, cache_path=cache).structured(PROMPT, ClaimRewrite).claim == "Acme hired 12 people."
+    answer = gateway(llm, cache_path=cache).open_session().structured(PROMPT, ClaimRewrite)
+    assert answer.claim == "Acme hired 12 people."
     assert llm.requests == 2
     assert ClaimRewrite.model_validate_json(store.get(key).content).claim == "Acme hired 12 people."
 
@@ -235,8 +239,9 @@ def test_retries_of_failed_calls_are_counted_and_the_error_names_the_outage(llm,
         max_concurrency=1,
         trace_path=str(tmp_path / "traces.sqlite"),
     )
-    ledger = CallLedger(run_id="run-outage", asset="drafts")
-    results = model.map_structured(numbered(4), ClaimRewrite, ledger=ledger)
+    session = model.open_session(run_id="run-outage", asset="drafts")
+    ledger = session.ledger
+    results = session.map_structured(numbered(4), ClaimRewrite)
     assert all(isinstance(r, ModelCallError) and r.outage and not r.invalid_output for r in results)
     assert [(f.endpoint, f.kind, f.attempts) for f in results[0].failures] == [
         ("primary", "503", 3),
@@ -263,19 +268,20 @@ def test_retries_of_failed_calls_are_counted_and_the_error_names_the_outage(llm,
 
 def test_invalid_output_is_not_called_an_outage(llm):
     llm.scripts["ClaimRewrite"] = lambda messages: "not json"
-    ledger = CallLedger()
-    [result] = gateway(llm).map_structured([PROMPT], ClaimRewrite, ledger=ledger)
+    session = gateway(llm).open_session()
+    [result] = session.map_structured([PROMPT], ClaimRewrite)
     assert isinstance(result, ModelCallError) and result.invalid_output and not result.outage
-    summary = ledger.summary()
+    summary = session.ledger.summary()
     assert summary.failed_requests == 1 and summary.outage_requests == 0 and summary.requests == 1
 
 
 def test_ledger_summarizes_one_partition(llm):
     """Issue 10, defect 9: each partition's metadata held the whole run's totals."""
-    ledger = CallLedger()
+    session = gateway(llm).open_session()
+    ledger = session.ledger
     requests = numbered(5)
     partitions = ["doc-a", "doc-a", "doc-b", "doc-c", "doc-c"]
-    gateway(llm).map_traced_structured(requests, ClaimRewrite, ledger=ledger, partitions=partitions)
+    session.map_traced_structured(requests, ClaimRewrite, partitions=partitions)
     assert ledger.summary().requests == 5
     assert ledger.summary(partition="doc-a").requests == 2 and ledger.summary(partition="doc-b").calls == 1
     assert sum(ledger.summary(partition=p).prompt_tokens for p in set(partitions)) == ledger.summary().prompt_tokens
@@ -288,9 +294,10 @@ def test_a_provider_echoing_the_key_never_puts_it_in_errors_traces_or_ledgers(ll
     second_llm.persistent_fault = Fault(status=401, message="Incorrect API key provided: {api_key}")
     fallbacks = [Endpoint(name="secondary", base_url=second_llm.base_url, api_key=secret + "-2")]
     model = gateway(llm, api_key=secret, fallbacks=fallbacks, trace_path=str(tmp_path / "traces.sqlite"))
-    ledger = CallLedger(run_id="run-401")
+    session = model.open_session(run_id="run-401")
+    ledger = session.ledger
     with pytest.raises(ModelCallError) as raised:
-        model.structured(PROMPT, ClaimRewrite, ledger=ledger)
+        session.structured(PROMPT, ClaimRewrite)
     assert "Incorrect API key provided" in str(raised.value)
     assert secret not in str(raised.value) and secret not in repr(raised.value.failures)
     assert all(secret not in r.error for r in ledger.records) and ledger.records
@@ -310,19 +317,18 @@ def test_a_lone_endpoint_answering_badly_is_not_shut_off(llm):
         return {"claim": "Acme opened a plant in Porto with 120 staff."}
 
     llm.scripts["ClaimRewrite"] = sometimes_invalid
-    model = gateway(llm, breaker_failures=1, max_reasks=1)
-    results = [model.map_structured([p], ClaimRewrite)[0] for p in numbered(5)]
+    session = gateway(llm, breaker_failures=1, max_reasks=1).open_session()
+    results = [session.map_structured([p], ClaimRewrite)[0] for p in numbered(5)]
     assert [isinstance(r, ClaimRewrite) for r in results] == [False, False, False, True, True]
-    assert model.breaker_states() == {"primary": "closed"}
+    assert session.breaker_states() == {"primary": "closed"}
 
 
 def test_identical_requests_in_flight_at_once_are_sent_once(llm, tmp_path):
     """Two drafts holding the same sentence ask the same revision at the same moment: one call."""
-    model = gateway(llm, cache_path=str(tmp_path / "cache.sqlite"))
+    session = gateway(llm, cache_path=str(tmp_path / "cache.sqlite")).open_session()
     llm.answering.clear()  # hold the first answer until every copy has been asked
-    ledger = CallLedger()
     pool = ThreadPoolExecutor(max_workers=4)
-    futures = [pool.submit(model.structured, PROMPT, ClaimRewrite, ledger=ledger) for _ in range(4)]
+    futures = [pool.submit(session.structured, PROMPT, ClaimRewrite) for _ in range(4)]
     while not llm.received:
         time.sleep(0.01)
     llm.answering.set()
@@ -330,27 +336,27 @@ def test_identical_requests_in_flight_at_once_are_sent_once(llm, tmp_path):
     pool.shutdown()
     assert {a.claim for a in answers} == {"Acme hired 12 people."}
     assert llm.requests == 1
-    summary = ledger.summary()
+    summary = session.ledger.summary()
     assert (summary.requests, summary.cache_hits) == (4, 3)
 
 
 def test_a_request_that_stayed_invalid_is_not_asked_again_in_the_same_computation(llm):
     """At temperature 0 the same conversation gets the same answer: a second identical request of
-    the same asset computation fails at once, with the first one's reasons; another computation asks."""
+    the same session (an asset computation) fails at once, with the first one's reasons; another session asks."""
     llm.scripts["ClaimRewrite"] = lambda messages: '{"wrong": "shape"}'
     model = gateway(llm, max_reasks=1)
-    ledger = CallLedger()
+    session = model.open_session()
     with pytest.raises(StructuredOutputError):
-        model.structured(PROMPT, ClaimRewrite, ledger=ledger)
+        session.structured(PROMPT, ClaimRewrite)
     assert llm.requests == 2  # the ask and its re-ask
     with pytest.raises(StructuredOutputError, match="wrong|invalid"):
-        model.structured(PROMPT, ClaimRewrite, ledger=ledger)
+        session.structured(PROMPT, ClaimRewrite)
     assert llm.requests == 2
-    summary = ledger.summary()
+    summary = session.ledger.summary()
     assert (summary.requests, summary.failed_requests, summary.calls) == (2, 2, 2)
     with pytest.raises(StructuredOutputError):
-        model.structured(PROMPT, ClaimRewrite, ledger=CallLedger())
+        model.open_session().structured(PROMPT, ClaimRewrite)
     assert llm.requests == 4
     with pytest.raises(StructuredOutputError):  # sampled (a vote): each draw is its own
-        model.structured(PROMPT, ClaimRewrite, ledger=ledger, temperature=0.7)
+        session.structured(PROMPT, ClaimRewrite, temperature=0.7)
     assert llm.requests == 6

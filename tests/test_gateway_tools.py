@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from resources import BudgetExceededError, CallLedger, StructuredOutputError
+from resources import BudgetExceededError, StructuredOutputError
 from tests.conftest import gateway
 from tests.fake_openai import TOOLS, FakeOpenAI, Fault
 
@@ -30,38 +30,40 @@ def test_a_tool_call_is_retried_then_falls_back_and_is_traced(llm: FakeOpenAI, s
     llm.persistent_fault = Fault(status=503, retry_after=0)
     second_llm.scripts[TOOLS] = calls_search
     model = gateway(llm, second_llm, trace_path=str(tmp_path / "traces.sqlite"), strong_model="first-strong")
-    ledger = CallLedger(run_id="r", asset="reply_drafts")
-    step = model.tool_step(CONVERSATION, [SEARCH], tier="fast", ledger=ledger)
+    session = model.open_session(run_id="r", asset="reply_drafts")
+    step = session.tool_step(CONVERSATION, [SEARCH], tier="fast")
     assert [(c.name, c.arguments) for c in step.turn.tool_calls] == [("search_help_centre", '{"query": "export"}')]
     assert llm.requests == 3, "two retries on the primary before falling back"
     assert second_llm.calls[0]["tools"] == [SEARCH]
-    records = ledger.records
+    records = session.ledger.records
     assert [r.endpoint for r in records] == ["primary", "secondary"] and records[1].fallback
-    [trace] = model.trace_records([step.trace_id])
+    [trace] = session.trace_records([step.trace_id])
     assert "search_help_centre" in str(trace["response"])
 
 
 def test_an_unchanged_conversation_replays_its_tool_step_from_cache(llm: FakeOpenAI, tmp_path):
     llm.scripts[TOOLS] = calls_search
-    model = gateway(llm, cache_path=str(tmp_path / "cache.sqlite"))
-    first = model.tool_step(CONVERSATION, [SEARCH])
-    again = model.tool_step(CONVERSATION, [SEARCH])
+    session = gateway(llm, cache_path=str(tmp_path / "cache.sqlite")).open_session()
+    first = session.tool_step(CONVERSATION, [SEARCH])
+    again = session.tool_step(CONVERSATION, [SEARCH])
     assert again.cache_hit and again.turn == first.turn and llm.calls_for(TOOLS) == 1
 
 
 def test_an_empty_assistant_message_is_reasked(llm: FakeOpenAI):
     answers = iter([{"content": "", "tool_calls": []}, {"content": "Settings, then Export.", "tool_calls": []}])
     llm.scripts[TOOLS] = lambda messages: next(answers)
-    step = gateway(llm).tool_step(CONVERSATION, [SEARCH])
+    step = gateway(llm).open_session().tool_step(CONVERSATION, [SEARCH])
     assert step.turn.content == "Settings, then Export." and llm.calls_for(TOOLS) == 2
     llm.scripts[TOOLS] = lambda messages: {"content": "", "tool_calls": []}
     with pytest.raises(StructuredOutputError, match="neither text nor a tool call"):
-        gateway(llm, max_reasks=1).tool_step(CONVERSATION + [{"role": "user", "content": "again"}], [SEARCH])
+        gateway(llm, max_reasks=1).open_session().tool_step(
+            CONVERSATION + [{"role": "user", "content": "again"}], [SEARCH]
+        )
 
 
 def test_the_budget_stops_tool_steps_too(llm: FakeOpenAI):
     llm.scripts[TOOLS] = calls_search
-    model = gateway(llm, budget_tokens=5)
-    model.tool_step(CONVERSATION, [SEARCH])
+    session = gateway(llm, budget_tokens=5).open_session()
+    session.tool_step(CONVERSATION, [SEARCH])
     with pytest.raises(BudgetExceededError):
-        model.tool_step(CONVERSATION + [{"role": "user", "content": "more"}], [SEARCH])
+        session.tool_step(CONVERSATION + [{"role": "user", "content": "more"}], [SEARCH])

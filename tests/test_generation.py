@@ -85,8 +85,9 @@ class ScriptedVerifier:
 
 
 @pytest.fixture
-def model(settings):
-    return build_resources(settings)["model"]
+def session(settings):
+    """The code location's model, in a session opened outside a run (one per test)."""
+    return build_resources(settings)["model"].open_session()
 
 
 def checked(drafts: list, verifier: "ScriptedVerifier") -> list:
@@ -101,12 +102,12 @@ def brief(*sentences: tuple[str, list[int]]) -> dict:
 
 
 @pytest.mark.integration
-def test_a_citation_outside_the_evidence_list_is_reasked_and_the_text_kept_as_written(llm, model):
+def test_a_citation_outside_the_evidence_list_is_reasked_and_the_text_kept_as_written(llm, session):
     answers = iter(
         [brief((TRUE[0], [9]), (TRUE[1], [2]), (TRUE[2], [3])), brief((TRUE[0], [1]), (TRUE[1], [2]), (TRUE[2], [3]))]
     )
     llm.scripts["DraftBrief"] = lambda messages: next(answers)
-    [(answer, trace_id)] = model.map_traced_structured(
+    [(answer, trace_id)] = session.map_traced_structured(
         [draft_messages("Acme Robotics", EVIDENCE)], citing_within(3), tier="strong"
     )
     assert llm.calls_for("DraftBrief") == 2 and "cites [9]" in llm.calls[-1]["messages"][-1]["content"]
@@ -161,23 +162,23 @@ def test_a_failed_draft_falls_back_to_evidence_sentences_marked_extractive():
 
 
 @pytest.mark.integration
-def test_a_sentence_is_supported_only_when_all_its_atomic_claims_are(llm, model):
+def test_a_sentence_is_supported_only_when_all_its_atomic_claims_are(llm, session):
     compound = f"{TRUE[0][:-1]} and {FALSE[0].lower()}{FALSE[1:]}"
     llm.scripts["AtomicClaims"] = lambda messages: {"claims": [TRUE[0], FALSE]}
     verifier = ScriptedVerifier([*TRUE, compound])
     [whole] = check_sentences(verifier, [Claim(id="c", text=compound)])
-    [split] = check_sentences(verifier, [Claim(id="c", text=compound)], model=model, decompose=True)
+    [split] = check_sentences(verifier, [Claim(id="c", text=compound)], llm=session, decompose=True)
     assert whole.verdict == "supported"
     assert split.verdict == "refuted" and split.atomic_claims == [TRUE[0], FALSE] and FALSE in split.reason
 
 
-def acme_summary(published, fate, model, verifier):
+def acme_summary(published, fate, session, verifier):
     """The one-topic summary of Acme Robotics from the claims that passed, as the summaries asset writes it."""
     [summary] = write_summaries(
         ["Acme Robotics"],
         published,
         fate_counts(fate),
-        model=model,
+        llm=session,
         verifier=verifier,
         decompose=False,
         signals_by_doc={},
@@ -187,14 +188,14 @@ def acme_summary(published, fate, model, verifier):
 
 
 @pytest.mark.integration
-def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_published(llm, model):
+def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_published(llm, session):
     llm.scripts["DraftBrief"] = lambda messages: brief(
         (TRUE[0], [1]),
         (FALSE, [1]),
         ("Acme Robotics was bought by Globex.", [2]),
         ("Acme Robotics doubled its staff.", [3]),
     )
-    [(answer, trace_id)] = model.map_traced_structured(
+    [(answer, trace_id)] = session.map_traced_structured(
         [draft_messages("Acme Robotics", EVIDENCE)], citing_within(3), tier="strong"
     )
     drafts = claims_from_brief("Acme Robotics", EVIDENCE, answer, trace_id, 4)
@@ -216,7 +217,7 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
     verifier.true.add(normalize(TRUE[0].replace("Nordic Capital led", "Led by Nordic Capital, it was")))
     verifier.true.discard(normalize(EVIDENCE[1].sentence))  # so the withdrawn claim's stand-in fails too
     llm.scripts["ClaimRevision"] = reviser
-    rows = refine(drafts, checks, model=model, verifier=verifier, rounds=2, decompose=False)
+    rows = refine(drafts, checks, llm=session, verifier=verifier, rounds=2, decompose=False)
     actions = sorted((r.round, r.action, r.verdict) for r in rows)
     assert actions == [
         (1, "revise", "refuted"),
@@ -242,7 +243,7 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
         ]
     }
     llm.scripts["TopicParagraph"] = lambda messages: paragraph
-    summary = acme_summary(published, fate, model, verifier)
+    summary = acme_summary(published, fate, session, verifier)
     assert [s.text for s in summary.sentences] == [texts[0], texts[1]]
     assert [s.origin for s in summary.sentences] == ["model", "claim"]
     assert summary.written_sentences == 2 and summary.removed_sentences == 1 and summary.excluded_claims == 1
@@ -251,7 +252,7 @@ def test_refinement_revises_withdraws_and_caps_and_nothing_unsupported_is_publis
 
 
 @pytest.mark.integration
-def test_when_no_summary_sentence_holds_the_supported_claims_are_the_paragraph(llm, model):
+def test_when_no_summary_sentence_holds_the_supported_claims_are_the_paragraph(llm, session):
     verifier = ScriptedVerifier(TRUE)
     drafts = claims_from_brief("Acme Robotics", EVIDENCE, RuntimeError("down"), "", 3)
     checks = checked(drafts, verifier)
@@ -259,7 +260,7 @@ def test_when_no_summary_sentence_holds_the_supported_claims_are_the_paragraph(l
     llm.scripts["TopicParagraph"] = lambda messages: {
         "sentences": [{"text": "Acme Robotics conquered the moon.", "claims": [1]}]
     }
-    summary = acme_summary(published, fate, model, verifier)
+    summary = acme_summary(published, fate, session, verifier)
     assert [s.origin for s in summary.sentences] == ["claim"] * 3 and summary.removed_sentences == 1
     assert "moon" not in summary.summary
 

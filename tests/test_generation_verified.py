@@ -115,15 +115,16 @@ def run_generation(llm, model, vector_store, sentences):
     llm.scripts["DraftBrief"] = lambda messages: {
         "sentences": [{"text": t, "evidence": [evidence_number(messages, f)]} for t, f in sentences]
     }
-    [(answer, trace)] = model.map_traced_structured(
+    session = model.open_session()
+    [(answer, trace)] = session.map_traced_structured(
         [draft_messages(TOPIC, evidence)], citing_within(len(evidence)), tier="strong"
     )
     drafts = claims_from_brief(TOPIC, evidence, answer, trace, 4)
-    verifier = ClaimVerifier(vector_store, "gen", model=model)
+    verifier = ClaimVerifier(vector_store, "gen", llm=session)
     claims = [Claim(id=d.claim_id, text=d.text, cited_chunk_ids=d.cited_chunk_ids) for d in drafts]
-    checks = fact_check_rows(drafts, check_sentences(verifier, claims, model=model, decompose=True), "v1")
-    revisions = refine(drafts, checks, model=model, verifier=verifier, rounds=2, decompose=True)
-    published, summaries = one_topic_summaries(TOPIC, checks, revisions, model=model, verifier=verifier)
+    checks = fact_check_rows(drafts, check_sentences(verifier, claims, llm=session, decompose=True), "v1")
+    revisions = refine(drafts, checks, llm=session, verifier=verifier, rounds=2, decompose=True)
+    published, summaries = one_topic_summaries(TOPIC, checks, revisions, llm=session, verifier=verifier)
     report = render_report(summaries, checks, [], {}, {}, "test", stage_counts(drafts, checks, revisions, summaries))
     return drafts, checks, revisions, published, summaries, render_digest(summaries), report
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from assets.digest.ingestion import load_corpus
+from resources.documents.parsing import load_corpus
 from resources.guardrails.prompt_injection import data_block, screen
 from resources.pipeline_config import SAMPLE_CORPUS_DIR
 

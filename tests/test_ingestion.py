@@ -2,7 +2,9 @@
 
 import pytest
 
-from assets.digest.ingestion import QuarantinedDocument, SourceDocument, chunk_document, load_corpus, parse_document
+from resources.documents.chunking import chunk_document
+from resources.documents.parsing import load_corpus, parse_document
+from resources.documents.records import QuarantinedDocument, SourceDocument
 from tests.conftest import write_file
 
 pytestmark = pytest.mark.unit

@@ -6,6 +6,7 @@ import itertools
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -15,11 +16,14 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
+from ai_pipelines import definitions
 from ai_pipelines.backfill import run_over_all_documents
 from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.settings import Settings
-from assets import STEP_MODULES
+from assets import ALL_ASSETS, STEP_MODULES
 from assets.components.llm_step import LlmStep, StepDefinitionError, model_from_json_schema
+from assets.digest.signals import SIGNALS, extract_signals
+from assets.triage.ticket_routes import ROUTES
 from tests.conftest import partition_metadata, run_digest_job, warehouse_rows
 from tests.fake_openai import FakeOpenAI, Fault
 
@@ -343,21 +347,24 @@ def test_json_schema_answers_are_validated_like_pydantic_models():
         model_from_json_schema("Nothing", {"type": "string"})
 
 
-def copy_project_steps(root: Path) -> ModuleType:
-    folders = {
-        step.name: {f.name: f.read_text() for f in step.iterdir() if f.is_file()}
-        for step in STEP_FOLDERS
-        if (step / "defs.yaml").is_file()
-    }
-    return step_package(root, folders)
+def declaring_signals_from(settings: Settings, prompt_file: Path, monkeypatch: pytest.MonkeyPatch) -> Definitions:
+    """The code location as it loads when `signals` reads its prompt from `prompt_file`: a copy of
+    the project's prompt file, which a test edits as a person edits the project's."""
+    call = replace(SIGNALS.call, prompt_file=prompt_file)
+    declared = replace(SIGNALS, call=call).asset(extract_signals)
+    with monkeypatch.context() as patch:
+        assets = [declared if AssetKey(SIGNALS.name) in a.keys else a for a in ALL_ASSETS]
+        patch.setattr(definitions, "ALL_ASSETS", assets)
+        return build_definitions(settings)
 
 
 @pytest.mark.integration
-def test_editing_one_prompt_file_marks_only_its_dependents_stale(settings, tmp_path):
+def test_editing_one_prompt_file_marks_only_its_dependents_stale(settings, tmp_path, monkeypatch):
     instance = DagsterInstance.ephemeral()
     assert run_digest_job(settings, instance).success
-    copy = copy_project_steps(tmp_path / "project")
-    prompt = Path(copy.__file__).parent / "signals" / "prompt.txt"
+    prompt = tmp_path / "project" / SIGNALS.call.prompt_file.name
+    prompt.parent.mkdir()
+    shutil.copyfile(SIGNALS.call.prompt_file, prompt)
 
     def graph_status(defs: Definitions) -> dict[str, StaleStatus]:
         assets = list(defs.assets or [])
@@ -384,11 +391,11 @@ def test_editing_one_prompt_file_marks_only_its_dependents_stale(settings, tmp_p
             if graph.get(key).is_materializable
         }
 
-    unchanged = build_definitions(settings, step_modules=(copy,))
+    unchanged = declaring_signals_from(settings, prompt, monkeypatch)
     assert {k for k, v in graph_status(unchanged).items() if v == StaleStatus.STALE} == set()
 
     prompt.write_text(prompt.read_text() + "\nBe brief.\n")
-    edited = build_definitions(settings, step_modules=(copy,))
+    edited = declaring_signals_from(settings, prompt, monkeypatch)
     versions = {
         k.to_user_string(): (
             unchanged.resolve_asset_graph().get(k).code_version,
@@ -415,12 +422,14 @@ def test_editing_one_prompt_file_marks_only_its_dependents_stale(settings, tmp_p
 
 
 @pytest.mark.unit
-def test_the_projects_steps_load_with_their_prompts_and_schemas():
+def test_the_projects_llm_assets_load_with_their_prompts_and_schemas():
+    """`summary_headlines` is configuration alone; `signals` and `ticket_routes` do more than one
+    call per row, so they are declared once, in Python, and no YAML step declares them again."""
     declared = {p.name: LlmStep.from_file(p / "defs.yaml") for p in STEP_FOLDERS if (p / "defs.yaml").is_file()}
-    assert {"signals", "ticket_routes", "summary_headlines"} <= set(declared)
-    assert declared["signals"].answer_model.__name__ == "ExtractedSignals"
-    assert declared["ticket_routes"].answer_model.__name__ == "TicketIntent"
-    assert "{ticket}" in declared["ticket_routes"].prompt_template.template
+    assert "summary_headlines" in declared and not {"signals", "ticket_routes"} & set(declared)
+    assert SIGNALS.name == "signals" and SIGNALS.call.answer.__name__ == "ExtractedSignals"
+    assert ROUTES.name == "ticket_routes" and ROUTES.call.answer.__name__ == "TicketIntent"
+    assert "{ticket}" in ROUTES.call.prompt.template
 
 
 @pytest.mark.unit

@@ -5,7 +5,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from resources import CallLedger, ModelResource
+from resources import ModelResource
 from resources.gateway.local_model import EMBEDDED_SERVER
 
 pytestmark = pytest.mark.integration  # the embedded llama.cpp model
@@ -17,16 +17,14 @@ class Sentiment(BaseModel):
 
 
 def test_embedded_model_returns_schema_valid_output():
-    model = ModelResource()
-    ledger = CallLedger()
-    answer = model.structured(
+    session = ModelResource().open_session()
+    answer = session.structured(
         [{"role": "user", "content": "Acme Corp's profits fell 20 percent. Give the company and the sentiment."}],
         Sentiment,
         max_tokens=60,
-        ledger=ledger,
     )
     assert isinstance(answer, Sentiment)
-    assert model.endpoint().startswith("http://127.0.0.1:")
+    assert EMBEDDED_SERVER.url.startswith("http://127.0.0.1:")
     assert EMBEDDED_SERVER.running
-    summary = ledger.summary()
+    summary = session.ledger.summary()
     assert summary.calls >= 1 and summary.completion_tokens > 0

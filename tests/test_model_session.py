@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
     AssetExecutionContext,
     AssetSpec,
     BackfillPolicy,
@@ -22,6 +24,7 @@ from dagster import (
     MaterializeResult,
     StaticPartitionsDefinition,
     asset,
+    asset_check,
     define_asset_job,
     execute_job,
     instance_for_test,
@@ -34,7 +37,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pydantic import BaseModel
 
 from resources import BudgetExceededError, CallLedger, ModelResource, TraceStore
-from resources.gateway.model_session import ModelSession
+from resources.gateway.step_usage import StepUsage
 from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.integration
@@ -231,10 +234,10 @@ def test_a_failing_body_keeps_its_exception_and_its_usage_is_logged(echo, tmp_pa
 
 
 def test_metadata_that_cannot_be_written_neither_fails_the_step_nor_hides_its_error(echo, tmp_path, monkeypatch):
-    def broken(self: ModelSession) -> None:
+    def broken(self: StepUsage, *args: object) -> None:
         raise RuntimeError("metadata store unavailable")
 
-    monkeypatch.setattr(ModelSession, "_write_metadata", broken)
+    monkeypatch.setattr(StepUsage, "write", broken)
 
     @asset
     def fine(context: AssetExecutionContext, model: ModelResource) -> MaterializeResult:
@@ -258,18 +261,53 @@ def test_metadata_that_cannot_be_written_neither_fails_the_step_nor_hides_its_er
     assert "the body failed" in str(failure.step_failure_data.error)
 
 
+def test_a_checks_calls_and_calls_beside_an_assets_are_recorded_apart(echo, tmp_path):
+    """A check's session is labelled `<asset>:<check>` and leaves its figures to the check's result;
+    a session beside an asset's (a judge's calibration) shares its run, not its figures."""
+    ledgers: dict[str, CallLedger] = {}
+
+    @asset
+    def judged(context: AssetExecutionContext, model: ModelResource) -> MaterializeResult:
+        with model.session(context) as llm:
+            llm.structured(ask("one"), Echo)
+            apart = llm.beside("judge_calibration")
+            apart.structured(ask("two three"), Echo)
+            ledgers["beside"] = apart.ledger
+        return MaterializeResult()
+
+    @asset_check(asset=judged)
+    def judged_well(context: AssetCheckExecutionContext, model: ModelResource) -> AssetCheckResult:
+        with model.session(context) as llm:
+            llm.structured(ask("four five six"), Echo)
+        ledgers["check"] = llm.ledger
+        return AssetCheckResult(passed=True, metadata=llm.metadata())
+
+    traces = tmp_path / "traces.sqlite"
+    result = materialize([judged, judged_well], resources={"model": gateway(echo, traces)})
+    assert result.success and echo.requests == 3
+    assert metadata_by_partition(result, "judged")[None]["model_requests"] == 1, "the call beside is not the asset's"
+    beside, checked = ledgers["beside"], ledgers["check"]
+    assert (beside.run_id, beside.asset, beside.summary().requests) == (result.run_id, "judged:judge_calibration", 1)
+    assert (checked.run_id, checked.asset) == (result.run_id, "judged:judged_well")
+    [evaluation] = result.get_asset_check_evaluations()
+    figures = {k: v.value for k, v in evaluation.metadata.items()}
+    assert USAGE_KEYS <= set(figures) and figures["model_requests"] == 1 and figures["prompt_tokens"] == 3
+    rows = TraceStore(traces).get_many([r.trace_id for r in [*beside.records, *checked.records]])
+    assert {r["asset"] for r in rows} == {"judged:judge_calibration", "judged:judged_well"}
+
+
 # The first step process of run-1: its own interpreter, its own resource instance.
 FIRST_STEP = """
 import sys
 from pydantic import BaseModel
-from resources import CallLedger, ModelResource
+from resources import ModelResource
 
 class Echo(BaseModel):
     text: str
 
 model = ModelResource(base_url=sys.argv[1], fast_model="fake-fast", trace_path=sys.argv[2], budget_tokens=10)
 words = " ".join(["word"] * 10)
-model.structured([{"role": "user", "content": words}], Echo, ledger=CallLedger(run_id="run-1", asset="first"))
+model.open_session(run_id="run-1", asset="first").structured([{"role": "user", "content": words}], Echo)
 """
 
 
@@ -281,19 +319,18 @@ def test_the_budget_is_the_runs_across_processes_that_share_the_trace_store(echo
     # Another step of the same run, in this process: its instance has spent nothing, the run has.
     second = gateway(echo, traces, budget_tokens=10)
     with pytest.raises(BudgetExceededError, match="model budget exhausted: run run-1 .* spent 21 tokens"):
-        second.structured(ask("one"), Echo, ledger=CallLedger(run_id="run-1", asset="second"))
+        second.open_session(run_id="run-1", asset="second").structured(ask("one"), Echo)
     hashed = gateway(echo, traces, budget_tokens=10, trace_redaction="none")
     with pytest.raises(BudgetExceededError):  # redaction blanks prompts, never the figures
-        hashed.structured(ask("one"), Echo, ledger=CallLedger(run_id="run-1", asset="second"))
+        hashed.open_session(run_id="run-1", asset="second").structured(ask("one"), Echo)
     assert echo.requests == 1, "refused before any request was sent"
 
     # Another run has its own budget; without a trace store a budget is the process's own.
-    second.structured(ask("one"), Echo, ledger=CallLedger(run_id="run-2", asset="second"))
-    gateway(echo, traces, budget_tokens=10, trace_path="").structured(
-        ask("one"), Echo, ledger=CallLedger(run_id="run-1")
-    )
+    second.open_session(run_id="run-2", asset="second").structured(ask("one"), Echo)
+    gateway(echo, traces, budget_tokens=10, trace_path="").open_session(run_id="run-1").structured(ask("one"), Echo)
     assert echo.requests == 3
-    assert second.spent("run-1")["tokens"] == 21 and second.spent("run-2")["tokens"] == 3
+    assert second.open_session(run_id="run-1").spent()["tokens"] == 21
+    assert second.open_session(run_id="run-2").spent()["tokens"] == 3
 
 
 @asset

@@ -5,8 +5,8 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from ai_pipelines.definitions import build_definitions
-from assets.digest.retrieval import collection_name
-from resources.approvals import ApprovalLog
+from resources.retrieval.index_sync import collection_name
+from resources.storage.approvals import ApprovalLog
 from tests.conftest import run_digest_job
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ import pytest
 from ai_pipelines.definitions import build_definitions
 from ai_pipelines.run_report import RunReport
 from ai_pipelines.settings import Settings
-from assets.digest.retrieval import collection_name
+from resources.retrieval.index_sync import collection_name
 from tests.conftest import (
     CLI,
     materialization_metadata,

@@ -14,8 +14,8 @@ from dataclasses import replace
 import pytest
 
 from ai_pipelines.triage_run import TriageReport
-from assets.components.llm_step import project_step
 from assets.triage.ticket_routes import (
+    CLASSIFIER,
     FAST,
     SEMANTIC,
     STRONG,
@@ -26,7 +26,7 @@ from assets.triage.ticket_routes import (
 )
 from assets.triage.ticket_screening import ScreenedTicket, heuristic_screen
 from assets.triage.tickets import Ticket
-from resources import CallLedger, EmbeddingsResource, ModelResource
+from resources import EmbeddingsResource, ModelResource
 from resources.pipeline_config import TriageConfig
 from resources.support.route_evaluation import (
     DESK_TICKETS,
@@ -141,7 +141,7 @@ def test_a_classifier_that_answers_its_first_label_decides_no_route_by_vote(llm:
     tickets = desk_tickets()
     for floor in (TriageConfig().min_route_accuracy, 0.0):
         triage = TriageConfig(min_route_accuracy=floor, semantic_route_margin=1.0)  # the semantic tier never decides
-        tiers = routing_tiers(model_on(llm, tmp_path), embeddings, triage, CallLedger(), project_step("ticket_routes"))
+        tiers = routing_tiers(model_on(llm, tmp_path).open_session(), embeddings, triage, CLASSIFIER)
         rows = route_tickets(tickets, screened(tickets), tiers)
         assert len(rows) == 40 and not [r for r in rows if r.decided_by == "vote"]
         report = tiers.report()
@@ -162,7 +162,7 @@ def test_voters_that_fail_together_are_one_opinion(llm: FakeOpenAI, tmp_path):
     embeddings = EmbeddingsResource(base_url=llm.base_url, model="fake-embedder")
     tickets = [t for t in desk_tickets() if t.ticket_id in ("T003", "T007", "T009")]
     triage = TriageConfig(min_route_accuracy=0.0, semantic_route_margin=1.0)
-    tiers = routing_tiers(model_on(llm, tmp_path), embeddings, triage, CallLedger(), project_step("ticket_routes"))
+    tiers = routing_tiers(model_on(llm, tmp_path).open_session(), embeddings, triage, CLASSIFIER)
     rows = route_tickets(tickets, screened(tickets), tiers)
     counted, merged = tiers.voters()
     model_voters = [v for v in counted if v != SEMANTIC]
@@ -172,9 +172,10 @@ def test_voters_that_fail_together_are_one_opinion(llm: FakeOpenAI, tmp_path):
     same = ModelResource(
         base_url=llm.base_url, fast_model="fake", strong_model="fake", cache_path=str(tmp_path / "c2.sqlite")
     )
-    tiers = routing_tiers(same, embeddings, triage, CallLedger(), project_step("ticket_routes"))
-    assert FAST.identity(same, tiers.step) != STRONG.identity(same, tiers.step), "label orders differ"
-    assert FAST.identity(same, tiers.step) == replace(FAST, name="again").identity(same, tiers.step)
+    tiers = routing_tiers(same.open_session(), embeddings, triage, CLASSIFIER)
+    config = tiers.llm.config
+    assert FAST.identity(config, tiers.call) != STRONG.identity(config, tiers.call), "label orders differ"
+    assert FAST.identity(config, tiers.call) == replace(FAST, name="again").identity(config, tiers.call)
 
 
 @pytest.mark.integration
@@ -184,7 +185,7 @@ def test_routing_accuracy_is_recorded_and_a_measurement_is_reused_while_its_key_
     embeddings = EmbeddingsResource(base_url=llm.base_url, model="fake-embedder")
     tickets = desk_tickets()
     triage = TriageConfig(semantic_route_margin=1.0)
-    tiers = routing_tiers(model_on(llm, tmp_path), embeddings, triage, CallLedger(), project_step("ticket_routes"))
+    tiers = routing_tiers(model_on(llm, tmp_path).open_session(), embeddings, triage, CLASSIFIER)
     rows = route_tickets(tickets, screened(tickets), tiers)
     metadata = routing_metadata(rows, tiers)
     accuracy = metadata["routing_accuracy"].value  # type: ignore[union-attr]
@@ -202,17 +203,14 @@ def test_routing_accuracy_is_recorded_and_a_measurement_is_reused_while_its_key_
     calls = len(llm.calls)
     recorded = metadata["route_measurements"].value  # type: ignore[union-attr]
     earlier = {k: TierAccuracy.model_validate(v) for k, v in recorded.items()}
-    again = routing_tiers(
-        model_on(llm, tmp_path), embeddings, triage, CallLedger(), project_step("ticket_routes"), earlier
-    )
+    again = routing_tiers(model_on(llm, tmp_path).open_session(), embeddings, triage, CLASSIFIER, earlier)
     again.measure_models()
     assert again.remeasured == [] and len(llm.calls) == calls, "the same keys: nothing measured again"
     changed = routing_tiers(
-        model_on(llm, tmp_path, strong_model="fake-stronger"),
+        model_on(llm, tmp_path, strong_model="fake-stronger").open_session(),
         embeddings,
         triage,
-        CallLedger(),
-        project_step("ticket_routes"),
+        CLASSIFIER,
         earlier,
     )
     changed.measure_models()

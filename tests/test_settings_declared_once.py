@@ -17,7 +17,8 @@ from pydantic.fields import FieldInfo
 from ai_pipelines.definitions import build_resources
 from ai_pipelines.settings import ENV_PREFIX, Settings, env_example, env_name, load_settings
 from resources.embeddings import EmbeddingsResource
-from resources.gateway.model import Endpoint, ModelResource
+from resources.gateway.config import Endpoint
+from resources.gateway.model import ModelResource
 from resources.mailer import MailerResource
 from resources.pipeline_config import PipelineConfig, TriageConfig
 from resources.support.agent import AgentLimits

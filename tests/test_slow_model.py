@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from ai_pipelines.run_report import RunReport
 from ai_pipelines.settings import Settings
-from resources import CallLedger, ModelCallError
+from resources import ModelCallError
 from tests.conftest import fake_settings, gateway, run_digest_job
 from tests.fake_openai import FakeOpenAI, Fault
 
@@ -57,17 +57,17 @@ def slow() -> FakeOpenAI:
 
 
 def test_a_slow_endpoint_is_waited_for_where_a_fixed_timeout_of_the_floor_calls_it_an_outage(slow):
-    adaptive = gateway(slow, timeout_seconds=0, deadline_floor_seconds=FLOOR, start_tokens_per_s=50, breaker_failures=2)
-    ledger = CallLedger()
-    answers = adaptive.map_structured(prompts(6), ClaimRewrite, ledger=ledger)
+    model = gateway(slow, timeout_seconds=0, deadline_floor_seconds=FLOOR, start_tokens_per_s=50, breaker_failures=2)
+    adaptive = model.open_session()
+    answers = adaptive.map_structured(prompts(6), ClaimRewrite)
     assert all(isinstance(a, ClaimRewrite) for a in answers), answers
-    summary = ledger.summary()
+    summary = adaptive.ledger.summary()
     assert (summary.requests, summary.failed_requests, summary.outage_requests, summary.retries) == (6, 0, 0, 0)
     assert slow.requests == 6 and adaptive.breaker_states() == {"primary": "closed"}
     # The pace was measured from the answers: a few tokens in 0.6 s is far under the starting 50/s.
     assert adaptive.endpoint_paces()["primary"] < 50
 
-    fixed = gateway(slow, timeout_seconds=FLOOR, max_retries=0, breaker_failures=2)
+    fixed = gateway(slow, timeout_seconds=FLOOR, max_retries=0, breaker_failures=2).open_session()
     failed = fixed.map_structured(prompts(3), ClaimRewrite)
     assert all(isinstance(f, ModelCallError) and f.outage for f in failed), failed
     assert fixed.breaker_states() == {"primary": "open"}
@@ -78,16 +78,16 @@ def test_a_dead_endpoint_that_takes_its_deadlines_from_the_work_still_opens_its_
     with FakeOpenAI() as server:
         server.persistent_fault = Fault(status=503)
         url = refused_url() if dead == "refused" else server.base_url
-        model = gateway(
+        session = gateway(
             server, base_url=url, timeout_seconds=0, deadline_floor_seconds=FLOOR, max_retries=1, breaker_failures=2
-        )
+        ).open_session()
         failures = []
         for prompt in prompts(4):  # one after another, so the breaker's opening shows
             with pytest.raises(ModelCallError) as failed:
-                model.structured(prompt, ClaimRewrite)
+                session.structured(prompt, ClaimRewrite)
             failures.append(failed.value)
     assert all(isinstance(f, ModelCallError) and f.outage for f in failures), failures
-    assert model.breaker_states() == {"primary": "open"}
+    assert session.breaker_states() == {"primary": "open"}
     assert any(f.kind == "circuit open" for e in failures for f in e.failures)  # later requests were not sent
 
 
@@ -95,12 +95,12 @@ def test_a_lone_endpoint_that_refuses_requests_but_answers_is_not_shut_off():
     """A 400 (a prompt too long for the embedded model's context, say) is an answer: the server is up."""
     with FakeOpenAI() as server:
         server.persistent_fault = Fault(status=400)
-        model = gateway(server, timeout_seconds=0, max_retries=0, breaker_failures=2)
+        session = gateway(server, timeout_seconds=0, max_retries=0, breaker_failures=2).open_session()
         for prompt in prompts(4):
             with pytest.raises(ModelCallError) as failed:
-                model.structured(prompt, ClaimRewrite)
+                session.structured(prompt, ClaimRewrite)
             assert not failed.value.outage
-        assert server.requests == 4 and model.breaker_states() == {"primary": "closed"}
+        assert server.requests == 4 and session.breaker_states() == {"primary": "closed"}
 
 
 def slow_settings(data_dir: Path, server: FakeOpenAI, **changes: object) -> Settings:

@@ -7,7 +7,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from pydantic import BaseModel
 
-from resources import CallLedger, ModelResource
+from resources import ModelResource
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,13 @@ def collector():
 def test_each_model_call_becomes_a_span(llm, collector):
     receiver, endpoint = collector
     model = ModelResource(base_url=llm.base_url, fast_model="fake-fast", otlp_endpoint=endpoint)
-    ledger = CallLedger(run_id="run-1", asset="drafts")
-    model.structured([{"role": "user", "content": "Evidence: Acme hired 12 people."}], ClaimRewrite, ledger=ledger)
-    model.span_exporter().flush()
+    session = model.open_session(run_id="run-1", asset="drafts")
+    session.structured([{"role": "user", "content": "Evidence: Acme hired 12 people."}], ClaimRewrite)
+    session.flush_telemetry()
     [span] = receiver.spans
     attributes = {a.key: a.value for a in span.attributes}
     assert span.name == "chat fake-fast"
     assert attributes["gen_ai.request.model"].string_value == "fake-fast"
     assert attributes["gen_ai.usage.input_tokens"].int_value > 0
     assert attributes["dagster.asset_key"].string_value == "drafts"
-    assert attributes["ai_pipelines.trace_id"].string_value == ledger.records[0].trace_id
+    assert attributes["ai_pipelines.trace_id"].string_value == session.ledger.records[0].trace_id

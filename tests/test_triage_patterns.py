@@ -9,10 +9,9 @@ import re
 
 import pytest
 
-from assets.components.llm_step import project_step
-from assets.triage.ticket_routes import MODEL_VOTERS, SEMANTIC, RoutingTiers, classify, routing_tiers
+from assets.triage.ticket_routes import CLASSIFIER, MODEL_VOTERS, SEMANTIC, RoutingTiers, classify, routing_tiers
 from assets.triage.tickets import Ticket
-from resources import CallLedger, ModelResource
+from resources import ModelResource
 from resources.embeddings import EmbeddingsResource
 from resources.pipeline_config import SUPPORT_DESK_DIR, TriageConfig
 from resources.support.agent import AgentLimits, run_agent
@@ -61,7 +60,7 @@ def proven_tiers(llm: FakeOpenAI, tmp_path) -> RoutingTiers:
     so each is trusted and no two fail together; the semantic tier never decides alone."""
     triage = TriageConfig(semantic_route_margin=1.0)
     embeddings = EmbeddingsResource(base_url=llm.base_url, model="fake-embedder")
-    tiers = routing_tiers(model_on(llm, tmp_path), embeddings, triage, CallLedger(), project_step("ticket_routes"))
+    tiers = routing_tiers(model_on(llm, tmp_path).open_session(), embeddings, triage, CLASSIFIER)
     right = {item.key: item.intent for item in tiers.sample}
     for name in (SEMANTIC, *(v.name for v in MODEL_VOTERS)):
         tiers.measured[name] = score(name, "given", tiers.sample, right)
@@ -106,7 +105,7 @@ def test_a_vote_settles_a_route_the_first_answer_was_unsure_of(llm: FakeOpenAI, 
 def test_the_agent_stops_at_its_iteration_cap(llm: FakeOpenAI, tmp_path):
     llm.scripts[TOOLS] = lambda m: {"tool_calls": [{"name": "search_help_centre", "arguments": {"query": "refund"}}]}
     run = run_agent(
-        model_on(llm, tmp_path),
+        model_on(llm, tmp_path).open_session(),
         [{"role": "user", "content": "help"}],
         desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
         AgentLimits(max_iterations=3, max_tool_calls=50),
@@ -119,7 +118,7 @@ def test_the_agent_stops_at_its_iteration_cap(llm: FakeOpenAI, tmp_path):
 def test_the_agent_stops_at_its_tool_call_cap(llm: FakeOpenAI, tmp_path):
     llm.scripts[TOOLS] = lambda m: {"tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "O1039"}}] * 4}
     run = run_agent(
-        model_on(llm, tmp_path),
+        model_on(llm, tmp_path).open_session(),
         [{"role": "user", "content": "help"}],
         desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
         AgentLimits(max_iterations=10, max_tool_calls=6),
@@ -147,7 +146,7 @@ def test_a_tool_error_goes_back_to_the_model_and_the_agent_goes_on(llm: FakeOpen
 
     llm.scripts[TOOLS] = script
     run = run_agent(
-        model_on(llm, tmp_path),
+        model_on(llm, tmp_path).open_session(),
         [{"role": "user", "content": "help"}],
         desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
         AgentLimits(),
@@ -166,7 +165,7 @@ def test_refinement_stops_at_its_round_cap_and_records_every_round(llm: FakeOpen
         "polite": False,
         "feedback": "Be kinder.",
     }
-    ledger = CallLedger()
+    session = model_on(llm, tmp_path).open_session()
     reply, rounds, passed = refine(
         "No.",
         ticket_block="<ticket>\nSubject: x\n\nrefund?\n</ticket>",
@@ -174,15 +173,14 @@ def test_refinement_stops_at_its_round_cap_and_records_every_round(llm: FakeOpen
         known_slugs=["refund-policy"],
         refund_limit=250,
         max_rounds=2,
-        model=model_on(llm, tmp_path),
-        ledger=ledger,
+        llm=session,
         partition="p",
     )
     assert not passed and len(rounds) == 3
     assert [r.revised for r in rounds] == [True, True, False]
     assert rounds[0].failed == ["polite", "cites_help_centre"], "the citation is also checked by code"
     assert rounds[1].failed == rounds[2].failed == ["polite"]
-    tiers = [r.tier for r in ledger.records]
+    tiers = [r.tier for r in session.ledger.records]
     assert tiers == ["fast", "strong", "fast", "strong", "fast"], (
         "critique, revise, critique, revise, critique: then the cap"
     )
@@ -203,11 +201,11 @@ def test_memory_summarizes_what_exceeds_the_budget_once(llm: FakeOpenAI, tmp_pat
                 at=f"2026-11-{n + 1:02}T10:00:00Z",
             )
         )
-    model = model_on(llm, tmp_path)
+    session = model_on(llm, tmp_path).open_session()
 
     def summarize(previous, turns):
         prompt = f"<history>\nSummary so far: {previous}\n" + "\n".join(t.line for t in turns) + "\n</history>"
-        return model.structured(
+        return session.structured(
             [{"role": "user", "content": prompt}],
             __import__("assets.triage.ticket_context", fromlist=["HistorySummary"]).HistorySummary,
         ).summary

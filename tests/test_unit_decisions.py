@@ -22,10 +22,10 @@ from assets.triage.ticket_routes import TicketRoute
 from assets.triage.ticket_screening import ScreenedTicket
 from assets.triage.tickets import Ticket
 from resources import EmbeddingsResource, VectorStoreResource
-from resources.approvals import Approval, ApprovalLog
 from resources.guardrails.reply_guardrails import output_violations, promised_refunds
 from resources.mailer import DeliveryError, DeliveryReceipt, OutgoingMessage, reply_message_id
 from resources.pipeline_config import PipelineConfig, TriageConfig
+from resources.storage.approvals import Approval, ApprovalLog
 from resources.support.delivery_ledger import DeliveryLedger, deliver_once
 from resources.support.reply_refinement import RubricCritique, cited_slugs, failed_criteria
 from resources.support.support_desk import SupportDeskResource

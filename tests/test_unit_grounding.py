@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from assets.digest.ingestion import Chunk, SourceDocument
 from assets.digest.signals import (
     MAX_PROMPT_CHARS,
     MAX_PROMPT_SENTENCE_CHARS,
@@ -29,6 +28,8 @@ from assets.digest.signals import (
     ground,
     prompt_sentences,
 )
+from resources.documents.chunking import Chunk
+from resources.documents.records import SourceDocument
 from resources.documents.text import Span, split_sentences
 from resources.verification.citations import citing_within
 from resources.verification.claim_features import Candidate, ClaimFeatures

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from assets.digest.ingestion import Chunk, SourceDocument, evidence_sentences, load_corpus
 from assets.digest.signals import DocumentSignals, ExtractedEntity, ExtractedSignals, ground, review
+from resources.documents.chunking import Chunk, evidence_sentences
+from resources.documents.parsing import load_corpus
+from resources.documents.records import SourceDocument
 from resources.pipeline_config import SAMPLE_CORPUS_DIR
 from resources.signals.labels import load_signal_labels
 from resources.signals.review import kind_cues, review_kind, review_tone

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from assets.digest.ingestion import load_corpus
+from resources.documents.parsing import load_corpus
 from resources.pipeline_config import SAMPLE_CORPUS_DIR
 from resources.signals.labels import LabelledDocument, load_signal_labels, score
 from resources.signals.semantics import CorpusUsage, figure_problem, person_problem, tone_contradiction

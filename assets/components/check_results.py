@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 
 
 def share_within_limit(

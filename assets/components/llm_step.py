@@ -2,9 +2,10 @@
 
 Orchestration (retries, fallbacks, cache, budget, traces, partitions, pools) is the
 gateway's and Dagster's; what a domain expert edits is configuration: the prompt file,
-the output schema, the tier, the inputs and the quality thresholds. A step whose work is
-one structured call per input row needs nothing else. A step with more logic (grounding,
-a vote) names a Python `runner` that receives the same declared prompt, schema and tier.
+the output schema, the tier, the inputs and the quality thresholds: a step's work is one
+structured call per input row, and nothing in its YAML is Python. An asset with more logic
+(grounding, a vote) is declared in Python instead, with the same call and the same asset
+construction (assets/components/llm_asset.py), so each asset is declared in one place.
 
 A malformed step fails definition loading with the file, the line and the field, so a
 typo in YAML is found by `dg check defs`, not by a run at three in the morning.
@@ -18,31 +19,29 @@ or, where the step names `stand_in` derivations, replaced by its input's own wor
 `extractive` and held to the same rules), so one small model's bad headline does not block a run.
 """
 
-import hashlib
 import importlib
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
 import pandas as pd
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model
 
-from assets.components.partitions import DOCUMENTS, TICKETS
-from resources import CallLedger, ModelCallError, ModelResource
+from assets.components.llm_asset import LlmAsset, LlmCall, LlmRun
+from assets.components.partitions import DOCUMENTS, TICKETS, partition_column
+from resources import ModelCallError, ModelResource
 from resources.gateway.model import MODEL_POOL
-from resources.gateway.model_session import ModelSession, usage_metadata
 from resources.guardrails.answer_rules import field_limits, stand_in_answer, verified_answer_model
 from resources.guardrails.prompt_injection import neutralize
-from resources.markdown_tables import markdown_table
-from resources.partition_results import partition_results
+from resources.metadata.markdown_tables import markdown_table
+from resources.metadata.partition_results import partition_results
 from resources.prompts import Prompt
-from resources.tables import OWNERS, WAREHOUSE, table_metadata, to_frame
+from resources.tables import to_frame
 from resources.verification.judge_calibration import (
     DEFAULT_MIN_JUDGE_ACCURACY,
     UNJUDGED,
@@ -61,8 +60,7 @@ TIERS = ("fast", "strong")
 PIPELINES_DIR = Path(__file__).parent.parent
 # Partitioning a step may declare: the partitions definition and the column holding its key.
 PARTITIONS: dict[str, tuple[dg.PartitionsDefinition, str]] = {
-    "documents": (DOCUMENTS, "document"),
-    "tickets": (TICKETS, "ticket"),
+    p.name: (p, partition_column(p)) for p in (DOCUMENTS, TICKETS)
 }
 JSON_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 # Row statuses whose answer may be published: the model's own, or a stand-in from the row's input.
@@ -263,25 +261,10 @@ def _camel(name: str) -> str:
 
 
 @dataclass
-class StepRun:
-    """What a runner gets: the step's declared call, its loaded inputs, and the run's context."""
+class StepRun(LlmRun):
+    """The run of a step's asset, with the step whose rows it answers."""
 
-    context: dg.AssetExecutionContext
-    model: ModelResource
     step: "LlmStep"
-    inputs: dict[str, Any]
-    llm: ModelSession  # the gateway for this step: its calls, ledger and usage metadata
-
-    @property
-    def prompt(self) -> Prompt:
-        return self.step.prompt_template
-
-    @property
-    def schema(self) -> type[BaseModel]:
-        return self.step.answer_model
-
-    def resource(self, key: str) -> Any:
-        return getattr(self.context.resources, key)
 
 
 class LlmStep(dg.Component, dg.Model, dg.Resolvable):
@@ -303,10 +286,9 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
     max_tokens: int = Field(default=400, description="The answer's token budget (1 to 32000).")
     partitions: str = Field(default="", description="documents, tickets, or empty for an unpartitioned step.")
     pool: str = Field(default=MODEL_POOL, description="Dagster concurrency pool of its model calls.")
-    runner: str = Field(default="", description="module:function for steps with more logic than one call per row.")
-    rows: str = Field(default="", description="module:Model of the rows a runner stores (runner steps only).")
-    resources: list[str] = Field(default=[], description="Further resources a runner uses (model is always given).")
-    version: int = Field(default=1, description="Bump when the runner's code changes what the step produces.")
+    version: int = Field(
+        default=1, description="Part of the code version: bump it to mark what the step produced as changed."
+    )
     compare_tiers: bool = Field(
         default=False, description="Also record what the calls would have cost on the strong tier."
     )
@@ -318,16 +300,15 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
     )
 
     _source: StepSource | None = PrivateAttr(default=None)
-    _prompt: Prompt | None = PrivateAttr(default=None)
+    _call: LlmCall | None = PrivateAttr(default=None)
     _answer: type[BaseModel] | None = PrivateAttr(default=None)
     _rows: type[BaseModel] | None = PrivateAttr(default=None)
-    _runner: Callable[[StepRun], dg.Output] | None = PrivateAttr(default=None)
     _examples: dict[str, list[LabelledExample]] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def load(cls, attributes: BaseModel | None, context: dg.ComponentLoadContext) -> "LlmStep":
         """Validates the YAML against the fields, then every reference it makes (prompt file,
-        schema, tier, runner), each failure pointing at its line."""
+        schema, tier), each failure pointing at its line."""
         source = StepSource.read(context.path / "defs.yaml")
         try:
             step = super().load(attributes, context)
@@ -373,8 +354,14 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
         prompt_path = folder / self.prompt
         if not prompt_path.is_file():
             raise source.error(("prompt",), f"no prompt file {prompt_path}")
-        self._prompt = Prompt(name=self.asset, template=prompt_path.read_text(encoding="utf-8"))
         self._answer = self._resolve_schema(source)
+        self._call = LlmCall(
+            prompt_file=prompt_path,
+            answer=self._answer,
+            tier=self.tier,  # type: ignore[arg-type]
+            max_tokens=self.max_tokens,
+            compare_tiers=self.compare_tiers,
+        )
         for index, check in enumerate(self.checks):
             if check.kind not in ("schema_validity", "rubric"):
                 raise source.error(
@@ -392,31 +379,22 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
                 self._examples[check.name] = self._resolve_calibration(source, index, check)
         if len({c.name for c in self.checks}) != len(self.checks):
             raise source.error(("checks",), "at most one check of each kind")
-        if self.runner and self.rubric_check is not None:
-            raise source.error(("checks",), "a rubric check judges the rows of a step without a runner")
         if self.verify is not None:
             self._resolve_verification(source)
-        if self.runner:
-            self._runner = self._import(("runner",), self.runner)
-            rows = self._import(("rows",), self.rows) if self.rows else None
-            if not (isinstance(rows, type) and issubclass(rows, BaseModel)):
-                raise source.error(("rows",), "a runner step names the pydantic model of its rows (module:Model)")
-            self._rows = rows
-        else:
-            if not self.inputs:
-                raise source.error(("inputs",), "a step without a runner needs at least one input table")
-            if self.for_each and self.for_each not in self.inputs:
-                raise source.error(("for_each",), f"{self.for_each!r} is not one of the inputs {self.inputs}")
-            partition_column = PARTITIONS[self.partitions][1] if self.partitions else ""
-            self._rows = step_row_model(
-                self.asset,
-                self._answer,
-                self.key or partition_column or "item",
-                partition_column,
-                judged=self.rubric_check is not None,
-            )
-        templated = set(re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})", self._prompt.template))
-        if not self.runner and not templated:
+        if not self.inputs:
+            raise source.error(("inputs",), "a step needs at least one input table")
+        if self.for_each and self.for_each not in self.inputs:
+            raise source.error(("for_each",), f"{self.for_each!r} is not one of the inputs {self.inputs}")
+        partition_column = PARTITIONS[self.partitions][1] if self.partitions else ""
+        self._rows = step_row_model(
+            self.asset,
+            self._answer,
+            self.key or partition_column or "item",
+            partition_column,
+            judged=self.rubric_check is not None,
+        )
+        templated = set(re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})", self.prompt_template.template))
+        if not templated:
             raise source.error(
                 ("prompt",),
                 f"{prompt_path.name} has no {{column}} placeholder, so every item would get the same prompt",
@@ -449,14 +427,12 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
         return examples
 
     def _resolve_verification(self, source: StepSource) -> None:
-        assert self.verify is not None and self._answer is not None and self._prompt is not None
-        if self.runner:
-            raise source.error(("verify",), "verify holds the answers of a step without a runner")
+        assert self.verify is not None and self._answer is not None
         for index, name in enumerate(self.verify.fields):
             field = self._answer.model_fields.get(name)
             if field is None or field.annotation not in (str, str | None):
                 raise source.error(("verify", "fields", index), f"{name!r} is not a text field of the answer")
-        if f"{{{self.verify.against}}}" not in self._prompt.template:
+        if f"{{{self.verify.against}}}" not in self.prompt_template.template:
             raise source.error(
                 ("verify", "against"), f"{self.verify.against!r} is not a {{column}} of the prompt {self.prompt}"
             )
@@ -518,9 +494,13 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
         return self._source
 
     @property
+    def call(self) -> LlmCall:
+        assert self._call is not None, "a step is resolved when it is loaded"
+        return self._call
+
+    @property
     def prompt_template(self) -> Prompt:
-        assert self._prompt is not None
-        return self._prompt
+        return self.call.prompt
 
     @property
     def answer_model(self) -> type[BaseModel]:
@@ -533,21 +513,37 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
         return self._rows
 
     @property
-    def code_version(self) -> str:
-        """The step's version, its prompt's hash and its schema's hash: editing the prompt
-        file changes this asset's code version and no other's."""
+    def llm_asset(self) -> LlmAsset:
+        """The asset this step declares, built as every LLM asset is. Its code version holds the
+        step's version, its prompt's hash and its schema's, and how it draws items from its
+        inputs and judges them: editing the prompt file changes this asset's code version and
+        no other's."""
         rubric = self.rubric_check
-        call = json.dumps(
-            [self.answer_model.model_json_schema(), self.tier, self.max_tokens, self.inputs, self.for_each, self.key]
-            + ([self.verify.model_dump()] if self.verify else [])
-            + (
-                [rubric.rubric, rubric.tier, rubric.min_judge_accuracy, examples_hash(self.examples(rubric))]
-                if rubric
-                else []
+        return LlmAsset(
+            name=self.asset,
+            group=self.group,
+            description=self.description or None,
+            call=self.call,
+            rows=self.row_model,
+            ins=self.inputs,
+            partitions=PARTITIONS[self.partitions][0] if self.partitions else None,
+            pool=self.pool,
+            version=self.version,
+            shaped_by=(
+                self.for_each,
+                self.key,
+                *([self.verify.model_dump()] if self.verify else []),
+                *(
+                    [rubric.rubric, rubric.tier, rubric.min_judge_accuracy, examples_hash(self.examples(rubric))]
+                    if rubric
+                    else []
+                ),
             ),
-            sort_keys=True,
         )
-        return f"{self.version}-{self.prompt_template.version}-{hashlib.sha256(call.encode()).hexdigest()[:8]}"
+
+    @property
+    def code_version(self) -> str:
+        return self.llm_asset.code_version
 
     def input_line(self, name: str) -> StepDefinitionError:
         return self.source.error(("inputs", self.inputs.index(name)), f"unknown upstream asset {name!r}")
@@ -557,38 +553,12 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
 
     def build_asset(self) -> dg.AssetsDefinition:
         step = self
-        partitions_def, partition_column = PARTITIONS[self.partitions] if self.partitions else (None, "")
+        partition_column = PARTITIONS[self.partitions][1] if self.partitions else ""
 
-        @dg.asset(
-            name=self.asset,
-            group_name=self.group,
-            description=self.description or None,
-            code_version=self.code_version,
-            pool=self.pool,
-            ins={name: dg.AssetIn(dg.AssetKey.from_user_string(name)) for name in self.inputs},
-            required_resource_keys={"model", *self.resources},
-            partitions_def=partitions_def,
-            backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
-            io_manager_key=WAREHOUSE,
-            kinds={"duckdb", "openai"},
-            owners=OWNERS,
-            metadata=table_metadata(
-                self.row_model,
-                prompt_version=self.prompt_template.version,
-                prompt_file=str(self.source.path.parent / self.prompt),
-                tier=self.tier,
-                **({"partition_expr": partition_column} if partition_column else {}),
-            ),
-        )
-        def _step(context: dg.AssetExecutionContext, **inputs: Any) -> dg.Output:
-            model: ModelResource = context.resources.model
-            with model.session(context, compare_tiers=step.compare_tiers) as llm:
-                run = StepRun(context=context, model=model, step=step, inputs=inputs, llm=llm)
-                if step._runner is not None:
-                    return step._runner(run)
-                return run_rows(run, partition_column)
+        def rows(run: LlmRun) -> dg.Output:
+            return run_rows(StepRun(**vars(run), step=step), partition_column)
 
-        return _step
+        return self.llm_asset.asset(rows)
 
     def build_check(self, check: StepCheck) -> dg.AssetChecksDefinition:
         step = self
@@ -731,15 +701,14 @@ def start_judging(run: StepRun) -> Judging | None:
     if check is None:
         return None
     # Its own ledger: the examples belong to no partition, and their cost is reported apart.
-    ledger = CallLedger(run_id=run.context.run_id, asset=f"{run.step.asset}:judge_calibration")
+    judge = run.llm.beside("judge_calibration")
     calibration = calibrate_judge(
-        run.model,
+        judge,
         tier=check.tier,  # type: ignore[arg-type]
         rubric=check.rubric,
         examples=run.step.examples(check),
-        ledger=ledger,
     )
-    judging = Judging(check=check, calibration=calibration, usage=calibration_usage(ledger))
+    judging = Judging(check=check, calibration=calibration, usage=calibration_usage(judge.ledger))
     if not judging.proven:
         run.context.log.warning(
             f"{run.step.asset}: rubric answers are unjudged: {calibration.unproven_reason(check.min_judge_accuracy)}"
@@ -762,12 +731,11 @@ def judge_rows(
     valid = [i for i, row in enumerate(rows) if getattr(row, "status") in PUBLISHABLE]
     fields = list(step.answer_model.model_fields)
     verdicts = judge_answers(
-        run.model,
+        run.llm,
         tier=check.tier,  # type: ignore[arg-type]
         rubric=check.rubric,
         answers=[(prompt_columns(step, items[i]), {f: getattr(rows[i], f) for f in fields}) for i in valid],
         proven=judging.proven,
-        ledger=run.llm.ledger,
         partitions=[partitions[i] for i in valid],
     )
     for index, (verdict, reason) in zip(valid, verdicts):
@@ -801,7 +769,7 @@ def rows_metadata(rows: list[BaseModel]) -> dict[str, object]:
 
 
 def per_partition(step: LlmStep, verdicts: list[tuple[dict[str, Any], bool, str]]) -> dict[str, dg.MetadataValue]:
-    """For a partitioned step, each partition's own verdict (see resources/partition_results.py)."""
+    """For a partitioned step, each partition's own verdict (see resources/metadata/partition_results.py)."""
     if not step.partitions:
         return {}
     column = PARTITIONS[step.partitions][1]
@@ -847,15 +815,14 @@ def judge_rubric(
     nothing: the check does not pass, it reports `unjudged` (a warning, with the judge's
     measured accuracy), and the rows say `unjudged` rather than passed."""
     model: ModelResource = context.resources.model
-    ledger = CallLedger(run_id=context.run.run_id, asset=f"{step.asset}:{check.name}")
-    calibration = calibrate_judge(
-        model,
-        tier=check.tier,  # type: ignore[arg-type]
-        rubric=check.rubric,
-        examples=step.examples(check),
-        ledger=ledger,
-    )
-    judge = {**calibration.metadata(check.min_judge_accuracy), **usage_metadata(ledger, model)}
+    with model.session(context) as llm:  # its calls recorded as <asset>:<check>
+        calibration = calibrate_judge(
+            llm,
+            tier=check.tier,  # type: ignore[arg-type]
+            rubric=check.rubric,
+            examples=step.examples(check),
+        )
+    judge = {**calibration.metadata(check.min_judge_accuracy), **llm.metadata()}
     records = rows.to_dict(orient="records") if len(rows) else []
     answered = [r for r in records if r.get("status") != "no_answer"]  # an outage is not a quality verdict
     if not calibration.proven(check.min_judge_accuracy):

@@ -16,17 +16,18 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.digest.draft_revisions import RevisionRound, outcomes
 from assets.digest.drafts import DraftClaim
 from assets.digest.fact_checks import FactCheck
-from assets.digest.ingestion import SourceDocument
 from assets.digest.signals import DocumentSignals
 from assets.digest.summaries import TopicSummary
-from resources import ModelResource
-from resources.charts import stacked_bars
-from resources.output_files import write_whole
+from resources import ModelResource, TraceStore, reveal
+from resources.documents.records import SourceDocument
+from resources.metadata.charts import stacked_bars
 from resources.pipeline_config import PipelineConfig
-from resources.tables import OWNERS, from_frame
+from resources.storage.output_files import write_whole
+from resources.tables import from_frame
 from resources.verification.publication_rules import (
     DANGLING_START_DROPPED,
     DANGLING_START_REPAIRED,
@@ -212,12 +213,7 @@ def render_report(
     )
 
 
-@asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    owners=OWNERS,
-    kinds={"html"},
-)
+@asset(**PipelineAssetSpec(group=GROUP, code_version=CODE_VERSION, kinds={"html"}).asset_keywords())
 def digest_report(
     context: AssetExecutionContext,
     pipeline: PipelineConfig,
@@ -243,7 +239,9 @@ def digest_report(
         "refinement": [r.trace_id for r in revisions if r.trace_id],
         "summaries": [r.trace_id for r in summary_rows if r.trace_id],
     }
-    traces_by_stage = {stage: model.trace_records(ids) for stage, ids in trace_ids.items()}
+    # The model's trace table, read as a person would look a call up; no call is made here.
+    traces = TraceStore(reveal(model.trace_path)) if model.trace_path else None
+    traces_by_stage = {stage: traces.get_many(ids) if traces else [] for stage, ids in trace_ids.items()}
     html = render_report(summary_rows, checks, signal_rows, published, traces_by_stage, context.run_id, counts)
     path = pipeline.output_path() / "digest.html"
     write_whole(path, html)

@@ -37,18 +37,18 @@ from dagster import (
 )
 from pydantic import BaseModel, Field, model_validator
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.check_results import share_within_limit
 from assets.digest.drafts import DraftClaim, EvidenceItem, numbered_evidence
 from assets.digest.fact_checks import VERIFIER_VERSION, FactCheck
 from assets.digest.retrieval import IndexManifest
-from resources import CallLedger, ModelResource, VectorStoreResource
+from resources import ModelResource, ModelSession, StructuredOutputError, VectorStoreResource
 from resources.documents.text import normalize
-from resources.gateway.model import MODEL_POOL, StructuredOutputError
 from resources.guardrails.prompt_injection import data_block, neutralize
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 from resources.pipeline_config import PipelineConfig
 from resources.prompts import load_prompt
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tables import from_frame, to_frame
 from resources.verification.claim_verification import Claim, ClaimVerifier
 from resources.verification.sentence_checks import SentenceCheck, check_sentences
 
@@ -296,11 +296,10 @@ def refine(
     drafts: Sequence[DraftClaim],
     checks: Sequence[FactCheck],
     *,
-    model: ModelResource,
+    llm: ModelSession,
     verifier: ClaimVerifier,
     rounds: int,
     decompose: bool,
-    ledger: CallLedger | None = None,
     max_calls: int | None = None,
 ) -> list[RevisionRound]:
     """Every round of revision for the claims that failed, then extractive stand-ins for those still failing
@@ -328,7 +327,7 @@ def refine(
         for index, item in enumerate(pending):
             groups[len(item.evidence)].append(index)
         for count, indexes in groups.items():
-            traced = model.map_traced_structured(
+            traced = llm.map_traced_structured(
                 [
                     revision_messages(pending[i].draft.topic, pending[i].state, pending[i].text, pending[i].evidence)
                     for i in indexes
@@ -336,7 +335,6 @@ def refine(
                 revision_within(count),
                 tier="strong",
                 max_tokens=300,
-                ledger=ledger,
             )
             answers.update(zip(indexes, traced))
         revised = [(i, a) for i, (a, _) in answers.items() if isinstance(a, ClaimRevision) and a.action == "revise"]
@@ -351,7 +349,7 @@ def refine(
         verdicts = dict(
             zip(
                 (i for i, _ in revised),
-                zip(claims, check_sentences(verifier, claims, model=model, decompose=decompose, ledger=ledger)),
+                zip(claims, check_sentences(verifier, claims, llm=llm, decompose=decompose)),
             )
         )
         still: list[_Pending] = []
@@ -386,9 +384,7 @@ def refine(
                     still.append(_Pending(draft=item.draft, text=claim.text, state=row, evidence=item.evidence))
             rows.append(row)
         pending = still
-    rows += extractive_stand_ins(
-        pending + withdrawn, rounds + 1, verifier=verifier, model=model, decompose=decompose, ledger=ledger
-    )
+    rows += extractive_stand_ins(pending + withdrawn, rounds + 1, verifier=verifier, llm=llm, decompose=decompose)
     return rows
 
 
@@ -432,9 +428,8 @@ def extractive_stand_ins(
     number: int,
     *,
     verifier: ClaimVerifier,
-    model: ModelResource,
+    llm: ModelSession,
     decompose: bool,
-    ledger: CallLedger | None,
 ) -> list[RevisionRound]:
     """After the cap: the first cited evidence sentence stands in for the claim, verified like any claim."""
     usable = [p for p in pending if p.draft.evidence_sentence and p.draft.cited_chunk_ids]
@@ -442,7 +437,7 @@ def extractive_stand_ins(
         Claim(id=f"{p.draft.claim_id}-x", text=p.draft.evidence_sentence, cited_chunk_ids=p.draft.cited_chunk_ids[:1])
         for p in usable
     ]
-    checks = check_sentences(verifier, claims, model=model, decompose=decompose, ledger=ledger)
+    checks = check_sentences(verifier, claims, llm=llm, decompose=decompose)
     return [
         _round_row(
             {
@@ -461,13 +456,14 @@ def extractive_stand_ins(
 
 
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "openai", "chroma"},
-    owners=OWNERS,
-    metadata=table_metadata(RevisionRound, prompt_version=PROMPT.version),
+    **PipelineAssetSpec(
+        group=GROUP,
+        code_version=CODE_VERSION,
+        rows=RevisionRound,
+        kinds={"openai", "chroma"},
+        calls_model=True,
+        metadata={"prompt_version": PROMPT.version},
+    ).asset_keywords()
 )
 def draft_revisions(
     context: AssetExecutionContext,
@@ -483,15 +479,14 @@ def draft_revisions(
     checks = from_frame(fact_checks, FactCheck)
     cap = refinement_call_cap(claims, pipeline.refinement_calls_per_drafting_call)
     with model.session(context) as llm:
-        verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=llm.ledger)
+        verifier = ClaimVerifier(vector_store, retrieval_index.collection, llm=llm)
         rows = refine(
             claims,
             checks,
-            model=model,
+            llm=llm,
             verifier=verifier,
             rounds=pipeline.max_refinement_rounds,
             decompose=pipeline.decompose_claims,
-            ledger=llm.ledger,
             max_calls=cap,
         )
     published, fate = outcomes(checks, rows)

@@ -37,17 +37,17 @@ from dagster import (
 )
 from pydantic import BaseModel, Field, create_model, model_validator
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.check_results import failed_requests_check_result
-from assets.digest.ingestion import SourceDocument
 from assets.digest.retrieval import IndexManifest
 from assets.digest.signals import DocumentSignals
 from resources import ModelResource, VectorStoreResource
+from resources.documents.records import SourceDocument
 from resources.documents.text import normalize, split_sentences
-from resources.gateway.model import MODEL_POOL
 from resources.guardrails.prompt_injection import data_block
 from resources.pipeline_config import PipelineConfig
 from resources.prompts import load_prompt
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tables import from_frame, to_frame
 from resources.verification.citations import citing_within as cited_schema
 from resources.verification.publication_rules import (
     find_prompt_echo,
@@ -296,13 +296,14 @@ def without_repeats(rows: list[DraftClaim]) -> tuple[list[DraftClaim], list[Draf
 
 
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "openai", "chroma"},
-    owners=OWNERS,
-    metadata=table_metadata(DraftClaim, prompt_version=PROMPT.version),
+    **PipelineAssetSpec(
+        group=GROUP,
+        code_version=CODE_VERSION,
+        rows=DraftClaim,
+        kinds={"openai", "chroma"},
+        calls_model=True,
+        metadata={"prompt_version": PROMPT.version},
+    ).asset_keywords()
 )
 def drafts(
     context: AssetExecutionContext,

@@ -20,15 +20,15 @@ from dagster import (
 )
 from pydantic import BaseModel, Field
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.automation import when_index_changes
 from assets.components.check_results import share_within_limit
 from assets.digest.drafts import DraftClaim
 from assets.digest.retrieval import IndexManifest
 from resources import ModelResource, VectorStoreResource
-from resources.gateway.model import MODEL_POOL
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 from resources.pipeline_config import PipelineConfig
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tables import from_frame, to_frame
 from resources.verification import verifier_version
 from resources.verification.claim_verification import Claim, ClaimVerifier
 from resources.verification.sentence_checks import DECOMPOSE_PROMPT, SentenceCheck, check_sentences
@@ -96,14 +96,14 @@ def fact_check_rows(claims: list[DraftClaim], checks: list[SentenceCheck], index
 
 
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    automation_condition=when_index_changes("retrieval_index"),
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "openai", "chroma"},
-    owners=OWNERS,
-    metadata=table_metadata(FactCheck),
+    **PipelineAssetSpec(
+        group=GROUP,
+        code_version=CODE_VERSION,
+        rows=FactCheck,
+        kinds={"openai", "chroma"},
+        calls_model=True,
+        automation_condition=when_index_changes("retrieval_index"),
+    ).asset_keywords()
 )
 def fact_checks(
     context: AssetExecutionContext,
@@ -116,13 +116,12 @@ def fact_checks(
     """A verdict for every drafted claim (supported / refuted / not enough info) with cited evidence and a score."""
     claims = from_frame(drafts, DraftClaim)
     with model.session(context) as llm:
-        verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=llm.ledger)
+        verifier = ClaimVerifier(vector_store, retrieval_index.collection, llm=llm)
         verdicts = check_sentences(
             verifier,
             [Claim(id=c.claim_id, text=c.text, cited_chunk_ids=c.cited_chunk_ids) for c in claims],
-            model=model,
+            llm=llm,
             decompose=pipeline.decompose_claims,
-            ledger=llm.ledger,
         )
         judge = judge_metadata(verifier) if claims else {"judge_mode": "no claims"}
     rows = fact_check_rows(claims, verdicts, retrieval_index.version)

@@ -19,11 +19,12 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Output, asset
 from pydantic import Field
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.digest.summaries import TopicSummary, render_digest
-from resources.approvals import Approval, ApprovalLog
-from resources.output_files import write_whole
 from resources.pipeline_config import PipelineConfig
-from resources.tables import OWNERS, from_frame
+from resources.storage.approvals import Approval, ApprovalLog
+from resources.storage.output_files import write_whole
+from resources.tables import from_frame
 
 GROUP = "summaries"
 
@@ -39,7 +40,7 @@ def summaries_version(summaries: pd.DataFrame) -> str:
     return hashlib.sha256(summaries.to_json(orient="records").encode()).hexdigest()[:16]
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds={"markdown"}, code_version="1", output_required=False)
+@asset(**PipelineAssetSpec(group=GROUP, code_version="1", kinds={"markdown"}, output_required=False).asset_keywords())
 def published_digest(
     context: AssetExecutionContext, config: ApprovalConfig, pipeline: PipelineConfig, summaries: pd.DataFrame
 ):

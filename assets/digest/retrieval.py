@@ -2,11 +2,10 @@
 
 The index's data version is a hash of its chunk ids and its embedding model: the
 same chunks embedded the same way are the same index, so downstream assets can say
-exactly which index they used, and an unchanged corpus re-embeds nothing.
+exactly which index they used, and an unchanged corpus re-embeds nothing. Syncing a
+collection with chunks is the resources layer's (resources/retrieval/index_sync.py), shared with
+everything that indexes a corpus outside the graph.
 """
-
-import hashlib
-from typing import Collection
 
 import pandas as pd
 from dagster import (
@@ -22,12 +21,14 @@ from dagster import (
 )
 from pydantic import BaseModel
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.automation import when_documents_change
 from assets.components.partitions import DOCUMENTS
-from assets.digest.ingestion import Chunk
 from resources import VectorStoreResource
+from resources.documents.chunking import Chunk
 from resources.pipeline_config import PipelineConfig
-from resources.tables import OWNERS, from_frame
+from resources.retrieval.index_sync import collection_name, index_version, sync_index
+from resources.tables import from_frame
 
 GROUP = "retrieval"
 CODE_VERSION = "1"
@@ -45,61 +46,10 @@ class IndexManifest(BaseModel):
     removed: int
 
 
-def collection_name(base: str, embedding_model: str) -> str:
-    """Vectors from different models live in different spaces, hence different collections."""
-    return f"{base}-{hashlib.sha256(embedding_model.encode()).hexdigest()[:8]}"
-
-
-def index_version(chunk_ids: list[str], embedding_model: str) -> str:
-    digest = hashlib.sha256(embedding_model.encode())
-    for chunk_id in sorted(chunk_ids):
-        digest.update(chunk_id.encode())
-    return digest.hexdigest()[:16]
-
-
-def sync_index(
-    vector_store: VectorStoreResource, collection: str, rows: list[Chunk], registered: Collection[str] | None = None
-) -> tuple[int, int]:
-    """Embed only chunks the collection lacks and drop those no longer in the corpus.
-
-    Chunk ids are content-derived, so an id already present holds the same text. With
-    `registered` (the documents partitions that exist now), a stored chunk is dropped
-    only when its document is one of `rows`' documents or is no longer registered: the
-    chunks of a document that another run registered and indexed after these rows
-    were read are not this run's to remove. Updates hold the store's writer lock.
-    """
-    wanted = {c.chunk_id: c for c in rows}
-    known = {c.document for c in rows}
-    with vector_store.writing():
-        existing = vector_store.id_metadata(collection)
-        new = [wanted[i] for i in sorted(wanted.keys() - existing.keys())]
-        removed = sorted(
-            i
-            for i, meta in existing.items()
-            if i not in wanted
-            and (
-                registered is None
-                or not meta.get("document")
-                or meta["document"] in known
-                or meta["document"] not in registered
-            )
-        )
-        vector_store.upsert(
-            collection,
-            ids=[c.chunk_id for c in new],
-            documents=[c.text for c in new],
-            metadatas=[{"doc_id": c.doc_id, "position": c.position, "document": c.document} for c in new],
-        )
-        vector_store.delete(collection, removed)
-    return len(new), len(removed)
-
-
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    kinds={"chroma"},
-    owners=OWNERS,
-    automation_condition=when_documents_change(),
+    **PipelineAssetSpec(
+        group=GROUP, code_version=CODE_VERSION, kinds={"chroma"}, automation_condition=when_documents_change()
+    ).asset_keywords()
 )
 def retrieval_index(
     context: AssetExecutionContext,

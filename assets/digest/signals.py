@@ -17,6 +17,7 @@ each run measures entity-kind and tone accuracy of the model's answers and of th
 signals, and `signal_validity` holds the reviewed ones (what later steps read) to floors.
 """
 
+from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
 import pandas as pd
@@ -30,13 +31,15 @@ from dagster import (
 from pydantic import BaseModel, Field
 
 from assets.components.check_results import failed_requests_check_result
-from assets.components.llm_step import StepRun
-from assets.digest.ingestion import Chunk, SourceDocument, evidence_sentences
+from assets.components.llm_asset import LlmAsset, LlmCall, LlmRun
+from assets.components.partitions import DOCUMENTS
+from resources.documents.chunking import Chunk, evidence_sentences
+from resources.documents.records import SourceDocument
 from resources.documents.text import Span, normalize, numbers_in, words_in
-from resources.gateway.model_session import ProgressLog
+from resources.gateway.progress import ProgressLog
 from resources.guardrails.prompt_injection import neutralize, unflagged
-from resources.markdown_tables import markdown_table
-from resources.partition_results import partition_results
+from resources.metadata.markdown_tables import markdown_table
+from resources.metadata.partition_results import partition_results
 from resources.pipeline_config import PipelineConfig
 from resources.prompts import Prompt
 from resources.signals.labels import load_signal_labels, score
@@ -187,7 +190,7 @@ def prompt_sentences(sentences: Sequence[Span]) -> tuple[list[str], int]:
 def extraction_messages(
     prompt: Prompt, document: SourceDocument, sentences: Sequence[Span] | None = None
 ) -> list[dict[str, str]]:
-    """The extraction prompt (assets/digest/steps/signals); the document's sentences sit in a
+    """The extraction prompt (prompts/extract_signals.txt); the document's sentences sit in a
     delimited data block, and flagged sentences are never among them."""
     shown = evidence_sentences(document) if sentences is None else unflagged(sentences, document.flagged)
     lines, _ = prompt_sentences(shown)
@@ -378,9 +381,9 @@ def sample_accuracy(rows: Sequence[DocumentSignals]) -> SampleAccuracy:
     )
 
 
-def extract_signals(run: StepRun) -> Output[pd.DataFrame]:
-    """The runner of the `signals` step (assets/digest/steps/signals/defs.yaml): the declared call
-    per document, then every extracted item tied to the sentence it cites."""
+def extract_signals(run: LlmRun) -> Output[pd.DataFrame]:
+    """The body of `signals`: the declared call per document, then every extracted item tied
+    to the sentence it cites and reviewed for meaning."""
     context, llm = run.context, run.llm
     documents = from_frame(run.inputs["source_documents"], SourceDocument)
     all_chunks = from_frame(run.inputs["chunks"], Chunk)
@@ -393,8 +396,8 @@ def extract_signals(run: StepRun) -> Output[pd.DataFrame]:
     answers = llm.map_traced_structured(
         requests,
         run.schema,
-        tier=run.step.tier,  # type: ignore[arg-type]
-        max_tokens=run.step.max_tokens,
+        tier=run.call.tier,
+        max_tokens=run.call.max_tokens,
         partitions=[d.document for d in documents],
         on_done=ProgressLog(context.log, "signals", len(requests)),
     )
@@ -449,6 +452,27 @@ def extract_signals(run: StepRun) -> Output[pd.DataFrame]:
             "run_tone_accuracy_model": accuracy.tone_accuracy_model,
         }
     return Output(to_frame(rows, DocumentSignals), metadata=run_metadata)
+
+
+# One fast-tier extraction per document; `extract_signals` grounds and reviews its answers.
+EXTRACTION = LlmCall(
+    prompt_file=Path(__file__).parent / "prompts" / "extract_signals.txt",
+    answer=ExtractedSignals,
+    tier="fast",
+    max_tokens=512,
+)
+SIGNALS = LlmAsset(
+    name="signals",
+    group="signals",
+    description="Per-document structured signals (entities, events, key figures, sentiment), each with an "
+    "evidence span.",
+    call=EXTRACTION,
+    rows=DocumentSignals,
+    ins=("source_documents", "chunks"),
+    partitions=DOCUMENTS,
+    version=3,  # bump when extract_signals changes what it stores
+)
+signals = SIGNALS.asset(extract_signals)
 
 
 def signals_metadata(rows: list[DocumentSignals]) -> dict[str, object]:

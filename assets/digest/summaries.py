@@ -35,18 +35,18 @@ from dagster import (
 )
 from pydantic import BaseModel, Field
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.digest.draft_revisions import PublishableClaim, RevisionRound, outcomes
 from assets.digest.fact_checks import VERIFIER_VERSION, FactCheck
 from assets.digest.retrieval import IndexManifest
 from assets.digest.signals import DocumentSignals, KeyFigure
-from resources import CallLedger, ModelResource, VectorStoreResource
+from resources import ModelResource, ModelSession, VectorStoreResource
 from resources.documents.text import split_sentences, words_in
-from resources.gateway.model import MODEL_POOL
 from resources.guardrails.prompt_injection import data_block
-from resources.output_files import write_whole
 from resources.pipeline_config import PipelineConfig
 from resources.prompts import load_prompt
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.storage.output_files import write_whole
+from resources.tables import from_frame, to_frame
 from resources.verification.citations import citing_within
 from resources.verification.claim_verification import Claim, ClaimVerifier
 from resources.verification.publication_rules import RULES, Publication, breaches
@@ -246,12 +246,11 @@ def write_summaries(
     claims: Sequence[PublishableClaim],
     excluded: Counter,
     *,
-    model: ModelResource,
+    llm: ModelSession,
     verifier: ClaimVerifier,
     decompose: bool,
     signals_by_doc: dict[str, DocumentSignals],
     index_version: str,
-    ledger: CallLedger | None = None,
 ) -> list[TopicSummary]:
     """Per topic: the model's paragraph, each sentence verified; the claims themselves when none holds."""
     per_topic = {t: [c for c in claims if c.topic == t] for t in topics}
@@ -259,15 +258,14 @@ def write_summaries(
 
     def write(topic: str) -> tuple[TopicParagraph | Exception, str]:
         # One request per topic: each has its own schema (the citations its claim list allows).
-        return model.map_traced_structured(
+        return llm.map_traced_structured(
             [summary_messages(topic, per_topic[topic])],
             citing_claims_within(len(per_topic[topic])),
             tier="strong",
             max_tokens=700,
-            ledger=ledger,
         )[0]
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(asked), model.max_concurrency))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(asked), llm.config.max_concurrency))) as pool:
         answers = dict(zip(asked, pool.map(write, asked)))
     prompts = {t: (summary_messages(t, per_topic[t])[0]["content"], numbered_claims(per_topic[t])) for t in asked}
     publication = Publication()
@@ -291,7 +289,7 @@ def write_summaries(
         for n, (topic, cited, text) in enumerate(written)
         if text is not None
     ]
-    verdicts = iter(check_sentences(verifier, requests, model=model, decompose=decompose, ledger=ledger))
+    verdicts = iter(check_sentences(verifier, requests, llm=llm, decompose=decompose))
     checks = [next(verdicts) if text is not None else None for _, _, text in written]
     rows = []
     for topic in topics:
@@ -356,13 +354,14 @@ def publication_breaches(rows: Sequence[TopicSummary], claims: Sequence[Publisha
 
 
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "markdown", "openai"},
-    owners=OWNERS,
-    metadata=table_metadata(TopicSummary, prompt_version=PROMPT.version),
+    **PipelineAssetSpec(
+        group=GROUP,
+        code_version=CODE_VERSION,
+        rows=TopicSummary,
+        kinds={"markdown", "openai"},
+        calls_model=True,
+        metadata={"prompt_version": PROMPT.version},
+    ).asset_keywords()
 )
 def summaries(
     context: AssetExecutionContext,
@@ -380,17 +379,16 @@ def summaries(
     excluded = Counter(c.topic for c in checks if fate.get(c.claim_id) in ("withdrawn", "unsupported"))
     signals_by_doc = {s.doc_id: s for s in from_frame(signals, DocumentSignals)}
     with model.session(context) as llm:
-        verifier = ClaimVerifier(vector_store, retrieval_index.collection, model=model, ledger=llm.ledger)
+        verifier = ClaimVerifier(vector_store, retrieval_index.collection, llm=llm)
         rows = write_summaries(
             list(dict.fromkeys(c.topic for c in checks)),
             claims,
             excluded,
-            model=model,
+            llm=llm,
             verifier=verifier,
             decompose=pipeline.decompose_claims,
             signals_by_doc=signals_by_doc,
             index_version=retrieval_index.version,
-            ledger=llm.ledger,
         )
     digest = render_digest(rows)
     path = pipeline.output_path() / "digest.md"

@@ -20,7 +20,6 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
-    BackfillPolicy,
     MetadataValue,
     Output,
     asset,
@@ -28,16 +27,17 @@ from dagster import (
 )
 from pydantic import BaseModel, Field
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.partitions import TICKETS
 from assets.triage.reply_drafts import ReplyDraft
 from assets.triage.ticket_routes import TicketRoute
 from assets.triage.ticket_screening import ScreenedTicket
 from assets.triage.tickets import Ticket
 from resources.guardrails.reply_guardrails import Violation, output_violations, promised_refunds
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 from resources.pipeline_config import TriageConfig
 from resources.support.support_desk import SupportDeskResource
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tables import from_frame, to_frame
 
 GROUP = "triage_replies"
 
@@ -125,14 +125,9 @@ def check_reply(
 
 
 @asset(
-    group_name=GROUP,
-    code_version="1",
-    partitions_def=TICKETS,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "python"},
-    owners=OWNERS,
-    metadata=table_metadata(ReplyCheck, partition_expr="ticket"),
+    **PipelineAssetSpec(
+        group=GROUP, code_version="1", rows=ReplyCheck, partitions=TICKETS, kinds={"python"}
+    ).asset_keywords()
 )
 def reply_checks(
     context: AssetExecutionContext,

@@ -18,21 +18,22 @@ from datetime import datetime, timezone
 from typing import Literal
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, Config, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.partitions import TICKETS
 from assets.triage.reply_checks import ReplyCheck
 from assets.triage.ticket_context import memory_for
 from assets.triage.tickets import Ticket
-from resources.approvals import ApprovalLog
 from resources.mailer import MailerResource, OutgoingMessage, reply_message_id
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 from resources.pipeline_config import PipelineConfig
+from resources.storage.approvals import ApprovalLog
 from resources.support.conversation_memory import Turn
 from resources.support.delivery_ledger import DeliveryLedger, deliver_once
 from resources.support.support_desk import SupportDeskError, SupportDeskResource
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tables import from_frame, to_frame
 
 GROUP = "triage_delivery"
 POLICY_APPROVER = "policy:low-risk"
@@ -118,14 +119,9 @@ def decide(check: ReplyCheck, log: ApprovalLog, config: ReplyDecisionConfig) -> 
 
 
 @asset(
-    group_name=GROUP,
-    code_version="1",
-    partitions_def=TICKETS,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "python"},
-    owners=OWNERS,
-    metadata=table_metadata(ApprovalState, partition_expr="ticket"),
+    **PipelineAssetSpec(
+        group=GROUP, code_version="1", rows=ApprovalState, partitions=TICKETS, kinds={"python"}
+    ).asset_keywords()
 )
 def reply_approvals(
     context: AssetExecutionContext, config: ReplyDecisionConfig, pipeline: PipelineConfig, reply_checks: pd.DataFrame
@@ -170,14 +166,9 @@ def outgoing(check: ReplyCheck, ticket: Ticket, recipient: str, sender: str) -> 
 
 
 @asset(
-    group_name=GROUP,
-    code_version="1",
-    partitions_def=TICKETS,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "email"},
-    owners=OWNERS,
-    metadata=table_metadata(SentReply, partition_expr="ticket"),
+    **PipelineAssetSpec(
+        group=GROUP, code_version="1", rows=SentReply, partitions=TICKETS, kinds={"email"}
+    ).asset_keywords()
 )
 def sent_replies(
     context: AssetExecutionContext,

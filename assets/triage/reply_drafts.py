@@ -16,18 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.partitions import TICKETS
 from assets.triage.ticket_context import TicketContext
 from assets.triage.ticket_routes import TicketRoute
 from assets.triage.tickets import Ticket
-from resources import CallLedger, ModelCallError, ModelResource
-from resources.gateway.model import MODEL_POOL
-from resources.gateway.model_session import ModelSession
+from resources import ModelCallError, ModelResource, ModelSession
 from resources.guardrails.prompt_injection import data_block
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 from resources.pipeline_config import TriageConfig
 from resources.support.agent import AgentLimits, AgentRun, run_agent
 from resources.support.mcp_tools import McpServerConfig, McpToolbox
@@ -49,7 +48,7 @@ from resources.support.triage_prompts import (
     user,
     versions,
 )
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tables import from_frame, to_frame
 from resources.verification.judge_calibration import UNJUDGED, JudgeCalibration, calibration_usage, examples_hash
 
 GROUP = "triage_replies"
@@ -146,7 +145,7 @@ class Drafter:
         triage: TriageConfig,
         extra_tools: list[Toolbox] | None = None,
     ):
-        self.llm, self.model, self.support_desk, self.triage = llm, llm.model, support_desk, triage
+        self.llm, self.support_desk, self.triage = llm, support_desk, triage
         self.extra_tools = extra_tools or []
         self.judge: JudgeCalibration | None = None  # set by the asset before drafting; None: never measured
 
@@ -176,8 +175,8 @@ class Drafter:
                 }
             )
         block = ticket_block(ticket.subject, ticket.body)
-        # The agent, the workers and the refinement take the gateway and the session's ledger.
-        ask = dict(ledger=self.llm.ledger, partition=ticket.ticket)
+        # The agent, the workers and the refinement ask in the step's session, for this ticket.
+        ask = dict(llm=self.llm, partition=ticket.ticket)
         update: dict[str, Any] = {"handling": handling}
         try:
             if handling == "agent":
@@ -198,13 +197,13 @@ class Drafter:
                 if self.extra_tools:
                     tools = CombinedToolbox([tools, *self.extra_tools])
                 run = run_agent(
-                    self.model,
+                    self.llm,
                     user(prompt),
                     tools,
                     agent_limits(self.triage),
                     tier="strong",
                     max_tokens=MAX_TOKENS["agent_turn"],
-                    **ask,
+                    partition=ticket.ticket,
                 )
                 update.update(agent_fields(run))
                 if run.status != "answered":
@@ -212,7 +211,7 @@ class Drafter:
                 reply = run.answer
             elif handling == "orchestrator_worker":
                 parts = answer_in_parts(
-                    block, max_workers=self.triage.max_workers, model=self.model, support_desk=self.support_desk, **ask
+                    block, max_workers=self.triage.max_workers, support_desk=self.support_desk, **ask
                 )
                 update.update(workers=len(parts.workers), sub_questions=parts.questions)
                 if parts.error:
@@ -243,7 +242,6 @@ class Drafter:
             known_slugs=[h["slug"] for h in ctx.help_centre],
             refund_limit=self.triage.refund_limit_eur,
             max_rounds=self.triage.max_refinement_rounds,
-            model=self.model,
             **ask,
         )
         update.update(
@@ -258,15 +256,14 @@ class Drafter:
 
 
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    partitions_def=TICKETS,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "openai"},
-    owners=OWNERS,
-    metadata=table_metadata(ReplyDraft, partition_expr="ticket"),
+    **PipelineAssetSpec(
+        group=GROUP,
+        code_version=CODE_VERSION,
+        rows=ReplyDraft,
+        partitions=TICKETS,
+        kinds={"openai"},
+        calls_model=True,
+    ).asset_keywords()
 )
 def reply_drafts(
     context: AssetExecutionContext,
@@ -286,8 +283,8 @@ def reply_drafts(
     with model.session(context, compare_tiers=True) as llm:
         drafter = Drafter(llm, support_desk, triage, servers)
         # Before any draft is critiqued, its judge scores the labelled replies (cached per judge).
-        calibration_ledger = CallLedger(run_id=context.run_id, asset="reply_drafts:judge_calibration")
-        judge = calibrate_reply_judge(model, ledger=calibration_ledger)
+        calibration = llm.beside("judge_calibration")
+        judge = calibrate_reply_judge(calibration)
         drafter.judge = judge
         if not drafter.judge_proven:
             context.log.warning(f"Replies wait for a person: {judge.unproven_reason(MIN_JUDGE_ACCURACY)}")
@@ -308,7 +305,7 @@ def reply_drafts(
             **drafts_metadata(rows),
             **judge.metadata(MIN_JUDGE_ACCURACY),
             "judge_proven": drafter.judge_proven,
-            **calibration_usage(calibration_ledger),
+            **calibration_usage(calibration.ledger),
             "rubric_unjudged": sum(r.rubric_verdict == UNJUDGED for r in rows),
         },
     )

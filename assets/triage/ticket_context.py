@@ -13,21 +13,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.partitions import TICKETS
 from assets.triage.ticket_routes import TicketRoute
 from assets.triage.tickets import Ticket
-from resources import ModelCallError, ModelResource
-from resources.gateway.model import MODEL_POOL
-from resources.gateway.model_session import ModelSession
-from resources.markdown_tables import markdown_table
+from resources import ModelCallError, ModelResource, ModelSession
+from resources.metadata.markdown_tables import markdown_table
 from resources.pipeline_config import PipelineConfig, TriageConfig
 from resources.support.conversation_memory import ConversationMemory, Recall, Turn
 from resources.support.support_desk import SupportDeskResource
 from resources.support.triage_prompts import MAX_TOKENS, SUMMARIZE_HISTORY, user
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tables import from_frame, to_frame
 
 GROUP = "triage_routing"
 CODE_VERSION = f"1-{SUMMARIZE_HISTORY.version}"
@@ -143,7 +142,7 @@ def gather(
     )
 
 
-@asset(group_name="triage_intake", code_version="1", kinds={"chroma"}, owners=OWNERS)
+@asset(**PipelineAssetSpec(group="triage_intake", code_version="1", kinds={"chroma"}).asset_keywords())
 def help_centre_index(support_desk: SupportDeskResource) -> Output[dict]:
     """The help-centre articles in Chroma, paragraph by paragraph, for the reply agent's search."""
     version = support_desk.index_help_centre()
@@ -160,16 +159,15 @@ def help_centre_index(support_desk: SupportDeskResource) -> Output[dict]:
 
 
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    deps=[help_centre_index],
-    partitions_def=TICKETS,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "chroma"},
-    owners=OWNERS,
-    metadata=table_metadata(TicketContext, partition_expr="ticket"),
+    **PipelineAssetSpec(
+        group=GROUP,
+        code_version=CODE_VERSION,
+        rows=TicketContext,
+        partitions=TICKETS,
+        kinds={"chroma"},
+        calls_model=True,
+        deps=[help_centre_index],
+    ).asset_keywords()
 )
 def ticket_context(
     context: AssetExecutionContext,

@@ -23,17 +23,19 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal, Sequence, get_args
 
 from dagster import AssetKey, DagsterInstance, MetadataValue, Output
 from pydantic import BaseModel, Field, create_model
 
-from assets.components.llm_step import LlmStep, StepRun
+from assets.components.llm_asset import LlmAsset, LlmCall, LlmRun
+from assets.components.partitions import TICKETS
 from assets.triage.ticket_screening import ScreenedTicket
 from assets.triage.tickets import Ticket
-from resources import CallLedger, EmbeddingsResource, ModelCallError, ModelResource
-from resources.gateway.model import Tier
-from resources.markdown_tables import markdown_table
+from resources import EmbeddingsResource, ModelCallError, ModelSession, Tier
+from resources.gateway.config import GatewayConfig
+from resources.metadata.markdown_tables import markdown_table
 from resources.pipeline_config import TriageConfig
 from resources.support.route_evaluation import (
     LabelledRequest,
@@ -91,14 +93,14 @@ class ModelVoter:
     tier: Tier
     order: tuple[str, ...]
 
-    def messages(self, step: LlmStep, title: str, text: str) -> list[dict[str, str]]:
+    def messages(self, call: LlmCall, title: str, text: str) -> list[dict[str, str]]:
         labels = "\n".join(f"  - {label}: {LABEL_GUIDE[label]}" for label in self.order)
-        return user(step.prompt_template.render(labels=labels, ticket=ticket_block(title, text)))
+        return user(call.prompt.render(labels=labels, ticket=ticket_block(title, text)))
 
-    def identity(self, model: ModelResource, step: LlmStep) -> str:
+    def identity(self, config: GatewayConfig, call: LlmCall) -> str:
         """Same identity = same model asked the same way: one opinion however often it is asked."""
         return measurement_key(
-            model.chain()[0].base_url, model.model_for(self.tier), step.prompt_template.version, LABEL_GUIDE, self.order
+            config.chain()[0].base_url, config.model_for(self.tier), call.prompt.version, LABEL_GUIDE, self.order
         )
 
 
@@ -133,15 +135,17 @@ class RoutingTiers:
 
     router: SemanticRouter
     triage: TriageConfig
-    model: ModelResource
-    step: LlmStep
-    ledger: CallLedger
+    llm: ModelSession  # the asset's session: each ticket's calls
+    call: LlmCall  # the classifier's prompt and token budget, which every model voter uses
     sample: list[LabelledRequest]
     measured: dict[str, TierAccuracy] = field(default_factory=dict)
     earlier: dict[str, TierAccuracy] = field(default_factory=dict)  # from the asset's history, by tier
     remeasured: list[str] = field(default_factory=list)
-    # Measuring calls are the tiers', not a ticket's: kept apart from the step's per-ticket usage.
-    measuring: CallLedger = field(default_factory=CallLedger)
+    # Measuring calls are the tiers', not a ticket's: kept apart from the asset's per-ticket usage.
+    measuring: ModelSession = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.measuring = self.llm.beside("route_measuring")
 
     def _reuse_or_measure(self, tier: str, key: str, items: Sequence[LabelledRequest], route: Any) -> None:
         """An earlier measurement under the same key is reused, unless a model left items unanswered
@@ -173,10 +177,10 @@ class RoutingTiers:
         for voter in MODEL_VOTERS:
             if voter.name in self.measured:
                 continue
-            key = measurement_key(voter.identity(self.model, self.step), self.step.max_tokens, sample_hash(items))
+            key = measurement_key(voter.identity(self.llm.config, self.call), self.call.max_tokens, sample_hash(items))
 
             def route(chosen: Sequence[LabelledRequest], voter: ModelVoter = voter) -> list[str]:
-                with ThreadPoolExecutor(max_workers=max(1, self.model.max_concurrency)) as pool:
+                with ThreadPoolExecutor(max_workers=max(1, self.llm.config.max_concurrency)) as pool:
                     return list(
                         pool.map(lambda i: self.ask(voter, i.title or i.text, i.text, i.key, self.measuring)[0], chosen)
                     )
@@ -184,16 +188,15 @@ class RoutingTiers:
             self._reuse_or_measure(voter.name, key, items, route)
 
     def ask(
-        self, voter: ModelVoter, title: str, text: str, partition: str, ledger: CallLedger | None = None
+        self, voter: ModelVoter, title: str, text: str, partition: str, session: ModelSession | None = None
     ) -> tuple[str, TicketIntent | None]:
         """The voter's intent ('' when the call failed) and its whole answer."""
         try:
-            answer, _ = self.model.traced_structured(
-                voter.messages(self.step, title, text),
+            answer, _ = (session or self.llm).traced_structured(
+                voter.messages(self.call, title, text),
                 intent_schema(voter.order),
                 tier=voter.tier,
-                max_tokens=self.step.max_tokens,
-                ledger=ledger or self.ledger,
+                max_tokens=self.call.max_tokens,
                 partition=partition,
             )
         except ModelCallError:
@@ -207,7 +210,7 @@ class RoutingTiers:
     def voters(self) -> tuple[list[str], dict[str, str]]:
         """The trusted voters that count (independent), and the ones merged into another."""
         trusted = {name: m for name, m in self.measured.items() if self.trusted(name)}
-        identities = {v.name: v.identity(self.model, self.step) for v in MODEL_VOTERS}
+        identities = {v.name: v.identity(self.llm.config, self.call) for v in MODEL_VOTERS}
         return independent_voters(trusted, self.sample, identities)
 
     def report(self) -> dict[str, dict[str, Any]]:
@@ -356,7 +359,7 @@ def route_tickets(
             undecided.append(ticket)
     if undecided:
         tiers.measure_models()
-        with ThreadPoolExecutor(max_workers=max(1, tiers.model.max_concurrency)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, tiers.llm.config.max_concurrency)) as pool:
             for row in pool.map(lambda t: classify(t, semantic[t.ticket], tiers), undecided):
                 routes[row.ticket] = row
     return [routes[t.ticket] for t in tickets]
@@ -375,20 +378,18 @@ def earlier_measurements(instance: DagsterInstance, asset: str) -> dict[str, Tie
 
 
 def routing_tiers(
-    model: ModelResource,
+    llm: ModelSession,
     embeddings: EmbeddingsResource,
     triage: TriageConfig,
-    ledger: CallLedger,
-    step: LlmStep,
+    call: LlmCall,
     earlier: dict[str, TierAccuracy] | None = None,
 ) -> RoutingTiers:
     """The run's tiers, with the semantic tier measured (cheap: embeddings only)."""
     tiers = RoutingTiers(
         router=SemanticRouter(routing_examples(), embeddings, triage.semantic_route_margin),
         triage=triage,
-        model=model,
-        step=step,
-        ledger=ledger,
+        llm=llm,
+        call=call,
         sample=labelled_sample(),
         earlier=earlier or {},
     )
@@ -396,20 +397,43 @@ def routing_tiers(
     return tiers
 
 
-def route(run: StepRun) -> Output:
-    """The runner of the `ticket_routes` step (assets/triage/steps/ticket_routes/defs.yaml)."""
+def route(run: LlmRun) -> Output:
+    """The body of `ticket_routes`: every ticket through the routing tiers, cheapest first."""
     screenings = {s.ticket: s for s in from_frame(run.inputs["ticket_screening"], ScreenedTicket)}
     tickets = from_frame(run.inputs["support_tickets"], Ticket)
     tiers = routing_tiers(
-        run.model,
+        run.llm,
         run.resource("vector_store").embeddings,
         run.resource("triage"),
-        run.llm.ledger,
-        run.step,
-        earlier_measurements(run.context.instance, run.step.asset),
+        run.call,
+        earlier_measurements(run.context.instance, ROUTES.name),
     )
     rows = route_tickets(tickets, screenings, tiers)
     return Output(to_frame(rows, TicketRoute), metadata=routing_metadata(rows, tiers))
+
+
+# The fast-tier classifier as `route` first asks it; the voters ask the same prompt with their
+# own label orders and tiers.
+CLASSIFIER = LlmCall(
+    prompt_file=Path(__file__).parent / "prompts" / "route_ticket.txt",
+    answer=TicketIntent,
+    tier="fast",
+    max_tokens=160,
+    compare_tiers=True,
+)
+ROUTES = LlmAsset(
+    name="ticket_routes",
+    group="triage_routing",
+    description="Each ticket's branch (intent), who decided it (semantic router, classifier, vote, strong tier, "
+    "screening, person) and why, with each routing tier's measured accuracy.",
+    call=CLASSIFIER,
+    rows=TicketRoute,
+    ins=("support_tickets", "ticket_screening"),
+    partitions=TICKETS,
+    resources={"triage", "vector_store"},
+    version=2,  # bump when the routing changes what it stores
+)
+ticket_routes = ROUTES.asset(route)
 
 
 def accuracy_against_labels(rows: list[TicketRoute], labels: dict[str, str]) -> dict[str, Any]:
@@ -441,13 +465,13 @@ def routing_metadata(rows: list[TicketRoute], tiers: RoutingTiers) -> dict[str, 
                 "against_desk_labels": accuracy_against_labels(rows, desk_labels()),
                 "tiers": tiers.report(),
                 "floor": tiers.triage.min_route_accuracy,
-                "measuring_requests": len(tiers.measuring.records),
+                "measuring_requests": len(tiers.measuring.ledger.records),
             }
         ),
         MEASUREMENTS: MetadataValue.json({name: m.model_dump() for name, m in tiers.measured.items()}),
         # Counted once per run by the run's usage (ai_pipelines.run_report.MEASURING_KEYS).
-        "route_measuring_requests": tiers.measuring.summary().requests,
-        "route_measuring_cache_hits": tiers.measuring.summary().cache_hits,
+        "route_measuring_requests": tiers.measuring.ledger.summary().requests,
+        "route_measuring_cache_hits": tiers.measuring.ledger.summary().cache_hits,
         "preview": MetadataValue.md(
             markdown_table(
                 [

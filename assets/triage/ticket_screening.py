@@ -16,18 +16,17 @@ import re
 from typing import Literal
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
 from pydantic import BaseModel, Field
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.partitions import TICKETS
 from assets.triage.tickets import Ticket
-from resources import ModelResource
-from resources.gateway.model import MODEL_POOL
-from resources.gateway.model_session import ModelSession
+from resources import ModelResource, ModelSession
 from resources.guardrails.prompt_injection import screen
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 from resources.support.triage_prompts import MAX_TOKENS, SCREEN, ticket_block, user
-from resources.tables import OWNERS, WAREHOUSE, from_frame, table_metadata, to_frame
+from resources.tables import from_frame, to_frame
 
 GROUP = "triage_intake"
 CODE_VERSION = f"1-{SCREEN.version}"
@@ -141,15 +140,15 @@ def screen_tickets(tickets: list[Ticket], llm: ModelSession) -> list[ScreenedTic
 
 
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    pool=MODEL_POOL,
-    partitions_def=TICKETS,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "openai"},
-    owners=OWNERS,
-    metadata=table_metadata(ScreenedTicket, prompt_version=SCREEN.version, partition_expr="ticket"),
+    **PipelineAssetSpec(
+        group=GROUP,
+        code_version=CODE_VERSION,
+        rows=ScreenedTicket,
+        partitions=TICKETS,
+        kinds={"openai"},
+        calls_model=True,
+        metadata={"prompt_version": SCREEN.version},
+    ).asset_keywords()
 )
 def ticket_screening(
     context: AssetExecutionContext, model: ModelResource, support_tickets: pd.DataFrame

@@ -28,7 +28,6 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
-    BackfillPolicy,
     MetadataValue,
     Output,
     asset,
@@ -36,16 +35,16 @@ from dagster import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from assets.components.asset_spec import PipelineAssetSpec
 from assets.components.check_results import share_within_limit
-from assets.components.partitions import TICKETS
+from assets.components.partitions import TICKETS, partition_column
 from resources.documents.files import FileState, UnsafeFile, locate_in, read_regular_file, scan_folders, sha256_of
-from resources.markdown_tables import markdown_table
+from resources.metadata.markdown_tables import markdown_table
 from resources.pipeline_config import TriageConfig
-from resources.tables import OWNERS, WAREHOUSE, table_metadata, to_frame
+from resources.tables import to_frame
 
-# Like documents, tickets are backfilled in one run (`backfill_policy=BackfillPolicy.single_run()`).
 # The column of every per-ticket table that holds the partition key.
-PARTITION_COLUMN = "ticket"
+PARTITION_COLUMN = partition_column(TICKETS)
 GROUP = "triage_intake"
 CODE_VERSION = "1"
 MAX_BODY_CHARS = 20_000
@@ -231,14 +230,9 @@ def ticket_metadata(row: Ticket) -> dict[str, object]:
 
 
 @asset(
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    partitions_def=TICKETS,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key=WAREHOUSE,
-    kinds={"duckdb", "json"},
-    owners=OWNERS,
-    metadata=table_metadata(Ticket, partition_expr=PARTITION_COLUMN),
+    **PipelineAssetSpec(
+        group=GROUP, code_version=CODE_VERSION, rows=Ticket, partitions=TICKETS, kinds={"json"}
+    ).asset_keywords()
 )
 def support_tickets(context: AssetExecutionContext, triage: TriageConfig) -> Output[pd.DataFrame]:
     """Customer tickets read from their JSON files, one row per tickets partition: received,

@@ -124,6 +124,11 @@ class _EmbeddedServer:
     def running(self) -> bool:
         return self._base_url is not None
 
+    @property
+    def url(self) -> str | None:
+        """The running server's OpenAI-compatible URL; None until a request starts it."""
+        return self._base_url
+
 
 EMBEDDED_SERVER = _EmbeddedServer()
 atexit.register(EMBEDDED_SERVER.stop)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from resources.state_store import StateStore, upsert_sql
+from resources.storage.state_store import StateStore, upsert_sql
+
+T = TypeVar("T", bound=BaseModel)
 
 
 class CachedResponse(BaseModel):
@@ -46,6 +48,16 @@ class ResponseCache:
     def get(self, key: str) -> CachedResponse | None:
         row = self._db.fetchone("select value from responses where key = ?", (key,))
         return CachedResponse.model_validate_json(row[0]) if row else None
+
+    def valid(self, key: str, schema: type[T]) -> tuple[T, CachedResponse] | None:
+        """A cached answer that still validates; anything else is ignored (and overwritten by the next valid one)."""
+        cached = self.get(key)
+        if cached is None:
+            return None
+        try:
+            return schema.model_validate(json.loads(cached.content)), cached
+        except (json.JSONDecodeError, ValidationError):
+            return None
 
     def put(self, key: str, response: CachedResponse) -> None:
         self._db.execute(upsert_sql("responses", ["key", "value"], "key"), (key, response.model_dump_json()))

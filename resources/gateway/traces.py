@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from resources.gateway.ledger import CallRecord, is_outage
-from resources.state_store import POSTGRES_SCHEMA, StateStore, is_postgres, upsert_sql
+from resources.storage.state_store import POSTGRES_SCHEMA, StateStore, is_postgres, upsert_sql
 
 Redaction = Literal["full", "hash", "none"]
 

@@ -25,7 +25,7 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel, Field
 
-from resources import CallLedger, ModelResource
+from resources import ModelSession
 from resources.documents.text import Span, split_sentences
 
 _FLAGS = re.IGNORECASE | re.MULTILINE
@@ -200,19 +200,18 @@ def classifier_messages(sentence: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": _CLASSIFIER_PROMPT + data_block("text", sentence)}]
 
 
-def screen_with_model(model: ModelResource, documents: Sequence, ledger: CallLedger) -> tuple[list, list[str]]:
+def screen_with_model(llm: ModelSession, documents: Sequence) -> tuple[list, list[str]]:
     """Documents with the suspect sentences the classifier flagged added to their flags.
 
     Only suspects are sent, so clean documents cost no call. A failed call leaves the
     heuristic result standing; the failure is recorded on the document and returned.
     """
     plan = [(i, s) for i, d in enumerate(documents) for s in screen(d.text).suspects if unflagged([s], d.flagged)]
-    answers = model.map_structured(
+    answers = llm.map_structured(
         [classifier_messages(s.text) for _, s in plan],
         InjectionVerdict,
         tier="fast",
         max_tokens=80,
-        ledger=ledger,
         partitions=[documents[i].document for i, _ in plan],
     )
     updates: dict[int, dict[str, list]] = {}

@@ -19,8 +19,9 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from resources.gateway.ledger import CallLedger
-from resources.gateway.model import ModelCallError, ModelResource, Tier
+from resources.gateway.config import Tier
+from resources.gateway.errors import ModelCallError
+from resources.gateway.session import ModelSession
 from resources.support.tools import Toolbox
 
 PREVIEW_CHARS = 300
@@ -67,14 +68,13 @@ class AgentRun(BaseModel):
 
 
 def run_agent(
-    model: ModelResource,
+    llm: ModelSession,
     messages: list[dict],
     toolbox: Toolbox,
     limits: AgentLimits,
     *,
     tier: Tier = "strong",
     max_tokens: int = 512,
-    ledger: CallLedger | None = None,
     partition: str = "",
     clock: Callable[[], float] = time.monotonic,
 ) -> AgentRun:
@@ -95,9 +95,7 @@ def run_agent(
         if clock() - started >= limits.max_seconds:
             return stop(f"time cap: {clock() - started:.1f} s (limit {limits.max_seconds:g} s)")
         try:
-            step = model.tool_step(
-                conversation, tools, tier=tier, max_tokens=max_tokens, ledger=ledger, partition=partition
-            )
+            step = llm.tool_step(conversation, tools, tier=tier, max_tokens=max_tokens, partition=partition)
         except ModelCallError as exc:
             run.status, run.reason, run.seconds = "failed", str(exc)[:500], round(clock() - started, 3)
             return run

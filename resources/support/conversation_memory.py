@@ -17,7 +17,7 @@ from typing import Callable, Literal, Sequence
 
 from pydantic import BaseModel
 
-from resources.state_store import StateStore, upsert_sql
+from resources.storage.state_store import StateStore, upsert_sql
 
 _SCHEMA = (
     "create table if not exists conversation_turns (turn_id text primary key, customer_id text, ticket text, "

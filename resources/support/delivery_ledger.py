@@ -36,7 +36,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from resources.mailer import DeliveryError, MailerResource, OutgoingMessage
-from resources.state_store import StateStore
+from resources.storage.state_store import StateStore
 
 LedgerState = Literal["sending", "in_doubt", "sent", "failed"]
 UNSETTLED: tuple[LedgerState, ...] = ("sending", "in_doubt")

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from resources import CallLedger, ModelCallError, ModelResource
+from resources import ModelCallError, ModelSession
 from resources.guardrails.prompt_injection import data_block
 from resources.support.reply_refinement import TicketReply
 from resources.support.support_desk import SupportDeskResource
@@ -61,19 +61,17 @@ def answer_in_parts(
     ticket_block: str,
     *,
     max_workers: int,
-    model: ModelResource,
+    llm: ModelSession,
     support_desk: SupportDeskResource,
-    ledger: CallLedger,
     partition: str,
 ) -> MultiPartReply:
-    ask = dict(ledger=ledger, partition=partition)
     try:
-        plan = model.structured(
+        plan = llm.structured(
             user(PLAN.render(ticket=ticket_block, max_parts=max_workers)),
             TicketPlan,
             tier="fast",
             max_tokens=MAX_TOKENS["plan"],
-            **ask,
+            partition=partition,
         )
     except ModelCallError as exc:
         return MultiPartReply(error=f"planner failed: {exc}"[:300])
@@ -82,12 +80,12 @@ def answer_in_parts(
     def work(question: str) -> WorkerAnswer:
         try:
             hits = support_desk.search_help_centre(question, limit=2)
-            answer = model.structured(
+            answer = llm.structured(
                 user(ANSWER_PART.render(context=excerpts_block(hits), question=question)),
                 TicketReply,
                 tier="fast",
                 max_tokens=MAX_TOKENS["part"],
-                **ask,
+                partition=partition,
             )
             return WorkerAnswer(question=question, reply=answer.reply.strip(), cited_articles=answer.cited_articles)
         except Exception as exc:  # a worker's failure is recorded on its question
@@ -101,12 +99,12 @@ def answer_in_parts(
         return result
     answers = "\n\n".join(f"Question {i + 1}: {w.question}\nAnswer: {w.reply}" for i, w in enumerate(workers))
     try:
-        merged = model.structured(
+        merged = llm.structured(
             user(MERGE.render(ticket=ticket_block, answers=answers)),
             TicketReply,
             tier="strong",
             max_tokens=MAX_TOKENS["merge"],
-            **ask,
+            partition=partition,
         )
     except ModelCallError as exc:
         result.error = f"synthesizer failed: {exc}"[:300]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resources import CallLedger, ModelResource
+from resources import ModelSession
 from resources.guardrails.prompt_injection import data_block
 from resources.pipeline_config import SUPPORT_DESK_DIR
 from resources.support.reply_refinement import JUDGE_TIER, RubricCritique, critique_request, judged_failed
@@ -55,10 +55,10 @@ def example_request(example: LabelledExample) -> list[dict[str, Any]]:
     )
 
 
-def calibrate_reply_judge(model: ModelResource, ledger: CallLedger | None = None) -> JudgeCalibration:
+def calibrate_reply_judge(llm: ModelSession) -> JudgeCalibration:
     """The reply judge's balanced accuracy on the labelled replies (cached per judge configuration)."""
     return calibrate(
-        model,
+        llm,
         tier=JUDGE_TIER,
         examples=reply_examples(),
         request=example_request,
@@ -66,5 +66,4 @@ def calibrate_reply_judge(model: ModelResource, ledger: CallLedger | None = None
         passes=lambda critique: not judged_failed(critique),
         prompt_version=CRITIQUE.version,
         max_tokens=MAX_TOKENS["critique"],
-        ledger=ledger,
     )

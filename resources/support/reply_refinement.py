@@ -15,8 +15,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, Field
 
-from resources import CallLedger, ModelCallError, ModelResource
-from resources.gateway.model import Messages, Tier
+from resources import Messages, ModelCallError, ModelSession, Tier
 from resources.support.triage_prompts import CRITIQUE, MAX_TOKENS, REVISE, user
 
 CITATION = re.compile(r"\(help[ -]?cent(?:re|er):\s*([a-z0-9][a-z0-9-]*)\)", re.IGNORECASE)
@@ -79,20 +78,18 @@ def refine(
     known_slugs: Sequence[str],
     refund_limit: float,
     max_rounds: int,
-    model: ModelResource,
-    ledger: CallLedger,
+    llm: ModelSession,
     partition: str,
 ) -> tuple[str, list[RefinementRound], bool]:
     """(final reply, rounds, passed). At most `max_rounds` revisions, each after a critique."""
     rounds: list[RefinementRound] = []
-    ask = dict(ledger=ledger, partition=partition)
     for number in range(1, max_rounds + 2):
         request = critique_request(
             reply, ticket_block=ticket_block, context_block=context_block, refund_limit=refund_limit
         )
         try:
-            critique = model.structured(
-                request, RubricCritique, tier=JUDGE_TIER, max_tokens=MAX_TOKENS["critique"], **ask
+            critique = llm.structured(
+                request, RubricCritique, tier=JUDGE_TIER, max_tokens=MAX_TOKENS["critique"], partition=partition
             )
         except ModelCallError as exc:
             rounds.append(RefinementRound(round=number, failed=["critique failed"], error=str(exc)[:300]))
@@ -110,12 +107,12 @@ def refine(
                 f" Cite one of these articles as (help centre: <slug>): {', '.join(known_slugs) or 'none available'}."
             )
         try:
-            revised = model.structured(
+            revised = llm.structured(
                 user(REVISE.render(feedback=feedback, context=context_block, ticket=ticket_block, reply=reply)),
                 TicketReply,
                 tier="strong",
                 max_tokens=MAX_TOKENS["reply"],
-                **ask,
+                partition=partition,
             )
         except ModelCallError as exc:
             this.error = f"revision failed: {exc}"[:300]

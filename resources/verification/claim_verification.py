@@ -31,7 +31,7 @@ from typing import Callable, ClassVar, Literal, NamedTuple, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
-from resources import CallLedger, ModelResource, VectorStoreResource
+from resources import ModelSession, VectorStoreResource
 from resources.documents.text import normalize
 from resources.guardrails.prompt_injection import data_block
 from resources.prompts import load_prompt
@@ -534,17 +534,16 @@ class ClaimVerifier:
         self,
         vector_store: VectorStoreResource,
         collection: str,
-        model: ModelResource | None = None,
+        llm: ModelSession | None = None,
         thresholds: Thresholds | None = None,
-        ledger: CallLedger | None = None,
         calibration: Calibration | None = None,
     ):
+        """`llm` is the session the judge is asked in; without one, or on the embedded model, no judge."""
         self.vector_store = vector_store
         self.collection = collection
-        self.model = model
-        self.ledger = ledger or CallLedger()
+        self.llm = llm
         embedding_model = vector_store.embeddings.model_id
-        self.fingerprint = model_fingerprint(embedding_model, model.model_for("strong") if model is not None else "")
+        self.fingerprint = model_fingerprint(embedding_model, llm.config.model_for("strong") if llm is not None else "")
         fitted = load_calibration(self.fingerprint) if self.uses_judge else None
         proven = fitted is not None and fitted.judge and fitted.judge_helps
         self.calibration = calibration or (fitted if fitted is not None and proven else load_calibration())
@@ -565,7 +564,7 @@ class ClaimVerifier:
     def uses_judge(self) -> bool:
         """A judge is asked only when the model is a configured endpoint: the embedded one, whose tiny
         model never quotes its evidence, is never a judge, whatever calibration names it."""
-        return self.model is not None and bool(self.model.base_url)
+        return self.llm is not None and bool(self.llm.config.base_url)
 
     @property
     def judge_is_feature(self) -> bool:
@@ -586,9 +585,9 @@ class ClaimVerifier:
     def judge_calibration(self) -> JudgeCalibration:
         """The judge's measurement on the calibration sample: the stored one, else measured now."""
         if self._judge_calibration is None:
-            assert self.model is not None
+            assert self.llm is not None
             embedding_model = self.vector_store.embeddings.model_id
-            self._judge_calibration = stored_calibration(self.model, embedding_model, self._measure_judge)
+            self._judge_calibration = stored_calibration(self.llm.config, embedding_model, self._measure_judge)
         return self._judge_calibration
 
     def _measure_judge(self, fingerprint: str, sample: str) -> JudgeCalibration:
@@ -653,15 +652,14 @@ class ClaimVerifier:
 
     def _judge(self, claims: Sequence[Claim], features: list[ClaimFeatures]) -> list[JudgeReading]:
         """The judge's reading of each claim against its best candidate, from the strong tier."""
-        assert self.model is not None
+        assert self.llm is not None
         pending = [i for i, f in enumerate(features) if f.best is not None]
         evidence = {i: [features[i].best] for i in pending}  # type: ignore[list-item]
-        answers = self.model.map_structured(
+        answers = self.llm.map_structured(
             [judge_messages(claims[i].text, evidence[i]) for i in pending],
             JudgeAnswer,
             tier="strong",
             max_tokens=200,
-            ledger=self.ledger,
         )
         out = [JudgeReading() for _ in claims]
         for i, answer in zip(pending, answers):

@@ -27,7 +27,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 import resources.verification.claim_features
-from resources import EmbeddingsResource, ModelResource
+from resources import EmbeddingsResource
+from resources.gateway.config import GatewayConfig
 from resources.verification.claim_features import (
     Candidate,
     ClaimFeatures,
@@ -91,15 +92,15 @@ def sample_hash(path: Path = JUDGE_SAMPLE) -> str:
 
 
 def stored_calibration(
-    model: ModelResource, embedding_model: str, measure: Callable[[str, str], JudgeCalibration]
+    config: GatewayConfig, embedding_model: str, measure: Callable[[str, str], JudgeCalibration]
 ) -> JudgeCalibration:
     """The judge's measurement on the sample: the stored one when this judge (the strong tier's
     chain) with this embedder measured this sample before, else `measure(fingerprint, sample hash)`,
     kept unless some requests got no answer (a measurement cut short is taken again next run)."""
-    fingerprint = f"{judge_fingerprint(model, 'strong')}+{embedding_model}"
+    fingerprint = f"{judge_fingerprint(config, 'strong')}+{embedding_model}"
     sample = sample_hash()
     key = hashlib.sha256(f"fact_check_judge\n{fingerprint}\n{sample}".encode()).hexdigest()[:24]
-    store = calibration_store(model)
+    store = calibration_store(config)
     known = store.get(key, JudgeCalibration) if store is not None else None
     if known is not None:
         return known

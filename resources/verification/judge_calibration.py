@@ -23,10 +23,12 @@ from typing import Any, Callable, Literal, Sequence, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from resources.gateway.config import GatewayConfig, Tier
 from resources.gateway.ledger import CallLedger
-from resources.gateway.model import Messages, ModelResource, Tier
+from resources.gateway.request import Messages
+from resources.gateway.session import ModelSession
 from resources.secrets import reveal
-from resources.state_store import StateStore, upsert_sql
+from resources.storage.state_store import StateStore, upsert_sql
 
 DEFAULT_MIN_JUDGE_ACCURACY = 0.8
 UNJUDGED = "unjudged"
@@ -111,11 +113,11 @@ class JudgeCalibration(BaseModel):
         )
 
 
-def judge_fingerprint(model: ModelResource, tier: Tier) -> str:
+def judge_fingerprint(config: GatewayConfig, tier: Tier) -> str:
     """The judge configuration a calibration holds for: every endpoint and model of the tier's
     fallback chain (any of them may answer), and the sampling temperature."""
-    chain = [f"{e.base_url or 'embedded'}={e.model_for(tier)}" for e in model.chain()]
-    return f"{tier}:{'|'.join(chain)}@t{model.temperature:g}"
+    chain = [f"{e.base_url or 'embedded'}={e.model_for(tier)}" for e in config.chain()]
+    return f"{tier}:{'|'.join(chain)}@t{config.temperature:g}"
 
 
 def examples_hash(examples: Sequence[LabelledExample]) -> str:
@@ -157,11 +159,11 @@ class CalibrationStore:
 _stores: dict[str, CalibrationStore] = {}
 
 
-def calibration_store(model: ModelResource) -> CalibrationStore | None:
+def calibration_store(config: GatewayConfig) -> CalibrationStore | None:
     """None when the response cache is off: then nothing of a run is kept for the next."""
-    if not model.cache_path:
+    if not config.cache_path:
         return None
-    location = reveal(model.cache_path)
+    location = reveal(config.cache_path)
     if location not in _stores:
         _stores[location] = CalibrationStore(location)
     return _stores[location]
@@ -204,7 +206,7 @@ def score(judged: Sequence[tuple[LabelledExample, bool | None]]) -> tuple[float,
 
 
 def calibrate(
-    model: ModelResource,
+    llm: ModelSession,
     *,
     tier: Tier,
     examples: Sequence[LabelledExample],
@@ -213,7 +215,6 @@ def calibrate(
     passes: Callable[[T], bool],
     prompt_version: str,
     max_tokens: int,
-    ledger: CallLedger | None = None,
 ) -> JudgeCalibration:
     """The judge's calibration on `examples`: from the store when this configuration was
     measured before, else measured now (one judge call per example) and stored.
@@ -221,15 +222,13 @@ def calibrate(
     `request` builds the judge's request for an example exactly as the gate builds it for a
     real output, and `passes` reads the judge's answer as the gate does, so what is measured
     is the gate's own judgement."""
-    judge = judge_fingerprint(model, tier)
+    judge = judge_fingerprint(llm.config, tier)
     key = calibration_key(judge, examples, prompt_version)
-    store = calibration_store(model)
+    store = calibration_store(llm.config)
     known = store.get(key, JudgeCalibration) if store is not None else None
     if known is not None:
         return known
-    answers = model.map_structured(
-        [request(e) for e in examples], schema, tier=tier, max_tokens=max_tokens, ledger=ledger
-    )
+    answers = llm.map_structured([request(e) for e in examples], schema, tier=tier, max_tokens=max_tokens)
     judged = [(e, None if isinstance(a, Exception) else passes(a)) for e, a in zip(examples, answers)]
     good_passed, bad_failed, accuracy, misjudged = score(judged)
     calibration = JudgeCalibration(

@@ -18,8 +18,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, Field
 
-from resources import CallLedger, ModelResource
-from resources.gateway.model import Messages, Tier
+from resources import Messages, ModelSession, Tier
 from resources.guardrails.prompt_injection import neutralize
 from resources.prompts import Prompt
 from resources.verification.judge_calibration import UNJUDGED, JudgeCalibration, LabelledExample, calibrate
@@ -55,11 +54,11 @@ def judge_version(rubric: str) -> str:
 
 
 def calibrate_judge(
-    model: ModelResource, *, tier: Tier, rubric: str, examples: Sequence[LabelledExample], ledger: CallLedger | None
+    llm: ModelSession, *, tier: Tier, rubric: str, examples: Sequence[LabelledExample]
 ) -> JudgeCalibration:
     """The judge's measured accuracy on the step's labelled examples (cached per judge configuration)."""
     return calibrate(
-        model,
+        llm,
         tier=tier,
         examples=examples,
         request=lambda e: rubric_request(rubric, e.item, e.answer),
@@ -67,18 +66,16 @@ def calibrate_judge(
         passes=lambda verdict: verdict.passed,
         prompt_version=judge_version(rubric),
         max_tokens=JUDGE_MAX_TOKENS,
-        ledger=ledger,
     )
 
 
 def judge_answers(
-    model: ModelResource,
+    llm: ModelSession,
     *,
     tier: Tier,
     rubric: str,
     answers: Sequence[tuple[dict[str, Any], dict[str, Any]]],
     proven: bool,
-    ledger: CallLedger | None,
     partitions: Sequence[str] | None = None,
 ) -> list[tuple[RubricOutcome, str]]:
     """(verdict, reason) per (input, answer): judged by the model when its judge is proven,
@@ -86,12 +83,11 @@ def judge_answers(
     not a pass."""
     if not proven:
         return [(UNJUDGED, "the judge is unproven (under its calibration floor)")] * len(answers)
-    verdicts = model.map_structured(
+    verdicts = llm.map_structured(
         [rubric_request(rubric, item, answer) for item, answer in answers],
         RubricVerdict,
         tier=tier,
         max_tokens=JUDGE_MAX_TOKENS,
-        ledger=ledger,
         partitions=partitions,
     )
     return [

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, Field
 
-from resources import CallLedger, ModelResource
+from resources import ModelSession
 from resources.documents.text import normalize
 from resources.guardrails.prompt_injection import data_block
 from resources.prompts import load_prompt
@@ -147,22 +147,17 @@ def _problem(sentence: str, answer: object) -> str:
     return split_problem(sentence, parts)
 
 
-def atomic_claims_of(
-    sentences: Sequence[Claim], model: ModelResource, ledger: CallLedger | None = None
-) -> list[tuple[list[str], str]]:
+def atomic_claims_of(sentences: Sequence[Claim], llm: ModelSession) -> list[tuple[list[str], str]]:
     """Per sentence, its atomic claims (the sentence alone when the split is unusable) and why a
     split was not used. An invalid split is asked for once more, with the problem named."""
-    answers = model.map_structured(
-        [split_messages(s.text) for s in sentences], AtomicClaims, tier="fast", max_tokens=300, ledger=ledger
-    )
+    answers = llm.map_structured([split_messages(s.text) for s in sentences], AtomicClaims, tier="fast", max_tokens=300)
     problems = [_problem(s.text, a) for s, a in zip(sentences, answers)]
     again = [i for i, problem in enumerate(problems) if problem]
-    retried = model.map_structured(
+    retried = llm.map_structured(
         [reask_messages(sentences[i].text, answers[i], problems[i]) for i in again],  # type: ignore[arg-type]
         AtomicClaims,
         tier="fast",
         max_tokens=300,
-        ledger=ledger,
     )
     for i, answer in zip(again, retried):
         answers[i] = answer
@@ -186,17 +181,16 @@ def check_sentences(
     verifier: ClaimVerifier,
     sentences: Sequence[Claim],
     *,
-    model: ModelResource | None = None,
+    llm: ModelSession | None = None,
     decompose: bool = False,
-    ledger: CallLedger | None = None,
 ) -> list[SentenceCheck]:
     """One check per sentence; with `decompose`, each split by the fast tier first (a split that is
     invalid after one re-ask, or failed, verifies the sentence whole)."""
     if not sentences:
         return []
     splits: list[tuple[list[str], str]] = [([s.text], "") for s in sentences]
-    if decompose and model is not None:
-        splits = atomic_claims_of(sentences, model, ledger)
+    if decompose and llm is not None:
+        splits = atomic_claims_of(sentences, llm)
     flat = [
         Claim(id=f"{s.id}#{n}" if len(texts) > 1 else s.id, text=text, cited_chunk_ids=s.cited_chunk_ids)
         for s, (texts, _) in zip(sentences, splits)

@@ -8,7 +8,7 @@ found again after a crash and is never applied twice.
 from pydantic import BaseModel
 
 from resources.pipeline_config import PipelineConfig
-from resources.state_store import StateStore
+from resources.storage.state_store import StateStore
 
 
 class Approval(BaseModel):
