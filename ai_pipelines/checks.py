@@ -33,6 +33,7 @@ from ai_pipelines.backfill import all_documents_tags, run_over_all_documents
 from ai_pipelines.check_baselines import BaselineComparison
 from ai_pipelines.check_cases import CheckCase
 from ai_pipelines.check_reports import CheckReport, metadata_value, partitions_named
+from ai_pipelines.run_logging import console_logging
 from ai_pipelines.run_process import RunProcess
 from ai_pipelines.settings import Settings
 from resources.metadata.partition_results import PARTITION_RESULTS
@@ -171,7 +172,7 @@ def run_checks(
     defs = build_definitions(settings)
     keys = resolve_selection(defs, select)
     pipeline = build_resources(settings)["pipeline"]
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    run_config = console_logging(log_level)
     if materialize:
         job = defs.resolve_job_def("digest_job")
         # An asset of a multi-asset that cannot be subset (source_documents) brings its siblings.

@@ -11,12 +11,18 @@ import fcntl
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 # First: the asset modules that the settings import warn about Dagster's beta APIs.
 from ai_pipelines.library_warnings import LIBRARY_WARNINGS, LOG_NAME
+from ai_pipelines.run_logging import console_logging
 from ai_pipelines.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
@@ -47,6 +53,21 @@ def mark_orphaned_runs_failed(instance) -> None:
         print(f"Marked run {orphan.run_id} ({orphan.job_name}) failed: {orphan.reason}", flush=True)
 
 
+@contextmanager
+def command_instance(settings: Settings) -> Iterator[tuple[Path, DagsterInstance]]:
+    """The Dagster home and the instance a command runs against, its connections pooled and
+    the runs orphaned by a process that is gone already marked failed."""
+    from dagster import DagsterInstance
+
+    from ai_pipelines.instance import pool_connections
+
+    home = ensure_dagster_home(settings)
+    with DagsterInstance.get() as instance:
+        pool_connections(instance)
+        mark_orphaned_runs_failed(instance)
+        yield home, instance
+
+
 def command_resume(args: argparse.Namespace, settings: Settings, instance) -> int:
     from ai_pipelines.run_recovery import ResumeError, resume_run, resumed_run_report, run_to_resume
 
@@ -60,10 +81,6 @@ def command_resume(args: argparse.Namespace, settings: Settings, instance) -> in
     report = resumed_run_report(result, settings)
     print(report.render())
     return 0 if report.ok else 1
-
-
-def console_log_level(args: argparse.Namespace) -> dict:
-    return {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
 
 
 def stage_lines(instance) -> dict[str, str]:
@@ -107,23 +124,28 @@ def run_planned(
     return 0 if outcome.ok else 1
 
 
-def command_run(args: argparse.Namespace, settings: Settings) -> int:
-    from dagster import DagsterInstance
+def launch_options(args: argparse.Namespace, instance: DagsterInstance) -> dict[str, Any]:
+    """How `run` and `triage` execute their run: in this process, a failure reported rather
+    than raised, at the console log level asked for, with stage lines when not on a terminal."""
+    return {
+        "everything": args.all,
+        "raise_on_error": False,
+        "run_config": console_logging(args.log_level),
+        **stage_lines(instance),
+    }
 
+
+def command_run(args: argparse.Namespace, settings: Settings) -> int:
     from ai_pipelines.backfill import NoDocumentsError, run_what_changed
     from ai_pipelines.definitions import build_definitions, build_resources
-    from ai_pipelines.instance import pool_connections
     from ai_pipelines.run_report import RunReport
 
-    home = ensure_dagster_home(settings)
     if sys.stderr.isatty():
         from ai_pipelines.progress_bar import TerminalProgressBar
         from resources.gateway.progress import add_listener
 
         add_listener(TerminalProgressBar(sys.stderr))
-    with DagsterInstance.get() as instance:
-        pool_connections(instance)
-        mark_orphaned_runs_failed(instance)
+    with command_instance(settings) as (home, instance):
         if args.resume is not None:
             return command_resume(args, settings, instance)
         return run_planned(
@@ -132,10 +154,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
                 build_definitions(settings),
                 instance,
                 build_resources(settings)["pipeline"],
-                everything=args.all,
-                raise_on_error=False,
-                run_config=console_log_level(args),
-                **stage_lines(instance),
+                **launch_options(args, instance),
             ),
             NoDocumentsError,
             up_to_date="nothing to materialize (--all re-materializes everything)",
@@ -145,31 +164,17 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def command_triage(args: argparse.Namespace, settings: Settings) -> int:
-    from dagster import DagsterInstance
-
     from ai_pipelines.definitions import build_definitions, build_resources
-    from ai_pipelines.instance import pool_connections
     from ai_pipelines.triage_run import NoTicketsError, TriageReport, run_triage
 
     triage = build_resources(settings).get("triage")
     if triage is None:
         print("error: the code location has no 'triage' resource (support triage is not wired in)", file=sys.stderr)
         return 2
-    home = ensure_dagster_home(settings)
-    with DagsterInstance.get() as instance:
-        pool_connections(instance)
-        mark_orphaned_runs_failed(instance)
+    with command_instance(settings) as (home, instance):
         return run_planned(
             f"Planning the triage run (Dagster home {home}) ...",
-            lambda: run_triage(
-                build_definitions(settings),
-                instance,
-                triage,
-                everything=args.all,
-                raise_on_error=False,
-                run_config=console_log_level(args),
-                **stage_lines(instance),
-            ),
+            lambda: run_triage(build_definitions(settings), instance, triage, **launch_options(args, instance)),
             NoTicketsError,
             up_to_date="nothing to triage (--all triages every ticket again)",
             done="Triaged",
@@ -275,12 +280,9 @@ def command_stack(args: argparse.Namespace, settings: Settings) -> int:
 def command_check(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import nullcontext, redirect_stdout
 
-    from dagster import DagsterInstance
-
     from ai_pipelines.check_history import BaselineNotFoundError, accept, find_baseline
     from ai_pipelines.check_reports import report_targets, write_report
     from ai_pipelines.checks import CheckSelectionError, run_checks
-    from ai_pipelines.instance import pool_connections
 
     try:
         targets = report_targets(args.report or [])
@@ -292,11 +294,8 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
     # With a report on stdout, everything else goes to stderr: `>> "$GITHUB_STEP_SUMMARY"` gets the report alone.
     on_stdout = any(t.to_stdout for t in targets)
     table = sys.stderr if on_stdout else sys.stdout
-    ensure_dagster_home(settings)
     with redirect_stdout(sys.stderr) if on_stdout else nullcontext():
-        with DagsterInstance.get() as instance:
-            pool_connections(instance)
-            mark_orphaned_runs_failed(instance)
+        with command_instance(settings) as (_, instance):
             try:
                 baseline = find_baseline(instance, args.baseline, args.select) if args.baseline else None
                 checks = run_checks(

@@ -33,6 +33,7 @@ from dagster._core.storage.tags import (
 )
 from pydantic import BaseModel
 
+from ai_pipelines.run_logging import console_logging
 from ai_pipelines.run_process import HOST_TAG, PROCESS_TAGS, RunProcess
 from ai_pipelines.run_report import RunReport
 from ai_pipelines.settings import Settings, load_settings
@@ -147,8 +148,7 @@ def resume_run(instance: DagsterInstance, parent: DagsterRun, log_level: str = "
 
     if parent.job_name not in {job.name for job in build_definitions(load_settings()).resolve_all_job_defs()}:
         raise ResumeError(f"run {parent.run_id} ran job {parent.job_name!r}, which this code location does not define")
-    run_config = dict(parent.run_config or {})
-    run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+    run_config = {**(parent.run_config or {}), **console_logging(log_level)}
     try:
         return execute_job(
             build_reconstructable_job(__name__, job_from_settings.__name__, reconstructable_args=(parent.job_name,)),

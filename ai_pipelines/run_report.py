@@ -70,9 +70,10 @@ class ModelUsage(BaseModel):
         """Requests failed because no endpoint answered (not merely invalid answers)."""
         return self.outage_requests > 0
 
-    def add(self, metadata: Mapping[str, Any]) -> None:
-        """Adds the usage figures a materialization or a check evaluation recorded."""
-        for key, field in _USAGE_KEYS.items():
+    def add(self, metadata: Mapping[str, Any], keys: Mapping[str, str] = _USAGE_KEYS) -> None:
+        """Adds the usage figures a materialization or a check evaluation recorded (`keys`:
+        metadata key to field)."""
+        for key, field in keys.items():
             value = metadata.get(key)
             if value is not None and isinstance(value.value, (int, float)):
                 setattr(self, field, getattr(self, field) + int(value.value))
@@ -80,10 +81,7 @@ class ModelUsage(BaseModel):
     def add_measuring(self, metadata_by_asset: Mapping[str, Mapping[str, Any]]) -> None:
         """Adds each asset's measuring figures (MEASURING_KEYS) once."""
         for metadata in metadata_by_asset.values():
-            for key, field in MEASURING_KEYS.items():
-                value = metadata.get(key)
-                if value is not None and isinstance(value.value, (int, float)):
-                    setattr(self, field, getattr(self, field) + int(value.value))
+            self.add(metadata, MEASURING_KEYS)
 
     @classmethod
     def of_run(cls, result: Any) -> "ModelUsage":

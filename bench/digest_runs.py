@@ -114,6 +114,7 @@ def measure(
     from ai_pipelines.backfill import run_what_changed
     from ai_pipelines.definitions import build_definitions, build_resources
     from ai_pipelines.instance import pool_connections
+    from ai_pipelines.run_logging import console_logging
     from ai_pipelines.run_report import RunReport
     from bench import replay
     from tests.fake_openai import RemoteFakeOpenAI
@@ -139,11 +140,7 @@ def measure(
             before = len(llm.calls)
             started = time.perf_counter()
             plan, result = run_what_changed(
-                defs,
-                instance,
-                pipeline,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                defs, instance, pipeline, raise_on_error=False, run_config=console_logging("ERROR")
             )
             seconds = time.perf_counter() - started
             calls = llm.calls[before:]

@@ -8,10 +8,14 @@ that failed is never printed as a result.
 
 from __future__ import annotations
 
+import operator
 import sys
-from typing import Callable
+from typing import Callable, Literal
 
 from pydantic import BaseModel
+
+Bound = Literal["<=", ">="]
+_HOLDS = {"<=": operator.le, ">=": operator.ge}
 
 
 class BenchmarkFailed(RuntimeError):
@@ -38,6 +42,13 @@ class Row(BaseModel):
     ratio: float | None = None  # value / baseline
     target: str = ""  # the target from the issue, e.g. "<= 1.2"
     met: bool | None = None  # None: no target for this row
+
+    def held_to(self, bound: Bound, limit: float) -> "Row":
+        """This row with its ratio held to `bound limit`: the target shown and whether it was
+        met come from the one comparison, so the table cannot say one thing and judge another."""
+        if self.ratio is None:
+            raise ValueError(f"{self.measure}: a row without a ratio has no target to be held to")
+        return self.model_copy(update={"target": f"{bound} {limit:g}", "met": _HOLDS[bound](self.ratio, limit)})
 
 
 def render(rows: list[Row]) -> str:

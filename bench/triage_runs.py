@@ -58,6 +58,7 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
     from dagster import DagsterInstance
 
     from ai_pipelines.definitions import build_definitions, build_resources
+    from ai_pipelines.run_logging import console_logging
     from ai_pipelines.run_report import ModelUsage
     from ai_pipelines.triage_run import TriageReport, run_triage
     from tests.fake_openai import RemoteFakeOpenAI
@@ -72,13 +73,7 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
         defs = build_definitions(settings)
         triage = build_resources(settings)["triage"]
         started = time.perf_counter()
-        _, result = run_triage(
-            defs,
-            instance,
-            triage,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-        )
+        _, result = run_triage(defs, instance, triage, raise_on_error=False, run_config=console_logging("ERROR"))
         seconds = time.perf_counter() - started
         if result is None:
             raise BenchmarkFailed("nothing to triage")

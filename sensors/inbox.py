@@ -35,6 +35,16 @@ class InboxCursor(BaseModel):
     files: dict[str, FileState] = {}
     requests: int = 0  # numbers run keys, so a file that returns to earlier content still runs
 
+    @classmethod
+    def read(cls, stored: str | None) -> "InboxCursor":
+        """The cursor a sensor stored on its last tick; an empty one on its first."""
+        return cls.model_validate_json(stored) if stored else cls()
+
+    def after_tick(self, files: dict[str, FileState], requests: int = 0) -> str:
+        """The cursor to store after a tick, as JSON: the files as they are now, the request
+        count moved on by the runs the tick requested."""
+        return InboxCursor(files=files, requests=self.requests + requests).model_dump_json()
+
 
 class InboxChanges(BaseModel):
     new: list[str]
@@ -56,11 +66,17 @@ def numbered_run_key(cursor: InboxCursor, *parts: str) -> str:
     return f"{cursor.requests}:{digest}"
 
 
-def materialized_after_edit(
-    instance: DagsterInstance, keys: list[str], current: dict[str, FileState], asset: str = "source_documents"
+def adopt_materialized(
+    instance: DagsterInstance,
+    changes: InboxChanges,
+    registered: set[str],
+    current: dict[str, FileState],
+    asset: str = "source_documents",
 ) -> set[str]:
-    """Registered partitions whose `asset` was materialized after their file was last modified
-    (by the run command, or before this sensor's cursor was reset): adopting them spares a run each."""
+    """Takes out of `changes.new` the registered partitions whose `asset` was materialized after
+    their file was last modified (by the run command, or before this sensor's cursor was reset),
+    and returns them: adopting them spares a run each."""
+    keys = [k for k in changes.new if k in registered]
     if not keys:
         return set()
     records = instance.fetch_materializations(
@@ -72,7 +88,9 @@ def materialized_after_edit(
     for record in records:
         if record.partition_key and record.partition_key not in latest:
             latest[record.partition_key] = record.timestamp
-    return {k for k in keys if k in latest and latest[k] * 1e9 >= current[k].mtime_ns}
+    adopted = {k for k in keys if k in latest and latest[k] * 1e9 >= current[k].mtime_ns}
+    changes.new = [k for k in changes.new if k not in adopted]
+    return adopted
 
 
 def partition_run_requests(
@@ -134,7 +152,7 @@ def folder_changes(
         changes,
         SensorResult(
             skip_reason=SkipReason(f"No new, changed or removed {noun} among {len(current)} files"),
-            cursor=InboxCursor(files=current, requests=cursor.requests).model_dump_json(),
+            cursor=cursor.after_tick(current),
         ),
     )
 
@@ -148,13 +166,12 @@ def folder_changes(
     "and runs document_job for exactly those; deletes the partitions of removed files and refreshes the index.",
 )
 def inbox_sensor(context: SensorEvaluationContext, pipeline: PipelineConfig):
-    cursor = InboxCursor.model_validate_json(context.cursor) if context.cursor else InboxCursor()
+    cursor = InboxCursor.read(context.cursor)
     current, changes, unchanged = folder_changes(context, cursor, scan(pipeline, cursor.files), "documents")
     if unchanged is not None:
         return unchanged
     registered = set(context.instance.get_dynamic_partitions(DOCUMENTS.name))
-    adopted = materialized_after_edit(context.instance, [k for k in changes.new if k in registered], current)
-    changes.new = [k for k in changes.new if k not in adopted]
+    adopted = adopt_materialized(context.instance, changes, registered, current)
     requests, to_register = plan_runs(changes, current, registered, cursor)
     gone = [k for k in changes.removed if k in registered]
     context.log.info(
@@ -169,5 +186,5 @@ def inbox_sensor(context: SensorEvaluationContext, pipeline: PipelineConfig):
     return SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=partition_requests,
-        cursor=InboxCursor(files=current, requests=cursor.requests + len(requests)).model_dump_json(),
+        cursor=cursor.after_tick(current, len(requests)),
     )

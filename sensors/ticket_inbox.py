@@ -23,7 +23,7 @@ from dagster import (
 from assets.components.partitions import TICKETS
 from assets.triage.tickets import scan_tickets
 from resources.pipeline_config import TriageConfig
-from sensors.inbox import InboxCursor, folder_changes, materialized_after_edit, partition_run_requests
+from sensors.inbox import InboxCursor, adopt_materialized, folder_changes, partition_run_requests
 from sensors.jobs import triage_job
 
 
@@ -36,7 +36,7 @@ from sensors.jobs import triage_job
     "runs triage_job once over all of them; re-runs a ticket whose file was edited; keeps (and logs) removed ones.",
 )
 def ticket_inbox_sensor(context: SensorEvaluationContext, triage: TriageConfig):
-    cursor = InboxCursor.model_validate_json(context.cursor) if context.cursor else InboxCursor()
+    cursor = InboxCursor.read(context.cursor)
     current, changes, unchanged = folder_changes(context, cursor, scan_tickets(triage, cursor.files), "tickets")
     if unchanged is not None:
         return unchanged
@@ -47,16 +47,13 @@ def ticket_inbox_sensor(context: SensorEvaluationContext, triage: TriageConfig):
     orphaned = [k for k in changes.changed if k not in registered]
     changes.changed = [k for k in changes.changed if k in registered]
     changes.new = sorted([*changes.new, *orphaned])
-    adopted = materialized_after_edit(
-        context.instance, [k for k in changes.new if k in registered], current, asset="support_tickets"
-    )
-    changes.new = [k for k in changes.new if k not in adopted]
+    adopted = adopt_materialized(context.instance, changes, registered, current, asset="support_tickets")
     requests, to_register = partition_run_requests(triage_job.name, changes, current, registered, cursor)
     context.log.info(
         f"{len(changes.new)} new, {len(changes.changed)} changed, {len(changes.removed)} removed tickets, "
         f"{len(adopted)} already triaged; {len(requests)} run requests"
     )
-    next_cursor = InboxCursor(files=current, requests=cursor.requests + len(requests)).model_dump_json()
+    next_cursor = cursor.after_tick(current, len(requests))
     if not requests:  # only removals, or files already triaged
         return SensorResult(
             skip_reason=SkipReason(

@@ -28,7 +28,8 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -429,6 +430,31 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
         pass
 
 
+@contextmanager
+def answering_server(
+    command: list[str], answers: Callable[[], bool], name: str, timeout: float, interval: float = 1, **popen: Any
+) -> Iterator[subprocess.Popen]:
+    """A server started in a process group of its own, yielded once `answers()` is true (an
+    OSError from it meaning not yet); the whole group is stopped after, with whatever it started."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **popen
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if answers():
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, f"{name} exited"
+            assert time.monotonic() < deadline, f"{name} did not answer in time"
+            time.sleep(interval)
+        yield process
+    finally:
+        stop_process_group(process)
+
+
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
@@ -448,26 +474,17 @@ def dagster_dev(tmp_path: Path, settings: Settings) -> Iterator[int]:
     with DagsterInstance.from_config(str(home)) as instance:
         assert run_digest_job(settings, instance).success
     port = free_port()
-    process = subprocess.Popen(
+
+    def answers() -> bool:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).close()
+        return "data" in graphql(port, "{ assetNodes { id } }")
+
+    with answering_server(
         [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(ROOT / "workspace.yaml")],
+        answers,
+        "dagster dev",
+        timeout=180,
         cwd=ROOT,
         env=server_environment(settings, home, tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
-                if "data" in graphql(port, "{ assetNodes { id } }"):
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, "dagster dev exited"
-            assert time.monotonic() < deadline, "dagster dev did not answer in time"
-            time.sleep(1)
+    ):
         yield port
-    finally:
-        stop_process_group(process)

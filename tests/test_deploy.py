@@ -20,7 +20,16 @@ from dagster_graphql import DagsterGraphQLClient
 
 from ai_pipelines.stack import prepare_home
 from assets.components.partitions import DOCUMENTS
-from tests.conftest import BIN, CLI, ROOT, free_port, graphql, run_digest_job, server_environment, stop_process_group
+from tests.conftest import (
+    BIN,
+    CLI,
+    ROOT,
+    answering_server,
+    free_port,
+    graphql,
+    run_digest_job,
+    server_environment,
+)
 from tests.fake_openai import Fault
 
 DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -254,7 +263,12 @@ def test_steps_execute_on_celery_workers_through_rabbitmq(prod, rabbitmq, tmp_pa
 def chroma_server(tmp_path):
     """A real Chroma server (chromadb's own `chroma run`) on 127.0.0.1."""
     port = free_port()
-    process = subprocess.Popen(
+
+    def answers() -> bool:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2).close()
+        return True
+
+    with answering_server(
         [
             str(BIN / "chroma"),
             "run",
@@ -265,22 +279,12 @@ def chroma_server(tmp_path):
             "--path",
             str(tmp_path / "chroma_server"),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "chroma server did not start"
-                time.sleep(0.5)
+        answers,
+        "chroma server",
+        timeout=60,
+        interval=0.5,
+    ):
         yield port
-    finally:
-        stop_process_group(process)
 
 
 @pytest.mark.services

@@ -15,6 +15,7 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
+    AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
     DagsterInstance,
@@ -110,6 +111,18 @@ def metadata_by_partition(result, name: str) -> dict[str | None, dict[str, objec
 
 def messages(instance: DagsterInstance, run_id: str) -> list[str]:
     return [entry.user_message for entry in instance.all_logs(run_id) if entry.user_message]
+
+
+def asks_then_fails(name: str, question: str) -> AssetsDefinition:
+    """An asset whose body asks the model once, then raises."""
+
+    @asset(name=name)
+    def body(context: AssetExecutionContext, model: ModelResource) -> MaterializeResult:
+        with model.session(context) as llm:
+            llm.structured(ask(question), Echo)
+            raise ValueError("the body failed")
+
+    return body
 
 
 def test_the_session_records_the_calls_and_writes_the_usage_metadata(echo, tmp_path):
@@ -210,12 +223,7 @@ def test_a_multi_asset_names_the_asset_that_gets_the_figures(echo, tmp_path):
 
 
 def test_a_failing_body_keeps_its_exception_and_its_usage_is_logged(echo, tmp_path):
-    @asset
-    def breaks(context: AssetExecutionContext, model: ModelResource) -> MaterializeResult:
-        with model.session(context) as llm:
-            llm.structured(ask("one two"), Echo)
-            raise ValueError("the body failed")
-
+    breaks = asks_then_fails("breaks", "one two")
     instance = DagsterInstance.ephemeral()
     result = materialize(
         [breaks],
@@ -245,12 +253,7 @@ def test_metadata_that_cannot_be_written_neither_fails_the_step_nor_hides_its_er
             llm.structured(ask("one"), Echo)
         return MaterializeResult(metadata={"rows": 1})
 
-    @asset
-    def fails(context: AssetExecutionContext, model: ModelResource) -> MaterializeResult:
-        with model.session(context) as llm:
-            llm.structured(ask("two"), Echo)
-            raise ValueError("the body failed")
-
+    fails = asks_then_fails("fails", "two")
     instance = DagsterInstance.ephemeral()
     model = gateway(echo, tmp_path / "traces.sqlite")
     ok = materialize([fine], resources={"model": model}, instance=instance)

@@ -146,15 +146,8 @@ def test_the_blocking_check_stops_delivery_when_a_violating_reply_is_marked_deli
     llm.scripts[TOOLS] = _obey_injection
 
     def lenient(draft, ticket, route, screening, support_desk, triage):
-        return ReplyCheck(
-            ticket=draft.ticket,
-            ticket_id=draft.ticket_id,
-            customer_id=draft.customer_id,
-            as_of=ticket.received_at[:10],
-            verdict="deliverable",
-            reply=draft.reply,
-            reply_version=reply_version(draft.reply),
-            flagged_text=screening.flagged_text if screening else [],
+        return ReplyCheck.of_draft(draft, ticket, screening).model_copy(
+            update={"verdict": "deliverable", "reason": "", "reply_version": reply_version(draft.reply)}
         )
 
     monkeypatch.setattr(reply_checks_module, "check_reply", lenient)

@@ -14,7 +14,7 @@ from assets.triage.tickets import Ticket
 from resources import ModelResource
 from resources.embeddings import EmbeddingsResource
 from resources.pipeline_config import SUPPORT_DESK_DIR, TriageConfig
-from resources.support.agent import AgentLimits, run_agent
+from resources.support.agent import AgentLimits, AgentRun, run_agent
 from resources.support.conversation_memory import ConversationMemory, Turn
 from resources.support.reply_refinement import refine
 from resources.support.route_evaluation import score
@@ -53,6 +53,16 @@ def desk(llm: FakeOpenAI, tmp_path) -> SupportDeskResource:
         persist_dir=str(tmp_path / "chroma"),
     )
     return SupportDeskResource(data_dir=str(SUPPORT_DESK_DIR), vector_store=store)
+
+
+def agent_run(llm: FakeOpenAI, tmp_path, limits: AgentLimits) -> AgentRun:
+    """The reply agent asked for help by customer C003 on 2026-11-21, within `limits`."""
+    return run_agent(
+        model_on(llm, tmp_path).open_session(),
+        [{"role": "user", "content": "help"}],
+        desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
+        limits,
+    )
 
 
 def proven_tiers(llm: FakeOpenAI, tmp_path) -> RoutingTiers:
@@ -104,12 +114,7 @@ def test_a_vote_settles_a_route_the_first_answer_was_unsure_of(llm: FakeOpenAI, 
 @pytest.mark.integration
 def test_the_agent_stops_at_its_iteration_cap(llm: FakeOpenAI, tmp_path):
     llm.scripts[TOOLS] = lambda m: {"tool_calls": [{"name": "search_help_centre", "arguments": {"query": "refund"}}]}
-    run = run_agent(
-        model_on(llm, tmp_path).open_session(),
-        [{"role": "user", "content": "help"}],
-        desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
-        AgentLimits(max_iterations=3, max_tool_calls=50),
-    )
+    run = agent_run(llm, tmp_path, AgentLimits(max_iterations=3, max_tool_calls=50))
     assert run.status == "stopped" and run.reason.startswith("iteration cap")
     assert run.iterations == 3 and run.tool_calls == 3 and llm.calls_for(TOOLS) == 3
 
@@ -117,12 +122,7 @@ def test_the_agent_stops_at_its_iteration_cap(llm: FakeOpenAI, tmp_path):
 @pytest.mark.integration
 def test_the_agent_stops_at_its_tool_call_cap(llm: FakeOpenAI, tmp_path):
     llm.scripts[TOOLS] = lambda m: {"tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "O1039"}}] * 4}
-    run = run_agent(
-        model_on(llm, tmp_path).open_session(),
-        [{"role": "user", "content": "help"}],
-        desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
-        AgentLimits(max_iterations=10, max_tool_calls=6),
-    )
+    run = agent_run(llm, tmp_path, AgentLimits(max_iterations=10, max_tool_calls=6))
     assert run.status == "stopped" and run.reason.startswith("tool-call cap")
     assert run.tool_calls == 6 and run.iterations == 2
 
@@ -145,12 +145,7 @@ def test_a_tool_error_goes_back_to_the_model_and_the_agent_goes_on(llm: FakeOpen
         return {"content": "Sorry, I could only check your own orders. (help centre: refund-policy)", "tool_calls": []}
 
     llm.scripts[TOOLS] = script
-    run = run_agent(
-        model_on(llm, tmp_path).open_session(),
-        [{"role": "user", "content": "help"}],
-        desk(llm, tmp_path).toolbox("C003", "2026-11-21"),
-        AgentLimits(),
-    )
+    run = agent_run(llm, tmp_path, AgentLimits())
     assert run.status == "answered" and run.tool_errors == 3
     assert [s.error_kind for s in run.steps if s.kind == "tool"] == ["unknown_tool", "tool_error", "invalid_arguments"]
     assert "unknown tool 'delete_all_orders'" in seen[0] and "does not belong" in seen[1]

@@ -443,3 +443,11 @@ def test_a_refuted_part_decides_over_a_part_without_evidence() -> None:
     assert check.reason.startswith("atomic claim 'It is in Oslo.': contradicted by the evidence (entity)")
     single = combine([("Acme raised money.", verdict("not_enough_info", 0.2, "c1"))])
     assert single.verdict == "not_enough_info" and single.atomic_claims == []
+
+
+def test_every_sentence_verdict_field_has_a_column_in_the_fact_checks_table():
+    """A fact-check row is built from the sentence verdict's fields: a field without a column would be dropped."""
+    from assets.digest.fact_checks import FactCheck
+    from resources.verification.sentence_checks import SentenceCheck
+
+    assert set(SentenceCheck.model_fields) <= set(FactCheck.model_fields)

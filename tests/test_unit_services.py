@@ -38,28 +38,40 @@ def listening_port() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-def test_a_missing_server_skips_the_test_outside_ci(closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception) as skipped:
-        require_service("PostgreSQL", "127.0.0.1", closed_port, "start it (`service postgresql start`)")
-    assert (
-        str(skipped.value)
-        == f"PostgreSQL is not reachable on 127.0.0.1:{closed_port}: start it (`service postgresql start`)"
-    )
+def set_ci(monkeypatch: pytest.MonkeyPatch, ci: str | None) -> None:
+    """CI set to `ci`, or unset (None)."""
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
 
 
-@pytest.mark.parametrize("value", ["true", "True", "1"])
-def test_a_missing_server_fails_the_test_in_ci_with_the_same_message(
-    closed_port: int, monkeypatch: pytest.MonkeyPatch, value: str
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [
+        (None, pytest.skip.Exception),
+        ("true", pytest.fail.Exception),
+        ("True", pytest.fail.Exception),
+        ("1", pytest.fail.Exception),
+    ],
+)
+@pytest.mark.parametrize(
+    ("name", "how_to_start"),
+    [("PostgreSQL", "start it (`service postgresql start`)"), ("RabbitMQ", "start it (`rabbitmq-server -detached`)")],
+)
+def test_a_missing_server_skips_the_test_outside_ci_and_fails_it_in_ci_with_the_same_message(
+    closed_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    ci: str | None,
+    outcome: type[BaseException],
+    name: str,
+    how_to_start: str,
 ) -> None:
-    monkeypatch.setenv("CI", value)
-    assert in_ci()
-    with pytest.raises(pytest.fail.Exception) as failed:
-        require_service("RabbitMQ", "127.0.0.1", closed_port, "start it (`rabbitmq-server -detached`)")
-    assert (
-        str(failed.value)
-        == f"RabbitMQ is not reachable on 127.0.0.1:{closed_port}: start it (`rabbitmq-server -detached`)"
-    )
+    set_ci(monkeypatch, ci)
+    assert in_ci() is (ci is not None)
+    with pytest.raises(outcome) as stopped:
+        require_service(name, "127.0.0.1", closed_port, how_to_start)
+    assert str(stopped.value) == f"{name} is not reachable on 127.0.0.1:{closed_port}: {how_to_start}"
 
 
 @pytest.mark.parametrize("value", ["", "false", "0"])
@@ -72,10 +84,7 @@ def test_ci_set_to_false_or_empty_is_not_ci(monkeypatch: pytest.MonkeyPatch, val
 def test_a_server_that_answers_lets_the_test_run_in_and_out_of_ci(
     listening_port: int, monkeypatch: pytest.MonkeyPatch, ci: str | None
 ) -> None:
-    if ci is None:
-        monkeypatch.delenv("CI", raising=False)
-    else:
-        monkeypatch.setenv("CI", ci)
+    set_ci(monkeypatch, ci)
     assert require_service("Redis", "127.0.0.1", listening_port, "start it") is None
 
 

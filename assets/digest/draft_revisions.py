@@ -355,27 +355,16 @@ def refine(
         still: list[_Pending] = []
         for index, item in enumerate(pending):
             answer, trace_id = answers[index]
-            base = {
-                "claim_id": item.draft.claim_id,
-                "draft_id": item.draft.draft_id,
-                "topic": item.draft.topic,
-                "round": number,
-                "before": item.text,
-                "trace_id": trace_id,
-            }
+            base = {**_round_of(item, number), "trace_id": trace_id}
             if isinstance(answer, StructuredOutputError):
                 # The same request would get the same invalid answer next round: its evidence stands in now.
-                row = RevisionRound(
-                    **base, action="failed", after="", verdict="", reason=f"answer stayed invalid: {answer}"
-                )
+                row = _unverified_row(base, "failed", f"answer stayed invalid: {answer}")
                 withdrawn.append(item)
             elif isinstance(answer, Exception):
-                row = RevisionRound(
-                    **base, action="failed", after="", verdict="", reason=f"model call failed: {answer}"
-                )
+                row = _unverified_row(base, "failed", f"model call failed: {answer}")
                 still.append(item)
             elif answer.action == "withdraw":
-                row = RevisionRound(**base, action="withdraw", after="", verdict="", reason="withdrawn by the model")
+                row = _unverified_row(base, "withdraw", "withdrawn by the model")
                 withdrawn.append(item)
             else:
                 claim, check = verdicts[index]
@@ -388,17 +377,22 @@ def refine(
     return rows
 
 
+def _round_of(item: _Pending, number: int) -> dict[str, Any]:
+    """What every row of a claim's round starts from: the claim, the round and the text it revises."""
+    return {
+        "claim_id": item.draft.claim_id,
+        "draft_id": item.draft.draft_id,
+        "topic": item.draft.topic,
+        "round": number,
+        "before": item.text,
+    }
+
+
 def capped_row(item: _Pending, number: int, cap: int) -> RevisionRound:
-    return RevisionRound(
-        claim_id=item.draft.claim_id,
-        draft_id=item.draft.draft_id,
-        topic=item.draft.topic,
-        round=number,
-        action="capped",
-        before=item.text,
-        after="",
-        verdict="",
-        reason=f"not refined: the run's refinement calls reached their cap of {cap}; dropped",
+    return _unverified_row(
+        _round_of(item, number),
+        "capped",
+        f"not refined: the run's refinement calls reached their cap of {cap}; dropped",
     )
 
 
@@ -407,7 +401,13 @@ def refinement_call_cap(drafts: Sequence[DraftClaim], per_drafting_call: float) 
     return int(per_drafting_call * len({d.draft_id for d in drafts}))
 
 
-def _round_row(base: dict, action: str, claim: Claim, check: SentenceCheck) -> RevisionRound:
+def _unverified_row(base: dict[str, Any], action: str, reason: str) -> RevisionRound:
+    """A round that left no sentence to verify: the call failed, the model withdrew, or the cap held it back."""
+    return RevisionRound(**base, action=action, after="", verdict="", reason=reason)
+
+
+def _round_row(base: dict[str, Any], action: str, claim: Claim, check: SentenceCheck) -> RevisionRound:
+    """A round whose sentence was verified: the verdict and the evidence it was judged on."""
     return RevisionRound(
         **base,
         action=action,
@@ -439,19 +439,7 @@ def extractive_stand_ins(
     ]
     checks = check_sentences(verifier, claims, llm=llm, decompose=decompose)
     return [
-        _round_row(
-            {
-                "claim_id": p.draft.claim_id,
-                "draft_id": p.draft.draft_id,
-                "topic": p.draft.topic,
-                "round": number,
-                "before": p.text,
-            },
-            "extractive",
-            claim,
-            check,
-        )
-        for p, claim, check in zip(usable, claims, checks)
+        _round_row(_round_of(p, number), "extractive", claim, check) for p, claim, check in zip(usable, claims, checks)
     ]
 
 

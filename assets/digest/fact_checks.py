@@ -67,29 +67,16 @@ class FactCheck(BaseModel):
 
 
 def fact_check_rows(claims: list[DraftClaim], checks: list[SentenceCheck], index_version: str) -> list[FactCheck]:
+    """A row per claim: which claim it is, beside every field of its sentence check (a row holds them all)."""
     return [
         FactCheck(
             claim_id=c.claim_id,
             draft_id=c.draft_id,
             topic=c.topic,
             claim=c.text,
-            verdict=v.verdict,
-            score=v.score,
-            evidence_chunk_ids=v.evidence_chunk_ids,
-            evidence_sentence=v.evidence_sentence,
-            contested=v.contested,
-            conflicting_chunk_ids=v.conflicting_chunk_ids,
-            conflict=v.conflict,
             index_version=index_version,
-            quote=v.quote,
-            reason=v.reason,
-            atomic_claims=v.atomic_claims,
-            split_note=v.split_note,
-            judge=v.judge,
-            judge_counted=v.judge_counted,
-            judge_note=v.judge_note,
-            refinable=v.refinable,
             origin=c.origin,
+            **v.model_dump(),
         )
         for c, v in zip(claims, checks)
     ]

@@ -56,6 +56,21 @@ class ReplyCheck(BaseModel):
     reply_version: str = Field(default="", description="Hash of the reply text: what an approval approves.")
     flagged_text: list[str] = Field(default=[], description="What the input guardrails flagged in the ticket.")
 
+    @classmethod
+    def of_draft(cls, draft: ReplyDraft, ticket: Ticket, screening: ScreenedTicket | None) -> "ReplyCheck":
+        """A draft's row before any rule is applied: escalated, as every reply is until the
+        guardrails pass it, with what the rules read (the ticket's date, what was flagged in it)."""
+        return cls(
+            ticket=draft.ticket,
+            ticket_id=draft.ticket_id,
+            customer_id=draft.customer_id,
+            as_of=ticket.received_at[:10],
+            verdict="escalated",
+            reason=draft.reason,
+            reply=draft.reply,
+            flagged_text=screening.flagged_text if screening else [],
+        )
+
 
 def reply_version(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -74,6 +89,19 @@ def risk_factors(draft: ReplyDraft, route: TicketRoute | None, screening: Screen
     return factors
 
 
+def guardrail_violations(check: ReplyCheck, support_desk: SupportDeskResource, triage: TriageConfig) -> list[Violation]:
+    """The output guardrails on a reply as its row stores it: the same reading when the reply is
+    checked and when the blocking check re-checks the stored row, so the two cannot disagree."""
+    return output_violations(
+        check.reply,
+        customer_id=check.customer_id,
+        as_of=check.as_of,
+        flagged_text=check.flagged_text,
+        support_desk=support_desk,
+        refund_limit=triage.refund_limit_eur,
+    )
+
+
 def check_reply(
     draft: ReplyDraft,
     ticket: Ticket,
@@ -82,28 +110,12 @@ def check_reply(
     support_desk: SupportDeskResource,
     triage: TriageConfig,
 ) -> ReplyCheck:
-    base = ReplyCheck(
-        ticket=draft.ticket,
-        ticket_id=draft.ticket_id,
-        customer_id=draft.customer_id,
-        as_of=ticket.received_at[:10],
-        verdict="escalated",
-        reason=draft.reason,
-        reply=draft.reply,
-        flagged_text=screening.flagged_text if screening else [],
-    )
+    base = ReplyCheck.of_draft(draft, ticket, screening)
     if draft.status == "no_reply":
         return base.model_copy(update={"verdict": "no_reply"})
     if draft.status != "drafted":
         return base
-    violations = output_violations(
-        draft.reply,
-        customer_id=draft.customer_id,
-        as_of=base.as_of,
-        flagged_text=base.flagged_text,
-        support_desk=support_desk,
-        refund_limit=triage.refund_limit_eur,
-    )
+    violations = guardrail_violations(base, support_desk, triage)
     if violations:
         return base.model_copy(
             update={
@@ -174,15 +186,10 @@ def deliverable_replies_pass_guardrails(
     for row in from_frame(reply_checks, ReplyCheck):
         if row.verdict != "deliverable":
             continue
-        violations = output_violations(
-            row.reply,
-            customer_id=row.customer_id,
-            as_of=row.as_of,
-            flagged_text=row.flagged_text,
-            support_desk=support_desk,
-            refund_limit=triage.refund_limit_eur,
-        )
-        failures += [{"ticket": row.ticket, "rule": v.rule, "detail": v.detail} for v in violations]
+        failures += [
+            {"ticket": row.ticket, "rule": v.rule, "detail": v.detail}
+            for v in guardrail_violations(row, support_desk, triage)
+        ]
     return AssetCheckResult(
         passed=not failures,
         severity=AssetCheckSeverity.ERROR,

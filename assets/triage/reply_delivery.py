@@ -165,6 +165,20 @@ def outgoing(check: ReplyCheck, ticket: Ticket, recipient: str, sender: str) -> 
     )
 
 
+def ticket_turn(ticket: Ticket, role: Literal["customer", "agent"], text: str) -> Turn:
+    """One side of a ticket's exchange as the customer's memory keeps it: one turn per side (a
+    re-execution overwrites, never adds), the reply ordered just after the ticket it answers."""
+    asked = role == "customer"
+    return Turn(
+        turn_id=f"{ticket.ticket}#{'c' if asked else 'a'}",
+        customer_id=ticket.customer_id,
+        ticket=ticket.ticket,
+        role=role,
+        text=text,
+        at=ticket.received_at if asked else ticket.received_at + "+reply",
+    )
+
+
 @asset(
     **PipelineAssetSpec(
         group=GROUP, code_version="1", rows=SentReply, partitions=TICKETS, kinds={"email"}
@@ -186,16 +200,7 @@ def sent_replies(
     memory = memory_for(pipeline)
     for ticket in tickets.values():  # what each customer wrote is history, answered or not
         if ticket.status == "received":
-            memory.remember(
-                Turn(
-                    turn_id=f"{ticket.ticket}#c",
-                    customer_id=ticket.customer_id,
-                    ticket=ticket.ticket,
-                    role="customer",
-                    text=f"{ticket.subject}\n{ticket.body}",
-                    at=ticket.received_at,
-                )
-            )
+            memory.remember(ticket_turn(ticket, "customer", f"{ticket.subject}\n{ticket.body}"))
     rows: list[SentReply] = []
     for check in from_frame(reply_checks, ReplyCheck):
         approval = approvals.get(check.ticket)
@@ -222,16 +227,7 @@ def sent_replies(
             )
         )
         if outcome.state in ("sent", "already_sent"):
-            memory.remember(
-                Turn(
-                    turn_id=f"{check.ticket}#a",
-                    customer_id=ticket.customer_id,
-                    ticket=check.ticket,
-                    role="agent",
-                    text=check.reply,
-                    at=ticket.received_at + "+reply",
-                )
-            )
+            memory.remember(ticket_turn(ticket, "agent", check.reply))
     failed = [r for r in rows if r.state == "failed"]
     states = dict(Counter(r.state for r in rows))
     context.log.info(f"Delivery: {states}")
