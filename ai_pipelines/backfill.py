@@ -1,11 +1,11 @@
-"""The corpus in one run: register every file as a documents partition, then launch
-the digest job over a partition range: every document (`run_over_all_documents`, what
-the tests and the check gate do), or only what changed since the last run
-(`run_what_changed`, what `ai-pipelines run` does; see run_plan).
+"""The corpus in one run: register every file in the documents registry, then launch
+the digest job over a range of document batches: every batch (`run_over_all_documents`,
+what the tests and the check gate do), or only the batches whose documents changed since
+the last run (`run_what_changed`, what `ai-pipelines run` does; see run_plan).
 
-One run, not one per document,
+One run, not one per batch,
 means one process and one model server whose assets fan out over every document;
-the UI's equivalent is a backfill of all partitions, which the assets' single-run
+the UI's equivalent is a backfill of all batches, which the assets' single-run
 backfill policy also turns into one run. The run executes in this process, and says
 so in its tags, so that a later process can tell when it was killed (run_recovery).
 """
@@ -17,7 +17,8 @@ from pydantic import BaseModel
 
 from ai_pipelines.run_plan import SETTINGS_TAG, RunPlan, plan_run, settings_fingerprint
 from ai_pipelines.run_process import RunProcess
-from assets.components.partitions import DOCUMENTS, range_tags
+from assets.components.partitions import DOCUMENT_BATCHES, DOCUMENTS, range_tags
+from resources.documents.batches import batches_of
 from resources.documents.files import FileState, is_valid_key, scan, watched_folders
 from resources.pipeline_config import PipelineConfig
 
@@ -35,13 +36,14 @@ class RegisteredDocuments(BaseModel):
 
 
 def register_documents(instance: DagsterInstance, pipeline: PipelineConfig) -> RegisteredDocuments:
-    """Make the documents partitions match the files in the watched folders."""
+    """Make the documents registry match the files in the watched folders."""
     files = scan(pipeline)
     found = sorted(files)
     keys = [k for k in found if is_valid_key(k)]
     registered = instance.get_dynamic_partitions(DOCUMENTS.name)
-    added = [k for k in keys if k not in set(registered)]
-    removed = [k for k in registered if k not in set(keys)]
+    known, present = set(registered), set(keys)
+    added = [k for k in keys if k not in known]
+    removed = [k for k in registered if k not in present]
     for key in removed:
         instance.delete_dynamic_partition(DOCUMENTS.name, key)
     if added:
@@ -56,8 +58,10 @@ def register_documents(instance: DagsterInstance, pipeline: PipelineConfig) -> R
 
 
 def all_documents_tags(instance: DagsterInstance) -> dict[str, str]:
-    keys = instance.get_dynamic_partitions(DOCUMENTS.name)
-    return range_tags(keys)
+    """Tags for one run over every batch holding a registered document (and the empty
+    batches between them, which cost a step's bookkeeping and no more)."""
+    batches = batches_of(instance.get_dynamic_partitions(DOCUMENTS.name)) or DOCUMENT_BATCHES.get_partition_keys()
+    return range_tags(batches)
 
 
 def _registered(instance: DagsterInstance, pipeline: PipelineConfig) -> RegisteredDocuments:
@@ -94,15 +98,15 @@ def run_what_changed(
     documents = _registered(instance, pipeline)
     order = instance.get_dynamic_partitions(DOCUMENTS.name)
     plan = (
-        RunPlan(documents=order, refresh_downstream=True, reason=f"all {len(order)} documents, as asked")
+        RunPlan.everything(order)
         if everything
         else plan_run(instance, defs, pipeline, documents.files, order, documents.removed)
     )
     if plan.up_to_date:
         return plan, None
     tags = _run_tags(pipeline, execute_kwargs)
-    if plan.documents:
-        job, tags = defs.resolve_job_def("digest_job"), {**tags, **plan.range_tags(order)}
+    if plan.batches:
+        job, tags = defs.resolve_job_def("digest_job"), {**tags, **plan.range_tags()}
     else:
         job = defs.resolve_job_def("digest_refresh_job")
     return plan, job.execute_in_process(instance=instance, tags=tags, **execute_kwargs)

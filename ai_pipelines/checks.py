@@ -36,6 +36,7 @@ from ai_pipelines.check_reports import CheckReport, metadata_value, partitions_n
 from ai_pipelines.run_logging import console_logging
 from ai_pipelines.run_process import RunProcess
 from ai_pipelines.settings import Settings
+from assets.components.partitions import DOCUMENT_BATCHES, DOCUMENTS
 from resources.metadata.partition_results import PARTITION_RESULTS
 
 CHECKS_JOB = "asset_checks_cli"
@@ -110,7 +111,11 @@ def check_cases(result: ExecuteInProcessResult, keys: list[AssetKey], instance: 
         return graph.get_check_spec(key).description or ""
 
     def partition_keys(asset: AssetKey) -> set[str]:
+        """The keys a failing check's rows may name: for document batches, the documents
+        (rows name the document, and the document is what a person fixes)."""
         partitions_def = graph.get(asset).partitions_def
+        if partitions_def == DOCUMENT_BATCHES:
+            return set(instance.get_dynamic_partitions(DOCUMENTS.name))
         return set(partitions_def.get_partition_keys(dynamic_partitions_store=instance)) if partitions_def else set()
 
     evaluations = result.get_asset_check_evaluations()

@@ -256,6 +256,20 @@ def command_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_document(args: argparse.Namespace, settings: Settings) -> int:
+    """One document's own history, although Dagster orchestrates it in a batch."""
+    from ai_pipelines.document_history import DocumentNotFound, document_history
+
+    with command_instance(settings) as (_, instance):
+        try:
+            history = document_history(settings.warehouse_path, instance, args.document)
+        except DocumentNotFound as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(history.model_dump_json(indent=2) if args.json else history.render())
+    return 0
+
+
 def command_home(args: argparse.Namespace, settings: Settings) -> int:
     print(ensure_dagster_home(settings))
     return 0
@@ -385,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--bundled", action="store_true", help="With --write: make it the bundled default (not with --judge)."
     )
     commands.add_parser("home", help="Create the Dagster home (if needed) and print its path.")
+    document = commands.add_parser(
+        "document",
+        help="What happened to one document: its status or quarantine reason, signals, verdicts citing it, "
+        "and the materializations of its batch.",
+    )
+    document.add_argument("document", help="The document's key (e.g. corpus/acme-q3.md) or its content id.")
+    document.add_argument("--json", action="store_true", help="Print the history as JSON.")
     checks = commands.add_parser(
         "check",
         help="Run asset checks (latest materializations, or --materialize first); exit 1 on a blocking failure, "
@@ -467,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "triage": command_triage,
         "fact-check": command_fact_check,
         "home": command_home,
+        "document": command_document,
         "calibrate": command_calibrate,
         "stack": command_stack,
         "check": command_check,

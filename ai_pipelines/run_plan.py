@@ -6,9 +6,10 @@ but it still costs Dagster a few events per document per asset, which at thousan
 documents is minutes. So before launching, the run command compares what the instance
 recorded with what is there now:
 
-- a document partition is *current* when its latest `source_documents` materialization
-  recorded the same content hash as the file has now, `chunks` and `signals` were
-  materialized after it, and all three were materialized with today's code versions;
+- a document batch is *current* when its latest `source_documents` materialization
+  recorded the same documents with the same content hashes as its files have now,
+  `chunks` and `signals` were materialized after it, and all three were materialized with
+  today's code versions;
 - the downstream assets (index, drafts, fact checks, summaries, report) are *current*
   when each was materialized with today's code version after the latest
   materialization of every asset it reads, and no document was removed since.
@@ -16,9 +17,9 @@ recorded with what is there now:
 Settings that shape outputs but are not code (topics, thresholds, chunk sizes) are
 fingerprinted into a tag of the runs this command launches; whatever an earlier run
 with other settings materialized is materialized again.
-Documents to redo are covered by one partition range (from the first to the last of
-them in partition order), so new files, which are registered at the end, are a range of
-their own and one run. `--all` on the command line skips the comparison.
+Batches to redo are covered by one partition range (from the first to the last of them
+in partition order): one run, whose other batches in the range are answered by the
+response cache. `--all` on the command line skips the comparison.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions, 
 from pydantic import BaseModel
 
 from assets.components.partitions import range_tags
-from assets.digest.ingestion import CONTENT_HASH
+from assets.digest.ingestion import CONTENT_HASHES
+from resources.documents.batches import BATCH_KEYS, batch_of
 from resources.documents.files import FileState
 from resources.pipeline_config import PipelineConfig
 
@@ -47,23 +49,29 @@ class Latest(BaseModel):
     storage_id: int
     run_id: str
     code_version: str = ""
-    content_hash: str = ""
+    content_hashes: dict[str, str] = {}  # per document of a batch
 
 
 class RunPlan(BaseModel):
-    documents: list[str]  # partitions to (re)materialize, in partition order
+    documents: list[str]  # documents new or changed (or in a batch whose code changed), in registry order
+    batches: list[str]  # document batches to (re)materialize, in partition order
     refresh_downstream: bool
     reason: str
 
     @property
     def up_to_date(self) -> bool:
-        return not self.documents and not self.refresh_downstream
+        return not self.batches and not self.refresh_downstream
 
-    def range_tags(self, order: list[str]) -> dict[str, str]:
-        """Run tags for one partition range covering every document to redo."""
-        position = {key: i for i, key in enumerate(order)}
-        ordered = sorted(self.documents, key=position.__getitem__)
-        return range_tags(ordered)
+    def range_tags(self) -> dict[str, str]:
+        """Run tags for one partition range covering every batch to redo."""
+        return range_tags(self.batches)
+
+    @classmethod
+    def everything(cls, order: list[str]) -> "RunPlan":
+        batches = [b for b in BATCH_KEYS if b in {batch_of(k) for k in order}]
+        return cls(
+            documents=order, batches=batches, refresh_downstream=True, reason=f"all {len(order)} documents, as asked"
+        )
 
 
 def settings_fingerprint(pipeline: PipelineConfig) -> str:
@@ -94,12 +102,12 @@ def latest_materializations(instance: DagsterInstance, asset: str, keys: set[str
             materialization = record.asset_materialization
             if key in found or materialization is None:
                 continue
-            recorded = materialization.metadata.get(CONTENT_HASH)
+            recorded = materialization.metadata.get(CONTENT_HASHES)
             found[key] = Latest(
                 storage_id=record.storage_id,
                 run_id=record.run_id,
                 code_version=(materialization.tags or {}).get(CODE_VERSION_TAG, ""),
-                content_hash=str(recorded.value) if recorded is not None else "",
+                content_hashes=recorded.value if recorded is not None and isinstance(recorded.value, dict) else {},
             )
         if not page.has_more or wanted <= found.keys():
             return found
@@ -116,13 +124,13 @@ def runs_with_other_settings(instance: DagsterInstance, run_ids: set[str], finge
     return {r.run_id for r in runs if r.tags.get(SETTINGS_TAG, fingerprint) != fingerprint}
 
 
-def _document_is_current(key: str, recorded: list[Latest | None], code: list[str], file: FileState) -> bool:
+def _batch_is_current(recorded: list[Latest | None], code: list[str], other_settings: set[str]) -> bool:
+    """Whether a batch's per-document assets were materialized in order, with today's code and settings."""
     if any(r is None for r in recorded):
         return False
     source, chunks, signals = recorded
     return (
-        source.content_hash == file.sha256[:16]
-        and all(r.code_version == c for r, c in zip(recorded, code))
+        all(r.code_version == c and r.run_id not in other_settings for r, c in zip(recorded, code))
         and source.storage_id < chunks.storage_id < signals.storage_id
     )
 
@@ -140,21 +148,32 @@ def plan_run(
         n: defs.resolve_assets_def(n).code_versions_by_key[AssetKey(n)] or ""
         for n in (*PER_DOCUMENT_ASSETS, *DOWNSTREAM_ASSETS)
     }
-    per_document = {n: latest_materializations(instance, n, set(order)) for n in PER_DOCUMENT_ASSETS}
+    files_by_batch: dict[str, dict[str, str]] = {}
+    for key in order:
+        files_by_batch.setdefault(batch_of(key), {})[key] = files[key].sha256[:16]
+    per_document = {n: latest_materializations(instance, n, set(BATCH_KEYS)) for n in PER_DOCUMENT_ASSETS}
     downstream = {n: latest_materializations(instance, n, None).get("") for n in DOWNSTREAM_ASSETS}
     records = [r for per in per_document.values() for r in per.values()] + [r for r in downstream.values() if r]
     other_settings = runs_with_other_settings(instance, {r.run_id for r in records}, settings_fingerprint(pipeline))
-    stale = [
-        key
-        for key in order
-        if not _document_is_current(
-            key,
-            [per_document[n].get(key) for n in PER_DOCUMENT_ASSETS],
+    stale_documents: list[str] = []
+    stale_batches: set[str] = set()
+    for batch in BATCH_KEYS:
+        now = files_by_batch.get(batch, {})
+        source = per_document["source_documents"].get(batch)
+        recorded = source.content_hashes if source else {}
+        if not now and not recorded:
+            continue  # an empty batch that never held a document
+        current = _batch_is_current(
+            [per_document[n].get(batch) for n in PER_DOCUMENT_ASSETS],
             [code[n] for n in PER_DOCUMENT_ASSETS],
-            files[key],
+            other_settings,
         )
-        or any(per_document[n][key].run_id in other_settings for n in PER_DOCUMENT_ASSETS)
-    ]
+        changed = [k for k, sha in now.items() if not current or recorded.get(k) != sha]
+        if changed or recorded.keys() - now.keys():
+            stale_batches.add(batch)
+            stale_documents += changed
+    changed_documents = set(stale_documents)
+    stale = [k for k in order if k in changed_documents]
     newest = {n: max((r.storage_id for r in per.values()), default=0) for n, per in per_document.items()}
     newest |= {n: r.storage_id if r else 0 for n, r in downstream.items()}
     out_of_date = [
@@ -168,13 +187,15 @@ def plan_run(
             for up in defs.resolve_assets_def(n).asset_deps[AssetKey(n)]
         )
     ]
-    reasons = [f"{len(stale)} of {len(order)} documents new or changed"] if stale else []
+    in_batches = f"{len(stale_batches)} batch" + ("es" if len(stale_batches) != 1 else "")
+    reasons = [f"{len(stale)} of {len(order)} documents new or changed, in {in_batches}"] if stale else []
     if removed:
         reasons.append(f"{len(removed)} removed")
     if out_of_date:
         reasons.append(f"to refresh: {', '.join(out_of_date)}")
     return RunPlan(
         documents=stale,
-        refresh_downstream=bool(stale or removed or out_of_date),
+        batches=[b for b in BATCH_KEYS if b in stale_batches],
+        refresh_downstream=bool(stale_batches or removed or out_of_date),
         reason="; ".join(reasons) or f"all {len(order)} documents and every downstream asset are up to date",
     )

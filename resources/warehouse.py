@@ -62,8 +62,12 @@ def _slice_filter(table_slice: TableSlice) -> tuple[str, list[str]]:
     return (" where " + " and ".join(clauses) if clauses else ""), params
 
 
-def reconcile_table(connection, table: str, columns: Mapping[str, str]) -> None:
-    """Create `table` with the declared types, or bring an existing one in line with them."""
+def reconcile_table(connection, table: str, columns: Mapping[str, str], partition_columns: Sequence[str] = ()) -> None:
+    """Create `table` with the declared types, or bring an existing one in line with them.
+
+    A table that lacks one of `partition_columns` was partitioned another way by an older
+    version: its rows could never be replaced by partition, so they are deleted (the run
+    planner sees no materialization of the new partitions and writes them all again)."""
     schema_name, table_name = table.split(".", 1)
     existing = dict(
         connection.execute(
@@ -75,6 +79,8 @@ def reconcile_table(connection, table: str, columns: Mapping[str, str]) -> None:
         definition = ", ".join(f"{_quoted(name)} {kind}" for name, kind in columns.items())
         connection.execute(f"create table if not exists {table} ({definition})")
         return
+    if any(column not in existing for column in partition_columns):
+        connection.execute(f"delete from {table}")
     for name, kind in columns.items():
         if name not in existing:
             connection.execute(f"alter table {table} add column {_quoted(name)} {kind}")
@@ -93,7 +99,8 @@ class _PandasTableHandler(DuckDBPandasTypeHandler):
             )
             return
         table = f"{table_slice.schema}.{table_slice.table}"
-        reconcile_table(connection, table, columns)
+        partition_columns = [d.partition_expr for d in table_slice.partition_dimensions or []]
+        reconcile_table(connection, table, columns, [c for c in partition_columns if c in columns])
         where, params = _slice_filter(table_slice)
         present = [name for name in columns if name in obj.columns]
         selected = ", ".join(f"cast({_quoted(n)} as {columns[n]}) as {_quoted(n)}" for n in present)

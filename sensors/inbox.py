@@ -1,11 +1,11 @@
-"""The inbox sensor: documents dropped into a watched folder become partitions and runs.
+"""The inbox sensor: documents dropped into a watched folder become registered documents and runs.
 
 Its cursor is the content hash of every file it has handed to a run, so a file seen
-twice is processed once, an edited file is processed again (for that document only),
-and a removed file has its partition deleted and the index brought in line. New
-files found in one tick are registered together, which puts them next to each other
-at the end of the partition order, and go to one run over that range: a thousand
-files dropped at once are one run with bounded fan-out, not a thousand processes.
+twice is processed once, an edited file is processed again (its batch, whose other
+documents the response cache answers), and a removed file leaves the registry, its
+batch is re-run without it and the index brought in line. Every file a tick found new,
+changed or removed goes to one run over the range of their batches: a thousand files
+dropped at once are one run with bounded fan-out, not a thousand processes.
 """
 
 import hashlib
@@ -26,6 +26,8 @@ from dagster import (
 from pydantic import BaseModel
 
 from assets.components.partitions import DOCUMENTS, range_tags
+from assets.digest.ingestion import CONTENT_HASHES
+from resources.documents.batches import batch_of, batches_of
 from resources.documents.files import FileState, is_valid_key, scan
 from resources.pipeline_config import PipelineConfig
 from sensors.jobs import document_job, index_job
@@ -123,11 +125,50 @@ def partition_run_requests(
     return requests, unregistered
 
 
+def adopt_ingested(instance: DagsterInstance, changes: InboxChanges, current: dict[str, FileState]) -> set[str]:
+    """Takes out of `changes.new` the documents whose batch's latest `source_documents`
+    materialization already recorded their content (ingested by the run command, or before
+    this sensor's cursor was reset), and returns them: adopting them spares a run."""
+    batches = batches_of(changes.new)
+    if not batches:
+        return set()
+    recorded: dict[str, dict] = {}
+    for record in instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("source_documents"), asset_partitions=batches),
+        limit=10 * len(batches) + 100,
+        ascending=False,
+    ).records:
+        materialization = record.asset_materialization
+        if record.partition_key and record.partition_key not in recorded and materialization is not None:
+            hashes = materialization.metadata.get(CONTENT_HASHES)
+            recorded[record.partition_key] = hashes.value if hashes is not None else {}
+    adopted = {
+        k for k in changes.new if recorded.get(batch_of(k), {}).get(k) == current[k].sha256[:16] and current[k].sha256
+    }
+    changes.new = [k for k in changes.new if k not in adopted]
+    return adopted
+
+
+def batch_run_request(changes: InboxChanges, current: dict[str, FileState], cursor: InboxCursor) -> RunRequest | None:
+    """One run over the batches of every new, changed and removed file (one batch, or the
+    range from the first to the last of them), or None when there is none."""
+    touched = sorted({*changes.new, *changes.changed, *changes.removed})
+    batches = batches_of(touched)
+    if not batches:
+        return None
+    run_key = numbered_run_key(cursor, *(f"{k}@{current[k].sha256 if k in current else 'removed'}" for k in touched))
+    if len(batches) == 1:
+        return RunRequest(job_name=document_job.name, partition_key=batches[0], run_key=run_key)
+    return RunRequest(job_name=document_job.name, run_key=run_key, tags=range_tags(batches))
+
+
 def plan_runs(
     changes: InboxChanges, current: dict[str, FileState], registered: set[str], cursor: InboxCursor
 ) -> tuple[list[RunRequest], list[str]]:
-    """The run requests for one tick, and the keys to register as partitions."""
-    requests, unregistered = partition_run_requests(document_job.name, changes, current, registered, cursor)
+    """The run requests for one tick, and the keys to register."""
+    request = batch_run_request(changes, current, cursor)
+    requests = [request] if request else []
+    unregistered = [k for k in changes.new if k not in registered]
     if changes.removed:
         requests.append(
             RunRequest(job_name=index_job.name, run_key=numbered_run_key(cursor, "removed", *changes.removed))
@@ -162,8 +203,8 @@ def folder_changes(
     jobs=[document_job, index_job],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.STOPPED,
-    description="Registers new and edited files in the corpus and inbox folders as documents partitions "
-    "and runs document_job for exactly those; deletes the partitions of removed files and refreshes the index.",
+    description="Registers new files in the corpus and inbox folders as documents and runs document_job over "
+    "the batches of new, edited and removed files; unregisters removed files and refreshes the index.",
 )
 def inbox_sensor(context: SensorEvaluationContext, pipeline: PipelineConfig):
     cursor = InboxCursor.read(context.cursor)
@@ -171,8 +212,9 @@ def inbox_sensor(context: SensorEvaluationContext, pipeline: PipelineConfig):
     if unchanged is not None:
         return unchanged
     registered = set(context.instance.get_dynamic_partitions(DOCUMENTS.name))
-    adopted = adopt_materialized(context.instance, changes, registered, current)
+    adopted = adopt_ingested(context.instance, changes, current)
     requests, to_register = plan_runs(changes, current, registered, cursor)
+    to_register += sorted(adopted - registered)
     gone = [k for k in changes.removed if k in registered]
     context.log.info(
         f"{len(changes.new)} new, {len(changes.changed)} changed, {len(changes.removed)} removed documents, "

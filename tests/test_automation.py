@@ -8,6 +8,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from ai_pipelines.definitions import build_definitions
 from assets.components.partitions import DOCUMENTS
+from resources.documents.batches import batch_of
 from tests.conftest import run_digest_job
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def test_index_follows_documents_and_fact_checks_follow_the_index(settings):
     instance.add_dynamic_partitions(DOCUMENTS.name, ["inbox/note.md"])
     assert (
         defs.resolve_job_def("document_job")
-        .execute_in_process(instance=instance, partition_key="inbox/note.md")
+        .execute_in_process(instance=instance, partition_key=batch_of("inbox/note.md"))
         .success
     )
     tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)

@@ -63,14 +63,14 @@ def test_groups_with_descriptions_and_blocking_checks():
 
 
 @pytest.mark.unit
-def test_per_document_assets_share_the_documents_partitions_and_backfill_in_one_run():
-    from assets.components.partitions import DOCUMENTS
+def test_per_document_assets_share_the_document_batches_and_backfill_in_one_run():
+    from assets.components.partitions import DOCUMENT_BATCHES
 
     graph = defs.resolve_asset_graph()
     partitioned = {
         key.to_user_string(): graph.get(key).backfill_policy
         for key in graph.get_all_asset_keys()
-        if graph.get(key).partitions_def == DOCUMENTS
+        if graph.get(key).partitions_def == DOCUMENT_BATCHES
     }
     assert set(partitioned) == {"source_documents", "quarantined_documents", "chunks", "signals"}
     assert all(policy == BackfillPolicy.single_run() for policy in partitioned.values())

@@ -23,6 +23,7 @@ from assets.digest.signals import (
     extraction_messages,
     prompt_sentences,
 )
+from resources.documents.batches import batch_of
 from resources.documents.chunking import chunk_document
 from resources.documents.files import discover_entries, path_for, scan
 from resources.documents.intake import ingest_documents
@@ -352,12 +353,12 @@ def test_planted_instructions_never_reach_published_outputs(settings, llm):
     [event] = [
         e
         for e in result.get_asset_materialization_events()
-        if e.asset_key == AssetKey("source_documents") and e.partition == "inbox/planted.md"
+        if e.asset_key == AssetKey("source_documents") and e.partition == batch_of("inbox/planted.md")
     ]
-    assert (
-        event.materialization.metadata["flagged_spans"].value >= 1
-        and "bankrupt" in event.materialization.metadata["flagged"].value
-    )
+    # Its batch's metadata names the planted document beside the span flagged in it.
+    flagged = event.materialization.metadata["flagged"].value
+    assert event.materialization.metadata["flagged_spans"].value >= 1
+    assert "inbox/planted.md" in flagged and "bankrupt" in flagged
 
 
 @pytest.mark.integration

@@ -7,6 +7,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult
 
 from ai_pipelines.run_report import RunReport
 from ai_pipelines.settings import Settings
+from resources.documents.batches import batch_of
 from tests.conftest import fake_settings, materialization_metadata, partition_metadata, run_digest_job, warehouse_query
 
 pytestmark = pytest.mark.integration
@@ -60,16 +61,19 @@ def test_every_stage_materializes_and_every_check_passes(run, graph):
 
 
 def test_materializations_explain_themselves(run):
-    # Each document's materialization describes that document, so sums over partitions are run totals.
-    per_document = partition_metadata(run, "signals")
-    documents = {k: m for k, m in per_document.items() if m.get("documents")}
-    assert len(per_document) == 33 and len(documents) == 30
-    assert all(m["documents"] == 1 and m["model_requests"] == 1 and m["model_calls"] == 1 for m in documents.values())
-    assert all(m["prompt_tokens"] > 0 for m in documents.values())
-    signals = next(iter(documents.values()))
-    assert "fake-fast" in signals["calls_by_model"] and signals["calls_by_model"]["fake-fast"] == 1
+    # Each batch's materialization describes its own documents and their calls, so sums over
+    # batches are run totals, and every document is named in its batch's metadata.
+    per_batch = partition_metadata(run, "signals")
+    batches = {k: m for k, m in per_batch.items() if m.get("documents")}
+    assert sum(m["documents"] for m in per_batch.values()) == 30 and len(batches) > 1
+    assert all(m["model_requests"] == m["model_calls"] == m["documents"] for m in batches.values())
+    assert all(m["prompt_tokens"] > 0 for m in batches.values())
+    named = {d: batch for batch, m in batches.items() for d in m["document_status"]}
+    assert len(named) == 30 and all(batch_of(d) == batch for d, batch in named.items())
+    signals = next(iter(batches.values()))
+    assert signals["calls_by_model"]["fake-fast"] == signals["documents"]
     assert signals["latency_p95_s"] >= signals["latency_p50_s"] >= 0
-    assert "| document |" in signals["preview"] and signals["preview"].count("\n| ") == 1  # one row: its document
+    assert "| document |" in signals["preview"] and signals["preview"].count("\n| ") == min(10, signals["documents"])
     drafts = materialization_metadata(run, "drafts")
     assert (
         drafts["claims"] > 0

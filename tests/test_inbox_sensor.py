@@ -17,9 +17,10 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ai_pipelines.definitions import build_definitions, build_resources
-from assets.components.partitions import DOCUMENTS
+from assets.components.partitions import DOCUMENT_BATCHES, DOCUMENTS
+from resources.documents.batches import batch_of, batches_of
 from sensors import inbox_sensor
-from tests.conftest import article, materialization_metadata, write_file
+from tests.conftest import article, materialization_metadata, partition_metadata, warehouse_query, write_file
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,7 @@ def test_new_file_once_then_only_when_changed(folders):
     first = inbox.tick()
     assert added(first) == ["inbox/memo.md"]
     [request] = first.run_requests
-    assert (request.job_name, request.partition_key) == ("document_job", "inbox/memo.md")
+    assert (request.job_name, request.partition_key) == ("document_job", batch_of("inbox/memo.md"))
 
     # Seen twice, processed once: no partition, no run, even when only its mtime moves.
     assert not inbox.tick().run_requests
@@ -115,7 +116,7 @@ def test_new_file_once_then_only_when_changed(folders):
     changed = inbox.tick()
     assert not added(changed)
     [rerun] = changed.run_requests
-    assert rerun.partition_key == "inbox/memo.md" and rerun.run_key != request.run_key
+    assert rerun.partition_key == batch_of("inbox/memo.md") and rerun.run_key != request.run_key
 
     # Back to the first content: processed again, under a run key not used before.
     write(inbox_dir / "memo.md", "Memo", "Orion Freight opened a depot in Leeds. It employs 40 people.")
@@ -131,16 +132,20 @@ def test_files_arriving_together_are_one_run_over_their_range(folders):
     result = inbox.tick()
     assert added(result) == ["inbox/a.md", "inbox/b.md", "inbox/c.md"]
     [request] = result.run_requests
-    assert request.partition_key is None
+    batches = batches_of(added(result))
+    assert len(batches) > 1 and request.partition_key is None  # these three keys hash to different batches
     assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
-        "inbox/a.md",
-        "inbox/c.md",
+        batches[0],
+        batches[-1],
     )
     run = inbox.execute(request)
-    assert materialized_partitions(run, "signals") == ["inbox/a.md", "inbox/b.md", "inbox/c.md"]
+    keys = DOCUMENT_BATCHES.get_partition_keys()
+    assert materialized_partitions(run, "signals") == keys[keys.index(batches[0]) : keys.index(batches[-1]) + 1]
+    named = {d for m in partition_metadata(run, "signals").values() for d in m["document_status"]}
+    assert named == {"inbox/a.md", "inbox/b.md", "inbox/c.md"}
 
 
-def test_removed_file_leaves_the_partitions_and_the_index(folders):
+def test_removed_file_leaves_the_registry_its_batch_and_the_index(folders):
     settings, corpus_dir, _ = folders
     write(corpus_dir / "keep.md", "Keep", "Harbor Bank raised its dividend to 3 percent in March.")
     gone = write(corpus_dir / "gone.md", "Gone", "Tallis Mining closed its Perth office after 12 years.")
@@ -154,9 +159,16 @@ def test_removed_file_leaves_the_partitions_and_the_index(folders):
     gone.unlink()
     result = inbox.tick()
     assert deleted(result) == ["corpus/gone.md"]
-    [refresh] = result.run_requests
-    assert refresh.job_name == "index_job"
+    [rerun, refresh] = result.run_requests
+    assert (rerun.job_name, rerun.partition_key, refresh.job_name) == (
+        "document_job",
+        batch_of("corpus/gone.md"),
+        "index_job",
+    )
     assert instance.get_dynamic_partitions(DOCUMENTS.name) == ["corpus/keep.md"]
+    inbox.execute(rerun)  # its batch again, without it: its rows leave the tables
+    documents = {d for (d,) in warehouse_query(settings, "select document from ai_pipelines.source_documents")}
+    assert documents == {"corpus/keep.md"}
     refreshed = materialization_metadata(inbox.execute(refresh), "retrieval_index")
     assert (refreshed["chunks"], refreshed["removed_this_run"]) == (1, 1)
 
@@ -171,10 +183,11 @@ def test_one_new_document_in_a_corpus_of_500_is_the_only_one_processed(folders, 
         )
     instance = DagsterInstance.ephemeral()
     inbox = Inbox(settings, instance)
-    [backfill] = inbox.tick().run_requests  # the initial corpus: one run over 500 partitions
+    [backfill] = inbox.tick().run_requests  # the initial corpus: one run over every batch
     first = inbox.execute(backfill)
     assert llm.calls_for("ExtractedSignals") == 500
-    assert len(materialized_partitions(first, "chunks")) == 500
+    assert materialized_partitions(first, "chunks") == DOCUMENT_BATCHES.get_partition_keys()
+    assert sum(m["documents"] for m in partition_metadata(first, "chunks").values()) == 500
     inbox.defs.resolve_job_def("index_job").execute_in_process(instance=instance)
 
     write(inbox_dir / "late.md", "Late", "Quill Transport hired 30 drivers. The hires start in May. They cover Leeds.")
@@ -183,13 +196,14 @@ def test_one_new_document_in_a_corpus_of_500_is_the_only_one_processed(folders, 
     assert added(result) == ["inbox/late.md"]
     [request] = result.run_requests
     run = inbox.execute(request)
+    # Its batch, whose other documents the cache answers: one model call, for the new document.
     assert llm.calls_for("ExtractedSignals") == 1
-    assert materialized_partitions(run, "chunks") == ["inbox/late.md"]
-    assert (
-        materialization_metadata(run, "chunks")["chunks"] == 1
-        and materialization_metadata(run, "signals")["documents"] == 1
-    )
-    assert materialization_metadata(run, "signals")["model_calls"] == 1
+    assert materialized_partitions(run, "chunks") == [batch_of("inbox/late.md")]
+    neighbours = sum(batch_of(f"corpus/note-{i:03d}.md") == batch_of("inbox/late.md") for i in range(500))
+    signals = materialization_metadata(run, "signals")
+    assert materialization_metadata(run, "chunks")["documents"] == signals["documents"] == neighbours + 1
+    assert "inbox/late.md" in signals["document_status"]
+    assert signals["model_requests"] == neighbours + 1 and signals["cache_hits"] == neighbours
 
     index = materialization_metadata(
         inbox.defs.resolve_job_def("index_job").execute_in_process(instance=instance), "retrieval_index"

@@ -6,6 +6,7 @@ import itertools
 import json
 import shutil
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +25,7 @@ from assets import ALL_ASSETS, STEP_MODULES
 from assets.components.llm_step import LlmStep, StepDefinitionError, model_from_json_schema
 from assets.digest.signals import SIGNALS, extract_signals
 from assets.triage.ticket_routes import ROUTES
+from resources.documents.batches import batch_of, batches_of
 from tests.conftest import partition_metadata, run_digest_job, warehouse_rows
 from tests.fake_openai import FakeOpenAI, Fault
 
@@ -43,7 +45,7 @@ attributes:
   asset: document_gists
   group: gists
   inputs: [source_documents]
-  partitions: documents
+  partitions: document_batches
   prompt: prompt.txt
   output_schema:
     type: object
@@ -138,11 +140,12 @@ def test_a_stage_declared_in_yaml_alone_is_materialized_and_its_checks_run(setti
     rows = warehouse_rows(settings, "document_gists")
     documents = sorted(r["document"] for r in warehouse_rows(settings, "source_documents"))
     assert sorted(r["document"] for r in rows) == documents and len(rows) > 3
-    per_partition = partition_metadata(result, "document_gists")
-    assert set(documents) <= set(per_partition)
-    # Each partition's calls: its answer, and the judge's verdict on it.
-    assert all(per_partition[d]["rows"] == 1 and per_partition[d]["model_requests"] == 2 for d in documents)
-    assert all(per_partition[d]["rubric_passed"] == 1 for d in documents)
+    per_batch = partition_metadata(result, "document_gists")
+    held = Counter(batch_of(d) for d in documents)
+    assert set(held) <= set(per_batch)
+    # Each batch's calls: an answer per document, and the judge's verdict on each.
+    assert all(per_batch[b]["rows"] == n and per_batch[b]["model_requests"] == 2 * n for b, n in held.items())
+    assert all(per_batch[b]["rubric_passed"] == n for b, n in held.items())
     assert all(r["status"] == "valid" and r["gist"].startswith("An article titled") for r in rows)
     gist_calls = [c for c in llm.calls if c["schema"] == "DocumentGistsAnswer"]
     assert len(gist_calls) == len(rows)
@@ -189,7 +192,12 @@ BAD_STEPS = {
         "output_schema.properties.audience",
         "unsupported type 'date'",
     ),
-    "unknown field": ("  partitions: documents\n", "  partitions: documents\n  temprature: 0.2\n", "temprature", None),
+    "unknown field": (
+        "  partitions: document_batches\n",
+        "  partitions: document_batches\n  temprature: 0.2\n",
+        "temprature",
+        None,
+    ),
     "unknown upstream asset": (
         "  inputs: [source_documents]\n",
         "  inputs: [source_documents, source_docs]\n",
@@ -197,8 +205,8 @@ BAD_STEPS = {
         "unknown upstream asset 'source_docs'",
     ),
     "wrong type": (
-        "  partitions: documents\n",
-        "  partitions: documents\n  max_tokens: many\n",
+        "  partitions: document_batches\n",
+        "  partitions: document_batches\n  max_tokens: many\n",
         "max_tokens",
         "valid integer",
     ),
@@ -370,19 +378,19 @@ def test_editing_one_prompt_file_marks_only_its_dependents_stale(settings, tmp_p
         assets = list(defs.assets or [])
         resolver = get_stale_status_resolver(instance, assets)
         graph = AssetGraph.from_assets(assets)
-        documents = instance.get_dynamic_partitions("documents")
+        batches = batches_of(instance.get_dynamic_partitions("documents"))
 
         def status_of(key: AssetKey) -> StaleStatus:
             node = graph.get(key)
             if node.partitions_def is None:
                 return resolver.get_status(key)
-            if node.partitions_def.name != "documents":
+            if node.partitions_def.name != "document_batches":
                 return (
                     StaleStatus.FRESH
                     if instance.get_latest_materialization_event(key) is None
                     else resolver.get_status(key)
                 )
-            statuses = {resolver.get_status(key, partition) for partition in documents}
+            statuses = {resolver.get_status(key, partition) for partition in batches}
             return StaleStatus.STALE if StaleStatus.STALE in statuses else statuses.pop()
 
         return {
@@ -444,6 +452,6 @@ def test_the_readmes_ten_line_step_loads_as_written(tmp_path):
         "Write a one-sentence gist of this article. <title>{title}</title> <document>{text}</document>"
     )
     step = LlmStep.from_file(folder / "defs.yaml")
-    assert step.inputs == ["source_documents"] and step.partitions == "documents"
+    assert step.inputs == ["source_documents"] and step.partitions == "document_batches"
     assert [c.kind for c in step.checks] == ["schema_validity"] and step.checks[0].blocking
     assert set(step.answer_model.model_fields) == {"gist"}

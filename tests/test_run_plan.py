@@ -9,7 +9,8 @@ from dagster import DagsterInstance
 from ai_pipelines.backfill import run_what_changed
 from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.instance import instance_yaml
-from tests.conftest import DATA
+from resources.documents.batches import batch_of
+from tests.conftest import DATA, warehouse_rows
 
 # Tiers, marked per test: the plan's pure parts are unit; runs over a corpus, integration.
 
@@ -55,9 +56,11 @@ def test_runs_materialize_what_changed_and_nothing_else(tmp_path, settings, llm,
 
     (corpus / "05-drivers-strike.txt").unlink()
     plan, result, calls = run()
-    assert plan.documents == [] and plan.refresh_downstream and "1 removed" in plan.reason
-    assert "ExtractedSignals" not in calls
-    assert result.job_def.name == "digest_refresh_job"
+    # Its batch again, without it (the cache answers the rest), and everything downstream.
+    assert plan.documents == [] and plan.batches == [batch_of("corpus/05-drivers-strike.txt")]
+    assert plan.refresh_downstream and "1 removed" in plan.reason
+    assert "ExtractedSignals" not in calls and result.job_def.name == "digest_job"
+    assert "corpus/05-drivers-strike.txt" not in {r["document"] for r in warehouse_rows(settings, "source_documents")}
 
     # A setting that shapes outputs but is not code: everything again (the cache answers).
     plan, result, calls = run(settings.model_copy(update={"claims_per_draft": 3}))
@@ -68,39 +71,37 @@ def test_runs_materialize_what_changed_and_nothing_else(tmp_path, settings, llm,
 
 
 @pytest.mark.unit
-def test_a_document_is_current_only_with_its_content_code_and_order_all_matching():
-    from ai_pipelines.run_plan import Latest, _document_is_current
-    from resources.documents.files import FileState
+def test_a_batch_is_current_only_with_its_code_settings_and_order_all_matching():
+    from ai_pipelines.run_plan import Latest, _batch_is_current
 
-    file = FileState(sha256="ab" * 32, size=10, mtime_ns=1)
     code = ["v1", "v2", "v3"]
 
-    def latest(storage_id: int, code_version: str, content_hash: str = "") -> Latest:
-        return Latest(storage_id=storage_id, run_id="r", code_version=code_version, content_hash=content_hash)
+    def latest(storage_id: int, code_version: str, run_id: str = "r") -> Latest:
+        return Latest(storage_id=storage_id, run_id=run_id, code_version=code_version)
 
-    current = [latest(1, "v1", "ab" * 8), latest(2, "v2"), latest(3, "v3")]
-    assert _document_is_current("d", current, code, file)
-    assert not _document_is_current("d", [current[0], None, current[2]], code, file)  # chunks never materialized
-    assert not _document_is_current("d", [latest(1, "v1", "cd" * 8), *current[1:]], code, file)  # file edited
-    assert not _document_is_current("d", [current[0], latest(2, "old"), current[2]], code, file)  # code changed
-    assert not _document_is_current(
-        "d", [current[0], latest(4, "v2"), current[2]], code, file
-    )  # signals older than chunks
+    current = [latest(1, "v1"), latest(2, "v2"), latest(3, "v3")]
+    assert _batch_is_current(current, code, set())
+    assert not _batch_is_current([current[0], None, current[2]], code, set())  # chunks never materialized
+    assert not _batch_is_current([current[0], latest(2, "old"), current[2]], code, set())  # code changed
+    assert not _batch_is_current([current[0], latest(4, "v2"), current[2]], code, set())  # signals older than chunks
+    assert not _batch_is_current([current[0], latest(2, "v2", "other"), current[2]], code, {"other"})  # settings
 
 
 @pytest.mark.unit
-def test_one_range_covers_the_documents_to_redo_in_partition_order():
+def test_one_range_covers_the_batches_to_redo_in_partition_order():
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from ai_pipelines.run_plan import RunPlan
 
-    plan = RunPlan(documents=["corpus/z.md", "corpus/b.md"], refresh_downstream=True, reason="")
     order = ["corpus/a.md", "corpus/z.md", "corpus/c.md", "corpus/b.md", "inbox/n.md"]
-    assert plan.range_tags(order) == {
-        ASSET_PARTITION_RANGE_START_TAG: "corpus/z.md",
-        ASSET_PARTITION_RANGE_END_TAG: "corpus/b.md",
+    everything = RunPlan.everything(order)
+    assert everything.batches == sorted({batch_of(k) for k in order}) and everything.documents == order
+    assert everything.range_tags() == {
+        ASSET_PARTITION_RANGE_START_TAG: everything.batches[0],
+        ASSET_PARTITION_RANGE_END_TAG: everything.batches[-1],
     }
-    assert not plan.up_to_date and RunPlan(documents=[], refresh_downstream=False, reason="").up_to_date
+    assert not everything.up_to_date
+    assert RunPlan(documents=[], batches=[], refresh_downstream=False, reason="").up_to_date
 
 
 @pytest.mark.unit

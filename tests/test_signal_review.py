@@ -17,6 +17,7 @@ from ai_pipelines.backfill import run_over_all_documents
 from ai_pipelines.definitions import build_definitions, build_resources
 from ai_pipelines.settings import Settings
 from assets.digest.signals import CORRECTED_KINDS
+from resources.documents.batches import batch_of
 from tests.conftest import article, partition_metadata, warehouse_rows, write_file
 from tests.fake_openai import FakeOpenAI, extract_signals, numbered_sentences
 
@@ -99,13 +100,14 @@ def test_each_scripted_fault_is_flagged_and_counted(settings: Settings, llm: Fak
     assert sum(r["flagged_entities"] + r["flagged_figures"] for r in rows.values()) == 2
     assert sum(bool(r["tone_contradiction"]) for r in rows.values()) == 1
 
-    per_document = partition_metadata(result, "signals")
-    assert per_document["corpus/01-northwind-series-c.md"]["flagged_entities"] == 1
-    assert per_document["corpus/01-northwind-series-c.md"]["flagged_figures"] == 1
-    assert per_document["corpus/20-bluefin-foods-recall.md"]["tone_contradictions"] == 1
-    assert per_document["corpus/01-northwind-series-c.md"]["corrected_to_place"] == 1
-    assert per_document["corpus/20-bluefin-foods-recall.md"]["corrected_tones"] == 1
-    assert sum(m.get("tone_contradictions", 0) for m in per_document.values()) == 1
+    # Each batch's figures are its documents' (these two hold every flag and correction of the run's).
+    per_batch = partition_metadata(result, "signals")
+    assert per_batch[batch_of("corpus/01-northwind-series-c.md")]["flagged_entities"] == 1
+    assert per_batch[batch_of("corpus/01-northwind-series-c.md")]["flagged_figures"] == 1
+    assert per_batch[batch_of("corpus/20-bluefin-foods-recall.md")]["tone_contradictions"] == 1
+    assert per_batch[batch_of("corpus/01-northwind-series-c.md")]["corrected_to_place"] == 1
+    assert per_batch[batch_of("corpus/20-bluefin-foods-recall.md")]["corrected_tones"] == 1
+    assert sum(m.get("tone_contradictions", 0) for m in per_batch.values()) == 1
 
     consistency = metadata(check(result, "signal_consistency"))
     assert (consistency["flagged_entities"], consistency["flagged_figures"], consistency["tone_contradictions"]) == (
@@ -137,11 +139,11 @@ def test_the_run_reports_accuracy_against_the_labelled_sample_and_the_check_hold
     assert figures["tone_accuracy"] >= figures["min_tone_accuracy"]
     assert "on 30 labelled documents, reviewed signals: entity kinds" in validity.description
     assert "the model's own: entity kinds" in validity.description and figures["gated_on"] == "reviewed signals"
-    per_document = partition_metadata(good, "signals")
-    one = per_document["corpus/03-northwind-tern-launch.md"]
+    per_batch = partition_metadata(good, "signals")
+    one = per_batch[batch_of("corpus/03-northwind-tern-launch.md")]
     assert one["run_entity_kind_accuracy"] == figures["entity_kind_accuracy"]
     assert one["run_tone_accuracy"] == figures["tone_accuracy"]
-    assert sum(m.get("sample_entities", 0) for m in per_document.values()) == figures["sample_entities"]
+    assert sum(m.get("sample_entities", 0) for m in per_batch.values()) == figures["sample_entities"]
     assert check(good, "signal_consistency").passed
 
     llm.reset()
@@ -178,10 +180,10 @@ def test_mistakes_the_documents_own_words_settle_are_repaired_and_the_model_is_s
     outage = rows["corpus/27-quanta-ledger-outage.md"]
     assert (outage["sentiment"], outage["model_sentiment"]) == ("negative", "positive")
     assert "outage" in outage["sentiment_correction"]
-    per_document = partition_metadata(result, "signals")
-    corrected = [m.get(f"corrected_to_{kind}", 0) for m in per_document.values() for kind in CORRECTED_KINDS]
+    per_batch = partition_metadata(result, "signals")
+    corrected = [m.get(f"corrected_to_{kind}", 0) for m in per_batch.values() for kind in CORRECTED_KINDS]
     assert sum(corrected) == figures["corrected_entities"]
-    assert sum(m.get("corrected_tones", 0) for m in per_document.values()) == figures["corrected_tones"] == 3
+    assert sum(m.get("corrected_tones", 0) for m in per_batch.values()) == figures["corrected_tones"] == 3
 
 
 def test_on_another_corpus_the_cross_checks_only_warn(settings: Settings, llm: FakeOpenAI, tmp_path: Path):

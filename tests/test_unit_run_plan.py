@@ -16,7 +16,7 @@ from dagster import (
     DagsterRun,
     DagsterRunStatus,
     Definitions,
-    DynamicPartitionsDefinition,
+    MetadataValue,
     asset,
 )
 from dagster._core.utils import make_new_run_id
@@ -32,7 +32,9 @@ from ai_pipelines.run_plan import (
     plan_run,
     runs_with_other_settings,
 )
-from assets.digest.ingestion import CONTENT_HASH
+from assets.components.partitions import DOCUMENT_BATCHES
+from assets.digest.ingestion import CONTENT_HASHES
+from resources.documents.batches import batch_of
 from resources.documents.files import FileState
 from resources.pipeline_config import PipelineConfig
 
@@ -59,7 +61,8 @@ GRAPH = {
     "summaries": ["draft_revisions", "signals"],
     "digest_report": ["summaries", "fact_checks", "draft_revisions"],
 }
-DOCUMENTS = DynamicPartitionsDefinition(name="documents")
+A, B = ORDER
+assert batch_of(A) != batch_of(B)  # the tests below tell the two documents' batches apart
 
 
 def stand_in(name: str, deps: list[str]) -> AssetsDefinition:
@@ -67,7 +70,7 @@ def stand_in(name: str, deps: list[str]) -> AssetsDefinition:
         name=name,
         deps=deps,
         code_version=f"{name}-v1",
-        partitions_def=DOCUMENTS if name in PER_DOCUMENT_ASSETS else None,
+        partitions_def=DOCUMENT_BATCHES if name in PER_DOCUMENT_ASSETS else None,
     )
     def _stand_in() -> None: ...
 
@@ -86,14 +89,15 @@ class Records:
     def __init__(self, defs: Definitions):
         self.instance = DagsterInstance.ephemeral()
         self.defs = defs
+        self.batches: dict[str, dict[str, str]] = {}
 
     def code(self, name: str) -> str:
         return self.defs.resolve_assets_def(name).code_versions_by_key[AssetKey(name)] or ""
 
     def materialize(
-        self, name: str, partition: str | None = None, code: str | None = None, content: str | None = None
+        self, name: str, partition: str | None = None, code: str | None = None, hashes: dict[str, str] | None = None
     ) -> None:
-        metadata = {CONTENT_HASH: file(content).sha256[:16]} if content is not None else {}
+        metadata = {CONTENT_HASHES: MetadataValue.json(hashes)} if hashes is not None else {}
         self.instance.report_runless_asset_event(
             AssetMaterialization(
                 asset_key=name,
@@ -104,9 +108,12 @@ class Records:
         )
 
     def document(self, key: str, content: str) -> None:
-        self.materialize("source_documents", key, content=content)
-        self.materialize("chunks", key)
-        self.materialize("signals", key)
+        """A run over the document's batch, which records every document the batch holds."""
+        batch = batch_of(key)
+        self.batches.setdefault(batch, {})[key] = file(content).sha256[:16]
+        self.materialize("source_documents", batch, hashes=self.batches[batch])
+        self.materialize("chunks", batch)
+        self.materialize("signals", batch)
 
     def downstream(self) -> None:
         for name in DOWNSTREAM_ASSETS:  # in dependency order
@@ -134,7 +141,8 @@ def current(records: Records) -> Records:
 def test_nothing_recorded_is_everything_to_do(records: Records, defs_and_pipeline: DefsAndPipeline) -> None:
     result = plan(records, defs_and_pipeline[1], {"corpus/a.md": file("a"), "corpus/b.md": file("b")})
     assert result.documents == ORDER and result.refresh_downstream
-    assert result.reason == f"2 of 2 documents new or changed; to refresh: {', '.join(DOWNSTREAM_ASSETS)}"
+    assert result.batches == sorted([batch_of(A), batch_of(B)])
+    assert result.reason == f"2 of 2 documents new or changed, in 2 batches; to refresh: {', '.join(DOWNSTREAM_ASSETS)}"
 
 
 def test_what_is_recorded_with_todays_content_and_code_is_up_to_date(
@@ -148,20 +156,20 @@ def test_an_edited_file_is_redone_with_everything_downstream(
     current: Records, defs_and_pipeline: DefsAndPipeline
 ) -> None:
     result = plan(current, defs_and_pipeline[1], {"corpus/a.md": file("a"), "corpus/b.md": file("B")})
-    assert result.documents == ["corpus/b.md"] and result.refresh_downstream
-    assert result.reason == "1 of 2 documents new or changed"
+    assert result.documents == [B] and result.batches == [batch_of(B)] and result.refresh_downstream
+    assert result.reason == "1 of 2 documents new or changed, in 1 batch"
 
 
 def test_a_document_whose_chunks_have_other_code_or_are_newer_than_its_signals_is_redone(
     current: Records, defs_and_pipeline: DefsAndPipeline
 ) -> None:
     files = {"corpus/a.md": file("a"), "corpus/b.md": file("b")}
-    current.materialize("chunks", "corpus/a.md", code="an older code version")
-    assert plan(current, defs_and_pipeline[1], files).documents == ["corpus/a.md"]
-    current.materialize("chunks", "corpus/a.md")  # today's code, but now after the signals it fed
-    assert plan(current, defs_and_pipeline[1], files).documents == ["corpus/a.md"]
-    current.materialize("signals", "corpus/a.md")
-    assert plan(current, defs_and_pipeline[1], files).documents == []
+    current.materialize("chunks", batch_of(A), code="an older code version")
+    assert plan(current, defs_and_pipeline[1], files).batches == [batch_of(A)]
+    current.materialize("chunks", batch_of(A))  # today's code, but now after the signals it fed
+    assert plan(current, defs_and_pipeline[1], files).documents == [A]
+    current.materialize("signals", batch_of(A))
+    assert plan(current, defs_and_pipeline[1], files).batches == []
 
 
 def test_a_downstream_asset_older_than_what_it_reads_is_refreshed_alone(
@@ -180,9 +188,10 @@ def test_a_downstream_asset_with_other_code_is_refreshed(current: Records, defs_
     assert result.reason == "to refresh: digest_report"
 
 
-def test_a_removed_document_refreshes_downstream_only(current: Records, defs_and_pipeline: DefsAndPipeline) -> None:
+def test_a_removed_document_redoes_its_batch_without_it(current: Records, defs_and_pipeline: DefsAndPipeline) -> None:
     result = plan(current, defs_and_pipeline[1], {"corpus/a.md": file("a")}, removed=["corpus/b.md"])
-    assert result.documents == [] and result.refresh_downstream and result.reason == "1 removed"
+    assert result.documents == [] and result.batches == [batch_of(B)]
+    assert result.refresh_downstream and result.reason == "1 removed"
 
 
 def test_only_runs_tagged_with_other_settings_count_as_other_settings() -> None:
@@ -207,7 +216,7 @@ def test_the_latest_materialization_of_each_partition_is_read_newest_first_and_o
             AssetMaterialization(
                 asset_key="source_documents",
                 partition=partition,
-                metadata={CONTENT_HASH: content},
+                metadata={CONTENT_HASHES: MetadataValue.json({partition: content})},
                 tags={CODE_VERSION_TAG: "v" + content},
             )
         )
@@ -222,11 +231,14 @@ def test_the_latest_materialization_of_each_partition_is_read_newest_first_and_o
     monkeypatch.setattr(run_plan, "_PAGE", 1)
     # a.md's latest is the newest record: one page, even with a partition that never materialized.
     latest = latest_materializations(instance, "source_documents", {"corpus/a.md", "corpus/new.md"})
-    assert pages == [1] and (latest["corpus/a.md"].content_hash, latest["corpus/a.md"].code_version) == ("4", "v4")
+    assert pages == [1] and (latest["corpus/a.md"].content_hashes, latest["corpus/a.md"].code_version) == (
+        {"corpus/a.md": "4"},
+        "v4",
+    )
     pages.clear()
     latest = latest_materializations(instance, "source_documents", {"corpus/a.md", "corpus/b.md"})
     assert len(pages) == 3  # newest first: a (4), c, b
-    assert {k: v.content_hash for k, v in latest.items() if k in ("corpus/a.md", "corpus/b.md")} == {
+    assert {k: v.content_hashes[k] for k, v in latest.items() if k in ("corpus/a.md", "corpus/b.md")} == {
         "corpus/a.md": "4",
         "corpus/b.md": "2",
     }

@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model
 
 from assets.components.llm_asset import LlmAsset, LlmCall, LlmRun
-from assets.components.partitions import DOCUMENTS, TICKETS, partition_column
+from assets.components.partitions import DOCUMENT_BATCHES, ITEM_COLUMNS, TICKETS, partition_column
 from resources import ModelCallError, ModelResource
 from resources.gateway.model import MODEL_POOL
 from resources.guardrails.answer_rules import field_limits, stand_in_answer, verified_answer_model
@@ -60,7 +60,7 @@ TIERS = ("fast", "strong")
 PIPELINES_DIR = Path(__file__).parent.parent
 # Partitioning a step may declare: the partitions definition and the column holding its key.
 PARTITIONS: dict[str, tuple[dg.PartitionsDefinition, str]] = {
-    p.name: (p, partition_column(p)) for p in (DOCUMENTS, TICKETS)
+    p.name: (p, partition_column(p)) for p in (DOCUMENT_BATCHES, TICKETS)
 }
 JSON_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 # Row statuses whose answer may be published: the model's own, or a stand-in from the row's input.
@@ -278,13 +278,14 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
         default="", description="The input table whose rows are the items (default: the first input)."
     )
     key: str = Field(
-        default="", description="The column naming each item (default: the partition column, else the first column)."
+        default="",
+        description="The column naming each item (default: document for document batches, ticket for tickets, else item).",
     )
     prompt: str = Field(description="The prompt template file, relative to this YAML; {column} takes the item's value.")
     output_schema: str | dict[str, Any] = Field(description="A pydantic model (module:Name) or a JSON Schema object.")
     tier: str = Field(default="fast", description="The model tier: fast or strong.")
     max_tokens: int = Field(default=400, description="The answer's token budget (1 to 32000).")
-    partitions: str = Field(default="", description="documents, tickets, or empty for an unpartitioned step.")
+    partitions: str = Field(default="", description="document_batches, tickets, or empty for an unpartitioned step.")
     pool: str = Field(default=MODEL_POOL, description="Dagster concurrency pool of its model calls.")
     version: int = Field(
         default=1, description="Part of the code version: bump it to mark what the step produced as changed."
@@ -389,7 +390,7 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
         self._rows = step_row_model(
             self.asset,
             self._answer,
-            self.key or partition_column or "item",
+            self.item_key,
             partition_column,
             judged=self.rubric_check is not None,
         )
@@ -551,6 +552,11 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         return dg.Definitions(assets=[self.build_asset()], asset_checks=[self.build_check(c) for c in self.checks])
 
+    @property
+    def item_key(self) -> str:
+        """The column naming each item: `key`, else the partitions' item column, else `item`."""
+        return self.key or ITEM_COLUMNS.get(self.partitions, "") or "item"
+
     def build_asset(self) -> dg.AssetsDefinition:
         step = self
         partition_column = PARTITIONS[self.partitions][1] if self.partitions else ""
@@ -588,7 +594,7 @@ def run_rows(run: StepRun, partition_column: str) -> dg.Output:
     """The generic step: one structured call per row of the `for_each` table."""
     step = run.step
     table: pd.DataFrame = run.inputs[step.for_each or step.inputs[0]]
-    key = step.key or partition_column or "item"
+    key = step.item_key
     items = table.to_dict(orient="records")
     missing = sorted(
         set(re.findall(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})", step.prompt_template.template))

@@ -1,6 +1,8 @@
 """Ingestion: files on disk become source documents with stable ids, then chunks.
 
-Both are partitioned by document (one partition per file). A document's id is the
+Both are partitioned by document batch (resources/documents/batches.py): a run over a
+batch ingests every registered file whose key hashes to it, and each row names its
+document and its batch. A document's id is the
 hash of its bytes, so the same content keeps its id wherever it lives and an edited
 file gets a new id and new chunk ids. A file that cannot be read as text is
 quarantined with its reason; it never stops the rest of the corpus.
@@ -31,8 +33,9 @@ from dagster import (
 
 from assets.components.asset_spec import PipelineAssetSpec, multi_asset_keywords
 from assets.components.check_results import share_within_limit
-from assets.components.partitions import DOCUMENTS
+from assets.components.partitions import DOCUMENT_BATCHES, DOCUMENTS
 from resources import ModelResource, ModelSession
+from resources.documents.batches import in_batches
 from resources.documents.chunking import Chunk, chunk_document, evidence_sentences
 from resources.documents.intake import ingest_documents
 from resources.documents.records import QuarantinedDocument, SourceDocument
@@ -43,8 +46,10 @@ from resources.tables import from_frame, to_frame
 
 GROUP = "ingestion"
 CODE_VERSION = "3"
-# A table of the ingestion, one row per document partition.
-DOCUMENT_TABLE = PipelineAssetSpec(group=GROUP, code_version=CODE_VERSION, partitions=DOCUMENTS, kinds={"pandas"})
+# A table of the ingestion, one row per document, partitioned by the document's batch.
+DOCUMENT_TABLE = PipelineAssetSpec(
+    group=GROUP, code_version=CODE_VERSION, partitions=DOCUMENT_BATCHES, kinds={"pandas"}
+)
 
 
 def _screen_with_model(
@@ -78,7 +83,7 @@ def _screen_with_model(
             "source_documents": replace(
                 DOCUMENT_TABLE,
                 rows=SourceDocument,
-                description="Parsed text documents, one row per documents partition (file), keyed by content hash.",
+                description="Parsed text documents, one row per file, keyed by content hash; partitioned by batch.",
             ),
             "quarantined_documents": replace(
                 DOCUMENT_TABLE,
@@ -89,8 +94,8 @@ def _screen_with_model(
     )
 )
 def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig, model: ModelResource):
-    keys = context.partition_keys
     registered = context.instance.get_dynamic_partitions(DOCUMENTS.name)
+    keys = in_batches(registered, context.partition_keys)
     documents, quarantined = ingest_documents(pipeline, keys, registered)
     # The screening calls' figures go on each document's own source_documents materialization.
     with model.session(context, asset="source_documents") as llm:
@@ -107,19 +112,13 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig, m
             context.log.warning(f"Flagged in {document.document} [{span.start}:{span.end}] {span.reason}")
     for error in screening_errors:
         context.log.warning(f"Injection screening failed, heuristics stand: {error}")
-    # Each partition's materializations describe that file alone, so that what the UI shows
-    # for a document (and any sum over documents) is that document's, not the run's.
-    by_key = {d.document: d for d in documents}
-    quarantined_by_key = {q.document: q for q in quarantined}
-    for key in keys:
-        context.add_asset_metadata(
-            document_metadata(by_key.get(key), quarantined_by_key.get(key)),
-            asset_key="source_documents",
-            partition_key=key,
-        )
-        context.add_asset_metadata(
-            quarantine_metadata(quarantined_by_key.get(key)), asset_key="quarantined_documents", partition_key=key
-        )
+    # Each batch's materialization describes its own files, so that what the UI shows for a
+    # batch (and any sum over batches) is that batch's, not the run's.
+    for batch in context.partition_keys:
+        mine = [d for d in documents if d.batch == batch]
+        held = [q for q in quarantined if q.batch == batch]
+        context.add_asset_metadata(batch_metadata(mine, held), asset_key="source_documents", partition_key=batch)
+        context.add_asset_metadata(quarantine_metadata(held), asset_key="quarantined_documents", partition_key=batch)
     context.log.info(
         f"Ingested {len(documents)} of {len(keys)} files; {len(quarantined)} quarantined, "
         f"{sum(len(d.flagged) for d in documents)} spans flagged as instructions to a model"
@@ -128,42 +127,58 @@ def source_documents(context: AssetExecutionContext, pipeline: PipelineConfig, m
     yield Output(to_frame(quarantined, QuarantinedDocument), output_name="quarantined_documents")
 
 
-CONTENT_HASH = "content_hash"
+# What the run planner compares with the files now, to skip batches whose files did not
+# change: per document key, the first 16 hex digits of the SHA-256 of the bytes read (""
+# when the file could not be read at all).
+CONTENT_HASHES = "content_hashes"
 
 
-def document_metadata(document: SourceDocument | None, quarantined: QuarantinedDocument | None) -> dict[str, object]:
-    """A partition's metadata. `content_hash` (16 hex digits of the SHA-256 of the bytes read)
-    is what the run planner compares with the file now, to skip documents that did not change."""
-    if document is None:
-        return {
-            "documents": 0,
-            "status": f"quarantined: {quarantined.kind}" if quarantined else "no file",
-            CONTENT_HASH: quarantined.content_sha256[:16] if quarantined else "",
-        }
+def batch_metadata(documents: list[SourceDocument], quarantined: list[QuarantinedDocument]) -> dict[str, object]:
+    """A batch's metadata: its counts, and every document's key with its content hash and status."""
+    hashes = {d.document: d.doc_id for d in documents} | {q.document: q.content_sha256[:16] for q in quarantined}
+    status = {d.document: "ingested" for d in documents} | {q.document: f"quarantined: {q.kind}" for q in quarantined}
+    flagged = [(d, f) for d in documents for f in d.flagged]
     return {
-        "documents": 1,
-        "status": "ingested",
-        CONTENT_HASH: document.doc_id,
-        "title": document.title,
-        "published": document.published or "(no date)",
-        "chars": document.n_chars,
-        "cut_chars": document.cut_chars,
-        "flagged_spans": len(document.flagged),
+        "documents": len(documents),
+        "quarantined": len(quarantined),
+        CONTENT_HASHES: MetadataValue.json(dict(sorted(hashes.items()))),
+        "document_status": MetadataValue.json(dict(sorted(status.items()))),
+        "chars": sum(d.n_chars for d in documents),
+        "cut_chars": sum(d.cut_chars for d in documents),
+        "flagged_spans": len(flagged),
         "flagged": MetadataValue.md(
             markdown_table(
-                [{"start": f.start, "end": f.end, "reason": f.reason, "text": f.text[:160]} for f in document.flagged]
+                [
+                    {"document": d.document, "start": f.start, "end": f.end, "reason": f.reason, "text": f.text[:160]}
+                    for d, f in flagged[:20]
+                ]
             )
-            if document.flagged
+            if flagged
             else "_(no text flagged as instructions to a model)_"
         ),
-        "screening_error": document.screening_error,
+        "screening_errors": sum(bool(d.screening_error) for d in documents),
+        "preview": MetadataValue.md(
+            markdown_table(
+                [
+                    {"document": d.document, "title": d.title, "published": d.published or "(no date)"}
+                    for d in documents[:10]
+                ]
+            )
+        ),
     }
 
 
-def quarantine_metadata(quarantined: QuarantinedDocument | None) -> dict[str, object]:
-    if quarantined is None:
-        return {"quarantined": 0}
-    return {"quarantined": 1, "kind": quarantined.kind, "reason": quarantined.reason, "bytes": quarantined.n_bytes}
+def quarantine_metadata(quarantined: list[QuarantinedDocument]) -> dict[str, object]:
+    return {
+        "quarantined": len(quarantined),
+        "reasons": MetadataValue.md(
+            markdown_table(
+                [{"document": q.document, "kind": q.kind, "reason": q.reason, "bytes": q.n_bytes} for q in quarantined]
+            )
+            if quarantined
+            else "_(nothing quarantined)_"
+        ),
+    }
 
 
 @asset(**replace(DOCUMENT_TABLE, rows=Chunk).asset_keywords())
@@ -174,10 +189,13 @@ def chunks(
     documents = from_frame(source_documents, SourceDocument)
     per_key: dict[str, list[Chunk]] = {key: [] for key in context.partition_keys}
     for document in documents:
-        per_key[document.document] = chunk_document(document, pipeline.chunk_chars, pipeline.max_chunk_chars)
+        per_key.setdefault(document.batch, []).extend(
+            chunk_document(document, pipeline.chunk_chars, pipeline.max_chunk_chars)
+        )
     for key, rows in per_key.items():
         context.add_asset_metadata(
             {
+                "documents": len({c.document for c in rows}),
                 "chunks": len(rows),
                 "mean_chars": round(sum(len(c.text) for c in rows) / max(1, len(rows)), 1),
                 "preview": MetadataValue.md(

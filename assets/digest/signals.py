@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field
 
 from assets.components.check_results import failed_requests_check_result
 from assets.components.llm_asset import LlmAsset, LlmCall, LlmRun
-from assets.components.partitions import DOCUMENTS
+from assets.components.partitions import DOCUMENT_BATCHES
+from resources.documents.batches import DocumentRow
 from resources.documents.chunking import Chunk, evidence_sentences
 from resources.documents.records import SourceDocument
 from resources.documents.text import Span, normalize, numbers_in, words_in
@@ -110,8 +111,7 @@ class KeyFigure(BaseModel):
     flag: str = Field(default="", description="Why the label or value is not its sentence's; empty when they are.")
 
 
-class DocumentSignals(BaseModel):
-    document: str = Field(default="", description="The documents partition this row belongs to.")
+class DocumentSignals(DocumentRow):
     doc_id: str
     title: str
     status: Literal["valid", "ungrounded", "failed"] = Field(
@@ -398,7 +398,7 @@ def extract_signals(run: LlmRun) -> Output[pd.DataFrame]:
         run.schema,
         tier=run.call.tier,
         max_tokens=run.call.max_tokens,
-        partitions=[d.document for d in documents],
+        partitions=[d.batch for d in documents],
         on_done=ProgressLog(context.log, "signals", len(requests)),
     )
     rows: list[DocumentSignals] = []
@@ -421,15 +421,14 @@ def extract_signals(run: LlmRun) -> Output[pd.DataFrame]:
                 )
             )
     rows = review(rows, documents, by_doc)
-    # Each partition's materialization describes its own document and its own calls, so
-    # that adding them up over partitions gives the run's totals.
+    # Each batch's materialization describes its own documents and their calls, so that
+    # adding them up over batches gives the run's totals; a batch whose files were all
+    # quarantined (or that holds none) records zeros.
+    by_batch: dict[str, list[DocumentSignals]] = {key: [] for key in context.partition_keys}
     for row in rows:
-        context.add_asset_metadata(signals_metadata([row]), partition_key=row.document)
-    for key in sorted(set(context.partition_keys) - {r.document for r in rows}):  # quarantined files: same keys, zeros
-        context.add_asset_metadata(
-            {**signals_metadata([]), "note": "no text document (see quarantined_documents)"},
-            partition_key=key,
-        )
+        by_batch.setdefault(row.batch, []).append(row)
+    for key, batch_rows in by_batch.items():
+        context.add_asset_metadata(signals_metadata(batch_rows), partition_key=key)
     summary = llm.ledger.summary()
     accuracy = sample_accuracy(rows)
     context.log.info(
@@ -469,17 +468,19 @@ SIGNALS = LlmAsset(
     call=EXTRACTION,
     rows=DocumentSignals,
     ins=("source_documents", "chunks"),
-    partitions=DOCUMENTS,
+    partitions=DOCUMENT_BATCHES,
     version=3,  # bump when extract_signals changes what it stores
 )
 signals = SIGNALS.asset(extract_signals)
 
 
 def signals_metadata(rows: list[DocumentSignals]) -> dict[str, object]:
-    """One partition's figures; the model session adds that partition's usage."""
+    """One batch's figures; the model session adds that batch's usage."""
     valid = sum(r.status == "valid" for r in rows)
     return {
         "documents": len(rows),
+        # Every document of the batch by its key, so that a search of the metadata finds it.
+        "document_status": MetadataValue.json({r.document: r.status for r in rows}),
         "valid": valid,
         "validity_rate": round(valid / max(1, len(rows)), 3),
         "entities": sum(len(r.entities) for r in rows),

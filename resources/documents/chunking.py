@@ -6,17 +6,17 @@ chunked (the `chunks` asset, the `fact-check` command, the evaluations). Text fl
 instructions to a model is never evidence: it ends the chunk before it and is left out.
 """
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from resources.documents.records import PARTITION_FIELD, SourceDocument
+from resources.documents.batches import DocumentRow
+from resources.documents.records import SourceDocument
 from resources.documents.text import Span, split_sentences
 from resources.guardrails.prompt_injection import unflagged
 
 MAX_CHUNK_CHARS = 1_500
 
 
-class Chunk(BaseModel):
-    document: str = PARTITION_FIELD
+class Chunk(DocumentRow):
     chunk_id: str = Field(description="<doc_id>-<position>: stable while the document is unchanged.")
     doc_id: str
     position: int

@@ -7,8 +7,9 @@ and the benchmarks parse files into the same rows the `source_documents` asset w
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from resources.documents.batches import DocumentRow
 from resources.guardrails.prompt_injection import FlaggedSpan
 
 QuarantineKind = Literal[
@@ -25,11 +26,7 @@ QuarantineKind = Literal[
 ]
 
 
-PARTITION_FIELD = Field(default="", description="The documents partition: the file's key in its watched folder.")
-
-
-class SourceDocument(BaseModel):
-    document: str = PARTITION_FIELD
+class SourceDocument(DocumentRow):
     doc_id: str = Field(description="First 16 hex digits of the SHA-256 of the file's bytes.")
     path: str = Field(description="Where the file was read from.")
     title: str
@@ -43,8 +40,7 @@ class SourceDocument(BaseModel):
     screening_error: str = Field(default="", description="Why the injection classifier could not screen a suspect.")
 
 
-class QuarantinedDocument(BaseModel):
-    document: str = PARTITION_FIELD
+class QuarantinedDocument(DocumentRow):
     path: str
     kind: QuarantineKind
     reason: str
