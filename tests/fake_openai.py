@@ -13,6 +13,7 @@ never the bottleneck and still ranks texts sharing words above texts that do not
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -20,6 +21,7 @@ import os
 import random
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -275,6 +277,10 @@ def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[
     return [v / norm for v in vector]
 
 
+def _base64_floats(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
 TOOLS = "tools"  # the script name of requests that offer tools (function calling)
 
 
@@ -438,11 +444,15 @@ class FakeOpenAI:
         texts = [texts] if isinstance(texts, str) else texts
         with self._lock:
             self.embedding_requests += 1
+        # As OpenAI's API does: base64 of little-endian float32 when asked (the openai client
+        # asks by default), a list of floats otherwise.
+        encode = _base64_floats if body.get("encoding_format") == "base64" else (lambda vector: vector)
         return 200, {
             "object": "list",
             "model": body.get("model", "fake-embedder"),
             "data": [
-                {"object": "embedding", "index": i, "embedding": hashed_embedding(t)} for i, t in enumerate(texts)
+                {"object": "embedding", "index": i, "embedding": encode(hashed_embedding(t))}
+                for i, t in enumerate(texts)
             ],
             "usage": {"prompt_tokens": 0, "total_tokens": 0},
         }
