@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from bench import gateway_overhead, indexing
 from bench.digest_runs import DigestMeasurements
+from bench.scale import ScaleMeasurements
 from bench.table import BenchmarkFailed, Row, render
 from bench.triage_runs import TriageMeasurements
 
@@ -32,22 +33,33 @@ M = TypeVar("M", bound=BaseModel)
 class Sizes(BaseModel):
     documents: list[int]  # digest graph sizes; overhead targets apply to `target_documents`
     target_documents: int
-    other_instances: list[str]  # at `target_documents`, cold runs on these instances beside the embedded one
+    other_instances: list[str]  # at `instance_documents`, cold runs on these instances beside the embedded one
+    instance_documents: int
     gateway_calls: int
     indexing_documents: int
     tickets: int  # support-triage pipeline size
+    scale_documents: int  # the scale scenario's corpus (run only when asked for)
 
 
 FULL = Sizes(
     documents=[100, 500, 2000],
-    target_documents=500,
+    target_documents=2000,
     other_instances=["postgres", "dagster-default"],
+    instance_documents=500,
     gateway_calls=400,
     indexing_documents=200,
     tickets=200,
+    scale_documents=20000,
 )
 SMOKE = Sizes(
-    documents=[10, 40], target_documents=40, other_instances=[], gateway_calls=60, indexing_documents=10, tickets=40
+    documents=[10, 40],
+    target_documents=40,
+    other_instances=[],
+    instance_documents=40,
+    gateway_calls=60,
+    indexing_documents=10,
+    tickets=40,
+    scale_documents=10,
 )
 INSTANCE_LABELS = {"sqlite": "", "postgres": ", Postgres", "dagster-default": ", Dagster's default SQLite storage"}
 
@@ -106,6 +118,68 @@ def triage_rows(m: TriageMeasurements) -> list[Row]:
     ]
 
 
+def scale_runs(documents: int, latency: float, concurrency: int) -> ScaleMeasurements:
+    arguments = ["--documents", str(documents), "--latency", str(latency), "--concurrency", str(concurrency)]
+    return child_measurement("bench.scale", arguments, f"scale over {documents} documents", ScaleMeasurements)
+
+
+def scale_rows(m: ScaleMeasurements) -> list[Row]:
+    """The scale scenario's rows. The +1 document row holds the time beyond its own calls,
+    `time - calls x latency / concurrency`, to 5 s: the calls' share is what the model would
+    take if they all overlapped, so what is left is the orchestration's (and the chain of
+    dependent calls', which a handful of calls makes small)."""
+    d = m.digest
+    if d.unchanged is None or d.incremental is None:
+        raise BenchmarkFailed(f"scale over {d.documents} documents: the re-runs were not measured")
+    n = f"N={d.documents}"
+    per_call = f"{d.latency_s * 1000:.0f} ms / {d.concurrency}"
+    cold = graph_row(d, targeted=True).model_copy(
+        update={"scenario": "scale", "measure": f"cold digest graph, {n}", "value": f"{d.cold.seconds:.1f} s"}
+    )
+    unchanged = d.unchanged.seconds / d.cold.seconds
+    added = d.incremental
+    beyond = added.seconds - added.calls * d.latency_s / d.concurrency
+    schemas = ", ".join(f"{k} {v}" for k, v in added.calls_by_schema.items())
+    web = m.webserver
+    return [
+        cold,
+        Row(
+            scenario="scale",
+            measure=f"unchanged re-run, {n}",
+            value=f"{d.unchanged.seconds:.2f} s, {d.unchanged.calls} calls",
+            baseline=f"cold {d.cold.seconds:.1f} s",
+            ratio=unchanged,
+            target="0 calls, <= 0.05",
+            met=d.unchanged.calls == 0 and unchanged <= 0.05,
+        ),
+        Row(
+            scenario="scale",
+            measure=f"+1 document, {n}",
+            value=f"{added.seconds:.1f} s, {added.calls} calls ({schemas})",
+            baseline=f"beyond its calls: {added.seconds:.1f} s - {added.calls} x {per_call} = {beyond:.1f} s",
+            target="time - calls x latency / concurrency <= 5 s",
+            met=beyond <= 5,
+        ),
+        Row(
+            scenario="scale",
+            measure=f"peak RSS of the run process, {n}",
+            value=f"{m.peak_rss_mb:.0f} MB",
+            baseline=f"after the cold run {d.peak_rss_mb:.0f} MB (cold, re-run and +1 in one process)",
+            target="<= 1536 MB",
+            met=m.peak_rss_mb <= 1536,
+        ),
+        Row(
+            scenario="scale",
+            measure=f"webserver: asset page of signals, {n}",
+            value=f"{web.warm_s:.2f} s warm (first {web.first_s:.2f} s)",
+            baseline=f"dagster-webserver up in {web.startup_s:.1f} s; {web.materialized_partitions} of "
+            f"{web.partitions} partitions materialized, {web.events} latest events",
+            target="<= 5 s warm",
+            met=web.warm_s <= 5,
+        ),
+    ]
+
+
 def where(m: DigestMeasurements) -> str:
     return f"N={m.documents}{INSTANCE_LABELS[m.instance]}"
 
@@ -119,7 +193,7 @@ def graph_row(m: DigestMeasurements, targeted: bool) -> Row:
         baseline=f"ideal {ideal:.1f} s ({m.cold.calls} calls x {m.latency_s * 1000:.0f} ms / {m.concurrency})",
         ratio=m.cold.seconds / ideal,
     )
-    return row.held_to("<=", 1.2) if targeted else row
+    return row.held_to("<=", 1.5) if targeted else row
 
 
 def overhead_rows(m: DigestMeasurements, targeted: bool) -> list[Row]:
@@ -151,7 +225,7 @@ def overhead_rows(m: DigestMeasurements, targeted: bool) -> list[Row]:
             baseline="imports, definitions, instance (not in the graph's time)",
         ),
         sequential.held_to(">=", 10) if targeted else sequential,
-        versus_asyncio.held_to("<=", 1.1) if targeted else versus_asyncio,
+        versus_asyncio.held_to("<=", 1.2) if targeted else versus_asyncio,
     ]
 
 
@@ -181,8 +255,8 @@ def rerun_rows(m: DigestMeasurements) -> list[Row]:
             value=f"{m.unchanged.seconds:.2f} s, {m.unchanged.calls} calls",
             baseline=cold,
             ratio=unchanged,
-            target="0 calls, <= 0.10",
-            met=m.unchanged.calls == 0 and unchanged <= 0.10,
+            target="0 calls, <= 0.05",
+            met=m.unchanged.calls == 0 and unchanged <= 0.05,
         ),
         Row(
             scenario="incremental (+1 doc)",
@@ -217,7 +291,9 @@ def memory_rows(by_size: dict[int, DigestMeasurements]) -> list[Row]:
     return rows
 
 
-SCENARIOS = ("digest", "triage", "gateway", "indexing")
+SCENARIOS = ("digest", "triage", "gateway", "indexing")  # what `make bench` runs
+# Run only when named in --scenarios: `scale` takes about 10 minutes at its 20,000 documents (2 cores).
+ON_REQUEST = ("scale",)
 
 
 def run(
@@ -227,7 +303,7 @@ def run(
     rows: list[Row] = []
     failures: list[str] = []
     measured: dict[int, DigestMeasurements] = {}
-    plan = [(n, "sqlite") for n in sizes.documents] + [(sizes.target_documents, i) for i in sizes.other_instances]
+    plan = [(n, "sqlite") for n in sizes.documents] + [(sizes.instance_documents, i) for i in sizes.other_instances]
     plan = plan if "digest" in scenarios else []
     for documents, instance in plan:
         print(f"... digest graph over {documents} documents ({instance} instance)", file=sys.stderr, flush=True)
@@ -243,6 +319,12 @@ def run(
         else:
             rows += instance_row(m, measured.get(documents))
     rows += memory_rows(measured)
+    if "scale" in scenarios:
+        print(f"... scale over {sizes.scale_documents} documents", file=sys.stderr, flush=True)
+        try:
+            rows += scale_rows(scale_runs(sizes.scale_documents, latency, concurrency))
+        except BenchmarkFailed as exc:
+            failures.append(str(exc))
     others = {
         "triage": ("triage pipeline", lambda: triage_rows(triage_runs(sizes.tickets, latency, concurrency))),
         "gateway": ("gateway overhead", lambda: gateway_overhead.measure(sizes.gateway_calls)),
@@ -254,7 +336,16 @@ def run(
             rows += scenario()
         except BenchmarkFailed as exc:
             failures.append(f"{name}: {exc}")
-    order = ["overhead", "unchanged re-run", "incremental (+1 doc)", "triage", "gateway overhead", "indexing", "memory"]
+    order = [
+        "overhead",
+        "unchanged re-run",
+        "incremental (+1 doc)",
+        "triage",
+        "gateway overhead",
+        "indexing",
+        "memory",
+        "scale",
+    ]
     rows.sort(key=lambda r: order.index(r.scenario) if r.scenario in order else len(order))
     return rows, failures
 
@@ -268,9 +359,15 @@ def main(argv: list[str] | None = None) -> int:
         "--latency", type=float, default=0.1, help="Seconds the test server takes per chat call (default 0.1)."
     )
     parser.add_argument("--concurrency", type=int, default=16, help="Model calls in flight (default 16).")
-    parser.add_argument("--documents", help="Comma-separated corpus sizes instead of the preset's, e.g. 100,1000.")
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help=f"Comma-separated subset of {', '.join(SCENARIOS)}."
+        "--documents",
+        help="Comma-separated corpus sizes instead of the preset's, e.g. 100,1000 (the largest is the scale scenario's).",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"Comma-separated subset of {', '.join(SCENARIOS + ON_REQUEST)} (default {', '.join(SCENARIOS)}; "
+        f"{', '.join(ON_REQUEST)} only when named).",
     )
     args = parser.parse_args(argv)
     sizes, preset = (SMOKE, "smoke") if args.smoke else (FULL, "full")
@@ -278,11 +375,16 @@ def main(argv: list[str] | None = None) -> int:
         preset = "custom sizes"
         documents = [int(n) for n in args.documents.split(",")]
         sizes = sizes.model_copy(
-            update={"documents": documents, "target_documents": documents[-1], "other_instances": []}
+            update={
+                "documents": documents,
+                "target_documents": documents[-1],
+                "other_instances": [],
+                "scale_documents": max(documents),
+            }
         )
     scenarios = tuple(s.strip() for s in args.scenarios.split(","))
-    if unknown := set(scenarios) - set(SCENARIOS):
-        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if unknown := set(scenarios) - set(SCENARIOS + ON_REQUEST):
+        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS + ON_REQUEST)}")
     started = time.perf_counter()
     rows, failures = run(sizes, args.latency, args.concurrency, scenarios)
     print(

@@ -32,13 +32,16 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from pydantic import BaseModel
 
 from bench.bench_settings import bench_settings
 from bench.corpus import write_corpus
 from bench.table import BenchmarkFailed, print_measurement
+
+if TYPE_CHECKING:
+    from ai_pipelines.settings import Settings
 
 STARTED = time.perf_counter()
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -107,8 +110,19 @@ def _dagster_home(root: Path, instance: str) -> Iterator[Path]:
 
 
 def measure(
-    documents: int, latency: float, concurrency: int, instance_kind: str, cold_only: bool = False
+    documents: int,
+    latency: float,
+    concurrency: int,
+    instance_kind: str,
+    cold_only: bool = False,
+    replay_scripts: bool = True,
+    after: Callable[[Path, Settings], None] | None = None,
 ) -> DigestMeasurements:
+    """The runs above, checked. `replay_scripts=False` leaves out the scripts' replay (minutes at
+    tens of thousands of calls, and not what a scale run asks). `after(home, settings)` is
+    called once the runs are measured, while the Dagster home, the corpus and the test
+    server are still there, so that another measurement (the scale scenario's webserver)
+    can read the very instance the runs wrote."""
     from dagster import DagsterInstance
 
     from ai_pipelines.backfill import run_what_changed
@@ -127,7 +141,7 @@ def measure(
         root = Path(folder)
         corpus = root / "corpus"
         write_corpus(corpus, documents)
-        cleanup.enter_context(_dagster_home(root, instance_kind))
+        home = cleanup.enter_context(_dagster_home(root, instance_kind))
         settings = bench_settings(root, llm.base_url, concurrency, corpus_dir=corpus, inbox_dir=root / "inbox")
         instance = DagsterInstance.get()
         cleanup.callback(instance.dispose)  # before the home (and its database) goes
@@ -191,13 +205,16 @@ def measure(
                 f"adding one document re-materialized {incremental.documents} documents and extracted signals "
                 f"{incremental.calls_by_schema.get('ExtractedSignals', 0)} times; expected 1 and 1"
             )
+        measured = measured.model_copy(update={"unchanged": unchanged, "incremental": incremental})
+        if after is not None:
+            after(home, settings)
+        if not replay_scripts:
+            return measured
         timed = cold_calls[:SEQUENTIAL_SAMPLE]
         sequential = replay.sequential(llm.base_url, timed) * len(cold_calls) / max(1, len(timed))
         concurrent = replay.concurrent(llm.base_url, cold_calls, concurrency)
         return measured.model_copy(
             update={
-                "unchanged": unchanged,
-                "incremental": incremental,
                 "sequential_s": sequential,
                 "sequential_timed_calls": len(timed),
                 "asyncio_s": concurrent,

@@ -62,3 +62,26 @@ def test_the_triage_benchmark_measures_a_run_that_passed_its_checks_and_fails_on
     assert sum(measured["replies"].values()) == 6
     failed = bench("bench.triage_runs", "--tickets", "6", "--latency", "0", AI_PIPELINES_LLM_BUDGET_TOKENS="20")
     assert failed.returncode == 1 and "benchmark failed: the triage run over 6 tickets failed" in failed.stderr
+
+
+def test_the_scale_scenario_exits_non_zero_when_a_run_inside_fails():
+    result = bench(
+        "bench", "--documents", "4", "--latency", "0", "--scenarios", "scale", AI_PIPELINES_LLM_BUDGET_TOKENS="20"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 scenario(s) FAILED" in result.stderr
+    assert "scale over 4 documents: benchmark failed: the cold run over 4 documents failed" in result.stderr
+    assert "| scale |" not in result.stdout
+
+
+def test_the_scale_scenario_times_the_asset_page_on_a_webserver_over_the_runs_instance():
+    # Tiny, so only the code path is exercised: the runs, the webserver started and stopped, the query.
+    result = bench("bench", "--documents", "4", "--latency", "0.01", "--scenarios", "scale")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line.split("|")[2].strip(): line for line in result.stdout.splitlines() if line.startswith("| scale |")}
+    assert ", 0 calls |" in rows["unchanged re-run, N=4"]
+    assert "ExtractedSignals 1" in rows["+1 document, N=4"]
+    assert "peak RSS of the run process, N=4" in rows
+    webserver = rows["webserver: asset page of signals, N=4"]
+    assert " s warm (first " in webserver and "dagster-webserver up in" in webserver
+    assert "| overhead |" not in result.stdout  # the digest scenario was not asked for
