@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions, EnvVar, RunsFilter
 from pydantic import BaseModel
@@ -49,7 +50,12 @@ class Latest(BaseModel):
     storage_id: int
     run_id: str
     code_version: str = ""
-    content_hashes: dict[str, str] = {}  # per document of a batch
+    recorded: Any = None  # the value of the metadata entry the reader asked for, if recorded
+
+    @property
+    def content_hashes(self) -> dict[str, str]:
+        """A document batch's content hash per document (`CONTENT_HASHES`)."""
+        return self.recorded if isinstance(self.recorded, dict) else {}
 
 
 class RunPlan(BaseModel):
@@ -83,8 +89,11 @@ def settings_fingerprint(pipeline: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def latest_materializations(instance: DagsterInstance, asset: str, keys: set[str] | None) -> dict[str, Latest]:
-    """Per partition (or "" for an unpartitioned asset), its latest materialization.
+def latest_materializations(
+    instance: DagsterInstance, asset: str, keys: set[str] | None, recorded: str = CONTENT_HASHES
+) -> dict[str, Latest]:
+    """Per partition (or "" for an unpartitioned asset), its latest materialization, with the
+    value its metadata recorded under `recorded`.
 
     Reads newest first, a page at a time, and stops as soon as every wanted partition
     that was ever materialized has been seen (one query says which were), so the cost
@@ -102,12 +111,12 @@ def latest_materializations(instance: DagsterInstance, asset: str, keys: set[str
             materialization = record.asset_materialization
             if key in found or materialization is None:
                 continue
-            recorded = materialization.metadata.get(CONTENT_HASHES)
+            entry = materialization.metadata.get(recorded)
             found[key] = Latest(
                 storage_id=record.storage_id,
                 run_id=record.run_id,
                 code_version=(materialization.tags or {}).get(CODE_VERSION_TAG, ""),
-                content_hashes=recorded.value if recorded is not None and isinstance(recorded.value, dict) else {},
+                recorded=entry.value if entry is not None else None,
             )
         if not page.has_more or wanted <= found.keys():
             return found

@@ -23,6 +23,7 @@ class StageCounts(BaseModel):
 
     started: float = 0.0
     materialized: int = 0
+    documents: int = 0  # what a batch's materialization says it holds: a batch is many documents
     model_requests: int = 0
     checks_passed: int = 0
     checks_failed: int = 0
@@ -31,6 +32,8 @@ class StageCounts(BaseModel):
     def describe(self) -> str:
         checks = self.checks_passed + self.checks_failed + self.checks_warned
         parts = [f"{self.materialized} materialized"] if self.materialized or not checks else []
+        if self.documents:
+            parts.append(f"{self.documents} documents")
         if self.model_requests:
             parts.append(f"{self.model_requests} model requests")
         if checks:
@@ -61,8 +64,9 @@ class StageLines:
                 stage.started = entry.timestamp
             elif kind == DagsterEventType.ASSET_MATERIALIZATION:
                 stage.materialized += 1
-                requests = event.event_specific_data.materialization.metadata.get("model_requests")
-                stage.model_requests += int(getattr(requests, "value", 0) or 0)
+                metadata = event.event_specific_data.materialization.metadata
+                stage.documents += int(getattr(metadata.get("documents"), "value", 0) or 0)
+                stage.model_requests += int(getattr(metadata.get("model_requests"), "value", 0) or 0)
             elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
                 evaluation = event.event_specific_data
                 if evaluation.passed:

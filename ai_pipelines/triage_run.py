@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from ai_pipelines.run_plan import latest_materializations
 from ai_pipelines.run_process import RunProcess
 from assets.components.partitions import TICKETS, range_tags
-from assets.triage.tickets import scan_tickets
+from assets.triage.tickets import CONTENT_HASH, scan_tickets
 from resources.documents.files import FileState, is_valid_key
 from resources.pipeline_config import TriageConfig
 
@@ -75,8 +75,11 @@ def plan_triage(instance: DagsterInstance, files: dict[str, FileState], everythi
     if everything:
         todo, why = with_files, "as asked"
     else:
-        latest = latest_materializations(instance, INTAKE_ASSET, set(with_files))
-        todo = [k for k in with_files if k not in latest or latest[k].content_hash != _expected_hash(files[k])]
+        latest = {
+            k: str(v.recorded or "")
+            for k, v in latest_materializations(instance, INTAKE_ASSET, set(with_files), recorded=CONTENT_HASH).items()
+        }
+        todo = [k for k in with_files if k not in latest or latest[k] != _expected_hash(files[k])]
         new = sum(k not in latest for k in todo)
         why = f"{new} new, {len(todo) - new} edited"
     if not todo:

@@ -5,7 +5,9 @@ errors, refinement's cap, and memory beyond its budget."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -14,10 +16,12 @@ from assets.triage.tickets import Ticket
 from resources import ModelResource
 from resources.embeddings import EmbeddingsResource
 from resources.pipeline_config import SUPPORT_DESK_DIR, TriageConfig
+from resources.support import conversation_memory
 from resources.support.agent import AgentLimits, AgentRun, run_agent
 from resources.support.conversation_memory import ConversationMemory, Turn
 from resources.support.reply_refinement import refine
-from resources.support.route_evaluation import score
+from resources.support.route_evaluation import DESK_TICKETS, routing_examples, score
+from resources.support.semantic_router import SemanticRouter, requests_of
 from resources.support.support_desk import SupportDeskResource
 from resources.vector_store import VectorStoreResource
 from tests.fake_openai import TOOLS, FakeOpenAI
@@ -224,3 +228,73 @@ def test_the_fake_history_summary_reads_the_history_block():
     assert summarize_history([{"role": "user", "content": "<history>\n[2026-11-01] customer: hello\n</history>"}])[
         "summary"
     ].startswith("Earlier")
+
+
+@pytest.mark.unit
+def test_turns_remembered_together_are_the_turns_remembered_one_by_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(conversation_memory, "TURNS_PER_STATEMENT", 2)  # several statements for five turns
+    turns = [
+        Turn(
+            turn_id=f"samples/T{n:03}.json#c",
+            customer_id="C003" if n % 2 else "C011",
+            ticket=f"samples/T{n:03}.json",
+            role="customer",
+            text=f"Question {n}",
+            at=f"2026-11-{n + 1:02}T10:00:00Z",
+        )
+        for n in range(5)
+    ]
+    edited = turns[0].model_copy(update={"text": "Question 0, edited"})
+    one_by_one = ConversationMemory(tmp_path / "one.sqlite")
+    for turn in [*turns, edited]:
+        one_by_one.remember(turn)
+    together = ConversationMemory(tmp_path / "together.sqlite")
+    together.remember_many([*turns, edited])  # the same turn twice in one call: its last version
+    together.remember_many(turns[1:3])  # again: idempotent
+    together.remember_many([])
+    for customer in ("C003", "C011"):
+        assert together.turns(customer) == one_by_one.turns(customer)
+    assert together.turns("C011")[0].text == "Question 0, edited"
+
+
+@pytest.mark.integration
+def test_within_a_block_each_distinct_help_centre_question_is_searched_once(llm: FakeOpenAI, tmp_path, monkeypatch):
+    support = desk(llm, tmp_path)
+    searched: list[str] = []
+    query = VectorStoreResource.query
+
+    def counted(self, name, texts, *args, **kwargs):
+        searched.extend(texts)
+        return query(self, name, texts, *args, **kwargs)
+
+    monkeypatch.setattr(VectorStoreResource, "query", counted)
+    first, second = (support.search_help_centre("I forgot my password", 2) for _ in range(2))
+    assert searched == ["I forgot my password"] * 2, "outside a block every search reads the index"
+    searched.clear()
+    questions = ["I forgot my password", "export notebooks as PDF", "refund of my order"]
+    with support.memoized_searches():
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            inside = list(pool.map(lambda q: support.search_help_centre(q, 2), questions * 4))
+        together = support.search_help_centre_many([*questions, questions[0]], 2)
+        assert [h.slug for h in support.search_help_centre(questions[0], 1)] == [first[0].slug]
+    assert sorted(searched) == sorted([*questions, questions[0]]), "each question once at limit 2, and once at 1"
+    assert inside[:3] == together[:3] and together[3] == first == second
+    searched.clear()
+    support.search_help_centre(questions[0], 2)
+    assert searched == [questions[0]], "the block is over: the index is read again"
+
+
+@pytest.mark.integration
+def test_tickets_routed_together_are_routed_as_each_one_alone(llm: FakeOpenAI):
+    router = SemanticRouter(
+        routing_examples(),
+        EmbeddingsResource(base_url=llm.base_url, model="fake-embedder"),
+        TriageConfig().semantic_route_margin,
+    )
+    tickets = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(DESK_TICKETS.glob("T*.json"))]
+    requests = llm.embedding_requests
+    together = router.route([t["body"] for t in tickets], [t["subject"] for t in tickets])
+    assert llm.embedding_requests - requests < len(tickets), "the tickets' requests are embedded together"
+    alone = [router.route([t["body"]], [t["subject"]])[0] for t in tickets]
+    assert [(r.intent, r.decided, r.requests) for r in together] == [(r.intent, r.decided, r.requests) for r in alone]
+    assert any(requests_of(t["body"]) for t in tickets), "some tickets hold requests, routed one by one too"

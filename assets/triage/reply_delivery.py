@@ -198,9 +198,14 @@ def sent_replies(
     approvals = {a.ticket: a for a in from_frame(reply_approvals, ApprovalState)}
     ledger = DeliveryLedger(pipeline.state_location(DELIVERY_LEDGER))
     memory = memory_for(pipeline)
-    for ticket in tickets.values():  # what each customer wrote is history, answered or not
-        if ticket.status == "received":
-            memory.remember(ticket_turn(ticket, "customer", f"{ticket.subject}\n{ticket.body}"))
+    # What each customer wrote is history, answered or not: written together, not a commit per ticket.
+    memory.remember_many(
+        [
+            ticket_turn(ticket, "customer", f"{ticket.subject}\n{ticket.body}")
+            for ticket in tickets.values()
+            if ticket.status == "received"
+        ]
+    )
     rows: list[SentReply] = []
     for check in from_frame(reply_checks, ReplyCheck):
         approval = approvals.get(check.ticket)
@@ -226,7 +231,7 @@ def sent_replies(
                 detail=outcome.detail,
             )
         )
-        if outcome.state in ("sent", "already_sent"):
+        if outcome.state in ("sent", "already_sent"):  # at once: a crash later on loses none of it
             memory.remember(ticket_turn(ticket, "agent", check.reply))
     failed = [r for r in rows if r.state == "failed"]
     states = dict(Counter(r.state for r in rows))

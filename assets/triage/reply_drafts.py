@@ -66,6 +66,19 @@ HANDLING: dict[str, Handling] = {
 }
 
 
+# Which branches to start first in a step: those with the longest chains of dependent calls (the
+# agent's turns then the critique; a plan, its workers, the merge, then the critique) before
+# single answers, and branches that call no model last.
+CHAIN_ORDER: dict[Handling, int] = {"agent": 0, "orchestrator_worker": 1, "kb_answer": 2, "fast_answer": 3}
+
+
+def handling_of(route: TicketRoute) -> Handling:
+    """The branch that answers a route (as `Drafter.draft` decides it)."""
+    if route.needs_person:
+        return "person"
+    return HANDLING.get(route.intent, "person")
+
+
 class ReplyDraft(BaseModel):
     ticket: str
     ticket_id: str = ""
@@ -293,12 +306,20 @@ def reply_drafts(
             ctx = contexts.get(ticket.ticket) or TicketContext(ticket=ticket.ticket)
             return drafter.draft(ticket, routes[ticket.ticket], ctx)
 
+        # The longest chains of calls start first, so the step does not end waiting on an agent
+        # begun last; the rows keep the tickets' order. The help centre was indexed before this
+        # step (`help_centre_index` precedes it), so one search per distinct question suffices.
+        started = sorted(tickets, key=lambda t: CHAIN_ORDER.get(handling_of(routes[t.ticket]), len(CHAIN_ORDER)))
         try:
-            with ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
-                rows = list(pool.map(one, tickets))
+            with (
+                support_desk.memoized_searches(),
+                ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool,
+            ):
+                drafted = dict(zip((t.ticket for t in started), pool.map(one, started)))
         finally:
             for server in servers:
                 server.close()
+        rows = [drafted[t.ticket] for t in tickets]
     return Output(
         to_frame(rows, ReplyDraft),
         metadata={

@@ -1,15 +1,17 @@
 """What each reply is written from: help centre, customer, orders and history, fetched at once.
 
 The four lookups are independent, so they run concurrently per ticket and the slowest
-one, not their sum, sets the latency; the metadata shows both. A lookup that fails is
-recorded as that source's error and the others still arrive: a reply written without
-the order table is escalated later, not lost now. History comes from the customer's
+one, not their sum, sets the latency; the metadata shows both. The step's tickets share one
+pool of lookup threads (room for every ticket in flight), rather than each ticket starting
+and joining four threads of its own. A lookup that fails is recorded as that source's
+error and the others still arrive: a reply written without the order table is escalated
+later, not lost now. History comes from the customer's
 conversation memory, trimmed to the context budget with a running summary (written by
 the `fast` tier) of what no longer fits verbatim.
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Callable
 
 import pandas as pd
@@ -31,6 +33,7 @@ from resources.tables import from_frame, to_frame
 GROUP = "triage_routing"
 CODE_VERSION = f"1-{SUMMARIZE_HISTORY.version}"
 MEMORY_STORE = "support_memory"
+LOOKUPS = 4  # help centre, customer, orders, history: one thread each while a ticket is gathered
 
 
 class HistorySummary(BaseModel):
@@ -87,9 +90,12 @@ def gather(
     triage: TriageConfig,
     llm: ModelSession,
     help_centre: Callable[[], list[dict[str, Any]]] | None = None,
+    lookups_pool: Executor | None = None,
 ) -> TicketContext:
     """The four lookups of one ticket, concurrently; each one's failure is its own.
-    `help_centre` gives this ticket's share of a search made for many tickets at once."""
+    `help_centre` gives this ticket's share of a search made for many tickets at once;
+    `lookups_pool` runs the lookups (threads of its own when not given). It must not be
+    the pool this call runs on, or a full pool would wait on itself."""
     lookups: dict[str, Callable[[], Any]] = {
         "help_centre": help_centre
         or (lambda: [h.model_dump() for h in support_desk.search_help_centre(help_centre_query(ticket), limit=3)]),
@@ -116,8 +122,11 @@ def gather(
         seconds[name] = round(time.perf_counter() - started, 4)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(lookups)) as pool:
-        list(pool.map(timed, lookups))
+    if lookups_pool is not None:
+        list(lookups_pool.map(timed, lookups))
+    else:
+        with ThreadPoolExecutor(max_workers=len(lookups)) as pool:
+            list(pool.map(timed, lookups))
     recall: Recall = results.get("history") or Recall()
     issues = (
         [i.model_dump() for i in support_desk.known_issues()]
@@ -182,10 +191,12 @@ def ticket_context(
     memory = memory_for(pipeline)
     routes = {r.ticket: r for r in from_frame(ticket_routes, TicketRoute)}
     tickets = [t for t in from_frame(support_tickets, Ticket) if t.status == "received"]
+    workers = max(1, model.max_concurrency)
     with (
         model.session(context) as llm,
         ThreadPoolExecutor(max_workers=1) as searcher,
-        ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool,
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        ThreadPoolExecutor(max_workers=LOOKUPS * workers) as lookup_pool,
     ):
         # One help-centre search for every ticket (one embedding request, one Chroma query), beside the
         # per-ticket lookups; each ticket takes its share when its other lookups are under way.
@@ -197,7 +208,7 @@ def ticket_context(
         rows = list(
             pool.map(
                 lambda item: gather(
-                    item[1], routes.get(item[1].ticket), support_desk, memory, triage, llm, share(item[0])
+                    item[1], routes.get(item[1].ticket), support_desk, memory, triage, llm, share(item[0]), lookup_pool
                 ),
                 enumerate(tickets),
             )

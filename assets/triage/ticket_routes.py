@@ -147,11 +147,18 @@ class RoutingTiers:
     def __post_init__(self) -> None:
         self.measuring = self.llm.beside("route_measuring")
 
-    def _reuse_or_measure(self, tier: str, key: str, items: Sequence[LabelledRequest], route: Any) -> None:
-        """An earlier measurement under the same key is reused, unless a model left items unanswered
-        then (an outage): that one counted for its run, and is taken again."""
+    def _reusable(self, tier: str, key: str) -> TierAccuracy | None:
+        """An earlier measurement under the same key, unless a model left items unanswered then
+        (an outage): that one counted for its run, and is taken again."""
         before = self.earlier.get(tier)
         if before is not None and before.key == key and (tier == SEMANTIC or before.routed == before.items):
+            return before
+        return None
+
+    def _reuse_or_measure(self, tier: str, key: str, items: Sequence[LabelledRequest], route: Any) -> None:
+        """The tier's earlier measurement when `_reusable`, else its routes of `items` scored now."""
+        before = self._reusable(tier, key)
+        if before is not None:
             self.measured[tier] = before
             return
         self.measured[tier] = measure(tier, key, items, route)
@@ -172,20 +179,38 @@ class RoutingTiers:
         self._reuse_or_measure(SEMANTIC, key, self.sample, route)
 
     def measure_models(self) -> None:
-        """Each model voter on the small stratified sample, unless measured under the same key before."""
+        """Each model voter on the small stratified sample, unless measured under the same key before.
+
+        The voters to measure are asked together, every item of every voter in one pool: the
+        gateway's slots stay full across voters, instead of each voter's last few items being
+        awaited before the next voter starts."""
         items = model_sample(self.sample)
-        for voter in MODEL_VOTERS:
-            if voter.name in self.measured:
-                continue
-            key = measurement_key(voter.identity(self.llm.config, self.call), self.call.max_tokens, sample_hash(items))
+        keys = {
+            voter.name: measurement_key(
+                voter.identity(self.llm.config, self.call), self.call.max_tokens, sample_hash(items)
+            )
+            for voter in MODEL_VOTERS
+            if voter.name not in self.measured
+        }
+        asked = [
+            (voter, item)
+            for voter in MODEL_VOTERS
+            if voter.name in keys and self._reusable(voter.name, keys[voter.name]) is None
+            for item in items
+        ]
 
-            def route(chosen: Sequence[LabelledRequest], voter: ModelVoter = voter) -> list[str]:
-                with ThreadPoolExecutor(max_workers=max(1, self.llm.config.max_concurrency)) as pool:
-                    return list(
-                        pool.map(lambda i: self.ask(voter, i.title or i.text, i.text, i.key, self.measuring)[0], chosen)
-                    )
+        def ask(pair: tuple[ModelVoter, LabelledRequest]) -> str:
+            voter, item = pair
+            return self.ask(voter, item.title or item.text, item.text, item.key, self.measuring)[0]
 
-            self._reuse_or_measure(voter.name, key, items, route)
+        with ThreadPoolExecutor(max_workers=max(1, self.llm.config.max_concurrency)) as pool:
+            answers = dict(zip(((voter.name, item.key) for voter, item in asked), pool.map(ask, asked)))
+        for name, key in keys.items():
+
+            def route(chosen: Sequence[LabelledRequest], name: str = name) -> list[str]:
+                return [answers[(name, item.key)] for item in chosen]
+
+            self._reuse_or_measure(name, key, items, route)
 
     def ask(
         self, voter: ModelVoter, title: str, text: str, partition: str, session: ModelSession | None = None

@@ -72,15 +72,38 @@ def split_window(turns: Sequence[Turn], budget_chars: int, window_turns: int) ->
     return list(turns[: len(turns) - len(window)]), window
 
 
+def _upsert_turns(count: int) -> str:
+    """`upsert_sql` for `count` turns in one statement (a multi-row insert, which SQLite and Postgres both take)."""
+    row = f"({', '.join('?' * len(_TURN_COLUMNS))})"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _TURN_COLUMNS if c != "turn_id")
+    return (
+        f"insert into conversation_turns ({', '.join(_TURN_COLUMNS)}) values {', '.join([row] * count)} "
+        f"on conflict (turn_id) do update set {updates}"
+    )
+
+
+# Turns written by one statement in `remember_many`: 6 columns each, far under SQLite's and
+# Postgres's limits on a statement's parameters.
+TURNS_PER_STATEMENT = 200
+
+
 class ConversationMemory:
     def __init__(self, location: str | Path):
         self._db = StateStore(location, _SCHEMA)
 
     def remember(self, turn: Turn) -> None:
         """Idempotent: a turn id written twice (a re-executed run) is one turn."""
-        self._db.execute(
-            upsert_sql("conversation_turns", _TURN_COLUMNS, "turn_id"), [getattr(turn, c) for c in _TURN_COLUMNS]
-        )
+        self.remember_many([turn])
+
+    def remember_many(self, turns: Sequence[Turn]) -> None:
+        """`remember` for many turns, a statement (and a durable commit) per `TURNS_PER_STATEMENT`
+        rather than per turn: a step that records a run's tickets waited on one commit each.
+        A turn id given twice is written once, as its last version (one statement may not
+        update a row twice)."""
+        latest = list({turn.turn_id: turn for turn in turns}.values())
+        for start in range(0, len(latest), TURNS_PER_STATEMENT):
+            chunk = latest[start : start + TURNS_PER_STATEMENT]
+            self._db.execute(_upsert_turns(len(chunk)), [getattr(turn, c) for turn in chunk for c in _TURN_COLUMNS])
 
     def turns(self, customer_id: str, exclude_ticket: str = "") -> list[Turn]:
         rows = self._db.fetchall(

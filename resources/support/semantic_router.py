@@ -104,11 +104,11 @@ class SemanticRouter:
             return []
         single = [i for i in self.intents if i != MULTI_PART]
         ranked = self._scores(self._vectors_of(texts, titles), single)
-        return [self._route_one(text, ranks) for text, ranks in zip(texts, ranked)]
+        kinds = self._request_intents(texts) if MULTI_PART in self.intents else [[] for _ in texts]
+        return [self._route_one(ranks, found) for ranks, found in zip(ranked, kinds)]
 
-    def _route_one(self, text: str, ranked: list[tuple[str, float]]) -> SemanticRoute:
+    def _route_one(self, ranked: list[tuple[str, float]], kinds: list[str]) -> SemanticRoute:
         (best, score), (second, second_score) = ranked[0], ranked[1] if len(ranked) > 1 else ("", 0.0)
-        kinds = self._request_intents(text) if MULTI_PART in self.intents else []
         if len(kinds) >= 2:
             return SemanticRoute(
                 intent=MULTI_PART,
@@ -132,16 +132,20 @@ class SemanticRouter:
             + ("" if decided else f" (margin under {self.margin})"),
         )
 
-    def _request_intents(self, text: str) -> list[str]:
-        """The distinct single intents of the text's requests, each past the margin."""
+    def _request_intents(self, texts: Sequence[str]) -> list[list[str]]:
+        """Per text, the distinct single intents of its requests, each past the margin. The
+        requests of all the texts are embedded in one go, not one embedding request per text."""
         single = [i for i in self.intents if i != MULTI_PART]
         if len(single) < 2:
-            return []
-        found: list[str] = []
-        requests = requests_of(text)
-        if not requests:
-            return []
-        for ranked in self._scores(self._vectors_of(requests), single):
-            if ranked[0][1] - ranked[1][1] >= REQUEST_FACTOR * self.margin and ranked[0][0] not in found:
-                found.append(ranked[0][0])
-        return found
+            return [[] for _ in texts]
+        requests = [requests_of(text) for text in texts]
+        flat = [request for found in requests for request in found]
+        ranked = iter(self._scores(self._vectors_of(flat), single) if flat else [])
+        kinds: list[list[str]] = []
+        for found in requests:
+            intents: list[str] = []
+            for scores in (next(ranked) for _ in found):
+                if scores[0][1] - scores[1][1] >= REQUEST_FACTOR * self.margin and scores[0][0] not in intents:
+                    intents.append(scores[0][0])
+            kinds.append(intents)
+        return kinds

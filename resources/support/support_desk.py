@@ -11,6 +11,13 @@ The tables are small CSV files read once per resource instance; a malformed row 
 loudly with its file and row, since a reply computed from a half-read table is worse than
 none. Help-centre articles are embedded paragraph by paragraph into a Chroma collection
 whose ids are derived from the content, so re-indexing unchanged articles embeds nothing.
+
+A search is several round trips to Chroma and a BM25 pass, and a step's tickets ask the
+same questions again and again (the agents' `search_help_centre` calls, the workers of
+multi-part tickets): inside `memoized_searches()` each distinct query is searched once,
+and a query already being searched by another thread is waited for rather than repeated.
+The block is the caller's statement that the help centre does not change meanwhile (a
+step that runs after `help_centre_index`); outside it every search reads the index anew.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence, TypeVar
@@ -222,6 +232,10 @@ class SupportDeskResource(ConfigurableResource):
 
     _tables: dict[str, Any] = PrivateAttr(default_factory=dict)
     _indexed: str = PrivateAttr(default="")
+    # (query, limit) -> its hits, while a `memoized_searches()` block is open (None: no block).
+    _searches: dict[tuple[str, int], Future] | None = PrivateAttr(default=None)
+    _searches_depth: int = PrivateAttr(default=0)
+    _searches_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     # --- data -------------------------------------------------------------------------
 
@@ -359,16 +373,68 @@ class SupportDeskResource(ConfigurableResource):
 
     def search_help_centre_many(self, queries: Sequence[str], limit: int = 3) -> list[list[HelpCentreHit]]:
         """`search_help_centre` for many queries at once: one embedding request and one Chroma
-        query for all of them, instead of a round trip each (a run's tickets are searched together)."""
+        query for all of them, instead of a round trip each (a run's tickets are searched together).
+        Inside `memoized_searches()`, only the queries not searched yet in the block are."""
         if not queries:
             return []
         if any(not q.strip() for q in queries):
             raise SupportDeskError("query is empty")
+        limit = max(1, min(limit, MAX_SEARCH_RESULTS))
+        owned: dict[tuple[str, int], Future] = {}  # the searches this call makes for the block
+        wanted: list[Future] = []
+        with self._searches_lock:
+            memo = self._searches
+            if memo is not None:
+                for query in queries:
+                    if (query, limit) not in memo:
+                        memo[(query, limit)] = owned[(query, limit)] = Future()
+                wanted = [memo[(query, limit)] for query in queries]
+        if memo is None:
+            return self._search(list(queries), limit)
+        if owned:
+            self._search_for_block(memo, owned, limit)
+        return [list(future.result()) for future in wanted]
+
+    def _search_for_block(
+        self, memo: dict[tuple[str, int], Future], owned: dict[tuple[str, int], Future], limit: int
+    ) -> None:
+        """Search the queries this call took on, and hand each result to whoever waits for it. A
+        failed search is not remembered: the next caller in the block tries again."""
+        try:
+            found = self._search([query for query, _ in owned], limit)
+        except BaseException as exc:
+            with self._searches_lock:
+                for key, future in owned.items():
+                    if memo.get(key) is future:
+                        del memo[key]
+            for future in owned.values():
+                future.set_exception(exc)
+            raise
+        for future, hits in zip(owned.values(), found):
+            future.set_result(hits)
+
+    @contextmanager
+    def memoized_searches(self) -> Iterator[None]:
+        """Within the block (on every thread), each distinct (query, limit) is searched once; the
+        caller vouches that the help centre does not change until the block ends."""
+        with self._searches_lock:
+            if self._searches_depth == 0:
+                self._searches = {}
+            self._searches_depth += 1
+        try:
+            yield
+        finally:
+            with self._searches_lock:
+                self._searches_depth -= 1
+                if self._searches_depth == 0:
+                    self._searches = None
+
+    def _search(self, queries: list[str], limit: int) -> list[list[HelpCentreHit]]:
+        """Each query's best `limit` articles, each with its best paragraph (indexes on first use)."""
         if not self._indexed:
             self.index_help_centre()
-        limit = max(1, min(limit, MAX_SEARCH_RESULTS))
         results = []
-        for hits in self.vector_store.query(self.collection_name(), list(queries), n_results=limit * 4):
+        for hits in self.vector_store.query(self.collection_name(), queries, n_results=limit * 4):
             best: dict[str, HelpCentreHit] = {}
             for hit in hits:  # best first: keep each article's best paragraph
                 slug = str(hit.metadata.get("slug", ""))
