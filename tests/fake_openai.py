@@ -277,6 +277,14 @@ def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[
     return [v / norm for v in vector]
 
 
+class _ListeningServer(ThreadingHTTPServer):
+    """A listen backlog of 128, not http.server's 5: sixteen clients opening connections at
+    once on a busy machine otherwise overflow it, and the kernel resets the connections
+    that do not fit (a fault of the test server, not of the code under test)."""
+
+    request_queue_size = 128
+
+
 def _base64_floats(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
@@ -352,7 +360,7 @@ class FakeOpenAI:
         self.answering = threading.Event()  # cleared: answers are held (requests stay in flight) until set
         self.answering.set()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _ListeningServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
