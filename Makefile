@@ -52,12 +52,15 @@ celery-worker: setup
 		-y "$$($(BIN)/ai-pipelines home)/celery.yaml"
 
 # Every test tier (unit, integration, services, browser), after the definitions load as `dg` loads
-# them and the code passes ruff's lint and format checks.
+# them and the code passes ruff's lint and format checks. pytest-xdist runs the test modules on one
+# worker per core (PYTEST_WORKERS=1: in this process), each module on one worker, longest first
+# (tests/conftest.py says why).
+PYTEST_WORKERS ?= auto
 test: setup browser
 	$(BIN)/dg check defs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=25
 
 # The CI gate: materialize the graph on the bundled corpus (offline, embedded models), run every
 # asset check, fail on a blocking one.

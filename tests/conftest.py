@@ -47,6 +47,7 @@ from assets.digest.summaries import TopicSummary, write_summaries
 from resources import Endpoint, ModelResource, ModelSession, VectorStoreResource
 from resources.verification.claim_verification import ClaimVerifier
 from tests.fake_openai import FakeOpenAI
+from tests.ports import free_port
 from tests.smtp_server import SmtpTestServer
 
 ROOT = Path(__file__).parent.parent
@@ -87,6 +88,51 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             "tests using an external service must be marked services: " + ", ".join(unmarked_services)
         )
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: the suite on several workers
+        plan_for_workers(items)
+
+
+# --- Running on several workers (pytest-xdist, `make test`) -----------------------------------------
+
+# `make test` hands out whole modules (`--dist loadfile`): a module's tests run on one worker, in
+# order, so a module-scoped fixture (one run read by several tests) is made once, and test_deploy's
+# production stacks (webserver, daemon, a process per run, celery workers) never run two at once.
+# (`loadgroup` would allow finer groups, but with pytest 9.2 it silently groups nothing:
+# pytest-xdist issue #1386.) The modules go out in the order below, those whose tests take
+# longest first (minutes on a busy 2-core machine: commands started as processes, servers,
+# hundreds of documents): started first they run side by side while short modules fill the
+# gaps; started last, one of them would run alone at the end. An entry is a node id or a
+# module; one that matches nothing changes only the order, never what runs.
+SLOW_FIRST = (
+    "tests/test_check_cli.py",
+    "tests/test_cli_run.py",
+    "tests/test_reliability.py",
+    "tests/test_deploy.py",
+    "tests/test_bench.py",
+    "tests/test_calibrate_judge.py",
+    "tests/test_slow_model.py",
+    "tests/test_cli_progress.py",
+    "tests/test_hybrid_retrieval.py",
+    "tests/test_fact_check.py",
+    "tests/test_triage.py",
+    "tests/test_automation.py",
+    "tests/test_browser.py",
+    "tests/test_resume.py",
+    "tests/test_headline_gates.py",
+    "tests/test_routing_tiers.py",
+    "tests/test_check_reports.py",
+    "tests/test_webserver.py",
+)
+
+
+def plan_for_workers(items: list[pytest.Item]) -> None:
+    """The longest modules first (SLOW_FIRST), the others in the suite's own order; every
+    worker orders alike, as xdist requires."""
+
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, start in enumerate(SLOW_FIRST) if item.nodeid.startswith(start)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the suite's own order within each rank
 
 
 # --- External services: skipped outside CI, failed in CI -------------------------------------------
@@ -389,12 +435,6 @@ def write_desk(folder: Path) -> Path:
 # --- Processes the tests start -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def process_environment(settings: Settings, **variables: str) -> dict[str, str]:
     """The environment of a command a test starts (`ai-pipelines`, `dagster`) so that it loads
     the code location as `settings` configure it; without DAGSTER_HOME unless given, so the
@@ -435,7 +475,9 @@ def answering_server(
     command: list[str], answers: Callable[[], bool], name: str, timeout: float, interval: float = 1, **popen: Any
 ) -> Iterator[subprocess.Popen]:
     """A server started in a process group of its own, yielded once `answers()` is true (an
-    OSError from it meaning not yet); the whole group is stopped after, with whatever it started."""
+    OSError from it meaning not yet); the whole group is stopped after, with whatever it started.
+    Its home is the test's own and thrown away, so it gets 10 s to stop before it is killed: on a
+    busy machine `dagster dev` may take longer than the test's own work to shut down in order."""
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **popen
     )
@@ -452,7 +494,7 @@ def answering_server(
             time.sleep(interval)
         yield process
     finally:
-        stop_process_group(process)
+        stop_process_group(process, timeout=10)
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:

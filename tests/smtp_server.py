@@ -15,7 +15,6 @@ careless server might, so tests can check that the password never reaches an err
 
 from __future__ import annotations
 
-import socket
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -24,6 +23,8 @@ from typing import Any, Callable, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.ports import free_port
 
 Fault = Literal["reject", "drop"]
 
@@ -119,7 +120,7 @@ class SmtpTestServer:
 
     def start(self) -> "SmtpTestServer":
         for _ in range(5):  # a free port can be taken between finding it and binding it
-            self.port = _free_port()
+            self.port = free_port()
             controller = Controller(
                 _Handler(self),
                 hostname=self.host,
@@ -147,9 +148,3 @@ class SmtpTestServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -20,6 +20,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 from ai_pipelines.stack import prepare_home
 from assets.components.partitions import DOCUMENTS
+from resources.documents.batches import batch_of, batches_of
 from tests.conftest import (
     BIN,
     CLI,
@@ -130,8 +131,9 @@ class StackProcess:
             except ProcessLookupError:
                 pass
 
-    def launch(self, partition: str) -> str:
-        return self.client.submit_job_execution("document_job", tags={"dagster/partition": partition})
+    def launch(self, document: str) -> str:
+        """A document_job run over the document's batch."""
+        return self.client.submit_job_execution("document_job", tags={"dagster/partition": batch_of(document)})
 
 
 def document_keys(instance: DagsterInstance, n: int) -> list[str]:
@@ -176,7 +178,8 @@ def test_runs_launched_through_graphql_respect_the_concurrency_limit(prod, tmp_p
     stack = StackProcess(settings, home, tmp_path, max_concurrent_runs=2).start()
     try:
         with DagsterInstance.from_config(str(home)) as instance:
-            run_ids = [stack.launch(key) for key in document_keys(instance, 5)]
+            # Three runs for a limit of two: one waits in the queue while two run side by side.
+            run_ids = [stack.launch(key) for key in document_keys(instance, 3)]
             most_seen = watch(instance, run_ids)
             statuses = {r.dagster_run.status for r in instance.get_run_records(RunsFilter(run_ids=run_ids))}
             assert statuses == {DagsterRunStatus.SUCCESS}
@@ -191,7 +194,8 @@ def test_restarting_webserver_and_daemon_mid_queue_loses_no_run(prod, tmp_path, 
     llm.persistent_fault = Fault(status=0, delay_seconds=3)
     stack = StackProcess(settings, home, tmp_path, max_concurrent_runs=1).start()
     with DagsterInstance.from_config(str(home)) as instance:
-        run_ids = [stack.launch(key) for key in document_keys(instance, 4)]
+        # One run at a time: while the first runs, the other two wait in the queue across the restart.
+        run_ids = [stack.launch(key) for key in document_keys(instance, 3)]
         deadline = time.monotonic() + 180
         while not any(
             r.dagster_run.status == DagsterRunStatus.STARTED
@@ -345,9 +349,10 @@ def test_inbox_sensor_under_the_daemon_turns_new_files_into_one_run(prod, tmp_pa
         assert stack.stop() == 0
     assert run.status == DagsterRunStatus.SUCCESS and run.job_name == "document_job"
     assert partitions == ["inbox/note-0.md", "inbox/note-1.md", "inbox/note-2.md"]
+    batches = batches_of(partitions)
     assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
-        "inbox/note-0.md",
-        "inbox/note-2.md",
+        batches[0],
+        batches[-1],
     )
     assert llm.calls_for("ExtractedSignals") == 3
 

@@ -192,7 +192,8 @@ def test_sample_corpus_dev_claims_are_decided_as_the_evaluation_measured(tmp_pat
 
 
 @pytest.mark.integration
-def test_benchmark_command_runs_on_a_small_sample(capsys):
+def test_benchmark_command_runs_on_a_small_sample(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("AI_PIPELINES_DATA_DIR", str(tmp_path / "data"))  # its embedding cache: not the checkout's
     assert eval_main(["--articles", "1", "--no-dev"]) == 0
     out = capsys.readouterr().out
     for name in HELDOUT_SETS:

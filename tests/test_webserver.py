@@ -11,6 +11,17 @@ QUERY = """
 { assetNodes { assetKey { path } groupName description
     assetMaterializations(limit: 1) { metadataEntries { label } } } }
 """
+# Every materialization of signals, one per partition, with how many documents each read: the
+# newest may be a partition of quarantined documents only, which asked the model nothing and so
+# has no usage figures; the test reads one of a partition whose documents the model was asked about.
+SIGNALS = """
+{ assetNodeOrError(assetKey: {path: ["signals"]}) { ... on AssetNode {
+    assetMaterializations { partition metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }
+"""
+
+
+def documents_read(materialization: dict) -> int:
+    return next((e["intValue"] for e in materialization["metadataEntries"] if e["label"] == "documents"), 0) or 0
 
 
 def test_ui_shows_groups_descriptions_and_materialization_metadata(dagster_dev):
@@ -27,6 +38,10 @@ def test_ui_shows_groups_descriptions_and_materialization_metadata(dagster_dev):
     }
     # Everything but the published digest, which waits for a person's approval.
     assert set(labels) == {"/".join(n["assetKey"]["path"]) for n in nodes} - {"published_digest"}
-    assert {"model_calls", "prompt_tokens", "latency_p50_s", "calls_by_model", "preview"} <= labels["signals"]
+    signals = graphql(dagster_dev, SIGNALS)["data"]["assetNodeOrError"]["assetMaterializations"]
+    asked = [m for m in signals if documents_read(m) > 0]
+    assert asked, signals
+    for usage_labels in ({e["label"] for e in m["metadataEntries"]} for m in asked):
+        assert {"model_calls", "prompt_tokens", "latency_p50_s", "calls_by_model", "preview"} <= usage_labels
     assert {"preview", "location"} <= labels["summaries"]
     assert {"index_version", "embedding_model"} <= labels["retrieval_index"]
