@@ -22,7 +22,6 @@ It prints one JSON object (`DigestMeasurements`) on stdout.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import resource
@@ -38,7 +37,7 @@ from pydantic import BaseModel
 
 from bench.bench_settings import bench_settings
 from bench.corpus import write_corpus
-from bench.table import BenchmarkFailed, print_measurement
+from bench.table import BenchmarkFailed, measurement_parser, print_measurement
 
 if TYPE_CHECKING:
     from ai_pipelines.settings import Settings
@@ -223,10 +222,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--documents", type=int, required=True)
-    parser.add_argument("--latency", type=float, default=0.1)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser = measurement_parser(__doc__, "--documents", required=True)
     parser.add_argument(
         "--instance",
         choices=sorted(INSTANCES),

@@ -19,7 +19,6 @@ It prints one JSON object (`ScaleMeasurements`) on stdout.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -38,7 +37,7 @@ from pydantic import BaseModel
 
 from bench import digest_runs
 from bench.digest_runs import DigestMeasurements
-from bench.table import BenchmarkFailed, print_measurement
+from bench.table import BenchmarkFailed, measurement_parser, print_measurement
 
 if TYPE_CHECKING:
     from ai_pipelines.settings import Settings
@@ -236,10 +235,7 @@ def measure(documents: int, latency: float, concurrency: int) -> ScaleMeasuremen
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--documents", type=int, default=20000)
-    parser.add_argument("--latency", type=float, default=0.1)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser = measurement_parser(__doc__, "--documents", default=20000)
     args = parser.parse_args(argv)
     return print_measurement(lambda: measure(args.documents, args.latency, args.concurrency))
 

@@ -8,6 +8,7 @@ that failed is never printed as a result.
 
 from __future__ import annotations
 
+import argparse
 import operator
 import sys
 from typing import Callable, Literal
@@ -20,6 +21,16 @@ _HOLDS = {"<=": operator.le, ">=": operator.ge}
 
 class BenchmarkFailed(RuntimeError):
     """A run inside a scenario failed, or made a different number of model calls than expected."""
+
+
+def measurement_parser(doc: str | None, size: str, **size_options: object) -> argparse.ArgumentParser:
+    """The arguments of every child measurement (`python -m bench.<scenario>`): its size
+    (`--documents`, `--tickets`), the test server's latency and the calls in flight."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument(size, type=int, **size_options)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--concurrency", type=int, default=16)
+    return parser
 
 
 def print_measurement(measure: Callable[[], BaseModel]) -> int:

@@ -21,7 +21,6 @@ Usage: python -m bench.triage_runs --tickets 200 [--latency 0.1] [--concurrency 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bench.bench_settings import bench_settings
-from bench.table import BenchmarkFailed, print_measurement
+from bench.table import BenchmarkFailed, measurement_parser, print_measurement
 
 
 class TriageMeasurements(BaseModel):
@@ -112,10 +111,7 @@ def measure(tickets: int, latency: float, concurrency: int) -> TriageMeasurement
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tickets", type=int, required=True)
-    parser.add_argument("--latency", type=float, default=0.1)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser = measurement_parser(__doc__, "--tickets", required=True)
     args = parser.parse_args(argv)
     return print_measurement(lambda: measure(args.tickets, args.latency, args.concurrency))
 
