@@ -27,9 +27,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from tests.fake_triage import TRIAGE_SCRIPTS
 
@@ -329,6 +331,95 @@ def messages_hash(messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
 
 
+ContextErrorStyle = Literal["openai", "vllm", "llamacpp"]
+ContentPolicyStyle = Literal["openai", "azure", "finish_reason", "refusal"]
+
+
+def context_window_error(
+    style: ContextErrorStyle, window: int, prompt_tokens: int, max_tokens: int
+) -> tuple[int, dict[str, Any]]:
+    """The 400 a provider answers a prompt over its context window with, as each one words it."""
+    requested = prompt_tokens + max_tokens
+    if style == "llamacpp":  # llama.cpp's server
+        return 400, {
+            "error": {
+                "code": 400,
+                "message": "the request exceeds the available context size, try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": prompt_tokens,
+                "n_ctx": window,
+            }
+        }
+    message = (
+        f"This model's maximum context length is {window} tokens. However, you requested {requested} tokens "
+        f"({prompt_tokens} in the messages, {max_tokens} in the completion). "
+        "Please reduce the length of the messages or completion."
+    )
+    if style == "vllm":  # vLLM's OpenAI server: the error object at the top level
+        return 400, {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
+    return 400, {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+
+
+def content_policy_refusal(style: ContentPolicyStyle, model: str, prompt_tokens: int) -> tuple[int, dict[str, Any]]:
+    """A provider's refusal of a prompt against its content policy: OpenAI's and Azure OpenAI's
+    400s, or a 200 whose answer the filter withheld or whose model refused (structured outputs)."""
+    if style == "openai":
+        return 400, {
+            "error": {
+                "code": "content_policy_violation",
+                "message": "Your request was rejected as a result of our safety system. Your prompt may contain text "
+                "that is not allowed by our safety system.",
+                "param": None,
+                "type": "invalid_request_error",
+            }
+        }
+    if style == "azure":
+        filtered = {"filtered": False, "severity": "safe"}
+        return 400, {
+            "error": {
+                "code": "content_filter",
+                "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+                "policy. Please modify your prompt and retry. To learn more about our content filtering policies "
+                "please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
+                "param": "prompt",
+                "type": None,
+                "status": 400,
+                "innererror": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_result": {
+                        "hate": filtered,
+                        "jailbreak": {"filtered": False, "detected": False},
+                        "self_harm": filtered,
+                        "sexual": filtered,
+                        "violence": {"filtered": True, "severity": "medium"},
+                    },
+                },
+            }
+        }
+    if style == "finish_reason":
+        message, finish = {"role": "assistant", "content": None}, "content_filter"
+    else:
+        message, finish = (
+            {"role": "assistant", "content": None, "refusal": "I'm sorry, I can't help with that."},
+            "stop",
+        )
+    return 200, {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens},
+    }
+
+
 @dataclass(frozen=True)
 class Exchange:
     """One request as the server saw it: when it arrived, or when its answer was fully sent."""
@@ -344,6 +435,8 @@ class FakeOpenAI:
 
     def __init__(self) -> None:
         self.scripts: dict[str, Script] = dict(DEFAULT_SCRIPTS)
+        # Per (schema, model): a script that answers only that model's requests, checked before `scripts`.
+        self.model_scripts: dict[tuple[str, str], Script] = {}
         self.calls: list[dict[str, Any]] = []
         self.faults: list[Fault] = []  # consumed one per request, first in first out
         self.persistent_fault: Fault | None = None  # applied to every request while set
@@ -352,6 +445,12 @@ class FakeOpenAI:
         )
         self.requests = 0
         self.latency_seconds = 0.0  # every chat answer is held this long, as a model would take
+        # Refusals as providers word them (`context_window_error`, `content_policy_refusal`).
+        self.context_window_tokens = 0  # 0 = unlimited
+        self.context_error_style: ContextErrorStyle = "openai"
+        self.content_policy: Callable[[list[dict[str, str]]], bool] | None = None  # True: refuse these messages
+        self.content_policy_style: ContentPolicyStyle = "openai"
+        self.refused = 0  # requests refused either way
         self.embedding_requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -359,6 +458,7 @@ class FakeOpenAI:
         self.answered: list[Exchange] = []  # every answer, once fully sent
         self.answering = threading.Event()  # cleared: answers are held (requests stay in flight) until set
         self.answering.set()
+        self.batch_api = FakeBatchAPI(self)  # /v1/files and /v1/batches; its lines are not in `calls`
         self._lock = threading.Lock()
         self._server = _ListeningServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -384,7 +484,11 @@ class FakeOpenAI:
             self.answered.clear()
         self.answering.set()
         self.scripts = dict(DEFAULT_SCRIPTS)
+        self.model_scripts = {}
         self.latency_seconds = 0.0
+        self.context_window_tokens, self.context_error_style = 0, "openai"
+        self.content_policy, self.content_policy_style, self.refused = None, "openai", 0
+        self.batch_api.reset()
 
     def _log(self, log: list[Exchange], body: dict[str, Any], status: int = 0) -> None:
         schema = request_name(body)
@@ -411,10 +515,13 @@ class FakeOpenAI:
         self._server.shutdown()
         self._server.server_close()
 
-    def _answer(self, body: dict[str, Any], content: str | None = None) -> tuple[int, dict[str, Any]]:
+    def _answer(
+        self, body: dict[str, Any], content: str | None = None, calls: list[dict[str, Any]] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """`calls` is where the request is logged (default: `self.calls`, the live calls)."""
         schema = request_name(body)
         with self._lock:
-            self.calls.append(
+            (self.calls if calls is None else calls).append(
                 {
                     "schema": schema,
                     "model": body.get("model"),
@@ -425,7 +532,7 @@ class FakeOpenAI:
                     "tools": body.get("tools"),
                 }
             )
-        script = self.scripts.get(schema)
+        script = self.model_scripts.get((schema, str(body.get("model")))) or self.scripts.get(schema)
         if script is None:
             return 400, {"error": {"message": f"no script for schema {schema!r}", "type": "invalid_request_error"}}
         if content is None:
@@ -446,6 +553,24 @@ class FakeOpenAI:
                 "total_tokens": tokens_in + len(content.split()),
             },
         }
+
+    def _refusal(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """The refusal of a chat request over the context window or against the content policy, in
+        the configured provider's shape; None when it is answered."""
+        messages = body.get("messages", [])
+        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)  # as `usage` counts
+        max_tokens = int(body.get("max_tokens") or 0)
+        if self.context_window_tokens and prompt_tokens + max_tokens > self.context_window_tokens:
+            refusal = context_window_error(
+                self.context_error_style, self.context_window_tokens, prompt_tokens, max_tokens
+            )
+        elif self.content_policy is not None and self.content_policy(messages):
+            refusal = content_policy_refusal(self.content_policy_style, str(body.get("model")), prompt_tokens)
+        else:
+            return None
+        with self._lock:
+            self.refused += 1
+        return refusal
 
     def _embed(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         texts = body.get("input", [])
@@ -484,7 +609,9 @@ class FakeOpenAI:
                     pass  # the client gave up (a timeout under test)
 
             def do_GET(self) -> None:
-                if self.path.endswith("/_calls"):  # the call log, for a client in another process
+                if fake.batch_api.serves(self.path):
+                    self._send_raw(*fake.batch_api.handle("GET", self.path, "", b""))
+                elif self.path.endswith("/_calls"):  # the call log, for a client in another process
                     with fake._lock:
                         payload = {"calls": list(fake.calls), "embedding_requests": fake.embedding_requests}
                     self._send(200, payload, {})
@@ -493,7 +620,11 @@ class FakeOpenAI:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if fake.batch_api.serves(self.path):
+                    self._send_raw(*fake.batch_api.handle("POST", self.path, self.headers.get("Content-Type", ""), raw))
+                    return
+                body = json.loads(raw or b"{}")
                 if self.path.endswith("/embeddings"):
                     self._send(*fake._embed(body), {})
                     return
@@ -517,6 +648,8 @@ class FakeOpenAI:
                     status, payload = fault.status, {"error": {"message": message, "type": "server_error"}}
                     if fault.retry_after is not None:
                         headers["Retry-After"] = str(fault.retry_after)
+                elif self.path.endswith("/chat/completions") and (refused := fake._refusal(body)) is not None:
+                    status, payload = refused
                 elif self.path.endswith("/chat/completions"):
                     status, payload = fake._answer(body, fault.content if fault is not None else None)
                 else:
@@ -526,16 +659,197 @@ class FakeOpenAI:
                 fake._log(fake.answered, body, status)
 
             def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-                data = json.dumps(payload).encode()
+                self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+            def _send_raw(
+                self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                for name, value in headers.items():
+                self.send_header("Content-Type", content_type)
+                for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
         return Handler
+
+
+# --- The batch API: /v1/files and /v1/batches -----------------------------------------------------
+
+BatchOutcome = Literal["completed", "expired", "cancelled", "failed"]
+# What to do to one line of a batch instead of answering it: "error" (a failed line, in the
+# error file) or "invalid" (a 200 line whose content does not match the schema); None answers it.
+BatchLineFault = Callable[[str, dict[str, Any]], "str | None"]
+INVALID_BATCH_CONTENT = '{"unexpected": "shape"}'
+
+
+class FakeBatchAPI:
+    """OpenAI's batch API as the openai client uses it: a JSONL file uploaded to /v1/files
+    (multipart, purpose "batch"), a batch created on it, polled, and its output and error files
+    downloaded. Each line is answered by the same scripts as a live call, but logged in `lines`,
+    not in the server's `calls`, so a test can tell batch answers from live ones.
+
+    A batch is settled on the first poll that is not held (`hold`), as `outcome` says: completed;
+    expired (the first half of its lines answered, the rest in the error file as batch_expired);
+    cancelled (the first half answered, the rest never run); failed (nothing run, `errors.data`).
+    """
+
+    def __init__(self, fake: "FakeOpenAI") -> None:
+        self._fake = fake
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.files: dict[str, dict[str, Any]] = {}
+        self.contents: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.lines: list[dict[str, Any]] = []  # every batch line answered, logged as `calls` logs a live call
+        self.outcome: BatchOutcome = "completed"
+        self.line_fault: BatchLineFault | None = None
+        self.hold = False  # batches stay in_progress while set
+
+    @staticmethod
+    def serves(path: str) -> bool:
+        return "/v1/files" in path or "/v1/batches" in path
+
+    def handle(self, method: str, path: str, content_type: str, raw: bytes) -> tuple[int, bytes, str]:
+        """Status, body and content type of the answer to one request."""
+        parts = path.split("?")[0].rstrip("/").split("/")[2:]  # after /v1
+        with self._lock:
+            if parts == ["files"] and method == "POST":
+                return self._json(200, self._upload(content_type, raw))
+            if parts[0] == "files" and len(parts) >= 2 and parts[1] in self.files:
+                if parts[2:] == ["content"]:
+                    return 200, self.contents[parts[1]], "application/octet-stream"
+                return self._json(200, self.files[parts[1]])
+            if parts == ["batches"] and method == "POST":
+                return self._json(200, self._create(json.loads(raw or b"{}")))
+            if parts[0] == "batches" and len(parts) >= 2 and parts[1] in self.batches:
+                batch = self.batches[parts[1]]
+                if parts[2:] == ["cancel"] and method == "POST":
+                    if batch["status"] in ("validating", "in_progress"):
+                        batch["status"] = "cancelling"
+                    return self._json(200, batch)
+                return self._json(200, self._settle(batch))
+        return self._json(404, {"error": {"message": f"unknown path {path}", "type": "invalid_request_error"}})
+
+    @staticmethod
+    def _json(status: int, payload: dict[str, Any]) -> tuple[int, bytes, str]:
+        return status, json.dumps(payload).encode(), "application/json"
+
+    def _store(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        file_id = f"file-{len(self.files) + 1:04d}"
+        self.files[file_id] = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
+        self.contents[file_id] = data
+        return self.files[file_id]
+
+    def _upload(self, content_type: str, raw: bytes) -> dict[str, Any]:
+        """A multipart/form-data upload (fields `purpose` and `file`), read with the stdlib's MIME parser."""
+        message = BytesParser(policy=email_policy).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+        fields = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+        upload = fields["file"]
+        purpose = (fields["purpose"].get_payload(decode=True) or b"").decode()
+        return self._store(upload.get_payload(decode=True) or b"", upload.get_filename() or "upload.jsonl", purpose)
+
+    def _create(self, request: dict[str, Any]) -> dict[str, Any]:
+        batch_id = f"batch_{len(self.batches) + 1:04d}"
+        lines = [line for line in self.contents[request["input_file_id"]].decode().splitlines() if line.strip()]
+        now = int(time.time())
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": request["endpoint"],
+            "errors": None,
+            "input_file_id": request["input_file_id"],
+            "completion_window": request["completion_window"],
+            "status": "in_progress",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": now,
+            "in_progress_at": now,
+            "expires_at": now + 24 * 3600,
+            "completed_at": None,
+            "expired_at": None,
+            "cancelled_at": None,
+            "failed_at": None,
+            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+            "metadata": request.get("metadata"),
+        }
+        return self.batches[batch_id]
+
+    def _settle(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch as a poll sees it: settled per `outcome` on the first poll not held."""
+        if self.hold or batch["status"] not in ("in_progress", "cancelling"):
+            return batch
+        outcome = "cancelled" if batch["status"] == "cancelling" else self.outcome
+        now = int(time.time())
+        if outcome == "failed":
+            message = "The input file has lines this endpoint does not accept."
+            batch.update(status="failed", failed_at=now)
+            batch["errors"] = {
+                "object": "list",
+                "data": [{"code": "invalid_request", "message": message, "line": None}],
+            }
+            return batch
+        lines = [json.loads(line) for line in self.contents[batch["input_file_id"]].decode().splitlines() if line]
+        run = lines if outcome == "completed" else lines[: len(lines) // 2]
+        output, errors = [], []
+        for line in run:
+            answered, failed = self._line(line)
+            (output if answered else errors).append(answered or failed)
+        if outcome == "expired":
+            errors += [
+                {
+                    "id": f"batch_req_{line['custom_id'][:12]}",
+                    "custom_id": line["custom_id"],
+                    "response": None,
+                    "error": {
+                        "code": "batch_expired",
+                        "message": "This request could not be executed before the completion window expired.",
+                    },
+                }
+                for line in lines[len(run) :]
+            ]
+        if output:
+            batch["output_file_id"] = self._store(self._jsonl(output), f"{batch['id']}_output.jsonl", "batch_output")[
+                "id"
+            ]
+        if errors:
+            batch["error_file_id"] = self._store(self._jsonl(errors), f"{batch['id']}_error.jsonl", "batch_output")[
+                "id"
+            ]
+        batch["request_counts"] = {"total": len(lines), "completed": len(output), "failed": len(errors)}
+        batch["status"] = outcome
+        batch[{"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}[outcome]] = now
+        return batch
+
+    def _line(self, line: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """One line's output line, or its error line, as OpenAI writes them."""
+        custom_id, body = line["custom_id"], line["body"]
+        request_id = f"req_{hashlib.sha256(custom_id.encode()).hexdigest()[:12]}"
+        fault = self.line_fault(custom_id, body) if self.line_fault is not None else None
+        if fault == "error":
+            error = {"error": {"message": "The server had an error processing your request.", "type": "server_error"}}
+            response = {"status_code": 500, "request_id": request_id, "body": error}
+            return None, {"id": f"batch_{request_id}", "custom_id": custom_id, "response": response, "error": None}
+        content = INVALID_BATCH_CONTENT if fault == "invalid" else None
+        status, payload = self._fake._answer(body, content, calls=self.lines)
+        response = {"status_code": status, "request_id": request_id, "body": payload}
+        entry = {"id": f"batch_{request_id}", "custom_id": custom_id, "response": response, "error": None}
+        return (entry, None) if status == 200 else (None, entry)
+
+    @staticmethod
+    def _jsonl(lines: list[dict[str, Any]]) -> bytes:
+        return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
 
 class RemoteFakeOpenAI:
