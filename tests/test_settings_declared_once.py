@@ -42,6 +42,8 @@ DERIVED: dict[tuple[type[BaseModel], str], tuple[str, ...]] = {
     (ModelResource, "fallbacks"): ("llm_fallbacks",),  # JSON, with keys turned into EnvVars
     (ModelResource, "cache_path"): ("llm_cache", "data_dir", "postgres_url"),
     (ModelResource, "trace_path"): ("data_dir", "postgres_url"),
+    (ModelResource, "state_path"): ("data_dir", "postgres_url"),
+    (ModelResource, "spend_caps"): ("llm_spend_caps",),  # JSON, as SpendCap
     (VectorStoreResource, "persist_dir"): ("data_dir",),
     (VectorStoreResource, "embeddings"): (),  # the embeddings resource, built from its settings
     (SupportDeskResource, "data_dir"): ("support_desk_dir",),
@@ -90,6 +92,7 @@ CHANGED = {
     "support_desk_dir": Path("my_desk"),
     "llm_fallbacks": [{"name": "backup", "base_url": "http://127.0.0.1:9/v1"}],
     "llm_cache": False,
+    "llm_spend_caps": [{"name": "daily-usd", "usd": 5}],
     "postgres_url": "postgresql+psycopg2://postgres@127.0.0.1:5432/elsewhere",
     "screen_with_model": "on",
     "decompose_claims": "on",

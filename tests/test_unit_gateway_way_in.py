@@ -20,7 +20,9 @@ def test_the_resource_offers_sessions_and_the_session_the_calls():
         for name, value in vars(ModelResource).items()
         if callable(value) and not name.startswith("_") and not hasattr(BaseModel, name)  # pydantic's own hooks
     }
-    assert own == {"session", "open_session"}
+    # Beside the sessions, the registry of submitted provider batches: it sends no chat call of its
+    # own (a batch is submitted by a session, for the requests of its computation).
+    assert own == {"session", "open_session", "provider_batches"}
     assert not any(hasattr(ModelResource, name) for name in CALLS)
     assert all(callable(getattr(ModelSession, name)) for name in CALLS)
 

@@ -18,6 +18,21 @@ from resources.gateway.local_model import LOCAL_MODEL_NAME, LocalServerSettings
 
 Tier = Literal["fast", "strong"]
 TraceRedaction = Literal["full", "hash", "none"]
+Period = Literal["day", "month"]
+BatchFailure = Literal["report", "live"]
+
+
+class SpendCap(Config):
+    """A limit on what calls may spend in a calendar period (UTC), shared by every run, process
+    and sensor that records to the gateway's state store; a call that would break it is refused
+    before it is sent."""
+
+    name: str = Field(description="How refusals and `ai-pipelines spend` name the cap.")
+    period: Period = Field(default="day", description="The calendar period it resets with (UTC): day or month.")
+    usd: float = Field(default=0.0, ge=0, description="USD the period may spend; 0 = no USD limit.")
+    tokens: int = Field(default=0, ge=0, description="Tokens (prompt and completion) the period may use; 0 = none.")
+    tier: str = Field(default="", description="Only calls of this tier (fast or strong) count; empty = every tier.")
+    endpoint: str = Field(default="", description="Only calls to this endpoint (by name) count; empty = every one.")
 
 
 class Endpoint(Config):
@@ -53,6 +68,26 @@ class Endpoint(Config):
         ge=0,
         description="Longer prompts skip this endpoint (route them to a long-context one); 0 = no limit.",
     )
+    context_window_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="The endpoint's context window in tokens: a request it refuses as too long goes to a later "
+        "endpoint with a larger one; 0 = not declared (such an endpoint is never chosen for a longer request).",
+    )
+    tokens_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Tokens per minute sent to this endpoint by every run and process sharing the state store "
+        "(a call waits for room); 0 = no limit.",
+    )
+    batch: bool = Field(
+        default=False,
+        description="The endpoint has OpenAI's batch API (/v1/files, /v1/batches): bulk materializations may go "
+        "through it at the batch price.",
+    )
+    batch_price_ratio: float = Field(
+        default=0.5, gt=0, le=1, description="The batch price as a share of the live price (OpenAI: half)."
+    )
 
     def model_for(self, tier: Tier) -> str:
         name = self.fast_model if tier == "fast" else self.strong_model
@@ -72,6 +107,10 @@ class GatewayConfig(Config):
     strong_model: str = Endpoint.model_fields["strong_model"]
     timeout_seconds: float = Endpoint.model_fields["timeout_seconds"]
     max_input_chars: int = Endpoint.model_fields["max_input_chars"]
+    context_window_tokens: int = Endpoint.model_fields["context_window_tokens"]
+    tokens_per_minute: int = Endpoint.model_fields["tokens_per_minute"]
+    batch: bool = Endpoint.model_fields["batch"]
+    batch_price_ratio: float = Endpoint.model_fields["batch_price_ratio"]
     fallbacks: list[Endpoint] = Field(
         default=[], description="Endpoints tried in order when the primary fails or its circuit is open."
     )
@@ -110,6 +149,34 @@ class GatewayConfig(Config):
     )
     trace_path: str = Field(
         default="", description="Trace table of every call, a SQLite file or a Postgres URL; empty = none."
+    )
+    state_path: str = Field(
+        default="",
+        description="Spend caps, rate-limit windows, submitted batches and tier outcomes, shared by every run, "
+        "process and sensor: a SQLite file or a Postgres URL; empty = none (caps, batches and learned routes "
+        "need it).",
+    )
+    spend_caps: list[SpendCap] = Field(
+        default=[], description="Limits per period (day, month), per tier or endpoint, in USD and tokens."
+    )
+    batch_min_requests: int = Field(
+        default=100,
+        ge=1,
+        description="A materialization with at least this many uncached requests for one tier sends them through "
+        "a batch-capable endpoint's batch API, when its step allows batches.",
+    )
+    batch_completion_window: str = Field(
+        default="24h", description="The completion window a batch is submitted with (OpenAI accepts 24h)."
+    )
+    batch_on_failure: BatchFailure = Field(
+        default="report",
+        description="An expired, cancelled or failed batch: report it and leave the asset waiting for a person "
+        "(report), or ask its unanswered requests live (live).",
+    )
+    content_policy_endpoint: str = Field(
+        default="",
+        description="The endpoint (by name) a request refused by a content policy goes to; empty = the refusal "
+        "fails the request.",
     )
     trace_redaction: TraceRedaction = Field(
         default="full", description="Keep prompts and responses in the trace table in full, as hashes, or not at all."
@@ -173,6 +240,10 @@ class GatewayConfig(Config):
             strong_model=self.strong_model,
             timeout_seconds=self.timeout_seconds,
             max_input_chars=self.max_input_chars,
+            context_window_tokens=self.context_window_tokens,
+            tokens_per_minute=self.tokens_per_minute,
+            batch=self.batch,
+            batch_price_ratio=self.batch_price_ratio,
         )
         return [primary, *self.fallbacks]
 

@@ -18,16 +18,18 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from resources.gateway.config import Endpoint, GatewayConfig
 from resources.gateway.endpoint_state import EndpointStates
 from resources.gateway.ledger import RETRYABLE_STATUS, CallRecord
+from resources.gateway.refusals import refusal_kind
 
 
 def error_kind(error: BaseException) -> str:
-    """How a call failed, in the words a run report uses: the status code, or the transport failure."""
+    """How a call failed, in the words a run report uses: the status code, the transport failure,
+    or the refusal of what was asked (see `refusals`)."""
     if isinstance(error, openai.APITimeoutError):
         return "timeout"
     if isinstance(error, openai.APIConnectionError):
         return "connection error"
     if isinstance(error, openai.APIStatusError):
-        return str(error.status_code)
+        return refusal_kind(error) or str(error.status_code)
     return type(error).__name__
 
 

@@ -24,6 +24,7 @@ class EndpointFailure(BaseModel):
     kind: str  # as `CallRecord.error_kind`: "503", "timeout", "circuit open", "invalid output", ...
     detail: str  # redacted
     attempts: int = 0  # requests sent to the endpoint (retries and re-asks included)
+    window_tokens: int = 0  # the context window a "context window" refusal stated; 0 when it named none
     last_answer: str = Field(default="", repr=False)
 
     @property
@@ -76,3 +77,9 @@ class StructuredOutputError(ModelCallError):
 
 class BudgetExceededError(RuntimeError):
     """The run has spent its model budget; further calls are refused and the step fails."""
+
+
+class SpendCapExceededError(BudgetExceededError):
+    """A call would break a spend cap shared by every run (or could never fit its endpoint's
+    tokens per minute); it was refused before it was sent, and the step fails as when its
+    run's budget is spent."""

@@ -4,7 +4,7 @@ One OpenAI-compatible code path serves OpenAI, vLLM, Ollama, llama.cpp and the e
 local server, so what is tested against the local or a test server is what runs against a
 hosted provider. A request meets, in turn: the response cache (and identical requests in
 flight, which wait for the first), the session's memory of requests that stayed invalid,
-the budget, the endpoint chain with a circuit breaker per endpoint, the bulkhead and
+the budget and the spend caps, the endpoint chain with a circuit breaker per endpoint, the bulkhead and
 retries of each call, validation with a bounded re-ask, and the record of every call
 (ledger, cost, trace row, span). Callers get a validated instance of the output model, or
 an error that says what was wrong per endpoint; they never see raw model text, and only an
@@ -27,8 +27,10 @@ from resources.gateway.endpoint_state import EndpointStates
 from resources.gateway.errors import INVALID_OUTPUT, ModelCallError, StructuredOutputError
 from resources.gateway.in_flight import InFlight
 from resources.gateway.ledger import CallLedger, CallRecord
+from resources.gateway.provider_batches import ProviderBatches
 from resources.gateway.request import ModelRequest
 from resources.gateway.response_cache import CachedResponse, ResponseCache
+from resources.gateway.spend_limits import CapStanding, SpendLimits
 from resources.gateway.validation import Answer, InvalidAnswers, Reasks
 from resources.secrets import reveal
 
@@ -44,8 +46,12 @@ class Gateway:
         self._states = EndpointStates(config)
         self._recorder = CallRecorder(config)
         self._budget = RunBudget(config, self._recorder.traces)
-        reasks = Reasks(config, EndpointCalls(config, self._states), self._budget, self._recorder)
+        self.limits = SpendLimits(config)
+        reasks = Reasks(config, EndpointCalls(config, self._states), self._budget, self._recorder, self.limits)
         self._chain = EndpointChain(config, self._states, reasks, self._recorder)
+        self.batches = ProviderBatches(
+            config, self._states, self._recorder, self._response_cache, self._chain.models, self.limits
+        )
 
     def complete(self, request: ModelRequest, ledger: CallLedger, invalid: InvalidAnswers) -> tuple[Any, CallRecord]:
         """The validated answer to `request` and the record of the call that produced it; every
@@ -124,6 +130,9 @@ class Gateway:
 
     def spent(self, run_id: str = "") -> dict[str, float]:
         return self._budget.spent(run_id)
+
+    def spend_caps(self) -> list[CapStanding]:
+        return self.limits.standing()
 
     def trace_records(self, trace_ids: list[str]) -> list[dict[str, object]]:
         return self._recorder.trace_records(trace_ids)

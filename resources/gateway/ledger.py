@@ -52,11 +52,20 @@ class CallRecord(BaseModel):
     cost_usd: float = 0.0
     error: str = ""
     error_kind: str = ""  # "503", "429", "timeout", "connection error", "circuit open", "invalid output", ...
+    # Why this endpoint was asked after a refusal: "context window", "content policy" or
+    # "cut to fit context window"; empty for the chain's own order.
+    fallback_reason: str = ""
 
     @property
     def sent(self) -> bool:
         """Whether this record stands for a call (or a cache hit), rather than a skipped endpoint."""
         return self.cache_hit or self.attempt > 0
+
+    @property
+    def starts_fallback(self) -> bool:
+        """Whether this call took a request to an endpoint for a refusal's reason: its first call
+        there (the re-asks that follow carry the reason too, but are not another fallback)."""
+        return bool(self.fallback_reason) and self.attempt > 0 and self.reask == 0
 
 
 class LedgerSummary(BaseModel):
@@ -69,6 +78,7 @@ class LedgerSummary(BaseModel):
     retries: int
     cache_hits: int
     fallbacks: int
+    fallbacks_by_reason: dict[str, int]  # refusals that sent a request on: context window, content policy, cut
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
@@ -126,6 +136,7 @@ class CallLedger:
             retries=sum(max(0, r.attempt - 1) for r in calls),
             cache_hits=sum(r.cache_hit for r in calls),
             fallbacks=sum(r.fallback for r in calls),
+            fallbacks_by_reason=dict(Counter(r.fallback_reason for r in calls if r.starts_fallback)),
             prompt_tokens=sum(r.prompt_tokens for r in calls),
             completion_tokens=sum(r.completion_tokens for r in calls),
             cost_usd=round(sum(r.cost_usd for r in calls), 6),
@@ -137,6 +148,19 @@ class CallLedger:
             cost_by_model={k: round(v, 6) for k, v in _sum_by_model(calls, lambda r: r.cost_usd).items()},
             failures_by_endpoint=failures,
         )
+
+
+class BranchLedger(CallLedger):
+    """The calls of one part of a computation (one item's), each also added to the computation's
+    ledger: what the part cost is read here, and the computation's figures still hold it."""
+
+    def __init__(self, trunk: CallLedger) -> None:
+        super().__init__(run_id=trunk.run_id, asset=trunk.asset)
+        self.trunk = trunk
+
+    def add(self, record: CallRecord) -> None:
+        super().add(record)
+        self.trunk.add(record)
 
 
 def _sum_by_model(records: list[CallRecord], value) -> dict:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import AssetExecutionContext, ConfigurableResource
 from pydantic import PrivateAttr
 
 from resources.gateway.config import GatewayConfig
 from resources.gateway.gateway import Gateway
 from resources.gateway.ledger import CallLedger
+from resources.gateway.provider_batches import BatchScope, ProviderBatches
 from resources.gateway.session import ModelSession
 from resources.gateway.step_usage import StepContext, StepUsage
 
@@ -37,16 +38,26 @@ class ModelResource(GatewayConfig, ConfigurableResource):
     _gateway: Gateway | None = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
-    def session(self, context: StepContext, asset: str = "", compare_tiers: bool = False) -> ModelSession:
+    def session(
+        self, context: StepContext, asset: str = "", compare_tiers: bool = False, batch: bool = False
+    ) -> ModelSession:
         """The calls of one asset computation or check: `with model.session(context) as llm:` records
         them under the run and the asset (`<asset>:<check>` for a check), and on exit writes the
         usage metadata to the materialization (a check puts `llm.metadata()` in its result).
 
         `asset` names the asset that gets the figures when the step materializes several (a
-        multi-asset); `compare_tiers` adds what the calls would have cost on the strong tier."""
+        multi-asset); `compare_tiers` adds what the calls would have cost on the strong tier; `batch`
+        lets a bulk materialization of one asset go through the provider batch API (provider_batches)."""
         step = StepUsage(context, asset)
         ledger = CallLedger(run_id=step.run_id, asset=step.label)
-        return ModelSession(self._runtime(), ledger, step, compare_tiers)
+        gateway = self._runtime()
+        batches_possible = batch and isinstance(context, AssetExecutionContext) and gateway.batches.endpoint()
+        batching = BatchScope.of(context) if batches_possible and self.state_path else None
+        return ModelSession(gateway, ledger, step, compare_tiers, batching=batching)
+
+    def provider_batches(self) -> ProviderBatches:
+        """Submitted provider batches, for the sensor that polls them and the command that lists them."""
+        return self._runtime().batches
 
     def open_session(self, run_id: str = "", asset: str = "") -> ModelSession:
         """A session outside a Dagster run (the CLI, evaluations, benchmarks, tests): its calls are

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,6 +20,7 @@ from resources.gateway.config import Tier
 from resources.gateway.response_cache import request_key
 
 Messages = list[dict[str, Any]]
+ContextOverflow = Literal["fallback", "cut"]
 
 
 @functools.lru_cache(maxsize=512)
@@ -37,7 +38,9 @@ def response_format_for(schema: type[BaseModel]) -> dict[str, Any]:
 class ModelRequest(BaseModel):
     """One request: a structured answer of `output`, or, with `tools`, one turn of a tool-using
     conversation (whose `output` is `AgentTurn`). `sample` numbers otherwise identical requests
-    (the samples of a vote), so that each is cached apart."""
+    (the samples of a vote), so that each is cached apart. `context_overflow` is what happens when
+    no endpoint's context window takes the prompt: the request fails ("fallback": only a larger
+    window is tried), or its longest message is cut to fit and it is asked again ("cut")."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -49,6 +52,7 @@ class ModelRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     partition: str = ""
     sample: int = 0
+    context_overflow: ContextOverflow = "fallback"
 
     def parameters(self) -> dict[str, Any]:
         """What is sent beside the model and the messages."""
@@ -60,10 +64,19 @@ class ModelRequest(BaseModel):
             "temperature": self.temperature,
         }
 
+    def body(self, model: str) -> dict[str, Any]:
+        """The chat completion body one endpoint is sent for `model` on its first try (what a
+        provider batch's line holds, so that a batch asks exactly what a live call would)."""
+        return {"model": model, "messages": self.messages, **self.parameters()}
+
     def key(self, models: list[str]) -> str:
         """The response cache's key: the models of the chain that may answer, and everything sent."""
-        identity = {"models": models, "messages": self.messages, **self.parameters()}
-        return request_key({**identity, "sample": self.sample} if self.sample else identity)
+        identity: dict[str, Any] = {"models": models, "messages": self.messages, **self.parameters()}
+        if self.sample:
+            identity["sample"] = self.sample
+        if self.context_overflow == "cut":  # a cut answer is not the answer to the whole prompt
+            identity["context_overflow"] = "cut"
+        return request_key(identity)
 
     @property
     def input_chars(self) -> int:

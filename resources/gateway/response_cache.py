@@ -30,6 +30,7 @@ class CachedResponse(BaseModel):
     endpoint: str
     prompt_tokens: int
     completion_tokens: int
+    batch_id: str = ""  # the provider batch that answered it; empty for a live answer
 
 
 def request_key(request: dict[str, Any]) -> str:

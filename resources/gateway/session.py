@@ -29,9 +29,10 @@ from pydantic import BaseModel
 from resources.gateway.config import GatewayConfig, Tier
 from resources.gateway.errors import ModelCallError
 from resources.gateway.gateway import Gateway
-from resources.gateway.ledger import CallLedger, CallRecord
+from resources.gateway.ledger import BranchLedger, CallLedger, CallRecord
 from resources.gateway.progress import ProgressLog
-from resources.gateway.request import Messages, ModelRequest
+from resources.gateway.provider_batches import BatchPending, BatchScope
+from resources.gateway.request import ContextOverflow, Messages, ModelRequest
 from resources.gateway.step_usage import StepUsage, tier_comparison, usage_metadata
 from resources.gateway.tool_turns import AgentTurn, ToolStep
 from resources.gateway.validation import InvalidAnswers
@@ -50,10 +51,13 @@ class ModelSession:
         step: StepUsage | None = None,
         compare_tiers: bool = False,
         log: Any = None,
+        batching: BatchScope | None = None,
     ) -> None:
         """`step` is where the figures go when the session ends (none for a session outside a
-        run); `compare_tiers` adds what the calls would have cost on the strong tier."""
+        run); `compare_tiers` adds what the calls would have cost on the strong tier; `batching`,
+        given when the step allows provider batches, says for which run and asset they are."""
         self.ledger = ledger
+        self._batching = batching
         self._gateway = gateway
         self._step = step
         self._compare_tiers = compare_tiers
@@ -71,7 +75,7 @@ class ModelSession:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> bool:
-        if self._step is not None:
+        if self._step is not None and not isinstance(error, BatchPending):  # waiting is not failing
             self._step.close(self.ledger, self.metadata, error)
         return False
 
@@ -80,6 +84,13 @@ class ModelSession:
         judge's calibration, say): the same run, a ledger of its own named `<asset>:<part>`."""
         ledger = CallLedger(run_id=self.ledger.run_id, asset=f"{self.ledger.asset}:{part}")
         return ModelSession(self._gateway, ledger, log=self._log)
+
+    def branch(self) -> ModelSession:
+        """A session for one part of this computation (one item's calls) whose ledger holds only
+        that part's calls, each also recorded in this session's: what the part cost, read apart."""
+        part = ModelSession(self._gateway, BranchLedger(self.ledger), log=self._log)
+        part._invalid = self._invalid  # the same computation: what stayed invalid is not asked again
+        return part
 
     # --- calls ------------------------------------------------------------------------------------
 
@@ -97,6 +108,38 @@ class ModelSession:
         """A validated `schema` instance (options as for `traced_structured`)."""
         return self.traced_structured(messages, schema, **options)[0]
 
+    def request(
+        self,
+        messages: Messages,
+        schema: type[BaseModel],
+        *,
+        tier: Tier = "fast",
+        max_tokens: int = 256,
+        partition: str = "",
+        temperature: float | None = None,
+        sample: int = 0,
+        context_overflow: ContextOverflow = "fallback",
+    ) -> ModelRequest:
+        """The request `traced_structured` asks with these options (for `offer_batch`, then `answer`)."""
+        return ModelRequest(
+            messages=messages,
+            output=schema,
+            tier=tier,
+            max_tokens=max_tokens,
+            temperature=self.config.temperature if temperature is None else temperature,
+            partition=partition,
+            sample=sample,
+            context_overflow=context_overflow,
+        )
+
+    def offer_batch(self, requests: Sequence[ModelRequest]) -> None:
+        """Offers a step's requests to the provider batch API before they are asked: returns when
+        they are to be asked live (the step allows no batches, too few requests lack an answer, this
+        run reads a batch's answers), raises `BatchPending` when batches hold them (see
+        provider_batches). Call it with all of a step's requests at once."""
+        if self._batching is not None:
+            self._gateway.batches.offer(requests, self._batching, self._log)
+
     def traced_structured(
         self,
         messages: Messages,
@@ -107,19 +150,22 @@ class ModelSession:
         partition: str = "",
         temperature: float | None = None,
         sample: int = 0,
+        context_overflow: ContextOverflow = "fallback",
     ) -> tuple[T, str]:
         """A validated `schema` instance and the trace id of the call that produced it.
 
         `temperature` overrides the gateway's for this request; `sample` numbers otherwise
-        identical requests (the samples of a vote), so each is cached apart."""
-        request = ModelRequest(
-            messages=messages,
-            output=schema,
+        identical requests (the samples of a vote), so each is cached apart; `context_overflow`
+        "cut" lets a prompt no endpoint's context window takes be cut to fit, rather than fail."""
+        request = self.request(
+            messages,
+            schema,
             tier=tier,
             max_tokens=max_tokens,
-            temperature=self.config.temperature if temperature is None else temperature,
             partition=partition,
+            temperature=temperature,
             sample=sample,
+            context_overflow=context_overflow,
         )
         value, record = self.answer(request)
         return value, record.trace_id
@@ -166,6 +212,7 @@ class ModelSession:
         max_tokens: int = 256,
         on_done: Callable[[], None] | None = None,
         partitions: Sequence[str] | None = None,
+        context_overflow: ContextOverflow = "fallback",
     ) -> list[tuple[T | Exception, str]]:
         """`map_structured` with each accepted answer's trace id ("" for failures).
 
@@ -176,11 +223,21 @@ class ModelSession:
         labels = list(partitions) if partitions is not None else [""] * len(requests)
         if len(labels) != len(requests):
             raise ValueError(f"{len(labels)} partitions for {len(requests)} requests")
+        if self._batching is not None:
+            options = {"tier": tier, "max_tokens": max_tokens, "context_overflow": context_overflow}
+            self.offer_batch([self.request(m, schema, partition=p, **options) for m, p in zip(requests, labels)])
 
         def one(item: tuple[Messages, str]) -> tuple[T | Exception, str]:
             messages, partition = item
             try:
-                return self.traced_structured(messages, schema, tier=tier, max_tokens=max_tokens, partition=partition)
+                return self.traced_structured(
+                    messages,
+                    schema,
+                    tier=tier,
+                    max_tokens=max_tokens,
+                    partition=partition,
+                    context_overflow=context_overflow,
+                )
             except ModelCallError as exc:
                 return exc, ""
             finally:
@@ -200,9 +257,23 @@ class ModelSession:
     def metadata(self, partition: str | None = None) -> dict[str, object]:
         """The usage metadata of every call so far, or of one partition's calls."""
         figures = usage_metadata(self.ledger, self._gateway, partition)
+        if self._batching is not None and self._batching.follow_up:
+            figures.update(self._batch_figures(self._batching.follow_up, partition))
         if self._compare_tiers:
             figures.update(tier_comparison(self.ledger, self.config, partition))
         return figures
+
+    def _batch_figures(self, batch_id: str, partition: str | None) -> dict[str, object]:
+        """A follow-up run's part of a provider batch: what the batch answered and cost (at the
+        batch price, beside this run's own `cost_usd`), and what this run had to ask live."""
+        batch = self._gateway.batches.figures(batch_id, partition)
+        summary = self.ledger.summary(partition=partition)
+        return {
+            "provider_batch": batch_id,
+            "batch_answers": batch.answered,
+            "batch_cost_usd": batch.cost_usd,
+            "batch_live_requests": summary.requests - summary.cache_hits,
+        }
 
     # --- what the gateway can tell ----------------------------------------------------------------
 

@@ -36,6 +36,20 @@ def usage_metadata(
         if gateway is not None
         else {}
     )
+    caps = gateway.spend_caps() if gateway is not None else []
+    if caps:  # shared by every run: where each stands in its period as this step ends
+        breakers["spend_caps"] = MetadataValue.json(
+            {
+                c.name: {
+                    "period": f"{c.period} {c.period_start}",
+                    "spent_usd": c.spent_usd,
+                    "limit_usd": c.limit_usd,
+                    "spent_tokens": c.spent_tokens,
+                    "limit_tokens": c.limit_tokens,
+                }
+                for c in caps
+            }
+        )
     return {
         "model_requests": summary.requests,
         "model_failed_requests": summary.failed_requests,
@@ -46,6 +60,7 @@ def usage_metadata(
         "cache_hits": summary.cache_hits,
         "cache_hit_rate": round(summary.cache_hits / summary.calls, 3) if summary.calls else 0.0,
         "fallbacks": summary.fallbacks,
+        "fallbacks_by_reason": MetadataValue.json(summary.fallbacks_by_reason),
         "model_failed_calls": summary.failed_calls,
         "model_failures_by_endpoint": MetadataValue.json(summary.failures_by_endpoint),
         "prompt_tokens": summary.prompt_tokens,

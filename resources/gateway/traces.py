@@ -44,8 +44,10 @@ COLUMNS = (
     "request_id",
     "partition",
     "error_kind",
+    "fallback_reason",
 )
-ADDED_COLUMNS = {"request_id": "text", "partition": "text", "error_kind": "text"}  # tables made before they existed
+# Tables made before these columns existed get them when opened.
+ADDED_COLUMNS = {"request_id": "text", "partition": "text", "error_kind": "text", "fallback_reason": "text"}
 
 
 class RunSpend(BaseModel):
@@ -84,7 +86,7 @@ class TraceStore:
             "create table if not exists traces (trace_id text primary key, created_at text, run_id text, asset text, "
             "tier text, endpoint text, model text, prompt text, response text, latency_s real, prompt_tokens integer, "
             "completion_tokens integer, cost_usd real, cache_hit integer, fallback integer, attempt integer, "
-            "reask integer, error text, request_id text, partition text, error_kind text); "
+            "reask integer, error text, request_id text, partition text, error_kind text, fallback_reason text); "
             "create index if not exists traces_by_run on traces (run_id, asset); "
             # Covers the run's spend, so that the budget check before each call reads the index alone.
             "create index if not exists traces_spend_by_run on traces (run_id, cost_usd, prompt_tokens, completion_tokens);",
@@ -152,3 +154,13 @@ class TraceStore:
             params,
         )
         return [EndpointFailures(endpoint=e, kind=k or "error", count=c, attempts=a) for e, k, c, a in rows]
+
+    def fallbacks_by_reason(self, run_id: str) -> dict[str, int]:
+        """How often a refusal sent a run's request on (to a larger context window, to the content
+        policy's endpoint, or cut to fit): counted as `CallRecord.starts_fallback` counts them."""
+        rows = self._db.fetchall(
+            "select fallback_reason, count(*) from traces where run_id = ? and fallback_reason is not null "
+            "and fallback_reason != '' and attempt > 0 and reask = 0 group by fallback_reason order by fallback_reason",
+            (run_id,),
+        )
+        return {reason: int(count) for reason, count in rows}

@@ -23,7 +23,9 @@ from resources.gateway.config import Endpoint, GatewayConfig
 from resources.gateway.endpoint_calls import EndpointCalls, error_kind
 from resources.gateway.errors import INVALID_OUTPUT, EndpointFailure
 from resources.gateway.ledger import CallLedger, CallRecord
+from resources.gateway.refusals import CONTENT_POLICY, answer_refusal, stated_window
 from resources.gateway.request import ModelRequest
+from resources.gateway.spend_limits import SpendLimits
 from resources.secrets import redact
 
 
@@ -68,10 +70,18 @@ class InvalidAnswers:
 class Reasks:
     """One endpoint's answer to one request: validated, re-asked while invalid, every call recorded."""
 
-    def __init__(self, config: GatewayConfig, calls: EndpointCalls, budget: RunBudget, recorder: CallRecorder):
+    def __init__(
+        self,
+        config: GatewayConfig,
+        calls: EndpointCalls,
+        budget: RunBudget,
+        recorder: CallRecorder,
+        limits: SpendLimits | None = None,
+    ):
         self._config = config
         self._calls = calls
         self._budget = budget
+        self._limits = limits or SpendLimits(config)
         self._recorder = recorder
 
     def ask(
@@ -85,11 +95,15 @@ class Reasks:
         reasks = reasks_for(request.output, self._config.max_reasks)
         for reask in range(reasks + 1):
             self._budget.check(ledger.run_id)
+            held = self._limits.reserve(endpoint, label["tier"], conversation, request.max_tokens, ledger.run_id)
             record = CallRecord(model=endpoint.model_for(label["tier"]), endpoint=endpoint.name, reask=reask, **label)
             started = time.perf_counter()
             try:
                 response = self._calls.send(endpoint, {"messages": conversation, **parameters}, record)
-            except openai.OpenAIError as exc:
+            except BaseException as exc:
+                self._limits.release(held)  # no answer, nothing to pay
+                if not isinstance(exc, openai.OpenAIError):
+                    raise
                 sent += record.attempt
                 record.latency_s = time.perf_counter() - started
                 record.error_kind = error_kind(exc)
@@ -101,6 +115,7 @@ class Reasks:
                     kind=record.error_kind,
                     detail=record.error,
                     attempts=sent,
+                    window_tokens=stated_window(exc),
                 )
             sent += record.attempt
             record.latency_s = time.perf_counter() - started
@@ -109,6 +124,15 @@ class Reasks:
                 record.completion_tokens = response.usage.completion_tokens
             record.cost_usd = self._config.cost(record.tier, record.prompt_tokens, record.completion_tokens)
             self._budget.charge(record)
+            self._limits.settle(held, record)
+            refused = answer_refusal(response)
+            if refused:  # asking the same endpoint again gets the same refusal
+                record.error_kind = CONTENT_POLICY
+                record.error = redact(f"content policy: {refused}", secrets)
+                self._recorder.record(ledger, record, conversation, "")
+                return EndpointFailure(
+                    endpoint=endpoint.name, model=record.model, kind=CONTENT_POLICY, detail=record.error, attempts=sent
+                )
             content = request.answer_text(response)
             try:
                 value = request.output.model_validate(json.loads(content))

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
 POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg2://", "postgres://")
 POSTGRES_SCHEMA = "ai_pipelines"
+SCHEMA_LOCK = 0x5C4E_3A11  # the Postgres advisory lock under which tables are created
 
 
 def is_postgres(location: str) -> bool:
@@ -51,8 +54,17 @@ class StateStore:
             self._db = psycopg2.connect(libpq_url(self.location))
             self._db.autocommit = True
             with self._db.cursor() as cursor:
-                cursor.execute(f"create schema if not exists {POSTGRES_SCHEMA}; set search_path to {POSTGRES_SCHEMA}")
-                cursor.execute(schema)
+                # `create ... if not exists` is not safe in Postgres when two processes run it at
+                # once on a fresh database (one fails on the catalog's unique index), and processes
+                # do start together (celery workers, a run beside a sensor): they take turns.
+                cursor.execute("select pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+                try:
+                    cursor.execute(
+                        f"create schema if not exists {POSTGRES_SCHEMA}; set search_path to {POSTGRES_SCHEMA}"
+                    )
+                    cursor.execute(schema)
+                finally:
+                    cursor.execute("select pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
             self._placeholder = "%s"
         else:
             Path(self.location).parent.mkdir(parents=True, exist_ok=True)
@@ -92,3 +104,39 @@ class StateStore:
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    @contextmanager
+    def transaction(self, lock: int) -> Iterator[Transaction]:
+        """One transaction that every process sharing the store runs alone: what it reads is
+        still true when it writes (a check, then a reservation). SQLite takes the file's write
+        lock at the start (`begin immediate`); Postgres an advisory lock numbered `lock`, held
+        until the transaction ends, so other tables' writers are not held up."""
+        with self._lock:
+            cursor = self._db.cursor()
+            try:
+                cursor.execute("begin immediate" if self._placeholder == "?" else "begin")
+                try:
+                    if self._placeholder != "?":
+                        cursor.execute("select pg_advisory_xact_lock(%s)", (lock,))
+                    yield Transaction(cursor, self._sql)
+                except BaseException:
+                    cursor.execute("rollback")
+                    raise
+                cursor.execute("commit")
+            finally:
+                cursor.close()
+
+
+class Transaction:
+    """The statements of one `StateStore.transaction`, with the store's `?` placeholders."""
+
+    def __init__(self, cursor: Any, sql: Any) -> None:
+        self._cursor = cursor
+        self._to_sql = sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(self._to_sql(sql), tuple(params))
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self._cursor.execute(self._to_sql(sql), tuple(params))
+        return self._cursor.fetchall()
