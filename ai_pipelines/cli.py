@@ -330,6 +330,113 @@ def command_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def command_spend(args: argparse.Namespace, settings: Settings) -> int:
+    """Where each spend cap stands in its period, and each endpoint's last minute, over every run."""
+    from ai_pipelines.definitions import build_resources
+    from resources.gateway.spend_limits import SpendLimits
+
+    limits = SpendLimits(build_resources(settings)["model"])
+    caps, minutes = limits.standing(), limits.last_minute()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "spend_caps": [c.model_dump() for c in caps],
+                    "tokens_per_minute": [m.model_dump() for m in minutes],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if not (caps or minutes):
+        print(
+            "No spend caps or tokens-per-minute limits are set "
+            "(AI_PIPELINES_LLM_SPEND_CAPS, AI_PIPELINES_LLM_TOKENS_PER_MINUTE, a fallback's tokens_per_minute)."
+        )
+        return 0
+    for cap in caps:
+        limit = " and ".join(
+            part
+            for part in (
+                f"${cap.limit_usd:.4f}" if cap.limit_usd else "",
+                f"{cap.limit_tokens} tokens" if cap.limit_tokens else "",
+            )
+            if part
+        )
+        remaining = " and ".join(
+            part
+            for part in (
+                f"${cap.remaining_usd:.4f}" if cap.remaining_usd is not None else "",
+                f"{cap.remaining_tokens} tokens" if cap.remaining_tokens is not None else "",
+            )
+            if part
+        )
+        print(
+            f"{cap.name}: {cap.period} from {cap.period_start} UTC, {cap.scope}: spent ${cap.spent_usd:.4f} and "
+            f"{cap.spent_tokens} tokens of {limit or 'no limit'}; remaining {remaining or 'unlimited'}"
+        )
+    for minute in minutes:
+        print(f"{minute.endpoint}: {minute.tokens} tokens in the last minute of {minute.limit} a minute")
+    return 0
+
+
+def command_routes(args: argparse.Namespace, settings: Settings) -> int:
+    """What the routed steps measured per request type and tier, and the tiers a person pinned."""
+    from resources.gateway.tier_routing import TierOutcomes
+    from resources.metadata.markdown_tables import markdown_table
+
+    outcomes = TierOutcomes(settings.gateway_state_location)
+    if args.pin:
+        step, tier = args.pin
+        outcomes.pin(step, tier)
+        print(f"{step}: pinned to {tier}; every item goes to {tier} until `ai-pipelines routes --unpin {step}`")
+        return 0
+    if args.unpin:
+        was = outcomes.unpin(args.unpin)
+        print(f"{args.unpin}: {'unpinned; routed by its measured pass rates' if was else 'was not pinned'}")
+        return 0
+    rates, pins = outcomes.rates(), outcomes.pins()
+    if args.json:
+        print(json.dumps({"pass_rates": [r.model_dump() for r in rates], "pins": pins}, indent=2))
+        return 0
+    if not (rates or pins):
+        print("No routed step has recorded an outcome yet (a step with `routing:` records one per answer).")
+        return 0
+    rows = [{**r.model_dump(), "pinned": pins.get(r.step, "")} for r in rates]
+    rows += [{"step": step, "pinned": tier} for step, tier in pins.items() if step not in {r.step for r in rates}]
+    print(markdown_table(rows))
+    return 0
+
+
+def command_batches(args: argparse.Namespace, settings: Settings) -> int:
+    """The provider batches submitted, latest first: for which asset, how far along, what they cost."""
+    from resources.gateway.batch_registry import BatchRegistry
+    from resources.metadata.markdown_tables import markdown_table
+
+    batches = BatchRegistry(settings.gateway_state_location).batches(limit=args.limit)
+    if args.json:
+        print(json.dumps([b.model_dump() for b in batches], indent=2))
+        return 0
+    if not batches:
+        print(
+            "No provider batch was submitted (a step with batch allowed and AI_PIPELINES_LLM_BATCH=true submits one)."
+        )
+        return 0
+    columns = ("batch_id", "asset", "status", "handled", "requests", "answered", "invalid", "failed", "unanswered")
+    rows = [
+        {
+            **b.model_dump(include=set(columns)),
+            "expected_usd": b.expected_cost_usd,
+            "cost_usd": b.cost_usd,
+            "submitted_at": b.created_at,
+            "reason": b.reason,
+        }
+        for b in batches
+    ]
+    print(markdown_table(rows))
+    return 0
+
+
 def command_mcp(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the tools over MCP; with stdio, stdout is the protocol's, so everything else goes to stderr."""
     from ai_pipelines.mcp_server import serve
@@ -459,6 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument(
         "--drain-seconds", type=float, default=300, help="On stop, how long runs in progress may finish."
     )
+    spend = commands.add_parser(
+        "spend",
+        help="What every run and process spent against each spend cap in its current period (calls in flight "
+        "at their estimate), and each endpoint's tokens in the last minute.",
+    )
+    spend.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     mcp = commands.add_parser(
         "mcp",
         help="Serve the support-desk tools, fact_check and search_documents over MCP (stdio, or HTTP on 127.0.0.1).",
@@ -472,6 +585,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="Support-desk data folder (default: AI_PIPELINES_SUPPORT_DESK_DIR, else the bundled one).",
     )
+    routes = commands.add_parser(
+        "routes", help="Per routed step, request type and tier: the measured pass rates, and the pinned tier."
+    )
+    routing = routes.add_mutually_exclusive_group()
+    routing.add_argument(
+        "--pin", nargs=2, metavar=("STEP", "TIER"), help="Send every item of STEP to TIER (fast or strong)."
+    )
+    routing.add_argument("--unpin", metavar="STEP", help="Route STEP by its measured pass rates again.")
+    routes.add_argument("--json", action="store_true", help="Print the pass rates and pins as JSON.")
+    batches = commands.add_parser(
+        "batches",
+        help="The provider batches submitted, latest first: asset, status, answers, expected and actual cost.",
+    )
+    batches.add_argument("--limit", type=int, default=50, help="How many of the latest batches (default 50).")
+    batches.add_argument("--json", action="store_true", help="Print the batches as JSON.")
     return parser
 
 
@@ -493,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
         "stack": command_stack,
         "check": command_check,
         "mcp": command_mcp,
+        "spend": command_spend,
+        "routes": command_routes,
+        "batches": command_batches,
     }
     try:
         return handlers[args.command](args, settings)

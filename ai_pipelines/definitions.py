@@ -23,11 +23,19 @@ from ai_pipelines.instance import batch_event_writes
 from ai_pipelines.settings import ENV_PREFIX, Settings, env_name, load_settings
 from assets import ALL_ASSET_CHECKS, ALL_ASSETS, PIPELINES, STEP_MODULES
 from assets.components.llm_step import check_inputs, load_steps
-from resources import EmbeddingsResource, Endpoint, ModelResource, VectorStoreResource, WarehouseIOManager
+from resources import EmbeddingsResource, Endpoint, ModelResource, SpendCap, VectorStoreResource, WarehouseIOManager
 from resources.mailer import MailerResource
 from resources.pipeline_config import SAMPLE_CORPUS_DIR, SUPPORT_DESK_DIR, PipelineConfig, TriageConfig
 from resources.support.support_desk import SupportDeskResource
-from sensors import ALL_JOBS, digest_schedule, inbox_sensor, index_automation, run_failure_recorder, ticket_inbox_sensor
+from sensors import (
+    ALL_JOBS,
+    digest_schedule,
+    inbox_sensor,
+    index_automation,
+    provider_batch_sensor,
+    run_failure_recorder,
+    ticket_inbox_sensor,
+)
 
 
 def _secret(variable: str, value: str) -> EnvVar | str:
@@ -105,6 +113,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             fallbacks=[_fallback(e) for e in settings.llm_fallbacks],
             cache_path=_state_location(settings, settings.response_cache_location) if settings.llm_cache else "",
             trace_path=_state_location(settings, settings.trace_location),
+            state_path=_state_location(settings, settings.gateway_state_location),
+            spend_caps=[SpendCap(**cap) for cap in settings.llm_spend_caps],
         ),
         "vector_store": vector_store,
         "support_desk": SupportDeskResource(
@@ -203,6 +213,7 @@ def build_definitions(settings: Settings, step_modules: Sequence[ModuleType] = S
             inbox_sensor,
             ticket_inbox_sensor,
             index_automation,
+            provider_batch_sensor,
             run_failure_recorder(str(settings.output_dir / "run_failures.jsonl"), settings.failure_webhook_url),
         ],
         resources=build_resources(settings),

@@ -13,6 +13,7 @@ from dagster import AssetCheckSeverity, ExecuteInProcessResult
 from pydantic import BaseModel
 
 from ai_pipelines.settings import Settings
+from resources.gateway.provider_batches import WAITING_STATUS
 from resources.gateway.traces import EndpointFailures, TraceStore
 
 
@@ -20,6 +21,15 @@ class OutputLocation(BaseModel):
     asset: str
     location: str
     partitions: int = 0  # documents partitions written by the run; 0 for unpartitioned assets
+
+
+class PendingBatch(BaseModel):
+    """An asset the run left waiting for a provider batch: not a failure, work in flight."""
+
+    asset: str
+    batch_id: str
+    requests: int
+    expected_cost_usd: float
 
 
 class CheckOutcome(BaseModel):
@@ -64,6 +74,9 @@ class ModelUsage(BaseModel):
     fallbacks: int = 0
     cache_hits: int = 0
     failures: list[EndpointFailures] = []
+    # Requests a refusal sent on: to a larger context window, to the content policy's endpoint,
+    # or cut to fit; from the trace table, like `failures`.
+    fallbacks_by_reason: dict[str, int] = {}
 
     @property
     def outage(self) -> bool:
@@ -98,6 +111,9 @@ class ModelUsage(BaseModel):
         usage.add_measuring(measuring)
         return usage
 
+    def describe_fallbacks(self) -> str:
+        return ", ".join(f"{reason} x{count}" for reason, count in sorted(self.fallbacks_by_reason.items()))
+
     def describe_failures(self) -> str:
         return ", ".join(
             f"{f.endpoint} {f.kind} x{f.count}" + (f" ({f.attempts} attempts)" if f.attempts > f.count else "")
@@ -113,6 +129,7 @@ class RunReport(BaseModel):
     not_materialized: list[str]
     failed_steps: list[str]
     model_usage: ModelUsage = ModelUsage()
+    pending_batches: list[PendingBatch] = []
 
     @property
     def blocked_by(self) -> list[CheckOutcome]:
@@ -123,8 +140,16 @@ class RunReport(BaseModel):
         return [c for c in self.checks if not c.blocking and not c.passed]
 
     @property
+    def waiting(self) -> bool:
+        """Assets wait for provider batches, and nothing else went wrong: what was not
+        materialized is theirs and what is downstream of them (the batch sensor launches it)."""
+        return bool(self.pending_batches) and self.success and not self.blocked_by and not self.model_usage.outage
+
+    @property
     def ok(self) -> bool:
-        return self.success and not self.blocked_by and not self.not_materialized and not self.model_usage.outage
+        return self.waiting or (
+            self.success and not self.blocked_by and not self.not_materialized and not self.model_usage.outage
+        )
 
     @classmethod
     def from_result(cls, result: ExecuteInProcessResult, settings: Settings) -> "RunReport":
@@ -160,7 +185,17 @@ class RunReport(BaseModel):
         planned = {key.to_user_string() for key in result.job_def.asset_layer.executable_asset_keys}
         materialized = set(outputs)
         failed = [e.step_key for e in result.get_step_failure_events() if e.step_key]
-        usage.failures = TraceStore(settings.trace_location).failures_by_endpoint(result.run_id)
+        pending = {
+            (event.asset_key.to_user_string(), str(observation.metadata["batch_id"].value)): observation.metadata
+            for event in result.all_events
+            if event.event_type_value == "ASSET_OBSERVATION"
+            and (observation := event.event_specific_data.asset_observation) is not None  # type: ignore[union-attr]
+            and "status" in observation.metadata
+            and observation.metadata["status"].value == WAITING_STATUS
+        }
+        traces = TraceStore(settings.trace_location)
+        usage.failures = traces.failures_by_endpoint(result.run_id)
+        usage.fallbacks_by_reason = traces.fallbacks_by_reason(result.run_id)
         return cls(
             run_id=result.run_id,
             success=result.success,
@@ -169,11 +204,22 @@ class RunReport(BaseModel):
             not_materialized=sorted(planned - materialized),
             failed_steps=failed,
             model_usage=usage,
+            pending_batches=[
+                PendingBatch(
+                    asset=asset,
+                    batch_id=batch_id,
+                    requests=int(metadata["requests"].value),  # type: ignore[arg-type]
+                    expected_cost_usd=float(metadata["expected_cost_usd"].value),  # type: ignore[arg-type]
+                )
+                for (asset, batch_id), metadata in pending.items()
+            ],
         )
 
     def render(self) -> str:
         state = (
-            "succeeded"
+            "waiting for a provider batch"
+            if self.waiting
+            else "succeeded"
             if self.ok
             else "DEGRADED: model outage"
             if self.success and self.model_usage.outage and not self.blocked_by
@@ -206,10 +252,19 @@ class RunReport(BaseModel):
                 f"({usage.outage_requests} with no endpoint answering); {usage.retries} retries, {usage.reasks} re-asks, "
                 f"{usage.fallbacks} answered by a fallback endpoint",
             ]
+            if usage.fallbacks_by_reason:
+                lines.append(f"Fallbacks by reason: {usage.describe_fallbacks()}")
             if usage.failures and not usage.outage:
                 lines.append(f"Endpoint failures: {usage.describe_failures()}")
         for check in self.blocked_by:
             lines.append(f"\nBLOCKED: check '{check.check}' failed on asset '{check.asset}': {check.description}")
+        for batch in self.pending_batches:
+            lines.append(
+                f"\nWAITING: {batch.asset} waits for provider batch {batch.batch_id} ({batch.requests} requests, "
+                f"at most ${batch.expected_cost_usd:.4f}); provider_batch_sensor launches it, and what this run "
+                "selected downstream of it, once the answers are in (sensors run under `make dev` or `make prod`; "
+                "`ai-pipelines batches` shows how far along it is)"
+            )
         if self.not_materialized:
             lines.append(f"Not materialized: {', '.join(self.not_materialized)}")
         if self.failed_steps:

@@ -11,6 +11,7 @@ from sensors.jobs import (
     reply_approval_job,
     triage_job,
 )
+from sensors.provider_batches import provider_batch_sensor
 from sensors.run_failures import run_failure_recorder
 from sensors.schedules import digest_schedule
 from sensors.ticket_inbox import ticket_inbox_sensor
@@ -26,6 +27,7 @@ __all__ = [
     "inbox_sensor",
     "index_automation",
     "index_job",
+    "provider_batch_sensor",
     "publish_job",
     "reply_approval_job",
     "ticket_inbox_sensor",

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import dagster as dg
 import pandas as pd
@@ -34,8 +34,11 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_mode
 
 from assets.components.llm_asset import LlmAsset, LlmCall, LlmRun
 from assets.components.partitions import DOCUMENT_BATCHES, ITEM_COLUMNS, TICKETS, partition_column
-from resources import ModelCallError, ModelResource
+from assets.components.routed_calls import RoutedItem, RoutingLog, ask_routed
+from resources import ModelCallError, ModelResource, ModelSession
 from resources.gateway.model import MODEL_POOL
+from resources.gateway.request import ContextOverflow
+from resources.gateway.tier_routing import RoutingPolicy
 from resources.guardrails.answer_rules import field_limits, stand_in_answer, verified_answer_model
 from resources.guardrails.prompt_injection import neutralize
 from resources.metadata.markdown_tables import markdown_table
@@ -56,6 +59,7 @@ from resources.verification.rubric_judge import calibrate_judge, judge_answers
 from resources.verification.stand_ins import DERIVATIONS
 
 TIERS = ("fast", "strong")
+CONTEXT_OVERFLOWS = get_args(ContextOverflow)
 # Each pipeline folder keeps its declared steps in `steps/<name>/defs.yaml`.
 PIPELINES_DIR = Path(__file__).parent.parent
 # Partitioning a step may declare: the partitions definition and the column holding its key.
@@ -265,6 +269,8 @@ class StepRun(LlmRun):
     """The run of a step's asset, with the step whose rows it answers."""
 
     step: "LlmStep"
+    # How the items were routed to tiers, for a step with `routing`.
+    routing: RoutingLog | None = None
 
 
 class LlmStep(dg.Component, dg.Model, dg.Resolvable):
@@ -292,6 +298,22 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
     )
     compare_tiers: bool = Field(
         default=False, description="Also record what the calls would have cost on the strong tier."
+    )
+    batch: bool = Field(
+        default=False,
+        description="A bulk materialization (at least batch_min_requests items the cache cannot answer) may go "
+        "through a batch-capable endpoint's batch API at the batch price, and waits for its answers.",
+    )
+    context_overflow: str = Field(
+        default="fallback",
+        description="An item's prompt no endpoint's context window takes: fallback (only an endpoint with a larger "
+        "context_window_tokens is tried; else the item fails) or cut (its longest text is cut to fit and asked again).",
+    )
+    routing: RoutingPolicy | None = Field(
+        default=None,
+        description="Choose the tier per item from the measured pass rates of this step's answers: the cheapest "
+        "tier whose rate meets `target` (its failures asked again on the strong tier), e.g. "
+        "{target: 0.9, explore: 0.1, route_by: kind}; `tier` is then unused.",
     )
     checks: list[StepCheck] = []
     verify: StepVerification | None = Field(
@@ -346,12 +368,19 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
             raise source.error(("tier",), f"unknown tier {self.tier!r} (known: {', '.join(TIERS)})")
         if not 1 <= self.max_tokens <= 32_000:
             raise source.error(("max_tokens",), f"{self.max_tokens} is not between 1 and 32000")
+        if self.context_overflow not in CONTEXT_OVERFLOWS:
+            raise source.error(
+                ("context_overflow",),
+                f"unknown context_overflow {self.context_overflow!r} (known: {', '.join(CONTEXT_OVERFLOWS)})",
+            )
         if self.version < 1:
             raise source.error(("version",), "a step's version starts at 1")
         if self.partitions and self.partitions not in PARTITIONS:
             raise source.error(
                 ("partitions",), f"unknown partitions {self.partitions!r} (known: {', '.join(PARTITIONS)})"
             )
+        for name, problem in self.routing.problems() if self.routing else []:
+            raise source.error(("routing", name), problem)
         prompt_path = folder / self.prompt
         if not prompt_path.is_file():
             raise source.error(("prompt",), f"no prompt file {prompt_path}")
@@ -362,6 +391,9 @@ class LlmStep(dg.Component, dg.Model, dg.Resolvable):
             tier=self.tier,  # type: ignore[arg-type]
             max_tokens=self.max_tokens,
             compare_tiers=self.compare_tiers,
+            context_overflow=self.context_overflow,  # type: ignore[arg-type]
+            routing=self.routing,
+            batch=self.batch,
         )
         for index, check in enumerate(self.checks):
             if check.kind not in ("schema_validity", "rubric"):
@@ -628,13 +660,16 @@ def run_rows(run: StepRun, partition_column: str) -> dg.Output:
             rows.append(step.row_model(**base, **answer.model_dump(), status="valid", trace_id=trace_id))
     # The judge's calibration describes the judge, not the rows: every partition shows it.
     judge_figures = judge_rows(run, judging, items, rows, partitions) if judging else {}
+    routed = run.routing
     if not partition_column:
-        return dg.Output(to_frame(rows, step.row_model), metadata={**rows_metadata(rows), **judge_figures})
+        routing = routed.metadata() if routed else {}
+        return dg.Output(to_frame(rows, step.row_model), metadata={**rows_metadata(rows), **judge_figures, **routing})
     # Each partition's materialization describes its own rows and calls, so that adding them
     # up over partitions gives the run's totals.
     for partition in run.context.partition_keys:
         mine = [r for r, p in zip(rows, partitions) if p == partition]
-        run.context.add_asset_metadata({**rows_metadata(mine), **judge_figures}, partition_key=partition)
+        routing = routed.metadata(partition) if routed else {}
+        run.context.add_asset_metadata({**rows_metadata(mine), **judge_figures, **routing}, partition_key=partition)
     return dg.Output(to_frame(rows, step.row_model))
 
 
@@ -664,26 +699,61 @@ def ask_items(run: StepRun, items: list[dict[str, Any]], partitions: list[str]) 
     verify = step.verify
     done = run.llm.progress(step.asset, len(items))
 
-    def one(index: int) -> tuple[Any, str]:
-        schema = step.answer_model
-        if verify is not None:
-            evidence = str(items[index].get(verify.against) or "")
-            schema = verified_answer_model(schema, verify.fields, prompts[index], evidence, verify.against)
+    def schema_for(index: int) -> type[BaseModel]:
+        if verify is None:
+            return step.answer_model
+        evidence = str(items[index].get(verify.against) or "")
+        return verified_answer_model(step.answer_model, verify.fields, prompts[index], evidence, verify.against)
+
+    def options(index: int, tier: str) -> dict[str, Any]:
+        return {
+            "tier": tier,
+            "max_tokens": step.max_tokens,
+            "partition": partitions[index],
+            "context_overflow": run.call.context_overflow,
+        }
+
+    def ask(index: int, tier: str, llm: ModelSession) -> tuple[Any, str]:
         try:
-            return run.llm.traced_structured(
-                [{"role": "user", "content": prompts[index]}],
-                schema,
-                tier=step.tier,  # type: ignore[arg-type]
-                max_tokens=step.max_tokens,
-                partition=partitions[index],
-            )
+            messages = [{"role": "user", "content": prompts[index]}]
+            return llm.traced_structured(messages, schema_for(index), **options(index, tier))
         except ModelCallError as exc:
             return exc, ""
+
+    if step.batch and step.routing is None:  # a routed step's tiers are chosen item by item, as answers come
+        run.llm.offer_batch(
+            [
+                run.llm.request([{"role": "user", "content": prompts[i]}], schema_for(i), **options(i, step.tier))
+                for i in range(len(items))
+            ]
+        )
+
+    if step.routing is not None:
+        answers, run.routing = ask_routed(run, step.routing, routed_items(step, items, partitions), ask, done)
+        return answers
+
+    def one(index: int) -> tuple[Any, str]:
+        try:
+            return ask(index, step.tier, run.llm)
         finally:
             done()
 
     with ThreadPoolExecutor(max_workers=max(1, run.model.max_concurrency)) as pool:
         return list(pool.map(one, range(len(items))))
+
+
+def routed_items(step: LlmStep, items: list[dict[str, Any]], partitions: list[str]) -> list[RoutedItem]:
+    """Each item's name and request type (its `route_by` column), for the router."""
+    routing = step.routing
+    assert routing is not None
+    if routing.route_by and items and routing.route_by not in items[0]:
+        raise step.source.error(
+            ("routing", "route_by"), f"{routing.route_by!r} is not a column of {step.for_each or step.inputs[0]}"
+        )
+    return [
+        RoutedItem(key=str(item.get(step.item_key, index)), request_type=routing.request_type(item), partition=part)
+        for index, (item, part) in enumerate(zip(items, partitions))
+    ]
 
 
 @dataclass(frozen=True)

@@ -454,11 +454,13 @@ def extract_signals(run: LlmRun) -> Output[pd.DataFrame]:
 
 
 # One fast-tier extraction per document; `extract_signals` grounds and reviews its answers.
+# A bulk run (a new corpus, a changed prompt) may go through the provider's batch API.
 EXTRACTION = LlmCall(
     prompt_file=Path(__file__).parent / "prompts" / "extract_signals.txt",
     answer=ExtractedSignals,
     tier="fast",
     max_tokens=512,
+    batch=True,
 )
 SIGNALS = LlmAsset(
     name="signals",
