@@ -85,3 +85,14 @@ def test_the_scale_scenario_times_the_asset_page_on_a_webserver_over_the_runs_in
     webserver = rows["webserver: asset page of signals, N=4"]
     assert " s warm (first " in webserver and "dagster-webserver up in" in webserver
     assert "| overhead |" not in result.stdout  # the digest scenario was not asked for
+
+
+def test_the_routing_scenario_prints_learned_runs_cheaper_than_all_strong_at_the_target():
+    result = bench("bench.learned_routing", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line.split("|")[2].strip(): line for line in result.stdout.splitlines() if line.startswith("| routing")}
+    assert set(rows) == {f"{way}, 60 items (half hard)" for way in ("all fast", "all strong")} | {
+        f"learned, {run} run, 60 items (half hard)" for run in ("first", "second")
+    }
+    assert "pass rate 0.50" in rows["all fast, 60 items (half hard)"]
+    assert all(line.endswith("| yes |") for way, line in rows.items() if way.startswith("learned"))
