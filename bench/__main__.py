@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from bench import gateway_overhead, indexing
+from bench import gateway_overhead, indexing, learned_routing
 from bench.digest_runs import DigestMeasurements
 from bench.scale import ScaleMeasurements
 from bench.table import BenchmarkFailed, Row, render
@@ -39,6 +39,7 @@ class Sizes(BaseModel):
     indexing_documents: int
     tickets: int  # support-triage pipeline size
     scale_documents: int  # the scale scenario's corpus (run only when asked for)
+    routing_items: int = 200  # learned routing's items, half of them hard (seconds at any preset)
 
 
 FULL = Sizes(
@@ -291,7 +292,7 @@ def memory_rows(by_size: dict[int, DigestMeasurements]) -> list[Row]:
     return rows
 
 
-SCENARIOS = ("digest", "triage", "gateway", "indexing")  # what `make bench` runs
+SCENARIOS = ("digest", "triage", "gateway", "indexing", "routing")  # what `make bench` runs
 # Run only when named in --scenarios: `scale` takes about 10 minutes at its 20,000 documents (2 cores).
 ON_REQUEST = ("scale",)
 
@@ -329,6 +330,7 @@ def run(
         "triage": ("triage pipeline", lambda: triage_rows(triage_runs(sizes.tickets, latency, concurrency))),
         "gateway": ("gateway overhead", lambda: gateway_overhead.measure(sizes.gateway_calls)),
         "indexing": ("indexing", lambda: indexing.measure(sizes.indexing_documents)),
+        "routing": ("learned routing", lambda: learned_routing.measure(sizes.routing_items)),
     }
     for name, scenario in (others[s] for s in scenarios if s in others):
         print(f"... {name}", file=sys.stderr, flush=True)
@@ -343,6 +345,7 @@ def run(
         "triage",
         "gateway overhead",
         "indexing",
+        "routing",
         "memory",
         "scale",
     ]
