@@ -42,16 +42,17 @@ ALL_ITEMS = "all"  # the request type of every item of a step routed as one type
 _NOMINAL_TOKENS = (1_000, 1_000)
 
 SCHEMA = """
-create table if not exists tier_outcomes (
+create table if not exists tier_tallies (
     step text not null,
     basis text not null,
     request_type text not null,
     tier text not null,
+    n integer not null,
     passed integer not null,
     cost_usd real not null,
-    created_at text not null
+    updated_at text not null,
+    primary key (step, basis, request_type, tier)
 );
-create index if not exists tier_outcomes_step on tier_outcomes (step, basis);
 create table if not exists tier_pins (step text primary key, tier text not null, pinned_at text not null);
 """
 
@@ -144,32 +145,35 @@ class TierOutcomes:
         self._db = StateStore(location, SCHEMA, durable=False)
 
     def record(self, step: str, basis: str, request_type: str, tier: str, passed: bool, cost_usd: float) -> None:
+        """One more outcome, added to its tally: a row per (step, basis, type, tier), not per
+        answer, so the store stays small however many items a step routes."""
         self._db.execute(
-            "insert into tier_outcomes (step, basis, request_type, tier, passed, cost_usd, created_at) "
-            "values (?, ?, ?, ?, ?, ?, ?)",
+            "insert into tier_tallies (step, basis, request_type, tier, n, passed, cost_usd, updated_at) "
+            "values (?, ?, ?, ?, 1, ?, ?, ?) on conflict (step, basis, request_type, tier) do update set "
+            "n = tier_tallies.n + 1, passed = tier_tallies.passed + excluded.passed, "
+            "cost_usd = tier_tallies.cost_usd + excluded.cost_usd, updated_at = excluded.updated_at",
             (step, basis, request_type, tier, int(passed), cost_usd, datetime.now(timezone.utc).isoformat()),
         )
 
     def tallies(self, step: str, basis: str) -> dict[tuple[str, str], Tally]:
         """(request type, tier) -> what was measured for this step under this basis."""
         rows = self._db.fetchall(
-            "select request_type, tier, count(*), sum(passed), sum(cost_usd) from tier_outcomes "
-            "where step = ? and basis = ? group by request_type, tier",
+            "select request_type, tier, n, passed, cost_usd from tier_tallies where step = ? and basis = ?",
             (step, basis),
         )
-        return {(t, tier): Tally(int(n), int(p or 0), float(c or 0.0)) for t, tier, n, p, c in rows}
+        return {(t, tier): Tally(int(n), int(p), float(c)) for t, tier, n, p, c in rows}
 
     def rates(self, confidence: float = 0.95) -> list[MeasuredRate]:
         """Every step's rates under its newest basis (older bases describe what no longer runs)."""
         newest = dict(
             self._db.fetchall(
-                "select step, basis from tier_outcomes o where created_at = "
-                "(select max(created_at) from tier_outcomes where step = o.step)"
+                "select step, basis from tier_tallies o where updated_at = "
+                "(select max(updated_at) from tier_tallies where step = o.step)"
             )
         )
         rows = self._db.fetchall(
-            "select step, basis, request_type, tier, count(*), sum(passed), sum(cost_usd) from tier_outcomes "
-            "group by step, basis, request_type, tier order by step, request_type, tier"
+            "select step, basis, request_type, tier, n, passed, cost_usd from tier_tallies "
+            "order by step, request_type, tier"
         )
         return [
             MeasuredRate(
@@ -177,10 +181,10 @@ class TierOutcomes:
                 request_type=kind,
                 tier=tier,
                 n=int(n),
-                passed=int(p or 0),
-                rate=round(int(p or 0) / int(n), 3),
-                lower_bound=round(wilson_bounds(int(p or 0), int(n), confidence)[0], 3),
-                mean_cost_usd=round(float(c or 0.0) / int(n), 8),
+                passed=int(p),
+                rate=round(int(p) / int(n), 3),
+                lower_bound=round(wilson_bounds(int(p), int(n), confidence)[0], 3),
+                mean_cost_usd=round(float(c) / int(n), 8),
             )
             for step, basis, kind, tier, n, p, c in rows
             if newest.get(step) == basis
