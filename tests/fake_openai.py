@@ -708,6 +708,7 @@ class FakeBatchAPI:
         self.outcome: BatchOutcome = "completed"
         self.line_fault: BatchLineFault | None = None
         self.hold = False  # batches stay in_progress while set
+        self.upload_seconds = 0.0  # an upload takes this long, as a large file does (outside the server's lock)
 
     @staticmethod
     def serves(path: str) -> bool:
@@ -716,6 +717,8 @@ class FakeBatchAPI:
     def handle(self, method: str, path: str, content_type: str, raw: bytes) -> tuple[int, bytes, str]:
         """Status, body and content type of the answer to one request."""
         parts = path.split("?")[0].rstrip("/").split("/")[2:]  # after /v1
+        if parts == ["files"] and method == "POST":
+            time.sleep(self.upload_seconds)
         with self._lock:
             if parts == ["files"] and method == "POST":
                 return self._json(200, self._upload(content_type, raw))

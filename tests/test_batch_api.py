@@ -9,10 +9,12 @@ instance, the SQLite response cache, trace table and state store, and the fake O
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, RunRequest, SensorResult, SkipReason, build_sensor_context
+from pydantic import BaseModel
 
 from ai_pipelines.backfill import all_documents_tags, register_documents
 from ai_pipelines.cli import command_batches
@@ -21,11 +23,18 @@ from ai_pipelines.run_report import RunReport
 from ai_pipelines.settings import Settings
 from assets import STEP_MODULES
 from resources.gateway.batch_registry import BatchLine, BatchRegistry, ProviderBatch
-from resources.gateway.provider_batches import BATCH_FALLBACK_TAG, BATCH_TAG, PENDING_BATCH_TAG
+from resources.gateway.provider_batches import (
+    BATCH_FALLBACK_TAG,
+    BATCH_TAG,
+    PENDING_BATCH_TAG,
+    BatchPending,
+    BatchScope,
+)
+from resources.gateway.request import ModelRequest
 from resources.gateway.spend_limits import SpendLimits
 from resources.gateway.traces import TraceStore
 from sensors import provider_batch_sensor
-from tests.conftest import partition_metadata, warehouse_query
+from tests.conftest import gateway, partition_metadata, warehouse_query
 from tests.fake_openai import data_block
 from tests.test_llm_steps import GIST_PROMPT, GIST_STEP, gist, run_gists, step_package
 
@@ -357,3 +366,50 @@ def test_the_registry_is_shared_through_postgres(postgres_url):
     figures = submitting.figures("batch_pg")
     assert figures.answered == 200 and figures.cost_usd == pytest.approx(200 * 0.002 + 50 * 0.001)
     assert submitting.figures("batch_pg", "p0").answered == 100
+
+
+class Answer(BaseModel):
+    text: str
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_two_runs_reaching_the_same_requests_at_once_send_them_in_one_batch(store, tmp_path, llm, request):
+    """Each run claims the requests before it uploads them, in a transaction every process runs
+    alone: while the first upload is still on its way, the second run finds them claimed and waits
+    for the first run's batch instead of paying for them twice."""
+    state = request.getfixturevalue("postgres_url") if store == "postgres" else str(tmp_path / "state.sqlite")
+    llm.batch_api.upload_seconds = 0.5  # both runs are past their cache lookups before either has a batch id
+    requests = [
+        ModelRequest(messages=[{"role": "user", "content": f"Say {i}."}], output=Answer, partition="batch-00")
+        for i in range(12)
+    ]
+    outcomes: dict[str, BaseException] = {}
+    start = threading.Barrier(2)
+
+    def run(name: str) -> None:
+        # A gateway of its own per run, as two processes have: its own connections to the store.
+        model = gateway(
+            llm, batch=True, batch_min_requests=5, state_path=state, cache_path=str(tmp_path / "cache.sqlite")
+        )
+        start.wait()
+        try:
+            model.provider_batches().offer(requests, BatchScope(run_id=name, asset="signals"))
+        except BaseException as exc:  # noqa: BLE001 - the outcome is what the test reads
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("run-1", "run-2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(llm.batch_api.batches) == 1 and len(llm.batch_api.files) == 1, f"one upload, one batch: {outcomes}"
+    [batch_id] = llm.batch_api.batches
+    assert {type(e) for e in outcomes.values()} == {BatchPending} and len(outcomes) == 2, outcomes
+    submitter, waiter = sorted(outcomes.values(), key=lambda e: -len(e.submitted))  # type: ignore[attr-defined]
+    assert (submitter.submitted, [b.batch_id for b in submitter.batches]) == ([batch_id], [batch_id])  # type: ignore[attr-defined]
+    # The other run waits for the same requests: for the provider's batch, or the claim that became it.
+    [held] = waiter.batches  # type: ignore[attr-defined]
+    assert not waiter.submitted and (held.batch_id == batch_id or held.status == "submitting")  # type: ignore[attr-defined]
+    registry = BatchRegistry(state)
+    assert [b.batch_id for b in registry.batches()] == [batch_id]  # the claim took the provider's id
+    assert len(registry.lines(batch_id)) == len(requests)

@@ -14,7 +14,7 @@ to be in a batch already.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
@@ -46,10 +46,24 @@ _SCHEMA = (
     "create index if not exists provider_batch_lines_by_key on provider_batch_lines (custom_id);"
 )
 _ROWS_PER_STATEMENT = 200  # a multi-row insert stays under either database's limit on parameters
+# The status of requests a run has claimed and is uploading: not yet a batch at the provider.
+SUBMITTING = "submitting"
+# A claim older than this was left by a run that died while submitting: it holds nothing.
+CLAIM_SECONDS = 600
+# The Postgres advisory lock under which requests are claimed (any constant no other lock uses).
+CLAIM_LOCK = 0x0BA7_C4E5
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# Batches that hold their requests: all but the claims a dead run left (see CLAIM_SECONDS).
+_LIVE_CLAIM = f"(b.status != '{SUBMITTING}' or b.created_at >= ?)"
+
+
+def _claims_since() -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=CLAIM_SECONDS)).isoformat(timespec="seconds")
 
 
 class ProviderBatch(BaseModel):
@@ -124,6 +138,49 @@ class BatchRegistry:
     def __init__(self, location: str | Path) -> None:
         self._db = StateStore(location, _SCHEMA)
 
+    def claim(self, batch: ProviderBatch, lines: Sequence[BatchLine]) -> list[BatchLine]:
+        """Registers `batch` (status `submitting`) with those of `lines` no other batch holds, and
+        returns them: in one transaction every process runs alone, so a request is claimed once."""
+        with self._db.transaction(CLAIM_LOCK) as claiming:
+            held: set[str] = set()
+            keys = [line.custom_id for line in lines]
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                held |= {
+                    row[0]
+                    for row in claiming.fetchall(
+                        f"select l.custom_id from provider_batch_lines l join provider_batches b on b.batch_id = "
+                        f"l.batch_id where l.custom_id in ({', '.join('?' * len(chunk))}) and {_LIVE_CLAIM}",
+                        [*chunk, _claims_since()],
+                    )
+                }
+            free = [line for line in lines if line.custom_id not in held]
+            if free:
+                for statement, values in self._line_inserts(free):
+                    claiming.execute(statement, values)
+                claiming.execute(
+                    upsert_sql("provider_batches", _BATCH_COLUMNS, "batch_id"), _stored(batch, _JSON_BATCH_FIELDS)
+                )
+            return free
+
+    def rename(self, claim_id: str, batch: ProviderBatch) -> None:
+        """A claim, submitted: its lines and its row take the provider's batch id and status."""
+        with self._db.transaction(CLAIM_LOCK) as renaming:
+            renaming.execute(
+                "update provider_batch_lines set batch_id = ? where batch_id = ?", (batch.batch_id, claim_id)
+            )
+            renaming.execute("delete from provider_batches where batch_id = ?", (claim_id,))
+            batch.updated_at = now()
+            renaming.execute(
+                upsert_sql("provider_batches", _BATCH_COLUMNS, "batch_id"), _stored(batch, _JSON_BATCH_FIELDS)
+            )
+
+    def forget(self, claim_id: str) -> None:
+        """A claim whose submission failed: its requests are free to be asked again."""
+        with self._db.transaction(CLAIM_LOCK) as forgetting:
+            forgetting.execute("delete from provider_batch_lines where batch_id = ?", (claim_id,))
+            forgetting.execute("delete from provider_batches where batch_id = ?", (claim_id,))
+
     def add(self, batch: ProviderBatch, lines: Sequence[BatchLine]) -> None:
         """A new batch and its lines; the lines go first, so a batch is never listed without them."""
         self.save_lines(lines)
@@ -134,15 +191,25 @@ class BatchRegistry:
         self._db.execute(upsert_sql("provider_batches", _BATCH_COLUMNS, "batch_id"), _stored(batch, _JSON_BATCH_FIELDS))
 
     def save_lines(self, lines: Sequence[BatchLine]) -> None:
+        for statement, values in self._line_inserts(lines):
+            self._db.execute(statement, values)
+
+    @staticmethod
+    def _line_inserts(lines: Sequence[BatchLine]) -> list[tuple[str, list[Any]]]:
+        """Multi-row upserts of `lines`, each under either database's limit on parameters."""
         updates = ", ".join(f"{c} = excluded.{c}" for c in _LINE_COLUMNS if c not in ("batch_id", "custom_id"))
+        statements = []
         for start in range(0, len(lines), _ROWS_PER_STATEMENT):
             chunk = lines[start : start + _ROWS_PER_STATEMENT]
             row = f"({', '.join('?' * len(_LINE_COLUMNS))})"
-            self._db.execute(
-                f"insert into provider_batch_lines ({', '.join(_LINE_COLUMNS)}) values {', '.join([row] * len(chunk))} "
-                f"on conflict (batch_id, custom_id) do update set {updates}",
-                [value for line in chunk for value in _stored(line, _JSON_LINE_FIELDS)],
+            statements.append(
+                (
+                    f"insert into provider_batch_lines ({', '.join(_LINE_COLUMNS)}) values "
+                    f"{', '.join([row] * len(chunk))} on conflict (batch_id, custom_id) do update set {updates}",
+                    [value for line in chunk for value in _stored(line, _JSON_LINE_FIELDS)],
+                )
             )
+        return statements
 
     def get(self, batch_id: str) -> ProviderBatch | None:
         row = self._db.fetchone(
@@ -152,7 +219,8 @@ class BatchRegistry:
 
     def batches(self, unhandled_only: bool = False, limit: int = 100) -> list[ProviderBatch]:
         """The latest batches first; `unhandled_only`: those the sensor has not settled yet."""
-        where = "where handled = ''" if unhandled_only else ""
+        # Claims still uploading are no batch at the provider yet: nothing to poll.
+        where = f"where handled = '' and status != '{SUBMITTING}'" if unhandled_only else ""
         rows = self._db.fetchall(
             f"select {', '.join(_BATCH_COLUMNS)} from provider_batches {where} order by created_at desc, batch_id desc "
             "limit ?",
@@ -174,9 +242,9 @@ class BatchRegistry:
             chunk = keys[start : start + 500]
             rows = self._db.fetchall(
                 "select l.custom_id, l.batch_id from provider_batch_lines l join provider_batches b "
-                f"on b.batch_id = l.batch_id where l.custom_id in ({', '.join('?' * len(chunk))}) "
+                f"on b.batch_id = l.batch_id where l.custom_id in ({', '.join('?' * len(chunk))}) and {_LIVE_CLAIM} "
                 "order by b.created_at, b.batch_id",
-                chunk,
+                [*chunk, _claims_since()],
             )
             found.update(dict(rows))  # the later batch wins
         batches = {batch_id: self.get(batch_id) for batch_id in set(found.values())}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +36,14 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from pydantic import BaseModel
 
-from resources.gateway.batch_registry import BatchFigures, BatchLine, BatchRegistry, Handling, ProviderBatch
+from resources.gateway.batch_registry import (
+    SUBMITTING,
+    BatchFigures,
+    BatchLine,
+    BatchRegistry,
+    Handling,
+    ProviderBatch,
+)
 from resources.gateway.call_recorder import CallRecorder
 from resources.gateway.config import Endpoint, GatewayConfig, Tier
 from resources.gateway.endpoint_state import EndpointStates
@@ -171,7 +179,6 @@ class ProviderBatches:
         if not uncached:
             return
         held = registry.holding(uncached)
-        waiting = {b.batch_id: b for b in held.values() if not b.handled}
         fresh = {k: r for k, r in uncached.items() if k not in held}
         submitted: list[ProviderBatch] = []
         for tier in sorted({r.tier for r in fresh.values()}):
@@ -179,13 +186,17 @@ class ProviderBatches:
             if len(group) < self._config.batch_min_requests:
                 continue
             try:
-                submitted.append(self.submit(group, tier, scope, endpoint, registry))
+                batch = self.submit(group, tier, scope, endpoint, registry)
             except openai.OpenAIError as exc:
                 log.warning(
                     f"Batch of {len(group)} {tier} requests not submitted to {endpoint.name}; asking live: {exc}"
                 )
-        if waiting or submitted:
-            raise BatchPending([*waiting.values(), *submitted], [b.batch_id for b in submitted])
+                continue
+            submitted += [batch] if batch is not None else []
+        # Read again: a run that claimed some of these requests meanwhile holds them for this one too.
+        waiting = {b.batch_id: b for b in registry.holding(uncached).values() if not b.handled}
+        if waiting:
+            raise BatchPending(list(waiting.values()), [b.batch_id for b in submitted])
 
     def submit(
         self,
@@ -194,28 +205,21 @@ class ProviderBatches:
         scope: BatchScope,
         endpoint: Endpoint,
         registry: BatchRegistry,
-    ) -> ProviderBatch:
-        """One batch of `requests` (by cache key), uploaded, created and registered."""
+    ) -> ProviderBatch | None:
+        """One batch of `requests` (by cache key), claimed, uploaded, created and registered; None
+        when runs that claimed some of them first left fewer than a batch's worth.
+
+        The requests are claimed in the registry before anything is uploaded, in a transaction
+        every process runs alone, so two runs that reach the same requests at once send them in
+        one batch, not two; the claim takes the provider's batch id once it has one, and is
+        given up when the submission fails."""
         prompt_tokens = sum(r.input_chars // TOKEN_CHARS for r in requests.values())
         completion_tokens = sum(r.max_tokens for r in requests.values())
         self._limits.admit(endpoint, tier, prompt_tokens, completion_tokens)  # a batch is sent, too
         model = endpoint.model_for(tier)
-        lines = [
-            {"custom_id": key, "method": "POST", "url": CHAT_COMPLETIONS, "body": request.body(model)}
-            for key, request in requests.items()
-        ]
-        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
-        client = self._states.client(endpoint)
-        upload = client.files.create(file=(f"{scope.asset.replace('/', '_')}.jsonl", data), purpose="batch")
-        created = client.batches.create(
-            input_file_id=upload.id,
-            endpoint=CHAT_COMPLETIONS,
-            completion_window=self._config.batch_completion_window,  # type: ignore[arg-type]
-            metadata={"asset": scope.asset[:512], "run_id": scope.run_id},
-        )
         estimate = self._config.cost(tier, prompt_tokens, completion_tokens)
-        batch = ProviderBatch(
-            batch_id=created.id,
+        claim = ProviderBatch(
+            batch_id=f"claim-{uuid.uuid4().hex}",
             endpoint=endpoint.name,
             model=model,
             tier=tier,
@@ -226,22 +230,47 @@ class ProviderBatches:
             selection=scope.selection,
             requests=len(requests),
             expected_cost_usd=round(estimate * endpoint.batch_price_ratio, 6),
-            status=created.status,
+            status=SUBMITTING,
         )
-        registry.add(
-            batch,
+        claimed = registry.claim(
+            claim,
             [
                 BatchLine(
-                    batch_id=created.id,
+                    batch_id=claim.batch_id,
                     custom_id=key,
                     tier=tier,
                     partition=request.partition,
-                    body=line["body"],
+                    body=request.body(model),
                     output_schema=request.parameters()["response_format"]["json_schema"]["schema"],
                 )
-                for (key, request), line in zip(requests.items(), lines)
+                for key, request in requests.items()
             ],
         )
+        if len(claimed) < self._config.batch_min_requests:
+            registry.forget(claim.batch_id)
+            return None
+        if len(claimed) < len(requests):  # the estimate covers what this batch sends
+            share = len(claimed) / len(requests)
+            claim.requests, claim.expected_cost_usd = len(claimed), round(claim.expected_cost_usd * share, 6)
+        data = "".join(
+            json.dumps({"custom_id": line.custom_id, "method": "POST", "url": CHAT_COMPLETIONS, "body": line.body})
+            + "\n"
+            for line in claimed
+        ).encode()
+        try:
+            client = self._states.client(endpoint)
+            upload = client.files.create(file=(f"{scope.asset.replace('/', '_')}.jsonl", data), purpose="batch")
+            created = client.batches.create(
+                input_file_id=upload.id,
+                endpoint=CHAT_COMPLETIONS,
+                completion_window=self._config.batch_completion_window,  # type: ignore[arg-type]
+                metadata={"asset": scope.asset[:512], "run_id": scope.run_id},
+            )
+        except BaseException:
+            registry.forget(claim.batch_id)
+            raise
+        batch = claim.model_copy(update={"batch_id": created.id, "status": created.status})
+        registry.rename(claim.batch_id, batch)
         return batch
 
     def figures(self, batch_id: str, partition: str | None = None) -> BatchFigures:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 
 POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg2://", "postgres://")
 POSTGRES_SCHEMA = "ai_pipelines"
+BUSY_SECONDS = 30  # how long a SQLite statement waits for another process's write
 SCHEMA_LOCK = 0x5C4E_3A11  # the Postgres advisory lock under which tables are created
 
 
@@ -36,6 +38,22 @@ def upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
         f"insert into {table} ({', '.join(columns)}) values ({', '.join('?' * len(columns))}) "
         f"on conflict ({key}) do update set {updates}"
     )
+
+
+def _write_ahead_log(connection: sqlite3.Connection) -> None:
+    """Switches a SQLite file to WAL. Two processes opening a fresh file at once both switch it,
+    and SQLite answers the second "database is locked" at once, without waiting as the busy
+    timeout waits for a write: so the switch is tried again until the timeout (the file is in
+    WAL once either has switched it)."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            connection.execute("pragma journal_mode=wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class StateStore:
@@ -68,8 +86,8 @@ class StateStore:
             self._placeholder = "%s"
         else:
             Path(self.location).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.location, check_same_thread=False, timeout=30)
-            self._db.execute("pragma journal_mode=wal")
+            self._db = sqlite3.connect(self.location, check_same_thread=False, timeout=BUSY_SECONDS)
+            _write_ahead_log(self._db)
             if not durable:
                 self._db.execute("pragma synchronous=normal")
             self._db.executescript(schema)
