@@ -232,7 +232,8 @@ IN_FLIGHT = 2 * 4  # two processes, max_concurrency 4 each
 
 
 def two_runs_at_once(server: FakeOpenAI, state: str, tmp_path: Path) -> list[dict]:
-    """Both processes import Dagster, say ready, then start their calls on the same line."""
+    """Both processes import Dagster, say ready, then start their calls on the same line; the
+    server answers once both have as many calls in flight as their concurrency allows."""
     outs = [tmp_path / f"run-{i}.json" for i in range(2)]
     runs = [
         subprocess.Popen(
@@ -248,10 +249,17 @@ def two_runs_at_once(server: FakeOpenAI, state: str, tmp_path: Path) -> list[dic
     try:
         for run in runs:
             assert run.stdout is not None and run.stdout.readline().strip() == "ready"
+        # Answers are held until both runs have their calls in flight: on a busy machine one
+        # process can otherwise finish before the other has built its run, and nothing overlaps.
+        server.answering.clear()
         for run in runs:
             assert run.stdin is not None
             run.stdin.write("go\n")
             run.stdin.flush()
+        deadline = time.monotonic() + 120
+        while server.in_flight < IN_FLIGHT and time.monotonic() < deadline and all(r.poll() is None for r in runs):
+            time.sleep(0.05)
+        server.answering.set()
         for run in runs:
             assert run.wait(timeout=120) == 0
     finally:
@@ -264,8 +272,6 @@ def two_runs_at_once(server: FakeOpenAI, state: str, tmp_path: Path) -> list[dic
 def assert_the_cap_held(server: FakeOpenAI, state: str, tmp_path: Path) -> None:
     server.scripts["Echo"] = lambda messages: {"text": "ok"}
     server.latency_seconds = 0.01  # calls of both runs overlap in flight
-    # The table exists before two processes start: Postgres's `create table if not exists` is not safe to race.
-    SpendLimits(ModelResource(state_path=state, spend_caps=[SpendCap(name=CAP, usd=CAP_USD)])).store()
 
     runs = two_runs_at_once(server, state, tmp_path)
 
