@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script: bench/ and tests/ are packages
 from openai import OpenAI
 from pydantic import BaseModel, ValidationError
 
-from bench.table import BenchmarkFailed, Row, render
+from bench.table import BenchmarkFailed, Row, print_rows
 from resources import Endpoint, ModelResource, ModelSession
 from resources.gateway.request import response_format_for
 from tests.fake_openai import RemoteFakeOpenAI
@@ -296,9 +296,4 @@ def measure(calls: int) -> list[Row]:
 
 
 if __name__ == "__main__":
-    try:
-        result = measure(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
-    except BenchmarkFailed as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
-    print(render(result))
+    sys.exit(print_rows(lambda: measure(int(sys.argv[1]) if len(sys.argv) > 1 else 300)))

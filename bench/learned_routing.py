@@ -31,33 +31,15 @@ import dagster as dg
 import pandas as pd
 
 from ai_pipelines.definitions import build_resources
-from assets.components.llm_step import LlmStep
 from bench.bench_settings import bench_settings
-from bench.table import BenchmarkFailed, Row, render
+from bench.table import BenchmarkFailed, Row, print_rows
 from resources import ModelResource
 from resources.tables import WAREHOUSE
-from tests.fake_openai import FakeOpenAI, data_block
+from tests.fake_openai import FakeOpenAI
+from tests.routed_questions import ASSET, FAST, ROUTING, STRONG, questions, routed_step, script
 
 SCENARIO = "routing"
 TARGET = 0.9
-FAST, STRONG = "bench-fast", "bench-strong"
-ANSWER = "RoutedAnswersAnswer"
-STEP = """\
-type: assets.components.llm_step.LlmStep
-attributes:
-  asset: routed_answers
-  group: bench
-  inputs: [questions]
-  key: item
-  prompt: prompt.txt
-  output_schema:
-    type: object
-    properties:
-      label: {{type: string, enum: [agree, disagree]}}
-      note: {{type: string, maxLength: 60}}
-{how}
-"""
-PROMPT = "Answer the question: agree or disagree.\n<question>\n{question}\n</question>\n"
 PRICES = dict(
     input_price_per_mtok=0.25,
     output_price_per_mtok=1.0,
@@ -66,31 +48,9 @@ PRICES = dict(
 )
 
 
-def questions(count: int) -> list[dict[str, str]]:
-    kinds = ("easy", "hard")
-    return [
-        {"item": f"q{i:04d}", "kind": kinds[i % 2], "question": f"Is {kinds[i % 2]} question {i} settled?"}
-        for i in range(count)
-    ]
-
-
-def answer_well(messages: list[dict[str, str]]) -> dict[str, Any]:
-    return {"label": "agree", "note": (data_block(messages, "question") or "")[:60]}
-
-
-def fail_hard(messages: list[dict[str, str]]) -> dict[str, Any]:
-    """The fast model: right on easy questions, an answer outside the schema on hard ones."""
-    if "hard question" in (data_block(messages, "question") or ""):
-        return {"label": "perhaps", "note": "unsure"}
-    return answer_well(messages)
-
-
 def materialize(folder: Path, how: str, items: list[dict[str, str]], server: FakeOpenAI, state: Path, cache: Path):
     """The step declared with `how` (its tier or its routing), materialized over `items`: its metadata."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "defs.yaml").write_text(STEP.format(how=how))
-    (folder / "prompt.txt").write_text(PROMPT)
-    step = LlmStep.from_file(folder / "defs.yaml")
+    step = routed_step(folder, how)
 
     @dg.asset(name="questions", io_manager_key=WAREHOUSE)
     def questions_table() -> pd.DataFrame:
@@ -114,7 +74,7 @@ def materialize(folder: Path, how: str, items: list[dict[str, str]], server: Fak
     )
     if not result.success:
         raise BenchmarkFailed(f"the {how.strip()!r} run over {len(items)} items failed")
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("routed_answers"))
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(ASSET))
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
@@ -123,13 +83,12 @@ def measure(count: int = 200) -> list[Row]:
     ways = {
         "all fast": "  tier: fast",
         "all strong": "  tier: strong",
-        "learned, first run": f"  routing: {{target: {TARGET}, explore: 0.1, route_by: kind}}",
-        "learned, second run": f"  routing: {{target: {TARGET}, explore: 0.1, route_by: kind}}",
+        "learned, first run": ROUTING,
+        "learned, second run": ROUTING,
     }
     measured: dict[str, dict[str, Any]] = {}
     with FakeOpenAI() as server, tempfile.TemporaryDirectory(prefix="bench-routing-") as root:
-        server.model_scripts[(ANSWER, FAST)] = fail_hard
-        server.model_scripts[(ANSWER, STRONG)] = answer_well
+        script(server)
         for index, (way, how) in enumerate(ways.items()):
             # One state store for the learned runs; a fresh response cache for every run.
             state = Path(root) / ("learned_state.sqlite" if way.startswith("learned") else f"state_{index}.sqlite")
@@ -165,9 +124,4 @@ def measure(count: int = 200) -> list[Row]:
 
 
 if __name__ == "__main__":
-    try:
-        result = measure(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
-    except BenchmarkFailed as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        sys.exit(1)
-    print(render(result))
+    sys.exit(print_rows(lambda: measure(int(sys.argv[1]) if len(sys.argv) > 1 else 200)))

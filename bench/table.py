@@ -73,3 +73,15 @@ def render(rows: list[Row]) -> str:
             f"| {row.scenario} | {row.measure} | {row.value} | {row.baseline} | {ratio} | {row.target} | {met} |"
         )
     return "\n".join(lines)
+
+
+def print_rows(measure: Callable[[], list[Row]]) -> int:
+    """The `main` of a scenario run on its own (`python -m bench.<scenario> [size]`): its table on
+    stdout and exit 0, or `benchmark failed: <reason>` on stderr and exit 1."""
+    try:
+        rows = measure()
+    except BenchmarkFailed as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    print(render(rows))
+    return 0

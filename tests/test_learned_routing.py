@@ -27,61 +27,14 @@ from resources.gateway.tier_routing import RoutingPolicy, TierOutcomes, TierRout
 from resources.tables import WAREHOUSE
 from tests.conftest import gateway, materialization_metadata, warehouse_rows
 from tests.fake_openai import FakeOpenAI, data_block
+from tests.routed_questions import ANSWER, FAST, PROMPT, ROUTING, STRONG, routed_step, script
+from tests.routed_questions import questions as numbered_questions
 
 pytestmark = pytest.mark.integration  # Dagster runs against the fake server
 
-FAST, STRONG = "fast-model", "strong-model"
-ANSWER = "RoutedLabelsAnswer"
-STEP = """\
-type: assets.components.llm_step.LlmStep
-attributes:
-  asset: routed_labels
-  group: routing
-  inputs: [questions]
-  key: item
-  prompt: prompt.txt
-  output_schema:
-    type: object
-    properties:
-      label: {type: string, enum: [agree, disagree]}
-      note: {type: string, maxLength: 60}
-  routing: {target: 0.9, explore: 0.1, route_by: kind}
-  checks:
-    - kind: schema_validity
-      min_rate: 0.9
-"""
-PROMPT = "Answer the question: agree or disagree.\n<question>\n{question}\n</question>\n"
 ITEMS = 80  # half easy, half hard, interleaved
-
-
-def questions(count: int = ITEMS) -> list[dict[str, str]]:
-    kinds = ["easy", "hard"]
-    return [
-        {"item": f"q{i:03d}", "kind": kinds[i % 2], "question": f"Is {kinds[i % 2]} question {i} answered?"}
-        for i in range(count)
-    ]
-
-
-def answer_well(messages: list[dict[str, str]]) -> dict[str, Any]:
-    return {"label": "agree", "note": (data_block(messages, "question") or "")[:60]}
-
-
-def fail_hard(messages: list[dict[str, str]]) -> dict[str, Any]:
-    """The fast model: right on easy questions, an answer outside the schema on hard ones."""
-    hard = "hard question" in (data_block(messages, "question") or "")
-    return {"label": "perhaps", "note": "unsure"} if hard else answer_well(messages)
-
-
-def script(llm: FakeOpenAI) -> None:
-    llm.model_scripts[(ANSWER, FAST)] = fail_hard
-    llm.model_scripts[(ANSWER, STRONG)] = answer_well
-
-
-def routed_step(folder: Path, step: str = STEP) -> LlmStep:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "defs.yaml").write_text(step)
-    (folder / "prompt.txt").write_text(PROMPT)
-    return LlmStep.from_file(folder / "defs.yaml")
+# The step with its routing and a check on what it writes.
+CHECKED = ROUTING + "\n  checks:\n    - kind: schema_validity\n      min_rate: 0.9"
 
 
 def priced_model(llm: FakeOpenAI, state: Path, cache: Path, **options: Any) -> ModelResource:
@@ -97,6 +50,10 @@ def priced_model(llm: FakeOpenAI, state: Path, cache: Path, **options: Any) -> M
         cache_path=str(cache),
         **options,
     )
+
+
+def questions(count: int = ITEMS) -> list[dict[str, str]]:
+    return numbered_questions(count)
 
 
 def materialize(step: LlmStep, settings: Settings, model: ModelResource, items: list[dict[str, str]]):
@@ -126,7 +83,7 @@ def why(decisions: dict[str, Any], kind: str, tier: str) -> dict[str, int]:
 
 def test_the_router_learns_easy_items_go_fast_and_hard_ones_strong(settings: Settings, llm: FakeOpenAI, tmp_path):
     script(llm)
-    step = routed_step(tmp_path / "routed_labels")
+    step = routed_step(tmp_path / "routed_labels", CHECKED)
     state = tmp_path / "state.sqlite"
     model = priced_model(llm, state, tmp_path / "cache.sqlite", max_concurrency=2)
 
@@ -178,7 +135,7 @@ def test_a_pinned_tier_wins_and_the_cli_lists_and_clears_it(
     settings: Settings, llm: FakeOpenAI, tmp_path, monkeypatch, capsys
 ):
     script(llm)
-    step = routed_step(tmp_path / "routed_labels")
+    step = routed_step(tmp_path / "routed_labels", CHECKED)
     monkeypatch.setenv("AI_PIPELINES_DATA_DIR", str(settings.data_dir))
     state = Path(settings.gateway_state_location)
     model = priced_model(llm, state, tmp_path / "cache.sqlite")
@@ -242,7 +199,7 @@ def test_bounds_and_bad_routing_are_named_where_they_are_written(tmp_path):
     lower, upper = wilson_bounds(24, 24, 0.95)
     assert lower < 0.9 < upper and wilson_bounds(25, 25, 0.95)[0] >= 0.9
     assert wilson_bounds(0, 8, 0.95)[1] < 0.3
-    bad = STEP.replace("explore: 0.1", "explore: 0.9")
+    bad = CHECKED.replace("explore: 0.1", "explore: 0.9")
     with pytest.raises(StepDefinitionError, match=r"defs.yaml:\d+: attributes.routing.explore: 0.9 is not a share"):
         routed_step(tmp_path / "bad", bad)
     prompt = tmp_path / "prompt.txt"

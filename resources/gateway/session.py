@@ -105,7 +105,7 @@ class ModelSession:
         return self._gateway.complete(request, self.ledger, self._invalid)
 
     def structured(self, messages: Messages, schema: type[T], **options: Any) -> T:
-        """A validated `schema` instance (options as for `traced_structured`)."""
+        """A validated `schema` instance (options as for `request`)."""
         return self.traced_structured(messages, schema, **options)[0]
 
     def request(
@@ -120,7 +120,11 @@ class ModelSession:
         sample: int = 0,
         context_overflow: ContextOverflow = "fallback",
     ) -> ModelRequest:
-        """The request `traced_structured` asks with these options (for `offer_batch`, then `answer`)."""
+        """The request `traced_structured` asks with these options (for `offer_batch`, then `answer`).
+
+        `temperature` overrides the gateway's for this request; `sample` numbers otherwise
+        identical requests (the samples of a vote), so each is cached apart; `context_overflow`
+        "cut" lets a prompt no endpoint's context window takes be cut to fit, rather than fail."""
         return ModelRequest(
             messages=messages,
             output=schema,
@@ -140,34 +144,10 @@ class ModelSession:
         if self._batching is not None:
             self._gateway.batches.offer(requests, self._batching, self._log)
 
-    def traced_structured(
-        self,
-        messages: Messages,
-        schema: type[T],
-        *,
-        tier: Tier = "fast",
-        max_tokens: int = 256,
-        partition: str = "",
-        temperature: float | None = None,
-        sample: int = 0,
-        context_overflow: ContextOverflow = "fallback",
-    ) -> tuple[T, str]:
-        """A validated `schema` instance and the trace id of the call that produced it.
-
-        `temperature` overrides the gateway's for this request; `sample` numbers otherwise
-        identical requests (the samples of a vote), so each is cached apart; `context_overflow`
-        "cut" lets a prompt no endpoint's context window takes be cut to fit, rather than fail."""
-        request = self.request(
-            messages,
-            schema,
-            tier=tier,
-            max_tokens=max_tokens,
-            partition=partition,
-            temperature=temperature,
-            sample=sample,
-            context_overflow=context_overflow,
-        )
-        value, record = self.answer(request)
+    def traced_structured(self, messages: Messages, schema: type[T], **options: Any) -> tuple[T, str]:
+        """A validated `schema` instance and the trace id of the call that produced it (options as
+        for `request`)."""
+        value, record = self.answer(self.request(messages, schema, **options))
         return value, record.trace_id
 
     def tool_step(
